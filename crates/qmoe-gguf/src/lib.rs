@@ -1,0 +1,1 @@
+//! qmoe-gguf: not yet built (see its issue).

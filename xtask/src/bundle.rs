@@ -1,0 +1,188 @@
+//! `test-gpu --bundle DIR`: release test and bench executables, `kernels-ptx/`, fixtures and a
+//! `run.sh` for a GPU machine with no Rust toolchain.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+/// Largest bundle we allow ourselves (the device tool carries 64 MiB in all).
+const MAX_BUNDLE_BYTES: u64 = 60 << 20;
+
+/// Release executables of one cargo invocation: (name, path), for the given target kinds.
+fn executables(sh: &Shell, args: &[&str], kinds: &[&str]) -> Result<Vec<(String, String)>> {
+    let out = cmd!(
+        sh,
+        "cargo {args...} --message-format=json-render-diagnostics"
+    )
+    .read()?;
+    let mut found = Vec::new();
+    for line in out.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let Some(exe) = v["executable"].as_str() else {
+            continue;
+        };
+        let kind = v["target"]["kind"][0].as_str().unwrap_or("");
+        if !kinds.contains(&kind) {
+            continue;
+        }
+        let pkg = v["package_id"].as_str().unwrap_or("");
+        if pkg.contains("xtask") {
+            continue;
+        }
+        let name = v["target"]["name"].as_str().unwrap_or("exe").to_string();
+        let krate = v["manifest_path"]
+            .as_str()
+            .and_then(|m| {
+                Path::new(m)
+                    .parent()?
+                    .file_name()?
+                    .to_str()
+                    .map(String::from)
+            })
+            .unwrap_or_default();
+        found.push((format!("{krate}.{kind}.{name}"), exe.to_string()));
+    }
+    Ok(found)
+}
+
+/// Builds the bundle into `dir`.
+pub fn build(sh: &Shell, dir: &Path) -> Result<()> {
+    let root = crate::project_root();
+    let dir = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        root.join(dir)
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("tests"))?;
+    std::fs::create_dir_all(dir.join("benches"))?;
+    std::fs::create_dir_all(dir.join("bin"))?;
+
+    // Integration tests hold the GPU tests (one executable per crate).
+    let tests = executables(
+        sh,
+        &["test", "--workspace", "--release", "--tests", "--no-run"],
+        &["test"],
+    )?;
+    let benches = executables(sh, &["bench", "--workspace", "--no-run"], &["bench"])?;
+    let bins = executables(
+        sh,
+        &["build", "--workspace", "--release", "--bins"],
+        &["bin"],
+    )?;
+    for (sub, list) in [("tests", &tests), ("benches", &benches)] {
+        for (name, exe) in list.iter() {
+            std::fs::copy(exe, dir.join(sub).join(name)).with_context(|| format!("copy {exe}"))?;
+        }
+    }
+    for (name, exe) in &bins {
+        let short = name.rsplit('.').next().unwrap_or(name);
+        std::fs::copy(exe, dir.join("bin").join(short))?;
+    }
+    cmd!(sh, "cp -r {root}/kernels-ptx {dir}/kernels-ptx").run()?;
+    cmd!(sh, "cp -r {root}/fixtures {dir}/fixtures").run()?;
+    if root.join("scripts").exists() {
+        cmd!(sh, "cp -r {root}/scripts {dir}/scripts").run()?;
+    }
+    std::fs::write(dir.join("run.sh"), RUN_SH)?;
+    cmd!(sh, "chmod +x {dir}/run.sh").run()?;
+    let size: u64 = cmd!(sh, "du -sb {dir}")
+        .read()?
+        .split_whitespace()
+        .next()
+        .unwrap_or("0")
+        .parse()?;
+    eprintln!(
+        "bundle: {} tests, {} benches, {} bins, {:.1} MB in {}",
+        tests.len(),
+        benches.len(),
+        bins.len(),
+        size as f64 / 1e6,
+        dir.display()
+    );
+    if size > MAX_BUNDLE_BYTES {
+        bail!("bundle is {size} bytes, over the 60 MB limit");
+    }
+    Ok(())
+}
+
+/// The bundle's driver. Runs every test executable's ignored (GPU) tests per arch, or checks
+/// with ptxas where the device cannot run the arch, and ends with one summary table.
+const RUN_SH: &str = r#"#!/usr/bin/env bash
+# qmoe GPU bundle: run on a GPU machine with no Rust toolchain.
+#   bash run.sh [--arch sm_89|sm_90|sm_120|all] [--sanitize] [--bench] [--filter SUBSTR]
+# Exit status: 0 when every suite passed, 1 otherwise.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+ARCH=all; SANITIZE=0; BENCH=0; FILTER=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --arch) ARCH=$2; shift 2;;
+    --sanitize) SANITIZE=1; shift;;
+    --bench) BENCH=1; shift;;
+    --filter) FILTER=$2; shift 2;;
+    -h|--help) sed -n 2,4p "$0"; exit 0;;
+    *) echo "run.sh: unknown argument $1" >&2; exit 2;;
+  esac
+done
+[ "$ARCH" = all ] && ARCHS="sm_89 sm_90 sm_120" || ARCHS=$ARCH
+export QMOE_REQUIRE_GPU=1 QMOE_FIXTURES="$HERE/fixtures" QMOE_KERNELS_PTX="$HERE/kernels-ptx"
+LOGS=${OUT:-$HERE}/logs; mkdir -p "$LOGS"
+CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+echo "device: ${NAME:-none} (cc ${CC:-?})"
+PTXAS=$(command -v ptxas || ls /usr/local/cuda/bin/ptxas 2>/dev/null)
+ROWS=(); FAIL=0
+row() { ROWS+=("$(printf '%-44s %-7s %-10s %6s %6s %7s %8s' "$@")"); }
+for arch in $ARCHS; do
+  need=${arch#sm_}
+  if [ -z "$CC" ] || [ "$need" -gt "$CC" ]; then
+    ok=0; bad=0
+    for p in "$HERE"/kernels-ptx/$arch/*.ptx; do
+      if "$PTXAS" -arch=$arch -o /dev/null "$p" >>"$LOGS/ptxas-$arch.log" 2>&1; then ok=$((ok+1)); else bad=$((bad+1)); FAIL=1; fi
+    done
+    echo "$arch: runtime tests NOT executed (device cc ${CC:-none} < ${need}); ptxas check: $ok assembled, $bad failed"
+    row "ptxas (runtime not executed)" "$arch" "ptxas" "$ok" "$bad" "-" "-"
+    continue
+  fi
+  tools="plain"; [ $SANITIZE = 1 ] && tools="memcheck racecheck"
+  for tool in $tools; do
+    for exe in "$HERE"/tests/*; do
+      name=$(basename "$exe")
+      [ -n "$FILTER" ] && [[ "$name" != *"$FILTER"* ]] && continue
+      log="$LOGS/$name.$arch.$tool.log"
+      start=$(date +%s.%N)
+      if [ $tool = plain ]; then
+        QMOE_PTX_ARCH=$arch "$exe" --ignored --test-threads=1 >"$log" 2>&1; rc=$?
+      else
+        QMOE_PTX_ARCH=$arch compute-sanitizer --tool $tool --error-exitcode 99 "$exe" --ignored --test-threads=1 >"$log" 2>&1; rc=$?
+      fi
+      secs=$(echo "$(date +%s.%N) - $start" | bc 2>/dev/null || echo "?")
+      res=$(grep -E '^test result:' "$log" | tail -1)
+      p=$(echo "$res" | sed -nE 's/.* ([0-9]+) passed.*/\1/p'); f=$(echo "$res" | sed -nE 's/.* ([0-9]+) failed.*/\1/p')
+      i=$(echo "$res" | sed -nE 's/.* ([0-9]+) ignored.*/\1/p')
+      [ $rc -ne 0 ] && FAIL=1 && { echo "---- FAILED: $name ($arch $tool), tail of $log:"; tail -40 "$log"; }
+      row "$name" "$arch" "$tool" "${p:-0}" "${f:-?}" "${i:-0}" "$(printf '%.1f' "$secs" 2>/dev/null || echo "$secs")"
+    done
+  done
+done
+if [ $BENCH = 1 ]; then
+  for exe in "$HERE"/benches/*; do
+    name=$(basename "$exe")
+    [ -n "$FILTER" ] && [[ "$name" != *"$FILTER"* ]] && continue
+    echo "==== bench $name"
+    "$exe" --bench --noplot 2>&1 | tee "$LOGS/$name.bench.log" | grep -E 'time:|thrpt:|^[a-z].*/' || true
+  done
+fi
+echo
+echo "summary"
+printf '%-44s %-7s %-10s %6s %6s %7s %8s\n' executable arch tool passed failed ignored seconds
+for r in "${ROWS[@]}"; do echo "$r"; done
+exit $FAIL
+"#;

@@ -1,0 +1,317 @@
+//! `cargo xtask ptx [--check]`: every `crates/*/cuda/*.cu` → `kernels-ptx/<sm_XX>/<stem>.ptx`
+//! for each target, plus `kernels-ptx/<sm_XX>/resources.txt` from `ptxas -v`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+use crate::nvcc::{self, Toolchain};
+
+/// The targets, as (folder, nvcc virtual arch, ptxas real arch).
+pub const ARCHS: [(&str, &str, &str); 3] = [
+    ("sm_89", "compute_89", "sm_89"),
+    ("sm_90", "compute_90", "sm_90"),
+    ("sm_120", "compute_120", "sm_120"),
+];
+
+/// Options of `cargo xtask ptx`.
+#[derive(clap::Args)]
+pub struct Ptx {
+    /// Do not write: fail, naming each stale file, when the committed PTX or resource report
+    /// differs from what the sources produce now.
+    #[arg(long)]
+    check: bool,
+    /// Compile only this source (its `.cu` stem, e.g. `matvec`), leaving the other PTX files as
+    /// they are; the resource reports are still rebuilt from every PTX file.
+    #[arg(long, value_name = "STEM", conflicts_with = "check")]
+    only: Option<String>,
+}
+
+/// One kernel's resources as ptxas reports them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources {
+    /// Registers per thread.
+    pub registers: u32,
+    /// Static shared memory bytes.
+    pub smem: u32,
+    /// Stack frame bytes.
+    pub stack: u32,
+    /// Spill store bytes.
+    pub spill_stores: u32,
+    /// Spill load bytes.
+    pub spill_loads: u32,
+}
+
+impl Ptx {
+    /// The `--check` mode, for `ci`.
+    pub fn check() -> Ptx {
+        Ptx {
+            check: true,
+            only: None,
+        }
+    }
+
+    pub fn run(&self, sh: &Shell) -> Result<()> {
+        let tools = nvcc::find(sh)?;
+        let mut sources = sources(&crate::project_root())?;
+        if let Some(stem) = &self.only {
+            sources.retain(|s| s.file_stem().is_some_and(|f| f == stem.as_str()));
+            if sources.is_empty() {
+                bail!("--only {stem}: no crates/*/cuda/{stem}.cu");
+            }
+        }
+        let out = if self.check {
+            let tmp = std::env::temp_dir().join(format!("qmoe-ptx-check-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            tmp
+        } else {
+            crate::project_root().join("kernels-ptx")
+        };
+        generate(sh, &tools, &sources, &out, self.only.is_none())?;
+        if self.check {
+            let stale = compare(&crate::project_root().join("kernels-ptx"), &out)?;
+            let _ = std::fs::remove_dir_all(&out);
+            if !stale.is_empty() {
+                bail!(
+                    "committed PTX is stale; run `cargo xtask ptx` and commit:\n  {}",
+                    stale.join("\n  ")
+                );
+            }
+            eprintln!(
+                "ptx --check: kernels-ptx/ is up to date ({} sources, 3 targets)",
+                sources.len()
+            );
+        } else {
+            eprintln!(
+                "ptx: wrote kernels-ptx/ for {} sources ({})",
+                sources.len(),
+                tools.release
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Every `crates/*/cuda/*.cu`, sorted; fails on two files with one stem (PTX names are flat).
+pub fn sources(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for krate in std::fs::read_dir(root.join("crates"))?.flatten() {
+        let dir = krate.path().join("cuda");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "cu") {
+                found.push(e.path());
+            }
+        }
+    }
+    found.sort();
+    let mut stems = BTreeMap::new();
+    for path in &found {
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        if let Some(other) = stems.insert(stem.clone(), path.clone()) {
+            bail!(
+                "two kernel sources share the stem {stem:?}: {} and {}",
+                other.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// Compiles every source for every target into `out/<sm_XX>/` and writes the reports.
+///
+/// With `all`, PTX files whose source is gone are removed first; the report always covers every
+/// PTX file in the folder.
+pub fn generate(
+    sh: &Shell,
+    tools: &Toolchain,
+    sources: &[PathBuf],
+    out: &Path,
+    all: bool,
+) -> Result<()> {
+    let root = crate::project_root();
+    let nvcc = &tools.nvcc;
+    for (folder, virt, real) in ARCHS {
+        let dir = out.join(folder);
+        std::fs::create_dir_all(&dir)?;
+        if all {
+            // Remove PTX whose source is gone, so a deleted kernel cannot linger.
+            for e in std::fs::read_dir(&dir)?.flatten() {
+                if e.path().extension().is_some_and(|x| x == "ptx") {
+                    std::fs::remove_file(e.path())?;
+                }
+            }
+        }
+        for src in sources {
+            let stem = src.file_stem().unwrap().to_string_lossy().to_string();
+            let ptx = dir.join(format!("{stem}.ptx"));
+            let rel = src.strip_prefix(&root).unwrap_or(src);
+            // No -lineinfo / -G: they embed absolute paths and the PTX would differ per machine.
+            cmd!(sh, "{nvcc} -ptx -arch={virt} -O3 -std=c++17 -o {ptx} {rel}")
+                .quiet()
+                .run()
+                .with_context(|| format!("nvcc {virt} {}", rel.display()))?;
+        }
+        let mut ptx_files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "ptx"))
+            .collect();
+        ptx_files.sort();
+        let mut report: Vec<(String, String, Resources)> = Vec::new();
+        for ptx in &ptx_files {
+            let stem = ptx.file_stem().unwrap().to_string_lossy().to_string();
+            let cubin = std::env::temp_dir()
+                .join(format!("qmoe-{stem}-{real}-{}.cubin", std::process::id()));
+            let ptxas = &tools.ptxas;
+            let log = cmd!(sh, "{ptxas} -v -arch={real} -o {cubin} {ptx}")
+                .quiet()
+                .ignore_stdout()
+                .output()
+                .with_context(|| format!("ptxas {real} {}", ptx.display()))?;
+            let _ = std::fs::remove_file(&cubin);
+            if !log.status.success() {
+                bail!(
+                    "ptxas -arch={real} rejected {}:\n{}",
+                    ptx.display(),
+                    String::from_utf8_lossy(&log.stderr)
+                );
+            }
+            for (kernel, res) in parse_ptxas(&String::from_utf8_lossy(&log.stderr)) {
+                report.push((stem.clone(), kernel, res));
+            }
+        }
+        report.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        std::fs::write(
+            dir.join("resources.txt"),
+            render_report(folder, &tools.release, &report),
+        )?;
+    }
+    Ok(())
+}
+
+/// Parses `ptxas -v` output into (kernel, resources), in order of appearance.
+pub fn parse_ptxas(log: &str) -> Vec<(String, Resources)> {
+    let mut out: Vec<(String, Resources)> = Vec::new();
+    let number_before = |line: &str, unit: &str| -> Option<u32> {
+        let idx = line.find(unit)?;
+        line[..idx].split_whitespace().last()?.parse().ok()
+    };
+    for line in log.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            let name = rest.split('\'').next().unwrap_or("").to_string();
+            out.push((name, Resources::default()));
+        } else if let Some((_, res)) = out.last_mut() {
+            if line.contains("bytes stack frame") {
+                res.stack = number_before(line, "bytes stack frame").unwrap_or(0);
+                res.spill_stores = number_before(line, "bytes spill stores").unwrap_or(0);
+                res.spill_loads = number_before(line, "bytes spill loads").unwrap_or(0);
+            } else if line.contains("Used") && line.contains("registers") {
+                res.registers = number_before(line, "registers").unwrap_or(0);
+                res.smem = number_before(line, "bytes smem").unwrap_or(0);
+            }
+        }
+    }
+    out
+}
+
+fn render_report(folder: &str, release: &str, rows: &[(String, String, Resources)]) -> String {
+    let mut s = format!(
+        "# ptxas -v -arch={folder} ({release}); regenerate with `cargo xtask ptx`\n\
+         # registers per thread, static shared memory, stack frame and spill bytes per kernel\n"
+    );
+    s += &format!(
+        "{:<16} {:<44} {:>5} {:>7} {:>6} {:>9} {:>9}\n",
+        "source", "kernel", "regs", "smem", "stack", "spill_st", "spill_ld"
+    );
+    for (stem, kernel, r) in rows {
+        s += &format!(
+            "{:<16} {:<44} {:>5} {:>7} {:>6} {:>9} {:>9}\n",
+            stem, kernel, r.registers, r.smem, r.stack, r.spill_stores, r.spill_loads
+        );
+    }
+    s
+}
+
+/// Names every file that differs between the committed and the fresh tree, or exists in one only.
+fn compare(committed: &Path, fresh: &Path) -> Result<Vec<String>> {
+    let mut stale = Vec::new();
+    for (folder, _, _) in ARCHS {
+        let list = |dir: &Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().to_string())
+                        .filter(|n| n.ends_with(".ptx") || n == "resources.txt")
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        let (a, b) = (committed.join(folder), fresh.join(folder));
+        let mut names = list(&a);
+        names.extend(list(&b));
+        names.sort();
+        names.dedup();
+        for name in names {
+            let old = std::fs::read(a.join(&name)).ok();
+            let new = std::fs::read(b.join(&name)).ok();
+            match (old, new) {
+                (Some(o), Some(n)) if o == n => {}
+                (Some(_), Some(_)) => stale.push(format!(
+                    "kernels-ptx/{folder}/{name} differs from its source"
+                )),
+                (None, Some(_)) => stale.push(format!("kernels-ptx/{folder}/{name} is missing")),
+                (Some(_), None) => stale.push(format!(
+                    "kernels-ptx/{folder}/{name} has no source any more"
+                )),
+                (None, None) => {}
+            }
+        }
+    }
+    Ok(stale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ptxas_verbose_output() {
+        let log = "ptxas info    : 0 bytes gmem\n\
+ptxas info    : Compiling entry function 'k_a' for 'sm_90'\n\
+ptxas info    : Function properties for k_a\n\
+    16 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads\n\
+ptxas info    : Used 40 registers, used 1 barriers, 1024 bytes smem, 380 bytes cmem[0]\n\
+ptxas info    : Compiling entry function 'k_b' for 'sm_90'\n\
+ptxas info    : Function properties for k_b\n\
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n\
+ptxas info    : Used 8 registers, used 0 barriers, 368 bytes cmem[0]\n";
+        let r = parse_ptxas(log);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].0, "k_a");
+        assert_eq!(
+            r[0].1,
+            Resources {
+                registers: 40,
+                smem: 1024,
+                stack: 16,
+                spill_stores: 8,
+                spill_loads: 4
+            }
+        );
+        assert_eq!(
+            r[1].1,
+            Resources {
+                registers: 8,
+                ..Default::default()
+            }
+        );
+    }
+}
