@@ -44,7 +44,14 @@ enum Command {
     Ci(ci::Ci),
 }
 
-fn main() -> Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     let sh = Shell::new()?;
     sh.change_dir(project_root());

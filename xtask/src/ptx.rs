@@ -315,3 +315,49 @@ ptxas info    : Used 8 registers, used 0 barriers, 368 bytes cmem[0]\n";
         );
     }
 }
+
+#[cfg(test)]
+mod compare_tests {
+    use super::*;
+
+    fn tree(name: &str, files: &[(&str, &str, &str)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("qmoe-xtask-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (folder, file, text) in files {
+            std::fs::create_dir_all(dir.join(folder)).unwrap();
+            std::fs::write(dir.join(folder).join(file), text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn check_names_the_stale_missing_and_orphaned_files() {
+        let committed = tree(
+            "old",
+            &[
+                ("sm_90", "a.ptx", "old"),
+                ("sm_90", "b.ptx", "same"),
+                ("sm_89", "gone.ptx", "x"),
+            ],
+        );
+        let fresh = tree(
+            "new",
+            &[
+                ("sm_90", "a.ptx", "new"),
+                ("sm_90", "b.ptx", "same"),
+                ("sm_120", "c.ptx", "y"),
+            ],
+        );
+        let stale = compare(&committed, &fresh).unwrap();
+        assert_eq!(
+            stale,
+            vec![
+                "kernels-ptx/sm_89/gone.ptx has no source any more",
+                "kernels-ptx/sm_90/a.ptx differs from its source",
+                "kernels-ptx/sm_120/c.ptx is missing",
+            ]
+        );
+        let _ = std::fs::remove_dir_all(committed);
+        let _ = std::fs::remove_dir_all(fresh);
+    }
+}
