@@ -86,9 +86,10 @@ pub fn build(sh: &Shell, dir: &Path) -> Result<()> {
         std::fs::copy(exe, dir.join("bin").join(short))?;
     }
     cmd!(sh, "cp -r {root}/kernels-ptx {dir}/kernels-ptx").run()?;
-    cmd!(sh, "cp -r {root}/fixtures {dir}/fixtures").run()?;
-    if root.join("scripts").exists() {
-        cmd!(sh, "cp -r {root}/scripts {dir}/scripts").run()?;
+    for extra in ["fixtures", "scripts"] {
+        if root.join(extra).exists() {
+            cmd!(sh, "cp -r {root}/{extra} {dir}/{extra}").run()?;
+        }
     }
     std::fs::write(dir.join("run.sh"), RUN_SH)?;
     cmd!(sh, "chmod +x {dir}/run.sh").run()?;
