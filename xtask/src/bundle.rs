@@ -158,18 +158,18 @@ for arch in $ARCHS; do
       name=$(basename "$exe")
       [ -n "$FILTER" ] && [[ "$name" != *"$FILTER"* ]] && continue
       log="$LOGS/$name.$arch.$tool.log"
-      start=$(date +%s.%N)
+      start=$(date +%s%N)
       if [ $tool = plain ]; then
         QMOE_PTX_ARCH=$arch "$exe" --ignored --test-threads=1 >"$log" 2>&1; rc=$?
       else
         QMOE_PTX_ARCH=$arch compute-sanitizer --tool $tool --error-exitcode 99 "$exe" --ignored --test-threads=1 >"$log" 2>&1; rc=$?
       fi
-      secs=$(echo "$(date +%s.%N) - $start" | bc 2>/dev/null || echo "?")
+      ms=$(( ($(date +%s%N) - start) / 1000000 )); secs="$((ms / 1000)).$(( (ms % 1000) / 100 ))"
       res=$(grep -E '^test result:' "$log" | tail -1)
       p=$(echo "$res" | sed -nE 's/.* ([0-9]+) passed.*/\1/p'); f=$(echo "$res" | sed -nE 's/.* ([0-9]+) failed.*/\1/p')
       i=$(echo "$res" | sed -nE 's/.* ([0-9]+) ignored.*/\1/p')
       [ $rc -ne 0 ] && FAIL=1 && { echo "---- FAILED: $name ($arch $tool), tail of $log:"; tail -40 "$log"; }
-      row "$name" "$arch" "$tool" "${p:-0}" "${f:-?}" "${i:-0}" "$(printf '%.1f' "$secs" 2>/dev/null || echo "$secs")"
+      row "$name" "$arch" "$tool" "${p:-0}" "${f:-?}" "${i:-0}" "$secs"
     done
   done
 done
