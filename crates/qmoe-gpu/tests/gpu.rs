@@ -37,6 +37,10 @@ fn device_properties_are_sane() {
         "{info:?}"
     );
     assert!(gpu.arch().runs_on(info.compute_capability));
+    // Under `test-gpu --arch X` / run.sh the forced target must be the one loaded.
+    if let Ok(forced) = std::env::var(qmoe_gpu::PTX_ARCH_ENV) {
+        assert_eq!(gpu.arch(), qmoe_gpu::PtxArch::parse(&forced).unwrap());
+    }
 }
 
 #[test]
