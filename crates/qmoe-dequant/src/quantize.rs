@@ -1,0 +1,271 @@
+//! Reference quantizers f32 → Q4_K, Q6_K, Q8_0 (and the float types), deterministic.
+//!
+//! The k-quant quantizers search each sub-block's scale (and min) instead of taking min/max:
+//! for a range of candidate inverse scales they round the weights, then solve the weighted least
+//! squares for the best scale (and min) given those integers, keeping the best candidate. This is
+//! the idea of GGML's `make_qkx2_quants` / `make_qx_quants`, written independently here. The
+//! super-block scales are rounded to f16 before the final integers are chosen, so the stored
+//! integers are the best for the scales a reader will actually see.
+
+use half::{bf16, f16};
+
+use crate::QType;
+
+/// Rounds half away from zero, like C's `roundf`, to an `i32`.
+fn nearest(x: f32) -> i32 {
+    x.round() as i32
+}
+
+/// Quantizes `values` (a whole number of blocks) to `qtype`'s bytes.
+///
+/// # Panics
+/// When `values.len()` is not a multiple of the block size.
+pub fn quantize(qtype: QType, values: &[f32]) -> Vec<u8> {
+    let bw = qtype.block_weights();
+    assert_eq!(
+        values.len() % bw,
+        0,
+        "{qtype}: {} values is not a whole number of blocks",
+        values.len()
+    );
+    let mut out = Vec::with_capacity(values.len() / bw * qtype.block_bytes());
+    for block in values.chunks_exact(bw) {
+        match qtype {
+            QType::F32 => out.extend_from_slice(&block[0].to_le_bytes()),
+            QType::F16 => out.extend_from_slice(&f16::from_f32(block[0]).to_bits().to_le_bytes()),
+            QType::BF16 => out.extend_from_slice(&bf16::from_f32(block[0]).to_bits().to_le_bytes()),
+            QType::Q8_0 => out.extend_from_slice(&q8_0_block(block.try_into().expect("32"))),
+            QType::Q4_K => out.extend_from_slice(&q4_k_block(block.try_into().expect("256"))),
+            QType::Q6_K => out.extend_from_slice(&q6_k_block(block.try_into().expect("256"))),
+        }
+    }
+    out
+}
+
+/// One Q8_0 block: `d = amax / 127`, `q = round(x / d)`.
+pub fn q8_0_block(x: &[f32; 32]) -> [u8; 34] {
+    let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut out = [0u8; 34];
+    out[0..2].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+    for i in 0..32 {
+        out[2 + i] = nearest(x[i] * id).clamp(-127, 127) as i8 as u8;
+    }
+    out
+}
+
+/// Best `(scale, min)` with `x ≈ scale * l + min`, `l` in `0..=nmax`, `min ≤ 0`, minimising
+/// the `w`-weighted squared error over candidate roundings. Returns `(scale, -min)`.
+fn scale_min_search(x: &[f32], w: &[f32], nmax: u8) -> (f32, f32) {
+    let n = x.len();
+    let mut lo = x.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    lo = lo.min(0.0);
+    if hi <= lo {
+        return (0.0, -lo);
+    }
+    let sum_w: f32 = w.iter().sum();
+    let sum_x: f32 = x.iter().zip(w).map(|(x, w)| w * x).sum();
+    let nmaxf = nmax as f32;
+    let error = |scale: f32, min: f32| -> f32 {
+        let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+        let mut e = 0.0f32;
+        for i in 0..n {
+            let l = ((x[i] - min) * inv).round().clamp(0.0, nmaxf);
+            let diff = scale * l + min - x[i];
+            e += w[i] * diff * diff;
+        }
+        e
+    };
+    let mut best_scale = (hi - lo) / nmaxf;
+    let mut best_min = lo;
+    let mut best_err = error(best_scale, best_min);
+    // Candidate inverse scales around nmax / (hi - lo): (nmax + rmin + step * k) / (hi - lo).
+    const STEPS: usize = 20;
+    let (rmin, rdelta) = (-1.0f32, 0.1f32);
+    for k in 0..=STEPS {
+        let iscale = (rmin + rdelta * k as f32 + nmaxf) / (hi - lo);
+        let (mut sl, mut sl2, mut sxl) = (0.0f32, 0.0f32, 0.0f32);
+        for i in 0..n {
+            let l = (iscale * (x[i] - lo)).round().clamp(0.0, nmaxf);
+            sl += w[i] * l;
+            sl2 += w[i] * l * l;
+            sxl += w[i] * l * x[i];
+        }
+        let det = sum_w * sl2 - sl * sl;
+        if det <= 0.0 {
+            continue;
+        }
+        let mut scale = (sum_w * sxl - sum_x * sl) / det;
+        let mut min = (sl2 * sum_x - sl * sxl) / det;
+        if min > 0.0 {
+            min = 0.0;
+            scale = if sl2 > 0.0 { sxl / sl2 } else { 0.0 };
+        }
+        if !(scale > 0.0) {
+            continue;
+        }
+        let e = error(scale, min);
+        if e < best_err {
+            best_err = e;
+            best_scale = scale;
+            best_min = min;
+        }
+    }
+    (best_scale, -best_min)
+}
+
+/// One Q4_K block: per 32-weight sub-block a searched scale and min, then 6-bit scales and mins
+/// relative to f16 super-block scales, then the final 4-bit integers against the stored scales.
+pub fn q4_k_block(x: &[f32; 256]) -> [u8; 144] {
+    let mut scales = [0.0f32; 8];
+    let mut mins = [0.0f32; 8];
+    let mut w = [0.0f32; 32];
+    for j in 0..8 {
+        let xs = &x[32 * j..32 * j + 32];
+        let av = (xs.iter().map(|v| v * v).sum::<f32>() / 32.0).sqrt();
+        for (wi, v) in w.iter_mut().zip(xs) {
+            *wi = av + v.abs();
+        }
+        (scales[j], mins[j]) = scale_min_search(xs, &w, 15);
+    }
+    let max_scale = scales.iter().copied().fold(0.0f32, f32::max);
+    let max_min = mins.iter().copied().fold(0.0f32, f32::max);
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let mut ls = [0u8; 8];
+    let mut lm = [0u8; 8];
+    for j in 0..8 {
+        ls[j] = nearest(inv_scale * scales[j]).clamp(0, 63) as u8;
+        lm[j] = nearest(inv_min * mins[j]).clamp(0, 63) as u8;
+    }
+    let d = f16::from_f32(max_scale / 63.0);
+    let dmin = f16::from_f32(max_min / 63.0);
+    let mut out = [0u8; 144];
+    out[0..2].copy_from_slice(&d.to_bits().to_le_bytes());
+    out[2..4].copy_from_slice(&dmin.to_bits().to_le_bytes());
+    // Pack: j < 4 in the low 6 bits of q[j] (scale) and q[j+4] (min); j >= 4 in q[j+4]'s two
+    // nibbles, with the high two bits in the top of q[j-4] (scale) and q[j] (min).
+    let q = &mut out[4..16];
+    for j in 0..8 {
+        if j < 4 {
+            q[j] = ls[j];
+            q[j + 4] = lm[j];
+        } else {
+            q[j + 4] = (ls[j] & 0x0F) | ((lm[j] & 0x0F) << 4);
+            q[j - 4] |= (ls[j] >> 4) << 6;
+            q[j] |= (lm[j] >> 4) << 6;
+        }
+    }
+    let (d, dmin) = (d.to_f32(), dmin.to_f32());
+    let mut l = [0u8; 256];
+    for j in 0..8 {
+        let dl = d * ls[j] as f32;
+        let dm = dmin * lm[j] as f32;
+        if dl == 0.0 {
+            continue;
+        }
+        for i in 0..32 {
+            l[32 * j + i] = nearest((x[32 * j + i] + dm) / dl).clamp(0, 15) as u8;
+        }
+    }
+    for c in 0..4 {
+        for i in 0..32 {
+            out[16 + 32 * c + i] = l[64 * c + i] | (l[64 * c + 32 + i] << 4);
+        }
+    }
+    out
+}
+
+/// Best symmetric scale for `x ≈ scale * l`, `l` in `-nmax..nmax`, weighting each value by its
+/// square, over candidate inverse scales near `-nmax / max` (the largest magnitude maps to
+/// `-nmax`, the end of the range that has room). Returns the scale (signed).
+fn scale_search(x: &[f32], nmax: i32) -> f32 {
+    let mut max = 0.0f32;
+    let mut amax = 0.0f32;
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < 1e-30 {
+        return 0.0;
+    }
+    let nf = nmax as f32;
+    let mut best_scale = 0.0f32;
+    let mut best = 0.0f32; // maximised sumlx^2 / suml2, i.e. minimised error
+    for k in -9..=9 {
+        let iscale = -(nf + 0.1 * k as f32) / max;
+        let (mut slx, mut sl2) = (0.0f32, 0.0f32);
+        for &v in x {
+            let w = v * v;
+            let l = (iscale * v).round().clamp(-nf, nf - 1.0);
+            slx += w * v * l;
+            sl2 += w * l * l;
+        }
+        if sl2 > 0.0 && slx * slx > best * sl2 {
+            best_scale = slx / sl2;
+            best = best_scale * slx;
+        }
+    }
+    best_scale
+}
+
+/// One Q6_K block: a searched signed scale per 16-weight sub-block, int8 scales relative to an
+/// f16 super-block scale, then the 6-bit integers against the stored scales.
+pub fn q6_k_block(x: &[f32; 256]) -> [u8; 210] {
+    let mut scales = [0.0f32; 16];
+    for (ib, s) in scales.iter_mut().enumerate() {
+        *s = scale_search(&x[16 * ib..16 * ib + 16], 32);
+    }
+    let mut max_scale = 0.0f32;
+    for &s in &scales {
+        if s.abs() > max_scale.abs() {
+            max_scale = s;
+        }
+    }
+    let mut out = [0u8; 210];
+    if max_scale == 0.0 {
+        // All-zero block: d = 0, zero scales, every quant 0 (stored as 32).
+        fill_q6(&mut out, &[32u8; 256]);
+        return out;
+    }
+    let iscale = -128.0 / max_scale;
+    let d = f16::from_f32(1.0 / iscale);
+    out[208..210].copy_from_slice(&d.to_bits().to_le_bytes());
+    let df = d.to_f32();
+    let mut l = [32u8; 256];
+    for ib in 0..16 {
+        let ls = nearest(iscale * scales[ib]).clamp(-128, 127) as i8;
+        out[192 + ib] = ls as u8;
+        let dl = df * ls as f32;
+        if dl == 0.0 {
+            continue;
+        }
+        for i in 0..16 {
+            l[16 * ib + i] = (nearest(x[16 * ib + i] / dl).clamp(-32, 31) + 32) as u8;
+        }
+    }
+    fill_q6(&mut out, &l);
+    out
+}
+
+/// Packs 256 unsigned 6-bit quants into a Q6_K block's `ql` and `qh`.
+fn fill_q6(out: &mut [u8; 210], l: &[u8; 256]) {
+    for h in 0..2 {
+        for i in 0..32 {
+            let base = 128 * h + i;
+            let (q1, q2, q3, q4) = (l[base], l[base + 32], l[base + 64], l[base + 96]);
+            out[64 * h + i] = (q1 & 0x0F) | ((q3 & 0x0F) << 4);
+            out[64 * h + i + 32] = (q2 & 0x0F) | ((q4 & 0x0F) << 4);
+            out[128 + 32 * h + i] =
+                (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Scalar reference dequantization: the formulas of `docs/kquants.md` as plain loops.
+//!
+//! Every value is computed in f32 in GGML's operation order (which is also the order of the
+//! `gguf` Python package's numpy code and of `cuda/kquants.cuh`), so the reference, the oracle
+//! and the GPU kernels agree bit for bit:
+//! - Q4_K: `d1 = d * sc; m1 = dmin * m; value = d1 * q - m1`
+//! - Q6_K: `value = (d * sc) * q`
+//! - Q8_0: `value = d * q`
+
+use half::{bf16, f16};
+
+use crate::QType;
+
+/// Q4_K sub-block `j` (0..8) scale and min from the 12 packed scale bytes.
+///
+/// For `j >= 4` the min's high two bits come from `q[j]`, not `q[j - 4]`.
+pub fn q4_k_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        let sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+        let m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+        (sc, m)
+    }
+}
+
+/// The f16 stored little-endian at `at`, widened to f32 (exact).
+pub fn f16_at(bytes: &[u8], at: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([bytes[at], bytes[at + 1]])).to_f32()
+}
+
+/// Dequantizes one 144-byte Q4_K block into `out[..256]`.
+pub fn q4_k_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), 144, "q4_k block is 144 bytes");
+    let d = f16_at(block, 0);
+    let dmin = f16_at(block, 2);
+    let scales = &block[4..16];
+    let qs = &block[16..144];
+    for c in 0..4 {
+        let (sc_lo, m_lo) = q4_k_scale_min(2 * c, scales);
+        let (sc_hi, m_hi) = q4_k_scale_min(2 * c + 1, scales);
+        let d_lo = d * sc_lo as f32;
+        let m1_lo = dmin * m_lo as f32;
+        let d_hi = d * sc_hi as f32;
+        let m1_hi = dmin * m_hi as f32;
+        for l in 0..32 {
+            let byte = qs[32 * c + l];
+            out[64 * c + l] = d_lo * (byte & 0x0F) as f32 - m1_lo;
+            out[64 * c + 32 + l] = d_hi * (byte >> 4) as f32 - m1_hi;
+        }
+    }
+}
+
+/// Dequantizes one 210-byte Q6_K block into `out[..256]`.
+pub fn q6_k_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), 210, "q6_k block is 210 bytes");
+    let d = f16_at(block, 208);
+    for h in 0..2 {
+        let ql = &block[64 * h..64 * h + 64];
+        let qh = &block[128 + 32 * h..128 + 32 * h + 32];
+        let sc = &block[192 + 8 * h..192 + 8 * h + 8];
+        for l in 0..32 {
+            let is = l / 16;
+            let q1 = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i32 - 32;
+            let q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+            let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+            let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+            let s = |k: usize| sc[k] as i8 as f32;
+            out[128 * h + l] = d * s(is) * q1 as f32;
+            out[128 * h + l + 32] = d * s(is + 2) * q2 as f32;
+            out[128 * h + l + 64] = d * s(is + 4) * q3 as f32;
+            out[128 * h + l + 96] = d * s(is + 6) * q4 as f32;
+        }
+    }
+}
+
+/// Dequantizes one 34-byte Q8_0 block into `out[..32]`.
+pub fn q8_0_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), 34, "q8_0 block is 34 bytes");
+    let d = f16_at(block, 0);
+    for i in 0..32 {
+        out[i] = d * block[2 + i] as i8 as f32;
+    }
+}
+
+/// Dequantizes the first `n` weights stored in `bytes` as `qtype` (`n` a multiple of the block
+/// size; `bytes` at least `n / block_weights * block_bytes` long).
+pub fn dequantize(qtype: QType, bytes: &[u8], n: usize) -> Vec<f32> {
+    let bw = qtype.block_weights();
+    let bb = qtype.block_bytes();
+    assert_eq!(
+        n % bw,
+        0,
+        "{qtype}: {n} weights is not a whole number of blocks"
+    );
+    let blocks = n / bw;
+    assert!(
+        bytes.len() >= blocks * bb,
+        "{qtype}: {n} weights need {} bytes, got {}",
+        blocks * bb,
+        bytes.len()
+    );
+    let mut out = vec![0.0f32; n];
+    for (b, o) in out.chunks_exact_mut(bw).enumerate() {
+        let block = &bytes[b * bb..(b + 1) * bb];
+        match qtype {
+            QType::F32 => o[0] = f32::from_le_bytes([block[0], block[1], block[2], block[3]]),
+            QType::F16 => o[0] = f16_at(block, 0),
+            QType::BF16 => {
+                o[0] = bf16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32()
+            }
+            QType::Q8_0 => q8_0_block(block, o),
+            QType::Q4_K => q4_k_block(block, o),
+            QType::Q6_K => q6_k_block(block, o),
+        }
+    }
+    out
+}
