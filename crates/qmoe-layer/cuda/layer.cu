@@ -1,0 +1,81 @@
+// qmoe-layer kernels: the two glue stages of the MoE FFN layer that no op crate owns.
+//
+//   qmoe_layer_rmsnorm  y = x * rsqrt(mean(x^2) + eps) * w, B rows of H
+//   qmoe_layer_combine  ffn = sum_j w_j * down_j (j ascending), out = h + ffn
+//
+// Both evaluate in f64 and round to f32 once per output, with explicit __dmul_rn/__dadd_rn (no
+// FMA contraction), for two reasons:
+//   * range: an activation of 1e20 squares to 1e40, past f32's range, so an f32 sum of squares
+//     would turn a finite hidden state into inf and the normalised output into 0 or NaN; in f64
+//     the square of any finite f32 is finite. Same for the weighted sum of 1e30-sized outputs;
+//   * reproducibility: combine's per-element order (j ascending, separate rounding) is fixed, so
+//     the CPU kernel-precision path (src/reference.rs) reproduces it bit for bit. The RMSNorm sum
+//     is a tree in f64: its order differs from the CPU loop's, but the f64 error (~1e-16
+//     relative) is far below one f32 rounding, so the outputs agree to within 1 ulp.
+
+#include <stdint.h>
+
+#define QMOE_NORM_THREADS 256
+
+// One block per row (token), QMOE_NORM_THREADS threads; thread t handles elements t, t+256, ...
+// The block reduces its f64 partial sums through shared memory (a warp shuffle per warp, then
+// the first warp over the 8 warp sums).
+extern "C" __global__ void __launch_bounds__(QMOE_NORM_THREADS)
+qmoe_layer_rmsnorm(const float* __restrict__ x, const float* __restrict__ w,
+                   float* __restrict__ y, uint32_t h, float eps) {
+    __shared__ double warp_sums[QMOE_NORM_THREADS / 32];
+    __shared__ double scale_shared;
+    const float* xr = x + (size_t)blockIdx.x * h;
+    float* yr = y + (size_t)blockIdx.x * h;
+    double acc = 0.0;
+    for (uint32_t i = threadIdx.x; i < h; i += QMOE_NORM_THREADS) {
+        double v = (double)xr[i];
+        acc = __dadd_rn(acc, __dmul_rn(v, v));
+    }
+    for (int off = 16; off > 0; off >>= 1) {
+        acc = __dadd_rn(acc, __shfl_down_sync(0xffffffffu, acc, off));
+    }
+    const uint32_t lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
+    if (lane == 0) {
+        warp_sums[warp] = acc;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        double s = lane < QMOE_NORM_THREADS / 32 ? warp_sums[lane] : 0.0;
+        for (int off = 16; off > 0; off >>= 1) {
+            s = __dadd_rn(s, __shfl_down_sync(0xffffffffu, s, off));
+        }
+        if (lane == 0) {
+            double mean = __ddiv_rn(s, (double)h);
+            scale_shared = __ddiv_rn(1.0, __dsqrt_rn(__dadd_rn(mean, (double)eps)));
+        }
+    }
+    __syncthreads();
+    const double scale = scale_shared;
+    for (uint32_t i = threadIdx.x; i < h; i += QMOE_NORM_THREADS) {
+        yr[i] = (float)__dmul_rn(__dmul_rn((double)xr[i], scale), (double)w[i]);
+    }
+}
+
+// One thread per output element (token t, hidden index i) of B*H. Reads the k down outputs
+// down[t, j, i] (stride H between slots, so a warp reads 32 consecutive floats per slot) and the
+// k routing weights of token t (broadcast loads).
+extern "C" __global__ void qmoe_layer_combine(const float* __restrict__ h,
+                                              const float* __restrict__ down,
+                                              const float* __restrict__ wts,
+                                              float* __restrict__ out, float* __restrict__ ffn,
+                                              uint32_t b, uint32_t k, uint32_t hdim) {
+    const uint32_t idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= b * hdim) {
+        return;
+    }
+    const uint32_t t = idx / hdim, i = idx - t * hdim;
+    const float* d = down + (size_t)t * k * hdim + i;
+    const float* wt = wts + (size_t)t * k;
+    double acc = 0.0;
+    for (uint32_t j = 0; j < k; ++j) {
+        acc = __dadd_rn(acc, __dmul_rn((double)wt[j], (double)d[(size_t)j * hdim]));
+    }
+    ffn[idx] = (float)acc;
+    out[idx] = (float)__dadd_rn((double)h[idx], acc);
+}
