@@ -1,0 +1,106 @@
+"""Oracle: our scalar reference dequantization vs the gguf package (gguf==0.19.0, numpy).
+
+Writes random blocks (finite f16 scales, plus adversarial ones: d = 65504, subnormal d, dmin > d,
+negative d, zero d, all-0xff payloads with every nibble 15 and every 6-bit scale 63, all-zero
+scales) for Q4_K, Q6_K and Q8_0, dequantizes them with $QMOE_EXAMPLE (our reference) and with
+gguf.quants.dequantize, and requires every element to be bit-identical. Exits non-zero on any
+mismatch, printing the first ones.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize
+
+SEED = 20261128
+N_RANDOM = 4096  # random blocks per type, in addition to the adversarial ones
+
+# name, gguf type, block bytes, weights per block, byte offsets of the f16 scales
+TYPES = [
+    ("q4_k", GGMLQuantizationType.Q4_K, 144, 256, [0, 2]),
+    ("q6_k", GGMLQuantizationType.Q6_K, 210, 256, [208]),
+    ("q8_0", GGMLQuantizationType.Q8_0, 34, 32, [0]),
+]
+
+SPECIAL_SCALES = [
+    0x7BFF,  # 65504, the largest finite f16
+    0xFBFF,  # -65504
+    0x0001,  # smallest subnormal
+    0x03FF,  # largest subnormal
+    0x8001,  # negative subnormal
+    0x0400,  # smallest normal
+    0x0000,  # zero
+    0x8000,  # negative zero
+    0x3C00,  # 1.0
+    0x2E66,  # ~0.1
+]
+
+
+def finite_f16_bits(rng, n):
+    """n random finite f16 bit patterns: half realistic scales, half any finite pattern."""
+    realistic = np.float16(rng.uniform(1e-4, 0.05, n)).view(np.uint16)
+    anybits = rng.integers(0, 1 << 16, n, dtype=np.uint16)
+    anybits = np.where((anybits & 0x7C00) == 0x7C00, anybits & 0x83FF, anybits).astype(np.uint16)
+    pick = rng.integers(0, 2, n).astype(bool)
+    return np.where(pick, realistic, anybits).astype(np.uint16)
+
+
+def make_blocks(rng, nbytes, scale_offsets):
+    blocks = rng.integers(0, 256, (N_RANDOM, nbytes), dtype=np.uint8)
+    for off in scale_offsets:
+        blocks[:, off:off + 2] = finite_f16_bits(rng, N_RANDOM).view(np.uint8).reshape(-1, 2)
+    adversarial = []
+    for payload in ("random", "ff", "zero"):
+        for s in SPECIAL_SCALES:
+            for s2 in (SPECIAL_SCALES if len(scale_offsets) == 2 else [None]):
+                if payload == "random":
+                    b = rng.integers(0, 256, nbytes, dtype=np.uint8)
+                elif payload == "ff":
+                    b = np.full(nbytes, 0xFF, dtype=np.uint8)
+                else:
+                    b = np.zeros(nbytes, dtype=np.uint8)
+                b[scale_offsets[0]:scale_offsets[0] + 2] = np.array([s], dtype=np.uint16).view(np.uint8)
+                if s2 is not None:
+                    b[scale_offsets[1]:scale_offsets[1] + 2] = np.array([s2], dtype=np.uint16).view(np.uint8)
+                adversarial.append(b)
+    return np.concatenate([blocks, np.stack(adversarial)], axis=0)
+
+
+def main():
+    example = os.environ["QMOE_EXAMPLE"]
+    work = os.environ["QMOE_WORKDIR"]
+    os.makedirs(work, exist_ok=True)
+    rng = np.random.default_rng(SEED)
+    failed = False
+    summary = []
+    for name, gtype, nbytes, nweights, offs in TYPES:
+        blocks = make_blocks(rng, nbytes, offs)
+        src = os.path.join(work, f"{name}.bin")
+        dst = os.path.join(work, f"{name}.f32")
+        blocks.tofile(src)
+        subprocess.run([example, name, src, dst], check=True)
+        ours = np.fromfile(dst, dtype=np.float32)
+        theirs = np.asarray(dequantize(blocks.reshape(-1), gtype), dtype=np.float32).reshape(-1)
+        if ours.shape != theirs.shape:
+            print(f"dequant oracle: {name}: {ours.size} values from ours, {theirs.size} from gguf")
+            failed = True
+            continue
+        a = ours.view(np.uint32)
+        b = theirs.view(np.uint32)
+        bad = np.nonzero(a != b)[0]
+        nblocks = blocks.shape[0]
+        summary.append(f"{name} {nblocks} blocks / {ours.size} values: {bad.size} mismatches")
+        if bad.size:
+            failed = True
+            for i in bad[:20]:
+                print(f"  {name} element {i} (block {i // nweights}, weight {i % nweights}): "
+                      f"ours {ours[i]!r} (0x{a[i]:08x}) gguf {theirs[i]!r} (0x{b[i]:08x})")
+    print("dequant oracle vs gguf==0.19.0: " + "; ".join(summary) + ("" if not failed else " -- FAILED"))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
