@@ -149,7 +149,10 @@ mod tests {
     fn ulp_distance_by_hand() {
         assert_eq!(ulp_distance(1.0, 1.0), Some(0));
         assert_eq!(ulp_distance(0.0, -0.0), Some(0));
-        assert_eq!(ulp_distance(1.0, f32::from_bits(1.0f32.to_bits() + 2)), Some(2));
+        assert_eq!(
+            ulp_distance(1.0, f32::from_bits(1.0f32.to_bits() + 2)),
+            Some(2)
+        );
         assert_eq!(ulp_distance(f32::from_bits(1), -f32::from_bits(1)), Some(2));
         assert_eq!(ulp_distance(f32::NAN, 1.0), None);
         assert_eq!(ulp_distance(f32::NAN, f32::NAN), Some(0));
