@@ -1,0 +1,6 @@
+//! `qmoe bisect`: find the first layer and sub-stage where the GPU leaves the reference.
+
+pub mod engine;
+pub mod report;
+#[cfg(test)]
+mod tests;

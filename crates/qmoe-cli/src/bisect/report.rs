@@ -1,0 +1,236 @@
+//! Turning a bisect run into what a person (table, summary, diagnosis) or a machine (JSON) reads.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::engine::{LayerResult, LayerTypes, Mode, ModeRun, StageVerdict, PIPELINE};
+
+/// Where each kind of trouble first appeared, per mode.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Mode summarised.
+    pub mode: Mode,
+    /// Stage → first layer where the candidate had NaN/Inf and the reference did not.
+    pub first_nan_candidate: BTreeMap<&'static str, usize>,
+    /// Stage → first layer where the reference had NaN/Inf and the candidate did not.
+    pub first_nan_reference: BTreeMap<&'static str, usize>,
+    /// Stage → first layer with DIVERGE (or, for topk_ids, IDS_DIFFER).
+    pub first_diverge: BTreeMap<&'static str, usize>,
+    /// Layer with the lowest ffn_out cosine, and that cosine.
+    pub worst_layer: Option<(usize, f64)>,
+    /// Layers with any failing stage.
+    pub failing_layers: Vec<usize>,
+}
+
+/// Summarises one mode's run.
+pub fn summarize(run: &ModeRun) -> Summary {
+    let mut s = Summary {
+        mode: run.mode,
+        first_nan_candidate: BTreeMap::new(),
+        first_nan_reference: BTreeMap::new(),
+        first_diverge: BTreeMap::new(),
+        worst_layer: None,
+        failing_layers: Vec::new(),
+    };
+    for l in &run.layers {
+        for st in &l.stages {
+            use qmoe_check::Verdict::*;
+            let map = match st.verdict {
+                StageVerdict::Compared(NanGpu) => &mut s.first_nan_candidate,
+                StageVerdict::Compared(NanRef) => &mut s.first_nan_reference,
+                StageVerdict::Compared(NanBoth) => {
+                    s.first_nan_reference.entry(st.stage).or_insert(l.layer);
+                    &mut s.first_nan_candidate
+                }
+                StageVerdict::Compared(Diverge) | StageVerdict::IdsDiffer => &mut s.first_diverge,
+                StageVerdict::Compared(Match) | StageVerdict::NearTie => continue,
+            };
+            map.entry(st.stage).or_insert(l.layer);
+        }
+        if l.first_failure().is_some() {
+            s.failing_layers.push(l.layer);
+        }
+        if let Some(c) = l.ffn_out_cosine() {
+            if s.worst_layer.is_none_or(|(_, w)| c < w || c.is_nan()) {
+                s.worst_layer = Some((l.layer, c));
+            }
+        }
+    }
+    s
+}
+
+/// Where to look in the code when `stage` is the first to fail.
+fn hint(stage: &str, t: LayerTypes, hidden: usize, inter: usize, experts: usize) -> String {
+    let q = |x: qmoe_dequant::QType| x.name().to_uppercase();
+    match stage {
+        "ffn_norm" => "the RMSNorm kernel (qmoe-layer, cuda/layer.cu)".to_string(),
+        "router_logits" | "topk_ids" | "topk_weights" => {
+            format!("the router: qmoe-router's fused kernel (E={experts}, H={hidden})")
+        }
+        "gate" => format!("the gate projection: the {} kernel of qmoe-matvec indexed (K={hidden})", q(t.gate)),
+        "up" => format!("the up projection: the {} kernel of qmoe-matvec indexed (K={hidden})", q(t.up)),
+        "act" => format!(
+            "the fused gate+up SwiGLU epilogue (qmoe-matvec gate_up_swiglu: gate {}, up {}; qmoe-swiglu's swiglu.cuh)",
+            q(t.gate),
+            q(t.up)
+        ),
+        "expert_down" => format!(
+            "the down projection: check the {} down kernel (qmoe-matvec indexed, K={inter})",
+            q(t.down)
+        ),
+        "ffn_out" => "the weighted sum over the k experts (qmoe-layer combine kernel)".to_string(),
+        _ => "the residual add (qmoe-layer combine kernel)".to_string(),
+    }
+}
+
+/// "0–5" / "3" / "0–2, 4" style list of layer numbers.
+pub fn ranges(layers: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < layers.len() {
+        let mut j = i;
+        while j + 1 < layers.len() && layers[j + 1] == layers[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j { layers[i].to_string() } else { format!("{}–{}", layers[i], layers[j]) });
+        i = j + 1;
+    }
+    out.join(", ")
+}
+
+/// The model facts the diagnosis names.
+pub struct ModelFacts<'a> {
+    /// Per layer index → types.
+    pub types: &'a dyn Fn(usize) -> LayerTypes,
+    /// Hidden size.
+    pub hidden: usize,
+    /// Expert intermediate size.
+    pub inter: usize,
+    /// Experts.
+    pub experts: usize,
+}
+
+/// A sentence that points at code, from one mode's run; None when everything matched.
+pub fn diagnose(run: &ModeRun, m: &ModelFacts<'_>) -> Option<String> {
+    let idx = run.layers.iter().position(|l| l.first_failure().is_some())?;
+    let l: &LayerResult = &run.layers[idx];
+    let first = l.first_failure().unwrap();
+    let t = (m.types)(l.layer);
+    let earlier: Vec<usize> = run.layers[..idx].iter().map(|x| x.layer).collect();
+    let router = l.verdict("router_logits").map_or("?", |v| v.name());
+    let mut s = format!("[{}] router {router}, {} {} at layer {}", mode_name(run.mode), first.stage, first.verdict.name(), l.layer);
+    let later: Vec<String> = l
+        .stages
+        .iter()
+        .filter(|st| st.verdict.is_failure() && st.stage != first.stage)
+        .map(|st| format!("{} {}", st.stage, st.verdict.name()))
+        .collect();
+    if !later.is_empty() {
+        let _ = write!(s, " (then {})", later.join(", "));
+    }
+    if !earlier.is_empty() {
+        let _ = write!(s, ", layers {} MATCH", ranges(&earlier));
+    }
+    let per_expert = ["gate", "up", "act", "expert_down"].contains(&first.stage);
+    let _ = write!(
+        s,
+        ": {}layer {} — its types are gate {}, up {}, down {}",
+        if per_expert { "per-expert path of " } else { "" },
+        l.layer,
+        t.gate.name().to_uppercase(),
+        t.up.name().to_uppercase(),
+        t.down.name().to_uppercase()
+    );
+    let other_downs: BTreeMap<&str, Vec<usize>> = earlier.iter().fold(BTreeMap::new(), |mut acc, &e| {
+        let d = (m.types)(e).down;
+        if d != t.down {
+            acc.entry(d.name()).or_default().push(e);
+        }
+        acc
+    });
+    for (ty, ls) in &other_downs {
+        let _ = write!(s, " (layers {} had down {})", ranges(ls), ty.to_uppercase());
+    }
+    let _ = write!(s, ": check {}", hint(first.stage, t, m.hidden, m.inter, m.experts));
+    if first.stage == "topk_ids" {
+        for d in &l.id_diffs {
+            let _ = write!(
+                s,
+                "; token {}: candidate-only experts {:?}, reference-only {:?}, probability margin {:.3e}",
+                d.token, d.candidate_only, d.reference_only, d.margin
+            );
+        }
+    }
+    Some(s)
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Free => "free",
+        Mode::Forced => "forced",
+    }
+}
+
+/// The per-layer table: one row per layer, one column per stage, a glyph per mode in each cell.
+pub fn table(runs: &[ModeRun], types: &dyn Fn(usize) -> LayerTypes) -> String {
+    let mut out = String::new();
+    let modes: Vec<&str> = runs.iter().map(|r| mode_name(r.mode)).collect();
+    let _ = writeln!(out, "cells: {} | legend ✓ MATCH  ✗ DIVERGE  N NaN_GPU  R NaN_REF  B NaN_BOTH  ≠ experts differ  ~ near-tie", modes.join("/"));
+    let short = ["norm", "logits", "ids", "weights", "gate", "up", "act", "down", "ffn_out", "resid"];
+    let _ = write!(out, "{:>5} {:<14}", "layer", "types g/u/d");
+    for s in short {
+        let _ = write!(out, " {s:>7}");
+    }
+    for m in &modes {
+        let _ = write!(out, " {:>13}", format!("cos({m})"));
+    }
+    out.push('\n');
+    let n = runs.first().map_or(0, |r| r.layers.len());
+    for i in 0..n {
+        let layer = runs[0].layers[i].layer;
+        let t = types(layer);
+        let ty = format!("{}/{}/{}", t.gate.name(), t.up.name(), t.down.name());
+        let _ = write!(out, "{layer:>5} {ty:<14}");
+        for stage in PIPELINE {
+            let cell: String = runs
+                .iter()
+                .map(|r| r.layers[i].verdict(stage).map_or("?", |v| v.glyph()))
+                .collect::<Vec<_>>()
+                .join("");
+            let _ = write!(out, " {cell:>7}");
+        }
+        for r in runs {
+            let c = r.layers[i].ffn_out_cosine().map_or("-".to_string(), |c| format!("{c:.9}"));
+            let _ = write!(out, " {c:>13}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The human summary of one mode.
+pub fn summary_text(s: &Summary) -> String {
+    let fmt = |m: &BTreeMap<&str, usize>| {
+        if m.is_empty() {
+            "none".to_string()
+        } else {
+            // In pipeline order, not alphabetical.
+            PIPELINE
+                .iter()
+                .filter_map(|st| m.get(st).map(|l| format!("{st} @ layer {l}")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{} mode:", mode_name(s.mode));
+    let _ = writeln!(out, "  first NaN/Inf on the candidate: {}", fmt(&s.first_nan_candidate));
+    let _ = writeln!(out, "  first NaN/Inf on the reference: {}", fmt(&s.first_nan_reference));
+    let _ = writeln!(out, "  first DIVERGE:                  {}", fmt(&s.first_diverge));
+    if let Some((l, c)) = s.worst_layer {
+        let _ = writeln!(out, "  worst layer (ffn_out cosine):   {l} ({c:.9})");
+    }
+    out
+}
