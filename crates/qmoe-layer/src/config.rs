@@ -1,0 +1,144 @@
+//! The layer's configuration and the Q4_K_M per-layer type rule.
+
+use qmoe_dequant::QType;
+
+use crate::{LayerError, Result};
+
+/// Sizes and options of one Qwen3-MoE FFN layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MoeConfig {
+    /// Hidden size H (model width).
+    pub hidden: usize,
+    /// Expert intermediate size I (rows of gate/up, reduction length of down).
+    pub intermediate: usize,
+    /// Number of experts E.
+    pub n_experts: usize,
+    /// Experts selected per token k.
+    pub top_k: usize,
+    /// Renormalise the k selected probabilities to sum to one (Qwen3: true).
+    pub norm_topk_prob: bool,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+}
+
+/// The largest batch (tokens per decode step) the GPU forward accepts.
+pub const MAX_BATCH: usize = 8;
+
+impl MoeConfig {
+    /// Qwen3-30B-A3B: H 2048, I 768, E 128, k 8, renormalised, eps 1e-6.
+    pub fn qwen3_30b_a3b() -> MoeConfig {
+        MoeConfig {
+            hidden: 2048,
+            intermediate: 768,
+            n_experts: 128,
+            top_k: 8,
+            norm_topk_prob: true,
+            rms_eps: 1e-6,
+        }
+    }
+
+    /// Checks the sizes are usable: all positive, 1 ≤ k ≤ E, H and I multiples of 32 (the
+    /// smallest quant block; k-quant tensors need 256 and say so when they are built), eps finite
+    /// and ≥ 0.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(LayerError::Config(m));
+        if self.hidden == 0 || self.hidden % 32 != 0 {
+            return bad(format!(
+                "hidden {} must be a positive multiple of 32",
+                self.hidden
+            ));
+        }
+        if self.intermediate == 0 || self.intermediate % 32 != 0 {
+            return bad(format!(
+                "intermediate {} must be a positive multiple of 32",
+                self.intermediate
+            ));
+        }
+        if self.n_experts == 0 || self.n_experts > u32::MAX as usize {
+            return bad(format!("n_experts {} out of range", self.n_experts));
+        }
+        if self.top_k == 0 || self.top_k > self.n_experts {
+            return bad(format!(
+                "top_k {} must be in 1..={} (n_experts)",
+                self.top_k, self.n_experts
+            ));
+        }
+        if !(self.rms_eps.is_finite() && self.rms_eps >= 0.0) {
+            return bad(format!("rms_eps {} must be finite and >= 0", self.rms_eps));
+        }
+        Ok(())
+    }
+
+    /// Checks a batch size for the GPU forward: 1..=[`MAX_BATCH`].
+    pub(crate) fn check_batch(&self, op: &'static str, b: usize) -> Result<()> {
+        if b == 0 || b > MAX_BATCH {
+            return Err(LayerError::arg(
+                op,
+                format!("batch {b} must be in 1..={MAX_BATCH}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether layer `layer` of `n_layers` is a "more bits" layer of a Q4_K_M file (kquants.md):
+/// i < n/8, i ≥ 7n/8, or (i − n/8) % 3 == 2.
+pub fn q4_k_m_more_bits(layer: usize, n_layers: usize) -> bool {
+    let n8 = n_layers / 8;
+    layer < n8 || layer >= 7 * n_layers / 8 || (layer - n8) % 3 == 2
+}
+
+/// The `ffn_down_exps` qtype of layer `layer` in a Q4_K_M file of `n_layers` layers: Q6_K on the
+/// "more bits" layers, Q4_K elsewhere (gate and up are always Q4_K).
+pub fn q4_k_m_down_type(layer: usize, n_layers: usize) -> QType {
+    if q4_k_m_more_bits(layer, n_layers) {
+        QType::Q6_K
+    } else {
+        QType::Q4_K
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q4_k_m_rule_for_48_layers_matches_kquants_md() {
+        let q6: Vec<usize> = (0..48)
+            .filter(|&i| q4_k_m_down_type(i, 48) == QType::Q6_K)
+            .collect();
+        let mut want: Vec<usize> = (0..6).collect();
+        want.extend((8..42).step_by(3));
+        want.extend(42..48);
+        assert_eq!(q6, want);
+        assert_eq!(
+            q4_k_m_down_type(6, 48),
+            QType::Q4_K,
+            "layer 6 is the first q4_k"
+        );
+        assert_eq!(q4_k_m_down_type(7, 48), QType::Q4_K);
+        assert_eq!(q4_k_m_down_type(8, 48), QType::Q6_K);
+    }
+
+    #[test]
+    fn validate_names_the_bad_field() {
+        let mut c = MoeConfig::qwen3_30b_a3b();
+        assert!(c.validate().is_ok());
+        c.top_k = 129;
+        assert!(c.validate().unwrap_err().to_string().contains("top_k 129"));
+        c = MoeConfig::qwen3_30b_a3b();
+        c.hidden = 100;
+        assert!(c.validate().unwrap_err().to_string().contains("hidden 100"));
+        c = MoeConfig::qwen3_30b_a3b();
+        c.rms_eps = f32::NAN;
+        assert!(c.validate().unwrap_err().to_string().contains("rms_eps"));
+    }
+
+    #[test]
+    fn batch_zero_is_refused() {
+        let c = MoeConfig::qwen3_30b_a3b();
+        assert!(c.check_batch("forward", 0).is_err());
+        assert!(c.check_batch("forward", 9).is_err());
+        assert!(c.check_batch("forward", 8).is_ok());
+    }
+}

@@ -1,0 +1,219 @@
+//! The layer's own kernels (`cuda/layer.cu`): RMSNorm and the weighted sum + residual add, with
+//! their scalar references.
+
+use qmoe_gpu::cuda::{CudaSlice, PushKernelArg};
+use qmoe_gpu::launch::{grid, grid_1d, launch};
+use qmoe_gpu::{embed_ptx, Gpu, PtxSet};
+
+use crate::{LayerError, Result};
+
+/// The PTX of `cuda/layer.cu` for every target.
+pub const PTX: PtxSet = embed_ptx!("layer");
+
+/// Every entry point this crate launches.
+pub const KERNELS: &[&str] = &[RMSNORM, COMBINE];
+
+const RMSNORM: &str = "qmoe_layer_rmsnorm";
+const COMBINE: &str = "qmoe_layer_combine";
+/// Threads per RMSNorm block; must equal QMOE_NORM_THREADS in layer.cu.
+const NORM_THREADS: u32 = 256;
+
+fn check_len(op: &'static str, what: &str, len: usize, want: usize) -> Result<()> {
+    if len != want {
+        return Err(LayerError::arg(
+            op,
+            format!("{what} has {len} elements, expected {want}"),
+        ));
+    }
+    Ok(())
+}
+
+/// RMSNorm reference: `y[t, i] = x[t, i] / sqrt(mean_i(x²) + eps) · w[i]` over `b` rows of
+/// `w.len()`, entirely in f64 and rounded once (what the kernel computes, up to the f64
+/// summation order).
+pub fn rmsnorm_ref(x: &[f32], w: &[f32], b: usize, eps: f32) -> Vec<f32> {
+    let h = w.len();
+    assert_eq!(x.len(), b * h, "rmsnorm_ref: x must be [b, h]");
+    let mut y = vec![0f32; b * h];
+    for t in 0..b {
+        let row = &x[t * h..(t + 1) * h];
+        let mut ss = 0f64;
+        for &v in row {
+            ss += v as f64 * v as f64;
+        }
+        let scale = 1.0 / (ss / h as f64 + eps as f64).sqrt();
+        for i in 0..h {
+            y[t * h + i] = (row[i] as f64 * scale * w[i] as f64) as f32;
+        }
+    }
+    y
+}
+
+/// Weighted sum + residual reference: `ffn[t, i] = Σ_j wts[t, j] · down[t, j, i]` (j ascending,
+/// f64, each product and sum rounded in f64, no FMA) and `out = h + ffn` (added to the unrounded
+/// f64 sum). Bit-identical to the kernel. Returns `(ffn, out)`, each [b, hdim].
+pub fn combine_ref(
+    h: &[f32],
+    down: &[f32],
+    wts: &[f32],
+    b: usize,
+    k: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let hdim = h.len() / b.max(1);
+    assert_eq!(h.len(), b * hdim);
+    assert_eq!(down.len(), b * k * hdim);
+    assert_eq!(wts.len(), b * k);
+    let mut ffn = vec![0f32; b * hdim];
+    let mut out = vec![0f32; b * hdim];
+    for t in 0..b {
+        for i in 0..hdim {
+            let mut acc = 0f64;
+            for j in 0..k {
+                acc += wts[t * k + j] as f64 * down[(t * k + j) * hdim + i] as f64;
+            }
+            ffn[t * hdim + i] = acc as f32;
+            out[t * hdim + i] = (h[t * hdim + i] as f64 + acc) as f32;
+        }
+    }
+    (ffn, out)
+}
+
+/// # Safety
+/// `x`, `y` hold `b * h` f32, `w` holds `h`; `b ≥ 1`, `h ≥ 1`.
+unsafe fn launch_rmsnorm(
+    gpu: &Gpu,
+    x: &CudaSlice<f32>,
+    w: &CudaSlice<f32>,
+    y: &mut CudaSlice<f32>,
+    b: usize,
+    h: usize,
+    eps: f32,
+) -> Result<()> {
+    let f = gpu.function(&PTX, RMSNORM)?;
+    let stream = gpu.stream();
+    let mut args = stream.launch_builder(&f);
+    let h32 = h as u32;
+    args.arg(x).arg(w).arg(y).arg(&h32).arg(&eps);
+    // SAFETY: (const float* x, const float* w, float* y, u32 h, float eps) matches
+    // qmoe_layer_rmsnorm; block t reads/writes row t < b of h elements (caller's contract).
+    unsafe { launch(&mut args, grid((b as u32, 1, 1), NORM_THREADS, 0), RMSNORM)? };
+    Ok(())
+}
+
+/// RMSNorm on the device: `y = rmsnorm(x) · w` for `b` rows of `w.len()` (see [`rmsnorm_ref`]).
+pub fn rmsnorm_gpu(
+    gpu: &Gpu,
+    x: &CudaSlice<f32>,
+    w: &CudaSlice<f32>,
+    b: usize,
+    eps: f32,
+    y: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "rmsnorm_gpu";
+    let h = w.len();
+    if b == 0 || h == 0 || h > u32::MAX as usize || b > 65535 {
+        return Err(LayerError::arg(OP, format!("b {b}, h {h} out of range")));
+    }
+    check_len(OP, "x", x.len(), b * h)?;
+    check_len(OP, "y", y.len(), b * h)?;
+    // SAFETY: lengths checked above.
+    unsafe { launch_rmsnorm(gpu, x, w, y, b, h, eps) }
+}
+
+/// # Safety
+/// `h`, `out`, `ffn` hold `b * hdim` f32, `down` `b * k * hdim`, `wts` `b * k`; `b * hdim`
+/// fits u32.
+#[allow(clippy::too_many_arguments)]
+unsafe fn launch_combine(
+    gpu: &Gpu,
+    h: &CudaSlice<f32>,
+    down: &CudaSlice<f32>,
+    wts: &CudaSlice<f32>,
+    out: &mut CudaSlice<f32>,
+    ffn: &mut CudaSlice<f32>,
+    b: usize,
+    k: usize,
+    hdim: usize,
+) -> Result<()> {
+    let f = gpu.function(&PTX, COMBINE)?;
+    let stream = gpu.stream();
+    let mut args = stream.launch_builder(&f);
+    let (b32, k32, h32) = (b as u32, k as u32, hdim as u32);
+    args.arg(h)
+        .arg(down)
+        .arg(wts)
+        .arg(out)
+        .arg(ffn)
+        .arg(&b32)
+        .arg(&k32)
+        .arg(&h32);
+    // SAFETY: argument list matches qmoe_layer_combine; the kernel guards idx < b * hdim and
+    // reads down[(t * k + j) * hdim + i], wts[t * k + j] for t < b, j < k (caller's contract).
+    unsafe { launch(&mut args, grid_1d(b * hdim, 256), COMBINE)? };
+    Ok(())
+}
+
+/// Weighted sum over the k slots plus residual on the device (see [`combine_ref`]):
+/// `ffn = Σ_j wts[:, j] · down[:, j, :]`, `out = h + ffn`.
+#[allow(clippy::too_many_arguments)]
+pub fn combine_gpu(
+    gpu: &Gpu,
+    h: &CudaSlice<f32>,
+    down: &CudaSlice<f32>,
+    wts: &CudaSlice<f32>,
+    b: usize,
+    k: usize,
+    out: &mut CudaSlice<f32>,
+    ffn: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "combine_gpu";
+    if b == 0 || k == 0 || h.len() % b != 0 {
+        return Err(LayerError::arg(
+            OP,
+            format!("b {b}, k {k}, h of {} elements", h.len()),
+        ));
+    }
+    let hdim = h.len() / b;
+    if b * k * hdim > u32::MAX as usize {
+        return Err(LayerError::arg(OP, "tensor too large for u32 indexing"));
+    }
+    check_len(OP, "down", down.len(), b * k * hdim)?;
+    check_len(OP, "wts", wts.len(), b * k)?;
+    check_len(OP, "out", out.len(), b * hdim)?;
+    check_len(OP, "ffn", ffn.len(), b * hdim)?;
+    // SAFETY: lengths checked above.
+    unsafe { launch_combine(gpu, h, down, wts, out, ffn, b, k, hdim) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_table_matches_every_arch_ptx() {
+        PTX.assert_entries(KERNELS);
+    }
+
+    #[test]
+    fn rmsnorm_by_hand() {
+        // x = (3, 4): mean square 12.5, eps 0 → scale 1/√12.5.
+        let y = rmsnorm_ref(&[3.0, 4.0], &[1.0, 2.0], 1, 0.0);
+        let s = 1.0 / 12.5f64.sqrt();
+        assert_eq!(y, vec![(3.0 * s) as f32, (8.0 * s) as f32]);
+    }
+
+    #[test]
+    fn rmsnorm_survives_huge_activations() {
+        // 1e30² overflows f32 but not f64: the normalised row is still ±1-sized.
+        let y = rmsnorm_ref(&[1e30, -1e30], &[1.0, 1.0], 1, 1e-6);
+        assert_eq!(y, vec![1.0, -1.0]);
+    }
+
+    #[test]
+    fn combine_by_hand() {
+        // b 1, k 2, hdim 2: ffn = 0.5·(1, 2) + 0.25·(4, 8) = (1.5, 3); out = h + ffn.
+        let (ffn, out) = combine_ref(&[10.0, 20.0], &[1.0, 2.0, 4.0, 8.0], &[0.5, 0.25], 1, 2);
+        assert_eq!(ffn, vec![1.5, 3.0]);
+        assert_eq!(out, vec![11.5, 23.0]);
+    }
+}

@@ -1,0 +1,147 @@
+//! The CPU reference layer, composed from the op references with the GPU path's stage structure.
+//!
+//! Two precisions fill the same [`LayerTrace`]:
+//! - [`RefPrecision::F64`]: every op's own reference (f64 accumulation inside each op, results
+//!   rounded to f32 between stages, as the GPU stores them). The yardstick.
+//! - [`RefPrecision::KernelF32`]: the expert projections (gate, up, down) accumulate in f32,
+//!   sequentially over the row, from the reference-dequantized weights; every other stage is
+//!   the same as F64 (the GPU's RMSNorm, SwiGLU and combine evaluate in f64 and round once, and
+//!   the router's reference is used as is). It reproduces the *size* of the kernels' f32
+//!   rounding, not their exact summation order, so `qmoe bisect` can tell "as far off as f32
+//!   accumulation makes it" from a real divergence.
+
+use qmoe_dequant::QTensor;
+
+use crate::kernels::{combine_ref, rmsnorm_ref};
+use crate::{ops, LayerError, LayerTrace, MoeLayerWeights, Result};
+
+/// Which CPU path to run (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefPrecision {
+    /// Op references, f64 accumulation.
+    F64,
+    /// f32 accumulation in the expert projections.
+    KernelF32,
+}
+
+/// Expert-indexed matvec with f32 sequential accumulation: y[t, j, r] = Σ_c W[ids[t,j]][r, c] ·
+/// x[t(, j), c]. Each distinct expert is dequantized once.
+fn matvec_indexed_f32(
+    w: &QTensor<'_>,
+    ids: &[u32],
+    k: usize,
+    x: &[f32],
+    x_per_slot: bool,
+    b: usize,
+) -> Result<Vec<f32>> {
+    let (rows, cols) = (w.rows(), w.cols());
+    let mut cache: std::collections::HashMap<u32, Vec<f32>> = Default::default();
+    let mut y = vec![0f32; b * k * rows];
+    for t in 0..b {
+        for j in 0..k {
+            let slot = t * k + j;
+            let e = ids[slot];
+            if e as usize >= w.experts() {
+                return Err(LayerError::ExpertId {
+                    op: "matvec_indexed_f32",
+                    id: e,
+                    slot,
+                    n_experts: w.experts(),
+                });
+            }
+            let m = match cache.entry(e) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let ex = w
+                        .expert(e as usize)
+                        .map_err(|err| LayerError::tensor(w.name(), err.to_string()))?;
+                    v.insert(ex.dequantize())
+                }
+            };
+            let xs = if x_per_slot {
+                &x[slot * cols..(slot + 1) * cols]
+            } else {
+                &x[t * cols..(t + 1) * cols]
+            };
+            for r in 0..rows {
+                let row = &m[r * cols..(r + 1) * cols];
+                let mut acc = 0f32;
+                for c in 0..cols {
+                    acc += row[c] * xs[c];
+                }
+                y[slot * rows + r] = acc;
+            }
+        }
+    }
+    Ok(y)
+}
+
+fn indexed(
+    p: RefPrecision,
+    w: &QTensor<'_>,
+    ids: &[u32],
+    k: usize,
+    x: &[f32],
+    x_per_slot: bool,
+    b: usize,
+) -> Result<Vec<f32>> {
+    match p {
+        RefPrecision::F64 => ops::matvec_indexed_ref(w, ids, k, x, x_per_slot, b),
+        RefPrecision::KernelF32 => matvec_indexed_f32(w, ids, k, x, x_per_slot, b),
+    }
+}
+
+/// One layer on the CPU for `b` tokens of `h` ([b, H]), every stage recorded.
+pub fn layer_ref_traced(
+    w: &MoeLayerWeights<'_>,
+    h: &[f32],
+    b: usize,
+    p: RefPrecision,
+) -> Result<LayerTrace> {
+    const OP: &str = "layer_ref";
+    let cfg = *w.config();
+    let (hd, k) = (cfg.hidden, cfg.top_k);
+    if b == 0 {
+        return Err(LayerError::arg(OP, "batch 0"));
+    }
+    if h.len() != b * hd {
+        return Err(LayerError::arg(
+            OP,
+            format!("h has {} elements, expected [b {b}, hidden {hd}]", h.len()),
+        ));
+    }
+    let ffn_norm = rmsnorm_ref(h, w.ffn_norm(), b, cfg.rms_eps);
+    let (router_logits, topk_ids, topk_weights) = ops::router_ref(&cfg, w.router(), &ffn_norm, b)?;
+    let gate = indexed(p, w.gate(), &topk_ids, k, &ffn_norm, false, b)?;
+    let up = indexed(p, w.up(), &topk_ids, k, &ffn_norm, false, b)?;
+    let act = ops::swiglu_ref(&gate, &up);
+    let expert_down = indexed(p, w.down(), &topk_ids, k, &act, true, b)?;
+    let (ffn_out, residual_out) = combine_ref(h, &expert_down, &topk_weights, b, k);
+    Ok(LayerTrace {
+        b,
+        hidden: hd,
+        intermediate: cfg.intermediate,
+        n_experts: cfg.n_experts,
+        top_k: k,
+        ffn_norm,
+        router_logits,
+        topk_ids,
+        topk_weights,
+        gate,
+        up,
+        act,
+        expert_down,
+        ffn_out,
+        residual_out,
+    })
+}
+
+/// One layer on the CPU: h' = h + MoE(RMSNorm(h)), [b, H].
+pub fn layer_ref(
+    w: &MoeLayerWeights<'_>,
+    h: &[f32],
+    b: usize,
+    p: RefPrecision,
+) -> Result<Vec<f32>> {
+    Ok(layer_ref_traced(w, h, b, p)?.residual_out)
+}

@@ -1,0 +1,237 @@
+//! One layer's weights: validated on the host, uploaded once, reused on the device.
+
+use qmoe_dequant::{DeviceQTensor, QTensor, QType};
+use qmoe_gpu::cuda::CudaSlice;
+use qmoe_gpu::Gpu;
+
+use crate::{LayerError, MoeConfig, Result};
+
+/// The qtypes an expert tensor (gate, up, down) may have.
+pub const EXPERT_QTYPES: [QType; 3] = [QType::Q4_K, QType::Q6_K, QType::Q8_0];
+
+/// One MoE FFN layer's weights in host memory, checked against a [`MoeConfig`].
+///
+/// Each expert tensor carries its own qtype (any of [`EXPERT_QTYPES`]): a Q4_K_M file mixes Q4_K
+/// and Q6_K down projections by layer, and the GPU path dispatches on the tensor's type only.
+#[derive(Debug, Clone)]
+pub struct MoeLayerWeights<'a> {
+    cfg: MoeConfig,
+    ffn_norm: Vec<f32>,
+    router: Vec<f32>,
+    gate: QTensor<'a>,
+    up: QTensor<'a>,
+    down: QTensor<'a>,
+}
+
+fn check_expert(t: &QTensor<'_>, want: [usize; 3]) -> Result<()> {
+    if !EXPERT_QTYPES.contains(&t.qtype()) {
+        return Err(LayerError::tensor(
+            t.name(),
+            format!(
+                "qtype {} is not supported for expert weights (q4_k, q6_k or q8_0)",
+                t.qtype()
+            ),
+        ));
+    }
+    if t.shape() != want {
+        return Err(LayerError::tensor(
+            t.name(),
+            format!(
+                "shape {:?} does not fit the config, expected {:?} ([experts, rows, cols])",
+                t.shape(),
+                want
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_f32(name: &str, t: &QTensor<'_>, want: &[usize]) -> Result<Vec<f32>> {
+    if t.qtype() != QType::F32 {
+        return Err(LayerError::tensor(
+            name,
+            format!("qtype {} must be f32", t.qtype()),
+        ));
+    }
+    if t.shape() != want {
+        return Err(LayerError::tensor(
+            name,
+            format!(
+                "shape {:?} does not fit the config, expected {want:?}",
+                t.shape()
+            ),
+        ));
+    }
+    Ok(t.dequantize())
+}
+
+impl<'a> MoeLayerWeights<'a> {
+    /// Builds a layer's weights, checking every tensor against `cfg`: `ffn_norm` [H], `router`
+    /// [E, H] (row-major, `router[e * H + h]`), `gate` and `up` [E, I, H], `down` [E, H, I], the
+    /// expert tensors each of a type in [`EXPERT_QTYPES`], all values and scales finite. Errors
+    /// name the tensor.
+    pub fn new(
+        cfg: MoeConfig,
+        ffn_norm: Vec<f32>,
+        router: Vec<f32>,
+        gate: QTensor<'a>,
+        up: QTensor<'a>,
+        down: QTensor<'a>,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let (h, i, e) = (cfg.hidden, cfg.intermediate, cfg.n_experts);
+        let norm_name = gate.name().replace("ffn_gate_exps", "ffn_norm");
+        let router_name = gate.name().replace("ffn_gate_exps", "ffn_gate_inp");
+        if ffn_norm.len() != h {
+            return Err(LayerError::tensor(
+                norm_name,
+                format!("{} values, expected hidden {h}", ffn_norm.len()),
+            ));
+        }
+        if ffn_norm.iter().any(|v| !v.is_finite()) {
+            return Err(LayerError::tensor(norm_name, "non-finite value"));
+        }
+        if router.len() != e * h {
+            return Err(LayerError::tensor(
+                router_name,
+                format!(
+                    "{} values, expected [n_experts {e}, hidden {h}] = {}",
+                    router.len(),
+                    e * h
+                ),
+            ));
+        }
+        if let Some(at) = router.iter().position(|v| !v.is_finite()) {
+            return Err(LayerError::tensor(
+                router_name,
+                format!("non-finite value at index {at}"),
+            ));
+        }
+        check_expert(&gate, [e, i, h])?;
+        check_expert(&up, [e, i, h])?;
+        check_expert(&down, [e, h, i])?;
+        for t in [&gate, &up, &down] {
+            t.validate_finite()
+                .map_err(|err| LayerError::tensor(t.name(), err.to_string()))?;
+        }
+        Ok(MoeLayerWeights {
+            cfg,
+            ffn_norm,
+            router,
+            gate,
+            up,
+            down,
+        })
+    }
+
+    /// [`MoeLayerWeights::new`] from tensors as a GGUF file holds them: `ffn_norm` and `router`
+    /// must be F32 tensors of shape [H] and [E, H].
+    pub fn from_tensors(
+        cfg: MoeConfig,
+        ffn_norm: &QTensor<'_>,
+        router: &QTensor<'_>,
+        gate: QTensor<'a>,
+        up: QTensor<'a>,
+        down: QTensor<'a>,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let norm = check_f32(ffn_norm.name(), ffn_norm, &[cfg.hidden])?;
+        let wr = check_f32(router.name(), router, &[cfg.n_experts, cfg.hidden])?;
+        MoeLayerWeights::new(cfg, norm, wr, gate, up, down)
+    }
+
+    /// The configuration the weights were checked against.
+    pub fn config(&self) -> &MoeConfig {
+        &self.cfg
+    }
+
+    /// RMSNorm weight [H].
+    pub fn ffn_norm(&self) -> &[f32] {
+        &self.ffn_norm
+    }
+
+    /// Router weight [E, H].
+    pub fn router(&self) -> &[f32] {
+        &self.router
+    }
+
+    /// Stacked gate projections [E, I, H].
+    pub fn gate(&self) -> &QTensor<'a> {
+        &self.gate
+    }
+
+    /// Stacked up projections [E, I, H].
+    pub fn up(&self) -> &QTensor<'a> {
+        &self.up
+    }
+
+    /// Stacked down projections [E, H, I].
+    pub fn down(&self) -> &QTensor<'a> {
+        &self.down
+    }
+
+    /// Bytes a decode step of one token reads at most: the router plus `top_k` experts' gate,
+    /// up and down (the benchmark's byte count).
+    pub fn bytes_per_token(&self) -> usize {
+        self.router.len() * 4
+            + self.cfg.top_k
+                * (self.gate.expert_bytes() + self.up.expert_bytes() + self.down.expert_bytes())
+    }
+
+    /// Copies the weights to the device once; the [`DeviceMoeLayer`] is reused across calls.
+    pub fn upload(&self, gpu: &Gpu) -> Result<DeviceMoeLayer> {
+        let up = |t: &QTensor<'_>| {
+            t.upload(gpu)
+                .map_err(|e| LayerError::tensor(t.name(), e.to_string()))
+        };
+        Ok(DeviceMoeLayer {
+            cfg: self.cfg,
+            ffn_norm: gpu.upload(&self.ffn_norm)?,
+            router: gpu.upload(&self.router)?,
+            gate: up(&self.gate)?,
+            up: up(&self.up)?,
+            down: up(&self.down)?,
+            down_fault: None,
+            bytes_per_token: self.bytes_per_token(),
+        })
+    }
+}
+
+/// One layer's weights in device memory (see [`MoeLayerWeights::upload`]).
+#[derive(Debug)]
+pub struct DeviceMoeLayer {
+    pub(crate) cfg: MoeConfig,
+    pub(crate) ffn_norm: CudaSlice<f32>,
+    pub(crate) router: CudaSlice<f32>,
+    pub(crate) gate: DeviceQTensor,
+    pub(crate) up: DeviceQTensor,
+    pub(crate) down: DeviceQTensor,
+    /// Fault injection: when set, the down projection is dispatched on this tensor instead.
+    pub(crate) down_fault: Option<DeviceQTensor>,
+    pub(crate) bytes_per_token: usize,
+}
+
+impl DeviceMoeLayer {
+    /// The configuration.
+    pub fn config(&self) -> &MoeConfig {
+        &self.cfg
+    }
+
+    /// The qtypes of (gate, up, down) as the hot path dispatches them.
+    pub fn qtypes(&self) -> (QType, QType, QType) {
+        (
+            self.gate.qtype(),
+            self.up.qtype(),
+            self.down_tensor().qtype(),
+        )
+    }
+
+    /// Router + top_k experts' bytes for one token.
+    pub fn bytes_per_token(&self) -> usize {
+        self.bytes_per_token
+    }
+
+    pub(crate) fn down_tensor(&self) -> &DeviceQTensor {
+        self.down_fault.as_ref().unwrap_or(&self.down)
+    }
+}
