@@ -32,7 +32,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let out: Vec<u8> = t.dequantize().iter().flat_map(|v| v.to_le_bytes()).collect();
+    let out: Vec<u8> = t
+        .dequantize()
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     if let Err(e) = std::fs::write(&args[3], out) {
         eprintln!("oracle_dequant: write {}: {e}", args[3]);
         return ExitCode::from(1);

@@ -132,20 +132,24 @@ pub fn q4_k_block(x: &[f32; 256]) -> [u8; 144] {
     }
     let max_scale = scales.iter().copied().fold(0.0f32, f32::max);
     let max_min = mins.iter().copied().fold(0.0f32, f32::max);
-    let inv_scale = if max_scale > 0.0 {
-        63.0 / max_scale
-    } else {
-        0.0
+    // The 6-bit scales and mins are chosen against the f16-rounded super-block scales, so the
+    // rounding of d and dmin to f16 (coarse for small weights) is compensated, not compounded.
+    let d = f16::from_f32(max_scale / 63.0);
+    let dmin = f16::from_f32(max_min / 63.0);
+    let six_bit = |v: f32, unit: f16| -> u8 {
+        let u = unit.to_f32();
+        if u > 0.0 {
+            nearest(v / u).clamp(0, 63) as u8
+        } else {
+            0
+        }
     };
-    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];
     for j in 0..8 {
-        ls[j] = nearest(inv_scale * scales[j]).clamp(0, 63) as u8;
-        lm[j] = nearest(inv_min * mins[j]).clamp(0, 63) as u8;
+        ls[j] = six_bit(scales[j], d);
+        lm[j] = six_bit(mins[j], dmin);
     }
-    let d = f16::from_f32(max_scale / 63.0);
-    let dmin = f16::from_f32(max_min / 63.0);
     let mut out = [0u8; 144];
     out[0..2].copy_from_slice(&d.to_bits().to_le_bytes());
     out[2..4].copy_from_slice(&dmin.to_bits().to_le_bytes());
@@ -236,13 +240,17 @@ pub fn q6_k_block(x: &[f32; 256]) -> [u8; 210] {
         fill_q6(&mut out, &[32u8; 256]);
         return out;
     }
-    let iscale = -128.0 / max_scale;
-    let d = f16::from_f32(1.0 / iscale);
+    // As for Q4_K, the int8 scales are chosen against the f16-rounded super-block scale.
+    let d = f16::from_f32(max_scale / -128.0);
     out[208..210].copy_from_slice(&d.to_bits().to_le_bytes());
     let df = d.to_f32();
     let mut l = [32u8; 256];
     for ib in 0..16 {
-        let ls = nearest(iscale * scales[ib]).clamp(-128, 127) as i8;
+        let ls = if df != 0.0 {
+            nearest(scales[ib] / df).clamp(-128, 127) as i8
+        } else {
+            0
+        };
         out[192 + ib] = ls as u8;
         let dl = df * ls as f32;
         if dl == 0.0 {

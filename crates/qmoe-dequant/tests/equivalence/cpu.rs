@@ -1,0 +1,310 @@
+//! CPU tests: types, tensor validation, reference vs naive re-derivation, quantizer error.
+
+use proptest::prelude::*;
+use qmoe_check::strategies::{blocks, q4_k_block, q6_k_block, q8_0_block};
+use qmoe_dequant::{reference, DequantError, QTensor, QType};
+
+use super::naive;
+
+#[test]
+fn qtype_table() {
+    let want = [
+        (QType::F32, 0, 1, 4, "f32"),
+        (QType::F16, 1, 1, 2, "f16"),
+        (QType::Q8_0, 8, 32, 34, "q8_0"),
+        (QType::Q4_K, 12, 256, 144, "q4_k"),
+        (QType::Q6_K, 14, 256, 210, "q6_k"),
+        (QType::BF16, 30, 1, 2, "bf16"),
+    ];
+    for (t, id, bw, bb, name) in want {
+        assert_eq!(t.ggml_type(), id);
+        assert_eq!(QType::from_ggml_type(id), Some(t));
+        assert_eq!(
+            (t.block_weights(), t.block_bytes(), t.name()),
+            (bw, bb, name)
+        );
+        assert_eq!(QType::parse(&name.to_uppercase()), Some(t));
+    }
+    assert_eq!(QType::from_ggml_type(2), None); // Q4_0: not read by qmoe
+    assert_eq!(QType::parse("q5_k"), None);
+    assert_eq!(QType::Q4_K.row_bytes(2048), Some(8 * 144));
+    assert_eq!(QType::Q6_K.row_bytes(768), Some(3 * 210));
+    assert_eq!(QType::Q4_K.row_bytes(100), None);
+    assert_eq!(QType::Q8_0.row_bytes(48), None);
+    assert_eq!(QType::BF16.row_bytes(7), Some(14));
+}
+
+#[test]
+fn byte_length_error_names_tensor_and_sizes() {
+    // A Q6_K-sized down projection declared Q4_K: the layer-6 failure of kquants.md.
+    let bytes = vec![0u8; 2 * 2048 * 3 * 210];
+    let err = QTensor::new(
+        "blk.6.ffn_down_exps.weight",
+        QType::Q4_K,
+        &[2, 2048, 768],
+        &bytes[..],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tensor blk.6.ffn_down_exps.weight: q4_k needs 884736 bytes per expert, got 1290240"
+    );
+    let err = QTensor::new("w", QType::Q8_0, &[3, 64], vec![0u8; 100]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tensor w: q8_0 needs 204 bytes in all, got 100"
+    );
+}
+
+#[test]
+fn shape_errors() {
+    let err = QTensor::new("x", QType::Q4_K, &[4, 100], vec![]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DequantError::RowNotBlockMultiple {
+                cols: 100,
+                block: 256,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "tensor x: q4_k rows must be a multiple of 256 weights, got 100"
+    );
+    for shape in [&[][..], &[0, 256], &[1, 1, 1, 256]] {
+        let err = QTensor::new("x", QType::Q4_K, shape, vec![]).unwrap_err();
+        assert!(
+            matches!(err, DequantError::BadShape { .. }),
+            "{shape:?}: {err}"
+        );
+    }
+    let err = QTensor::quantize("x", QType::Q4_K, &[2, 256], &[0.0; 256]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DequantError::ValueCount {
+                expected: 512,
+                actual: 256,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn geometry_and_expert_views() {
+    let values = naive::normal(1, 3 * 2 * 512);
+    let t = QTensor::quantize(
+        "blk.0.ffn_up_exps.weight",
+        QType::Q4_K,
+        &[3, 2, 512],
+        &values,
+    )
+    .unwrap();
+    assert_eq!(
+        (t.experts(), t.rows(), t.cols(), t.numel()),
+        (3, 2, 512, 3072)
+    );
+    assert_eq!(
+        (t.row_bytes(), t.expert_bytes(), t.bytes().len()),
+        (288, 576, 1728)
+    );
+    let all = t.dequantize();
+    for e in 0..3 {
+        let v = t.expert(e).unwrap();
+        assert_eq!(v.name(), format!("blk.0.ffn_up_exps.weight[{e}]"));
+        assert_eq!((v.shape(), v.experts()), (&[2usize, 512][..], 1));
+        assert_eq!(v.dequantize(), all[e * 1024..(e + 1) * 1024]);
+        for r in 0..2 {
+            assert_eq!(
+                t.dequantize_row(2 * e + r),
+                all[(2 * e + r) * 512..(2 * e + r + 1) * 512]
+            );
+        }
+    }
+    let err = t.expert(3).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tensor blk.0.ffn_up_exps.weight: expert 3 out of range (0..3)"
+    );
+    let one = QTensor::new("v", QType::F32, &[4], vec![0u8; 16]).unwrap();
+    assert_eq!(
+        (one.rows(), one.experts(), one.expert(0).unwrap().name()),
+        (1, 1, "v")
+    );
+    let owned: QTensor<'static> = t.expert(1).unwrap().into_owned();
+    assert_eq!(owned.dequantize(), all[1024..2048]);
+}
+
+#[test]
+fn validate_finite_names_first_bad_block() {
+    let values = naive::normal(2, 4 * 256);
+    for (qtype, at, field) in [
+        (QType::Q4_K, 2, "dmin"),
+        (QType::Q4_K, 0, "d"),
+        (QType::Q6_K, 208, "d"),
+    ] {
+        let t = QTensor::quantize("w", qtype, &[4, 256], &values).unwrap();
+        assert!(t.validate_finite().is_ok());
+        let mut bytes = t.bytes().to_vec();
+        let bb = qtype.block_bytes();
+        for (block, bits) in [(3usize, 0x7c00u16), (2, 0x7e01)] {
+            bytes[block * bb + at..block * bb + at + 2].copy_from_slice(&bits.to_le_bytes());
+        }
+        let bad = QTensor::new("blk.3.ffn_down_exps.weight", qtype, &[4, 256], bytes).unwrap();
+        let err = bad.validate_finite().unwrap_err();
+        assert!(
+            matches!(err, DequantError::NonFiniteScale { block: 2, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "tensor blk.3.ffn_down_exps.weight: {qtype} block 2 has a non-finite {field} (NaN)"
+            )
+        );
+    }
+    let mut q8 = QTensor::quantize("q", QType::Q8_0, &[64], &values[..64])
+        .unwrap()
+        .bytes()
+        .to_vec();
+    q8[34..36].copy_from_slice(&0xfc00u16.to_le_bytes());
+    let err = QTensor::new("q", QType::Q8_0, &[64], q8)
+        .unwrap()
+        .validate_finite()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tensor q: q8_0 block 1 has a non-finite d (-inf)"
+    );
+}
+
+#[test]
+fn float_types_round_trip() {
+    let values = naive::normal(3, 96);
+    let f32t = QTensor::quantize("f", QType::F32, &[96], &values).unwrap();
+    assert_eq!(f32t.dequantize(), values);
+    for (t, conv) in [
+        (
+            QType::F16,
+            (|v: f32| half::f16::from_f32(v).to_f32()) as fn(f32) -> f32,
+        ),
+        (QType::BF16, |v| half::bf16::from_f32(v).to_f32()),
+    ] {
+        let q = QTensor::quantize("f", t, &[3, 32], &values).unwrap();
+        let want: Vec<f32> = values.iter().map(|v| conv(*v)).collect();
+        assert_eq!(q.dequantize(), want, "{t}");
+    }
+}
+
+fn assert_bits_equal(name: &str, got: &[f32], want: &[f32]) {
+    let g: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+    let w: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+    assert!(
+        g == w,
+        "{name}: reference != naive\n{}",
+        naive::first_mismatches(&g, &w, 10)
+    );
+}
+
+proptest! {
+    #![proptest_config(naive::config(64))]
+
+    #[test]
+    fn reference_matches_naive_q4_k(b in blocks(q4_k_block(), 3)) {
+        assert_bits_equal("q4_k", &reference::dequantize(QType::Q4_K, &b, 768), &naive::dequantize("q4_k", &b));
+    }
+
+    #[test]
+    fn reference_matches_naive_q6_k(b in blocks(q6_k_block(), 3)) {
+        assert_bits_equal("q6_k", &reference::dequantize(QType::Q6_K, &b, 768), &naive::dequantize("q6_k", &b));
+    }
+
+    #[test]
+    fn reference_matches_naive_q8_0(b in blocks(q8_0_block(), 4)) {
+        assert_bits_equal("q8_0", &reference::dequantize(QType::Q8_0, &b, 128), &naive::dequantize("q8_0", &b));
+    }
+}
+
+/// Quantizer error on N(0,1) data with a fixed seed; GGML's own measure about 0.073 (Q4_K) and
+/// 0.018 (Q6_K) here.
+#[test]
+fn quantizer_rmse_on_normal_data() {
+    let x = naive::normal(42, 256 * 256);
+    for (t, bound) in [
+        (QType::Q4_K, 0.075),
+        (QType::Q6_K, 0.020),
+        (QType::Q8_0, 0.006),
+    ] {
+        let q = QTensor::quantize("n", t, &[256, 256], &x).unwrap();
+        let e = naive::rel_rmse(&x, &q.dequantize());
+        eprintln!("{t}: relative rmse {e:.5} (bound {bound})");
+        assert!(e <= bound, "{t}: relative rmse {e:.5} > {bound}");
+        let again = QTensor::quantize("n", t, &[256, 256], &x).unwrap();
+        assert_eq!(
+            q.bytes(),
+            again.bytes(),
+            "{t}: quantizer is not deterministic"
+        );
+        assert!(q.validate_finite().is_ok());
+    }
+}
+
+#[test]
+fn quantizer_edge_inputs() {
+    for t in [QType::Q4_K, QType::Q6_K, QType::Q8_0] {
+        for (what, x) in [
+            ("zeros", vec![0.0f32; 256]),
+            ("constant", vec![0.5f32; 256]),
+            ("negative constant", vec![-2.0f32; 256]),
+            (
+                "one spike",
+                (0..256).map(|i| if i == 77 { 1e4 } else { 0.0 }).collect(),
+            ),
+            (
+                "small",
+                naive::normal(5, 256).iter().map(|v| v * 1e-3).collect(),
+            ),
+        ] {
+            let q = QTensor::quantize("e", t, &[256], &x).unwrap();
+            let y = q.dequantize();
+            assert!(
+                y.iter().all(|v| v.is_finite()),
+                "{t} {what}: non-finite output"
+            );
+            let e = if x.iter().all(|v| *v == 0.0) {
+                0.0
+            } else {
+                naive::rel_rmse(&x, &y)
+            };
+            assert!(e <= 0.1, "{t} {what}: relative rmse {e}");
+        }
+        // Below f16's range for the super-block scale: not representable, but never non-finite.
+        let x: Vec<f32> = naive::normal(6, 256).iter().map(|v| v * 1e-7).collect();
+        let y = QTensor::quantize("e", t, &[256], &x).unwrap().dequantize();
+        assert!(
+            y.iter().all(|v| v.is_finite() && v.abs() < 1e-5),
+            "{t} tiny: {:?}",
+            &y[..4]
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(naive::config(16))]
+
+    /// The same bounds on random N(0, s) data at any scale s and seed.
+    #[test]
+    fn quantizer_rmse_proptest(seed in any::<u64>(), scale in prop_oneof![Just(1.0f32), 1e-3f32..1e3f32]) {
+        let x: Vec<f32> = naive::normal(seed, 256 * 32).iter().map(|v| v * scale).collect();
+        for (t, bound) in [(QType::Q4_K, 0.078), (QType::Q6_K, 0.021)] {
+            let q = QTensor::quantize("p", t, &[32, 256], &x).unwrap();
+            let e = naive::rel_rmse(&x, &q.dequantize());
+            prop_assert!(e <= bound, "{} seed {} scale {}: relative rmse {:.5} > {}", t, seed, scale, e, bound);
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! An independent re-derivation of each weight, one element at a time by index, in the style
+//! of `cuda/kquants.cuh` (not the reference's chunked loops), so a shared indexing mistake is
+//! unlikely. Also the host twin of the device helpers' index arithmetic.
+
+use half::f16;
+
+fn h(b: &[u8], at: usize) -> f32 {
+    f16::from_bits(b[at] as u16 | (b[at + 1] as u16) << 8).to_f32()
+}
+
+/// Q4_K sub-block scale and min, from the 12 packed bytes, via the 3x4 row view used by
+/// gguf's numpy code (d, m, m_d rows) rather than the j < 4 / j >= 4 branch.
+fn q4k_scale_min(scales: &[u8], j: usize) -> (u32, u32) {
+    let (d, m, md) = (&scales[0..4], &scales[4..8], &scales[8..12]);
+    if j < 4 {
+        ((d[j] & 0x3f) as u32, (m[j] & 0x3f) as u32)
+    } else {
+        let k = j - 4;
+        let sc = (md[k] & 0x0f) | ((d[k] >> 2) & 0x30);
+        let mn = (md[k] >> 4) | ((m[k] >> 2) & 0x30);
+        (sc as u32, mn as u32)
+    }
+}
+
+/// Weight `i` of a Q4_K block.
+pub fn q4k(b: &[u8], i: usize) -> f32 {
+    let (sc, m) = q4k_scale_min(&b[4..16], i / 32);
+    let byte = b[16 + 32 * (i / 64) + i % 32];
+    let q = if (i / 32) % 2 == 1 {
+        byte >> 4
+    } else {
+        byte & 15
+    };
+    let d1 = h(b, 0) * sc as f32;
+    let m1 = h(b, 2) * m as f32;
+    d1 * q as f32 - m1
+}
+
+/// Weight `i` of a Q6_K block.
+pub fn q6k(b: &[u8], i: usize) -> f32 {
+    let (half, r) = (i / 128, i % 128);
+    let (quarter, l) = (r / 32, r % 32);
+    let lo_byte = b[64 * half + l + if quarter % 2 == 1 { 32 } else { 0 }];
+    let lo = if quarter >= 2 {
+        lo_byte >> 4
+    } else {
+        lo_byte & 15
+    };
+    let hi = (b[128 + 32 * half + l] >> (2 * quarter)) & 3;
+    let q = (lo | hi << 4) as i32 - 32;
+    let sc = b[192 + i / 16] as i8;
+    h(b, 208) * sc as f32 * q as f32
+}
+
+/// Weight `i` of a Q8_0 block.
+pub fn q8_0(b: &[u8], i: usize) -> f32 {
+    h(b, 0) * b[2 + i] as i8 as f32
+}
+
+/// Every weight of `bytes` (whole blocks of the k-quant or Q8_0 type `name`).
+pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
+    let (bb, bw, f): (usize, usize, fn(&[u8], usize) -> f32) = match name {
+        "q4_k" => (144, 256, q4k),
+        "q6_k" => (210, 256, q6k),
+        "q8_0" => (34, 32, q8_0),
+        _ => panic!("naive: {name}"),
+    };
+    bytes
+        .chunks_exact(bb)
+        .flat_map(|b| (0..bw).map(move |i| f(b, i)))
+        .collect()
+}
+
+/// Relative RMSE of `got` against `x`: sqrt(Σ(got − x)² / Σx²), in f64.
+pub fn rel_rmse(x: &[f32], got: &[f32]) -> f64 {
+    let num: f64 = x
+        .iter()
+        .zip(got)
+        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+        .sum();
+    let den: f64 = x.iter().map(|a| (*a as f64).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+/// `n` N(0,1) values from a fixed seed.
+pub fn normal(seed: u64, n: usize) -> Vec<f32> {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| StandardNormal.sample(&mut rng)).collect()
+}
+
+/// The first few differing elements, for failure messages.
+pub fn first_mismatches(got: &[u32], want: &[u32], n: usize) -> String {
+    got.iter()
+        .zip(want)
+        .enumerate()
+        .filter(|(_, (g, w))| g != w)
+        .take(n)
+        .map(|(i, (g, w))| {
+            format!(
+                "[{i}] got {:e} (0x{g:08x}) want {:e} (0x{w:08x})",
+                f32::from_bits(*g),
+                f32::from_bits(*w)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A proptest config with `cases` cases (overridden by PROPTEST_CASES) whose failures persist
+/// in `tests/equivalence/proptest-regressions.txt` (the default source-relative lookup cannot
+/// find this nested test module's crate root).
+pub fn config(cases: u32) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, FileFailurePersistence};
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(cases);
+    Config {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/equivalence/proptest-regressions.txt"
+        )))),
+        ..Config::default()
+    }
+}
