@@ -1,10 +1,53 @@
-//! The `qmoe` command (subcommands arrive with their issues).
+//! The `qmoe` command: one module per subcommand under `cmd/`, each with an `Args` struct (clap)
+//! and a `run(&Args) -> anyhow::Result<()>`. Errors print as `qmoe: <message>` and exit with
+//! status 2; messages name the file, tensor and byte offset involved.
 
-// The bisect engine and its report (owned by the lead; the `bisect` subcommand wires it up).
-#[allow(dead_code)]
-mod bisect;
+mod cmd;
 
-fn main() {
-    eprintln!("qmoe: no commands yet");
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "qmoe",
+    version,
+    about = "Quantized mixture-of-experts layers: inspect GGUF files, dequantize tensors, generate synthetic models",
+    long_about = "qmoe works with quantized Qwen3-MoE GGUF files: it shows what a file holds, \
+dequantizes any tensor to .npy, and generates synthetic models with real shapes and \
+llama.cpp's Q4_K_M type mix for testing.
+
+Examples:
+  qmoe gen-model --preset tiny --out tiny.gguf
+  qmoe inspect tiny.gguf
+  qmoe dequant tiny.gguf blk.0.ffn_down_exps.weight --out down0.npy
+
+Errors exit with status 2 and name the file, tensor and byte offset involved."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Inspect(cmd::inspect::Args),
+    Dequant(cmd::dequant::Args),
+    GenModel(cmd::gen_model::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Dequant(a) => cmd::dequant::run(a),
+        Command::GenModel(a) => cmd::gen_model::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qmoe: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

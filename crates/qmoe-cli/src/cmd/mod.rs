@@ -1,0 +1,5 @@
+//! One module per subcommand.
+
+pub mod dequant;
+pub mod gen_model;
+pub mod inspect;
