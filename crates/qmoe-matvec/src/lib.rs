@@ -1,1 +1,274 @@
-//! qmoe-matvec: not yet built (see its issue).
+//! qmoe-matvec: y = W·x with W quantized (Q4_K, Q6_K, Q8_0) and the dequantization fused into
+//! the dot product, in three forms — dense (`[R, K]`, a batch of B ≤ 8 vectors per weight read),
+//! expert-indexed (`[E, R, K]` with device-resident router ids, all selected experts in one
+//! launch) and gate+up with a SwiGLU epilogue (the MoE expert's first half in one launch).
+//!
+//! Key design decision: every qtype is cut into items of 32 weights and every item into four runs
+//! of 8, so one inner loop serves all qtypes and both Qwen3 shapes. A group of G lanes (G chosen
+//! from K on the host: 8 at K = 768, 32 at K = 2048) shares two rows, so a warp covers several
+//! rows when rows are short; a lane decodes a run of both rows once and reuses each activation
+//! load for both. Scales and mins are factored out of the inner sums (exact in f32), which makes
+//! the error bound γ(K)·Σ(|d·sc·q| + |dmin·m|)·|x| — see [`reference::error_bound`], the one
+//! place the tolerance is derived.
+//!
+//! **Invariant:** the public functions validate every shape, qtype, count and buffer length
+//! before launching and never read device data on the host, so the decode path can be captured
+//! in a CUDA graph. Expert ids are checked in the kernel: an id ≥ E yields NaN outputs for that
+//! (token, slot), never an out-of-bounds read.
+#![deny(missing_docs)]
+
+mod cuda;
+pub mod reference;
+
+pub use cuda::{KERNELS, PTX};
+
+use qmoe_dequant::{DeviceQTensor, QType};
+use qmoe_gpu::cuda::CudaSlice;
+use qmoe_gpu::Gpu;
+
+/// The largest `b * k` (tokens × slots) one indexed launch accepts (the kernel's task list).
+pub const MAX_TASKS: usize = 256;
+
+/// Everything that can go wrong before or during a matvec launch.
+#[derive(Debug, thiserror::Error)]
+pub enum MatvecError {
+    /// The tensor's qtype has no matvec kernel.
+    #[error("{op}: tensor {name}: {qtype} has no matvec kernel (q4_k, q6_k and q8_0 do)")]
+    UnsupportedQType {
+        /// The public function.
+        op: &'static str,
+        /// Tensor name.
+        name: String,
+        /// Its qtype.
+        qtype: QType,
+    },
+    /// The tensor's shape does not fit the op.
+    #[error("{op}: tensor {name}: expected {expected}, got shape {shape:?}")]
+    Shape {
+        /// The public function.
+        op: &'static str,
+        /// Tensor name.
+        name: String,
+        /// What the op needs, in words.
+        expected: &'static str,
+        /// The shape found.
+        shape: Vec<usize>,
+    },
+    /// Gate and up tensors disagree in shape.
+    #[error("{op}: gate {gate} has shape {gate_shape:?} but up {up} has shape {up_shape:?}")]
+    GateUpMismatch {
+        /// The public function.
+        op: &'static str,
+        /// Gate tensor name.
+        gate: String,
+        /// Gate shape.
+        gate_shape: Vec<usize>,
+        /// Up tensor name.
+        up: String,
+        /// Up shape.
+        up_shape: Vec<usize>,
+    },
+    /// A count argument (b, k, b·k) is outside its range.
+    #[error("{op}: {what} = {value} is outside 1..={max}")]
+    Count {
+        /// The public function.
+        op: &'static str,
+        /// Which count.
+        what: &'static str,
+        /// The value given.
+        value: usize,
+        /// The largest allowed.
+        max: usize,
+    },
+    /// A buffer is shorter than the shapes need.
+    #[error("{op}: buffer {buffer} needs at least {needed} elements, has {len}")]
+    Buffer {
+        /// The public function.
+        op: &'static str,
+        /// Which buffer (x, y, ids, act).
+        buffer: &'static str,
+        /// Elements needed.
+        needed: usize,
+        /// Elements present.
+        len: usize,
+    },
+    /// A device call failed.
+    #[error("{op}: {source}")]
+    Gpu {
+        /// The public function.
+        op: &'static str,
+        /// The device error.
+        #[source]
+        source: qmoe_gpu::GpuError,
+    },
+}
+
+/// Result with [`MatvecError`].
+pub type Result<T, E = MatvecError> = std::result::Result<T, E>;
+
+fn supported(op: &'static str, w: &DeviceQTensor) -> Result<()> {
+    match w.qtype() {
+        QType::Q4_K | QType::Q6_K | QType::Q8_0 => Ok(()),
+        qtype => Err(MatvecError::UnsupportedQType {
+            op,
+            name: w.name().to_string(),
+            qtype,
+        }),
+    }
+}
+
+fn dims(op: &'static str, w: &DeviceQTensor, n: usize, expected: &'static str) -> Result<()> {
+    let shape = w.shape();
+    if shape.len() != n || shape.iter().any(|&d| d == 0) {
+        return Err(MatvecError::Shape {
+            op,
+            name: w.name().to_string(),
+            expected,
+            shape: shape.to_vec(),
+        });
+    }
+    // Kernel offsets are 32-bit inside one expert and for activations.
+    if w.expert_bytes() > u32::MAX as usize || w.rows() > i32::MAX as usize / 2 {
+        return Err(MatvecError::Shape {
+            op,
+            name: w.name().to_string(),
+            expected: "an expert smaller than 4 GiB",
+            shape: shape.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+fn count(op: &'static str, what: &'static str, value: usize, max: usize) -> Result<()> {
+    if value == 0 || value > max {
+        return Err(MatvecError::Count {
+            op,
+            what,
+            value,
+            max,
+        });
+    }
+    Ok(())
+}
+
+fn buffer(op: &'static str, buffer: &'static str, needed: usize, len: usize) -> Result<()> {
+    if len < needed {
+        return Err(MatvecError::Buffer {
+            op,
+            buffer,
+            needed,
+            len,
+        });
+    }
+    Ok(())
+}
+
+/// Activation offsets (`t * K`) are u32 in the kernels.
+fn offsets(op: &'static str, what: &'static str, vectors: usize, k_cols: usize) -> Result<()> {
+    let max = u32::MAX as usize / k_cols.max(1);
+    count(op, what, vectors, max)
+}
+
+/// Dense `y[c, :] = W · x[c, :]` for `c < b`: `w` is `[R, K]`, `x` holds at least `b * K` f32
+/// (`[b, K]`), `y` at least `b * R` (`[b, R]`). Reads the weights once per 8 vectors.
+pub fn matvec_gpu(
+    gpu: &Gpu,
+    w: &DeviceQTensor,
+    x: &CudaSlice<f32>,
+    b: usize,
+    y: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "matvec_gpu";
+    supported(OP, w)?;
+    dims(OP, w, 2, "a 2-D [rows, cols] tensor")?;
+    offsets(OP, "b", b, w.cols())?;
+    buffer(OP, "x", b * w.cols(), x.len())?;
+    buffer(OP, "y", b * w.rows(), y.len())?;
+    // SAFETY: qtype supported, w 2-D with expert_bytes == rows * row_bytes bytes on the device,
+    // x ≥ b·K and y ≥ b·R elements, b·K fits u32: all checked above.
+    unsafe { cuda::launch_dense(gpu, w, x, b, y) }.map_err(|source| MatvecError::Gpu { op: OP, source })
+}
+
+/// Expert-indexed `y[t, s, :] = W[ids[t, s]] · x_t` for every token `t < b` and slot `s < k`,
+/// in one launch: `w` is `[E, R, K]`, `ids` holds at least `b * k` u32 (`[b, k]`, device
+/// resident, never read by the host), `x` is `[b, K]` or, with `x_per_slot`, `[b, k, K]` (each
+/// slot its own input, as the down projection needs), `y` is `[b, k, R]`.
+///
+/// An id ≥ E is detected in the kernel and makes that (token, slot)'s `R` outputs NaN. Experts
+/// chosen by several tokens are read once for all of them.
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_indexed_gpu(
+    gpu: &Gpu,
+    w: &DeviceQTensor,
+    ids: &CudaSlice<u32>,
+    k: usize,
+    x: &CudaSlice<f32>,
+    x_per_slot: bool,
+    b: usize,
+    y: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "matvec_indexed_gpu";
+    supported(OP, w)?;
+    dims(OP, w, 3, "a 3-D [experts, rows, cols] tensor")?;
+    count(OP, "k", k, w.experts().min(MAX_TASKS))?;
+    count(OP, "b", b, MAX_TASKS)?;
+    count(OP, "b * k", b * k, MAX_TASKS)?;
+    let xv = if x_per_slot { b * k } else { b };
+    offsets(OP, "activation vectors", xv, w.cols())?;
+    buffer(OP, "ids", b * k, ids.len())?;
+    buffer(OP, "x", xv * w.cols(), x.len())?;
+    buffer(OP, "y", b * k * w.rows(), y.len())?;
+    // SAFETY: qtype supported; w is [E, R, K] with E·expert_bytes device bytes; ids ≥ b·k, x ≥
+    // (b or b·k)·K, y ≥ b·k·R elements; b·k ≤ MAX_TASKS; ids are range-checked in the kernel.
+    unsafe { cuda::launch_indexed(gpu, w, ids, k, x, x_per_slot, b, y) }
+        .map_err(|source| MatvecError::Gpu { op: OP, source })
+}
+
+/// Fused gate+up with SwiGLU: `act[t, s, :] = silu(Wg[e] · x_t) ⊙ (Wu[e] · x_t)` with
+/// `e = ids[t, s]`, in one launch. `gate` and `up` are `[E, I, H]` with the same shape and each
+/// its own qtype; `x` is `[b, H]`; `act` is `[b, k, I]`. The epilogue is qmoe-swiglu's device
+/// function. An id ≥ E makes that (token, slot)'s outputs NaN.
+#[allow(clippy::too_many_arguments)]
+pub fn gate_up_swiglu_gpu(
+    gpu: &Gpu,
+    gate: &DeviceQTensor,
+    up: &DeviceQTensor,
+    ids: &CudaSlice<u32>,
+    k: usize,
+    x: &CudaSlice<f32>,
+    b: usize,
+    act: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "gate_up_swiglu_gpu";
+    supported(OP, gate)?;
+    supported(OP, up)?;
+    dims(OP, gate, 3, "a 3-D [experts, rows, cols] tensor")?;
+    dims(OP, up, 3, "a 3-D [experts, rows, cols] tensor")?;
+    if gate.shape() != up.shape() {
+        return Err(MatvecError::GateUpMismatch {
+            op: OP,
+            gate: gate.name().to_string(),
+            gate_shape: gate.shape().to_vec(),
+            up: up.name().to_string(),
+            up_shape: up.shape().to_vec(),
+        });
+    }
+    count(OP, "k", k, gate.experts().min(MAX_TASKS))?;
+    count(OP, "b", b, MAX_TASKS)?;
+    count(OP, "b * k", b * k, MAX_TASKS)?;
+    offsets(OP, "activation vectors", b, gate.cols())?;
+    buffer(OP, "ids", b * k, ids.len())?;
+    buffer(OP, "x", b * gate.cols(), x.len())?;
+    buffer(OP, "act", b * k * gate.rows(), act.len())?;
+    // SAFETY: both qtypes supported, gate and up are [E, I, H] of equal shape on the device;
+    // ids ≥ b·k, x ≥ b·H, act ≥ b·k·I elements; b·k ≤ MAX_TASKS; ids range-checked in the kernel.
+    unsafe { cuda::launch_gate_up(gpu, gate, up, ids, k, x, b, act) }
+        .map_err(|source| MatvecError::Gpu { op: OP, source })
+}
+
+/// The launch geometry the kernels use for a row length `cols`: (lanes per row group G, rows per
+/// 256-thread block). Public for benchmarks and tests that want to name it.
+pub fn launch_shape(cols: usize) -> (u32, u32) {
+    let g = cuda::group_lanes(cols / 32);
+    (g, 256 / g * cuda::ROWS_PER_GROUP)
+}

@@ -1,0 +1,454 @@
+// qmoe-matvec kernels: y = W x with W quantized (Q4_K, Q6_K, Q8_0), dequantization fused into the
+// dot product, f32 activations and f32 accumulation. Three kernel families share one inner loop:
+//   dense    y[c, R]       = W[R, K] . x[c, K]            for c < B (weights read once per 8 columns)
+//   indexed  y[b, s, R]    = W[ids[b, s]] . x[b or (b,s)]  all selected experts in one launch
+//   fused    act[b, s, I]  = swiglu(Wg[e] . x[b], Wu[e] . x[b]), e = ids[b, s]
+//
+// Thread -> data mapping. Every qtype is cut into "items" of 32 weights (Q4_K and Q6_K: 8 items
+// per 256-weight super-block; Q8_0: one item per block), so a row of K weights has K/32 items
+// whatever the qtype. A group of G lanes (G a power of two <= 32, chosen by the host so that G
+// divides K/32 where it can: G = 8 for K = 768, 32 for K = 2048) shares RT = 2 rows; lane l of
+// the group takes items l, l + G, ... of both rows. A warp thus covers 32/G * 2 rows (8 rows at
+// K = 768, where warp-per-row would leave most lanes idle), a 256-thread block 256/G * 2 rows.
+// Each item is split into 4 "runs" of 8 consecutive weights; a lane decodes a run of both rows
+// into registers once, then for every column loads the run's 8 activations (two float4 __ldg,
+// shared by both rows) and accumulates. Group partial sums meet by xor-shuffles.
+//
+// Evaluation order (the error bound in src/reference.rs is derived from it): per run, per row and
+// column, s = sum_8 q_i x_i (an FMA chain; q exact small integers), sx = sum_8 x_i (Q4_K only), then
+// acc = fma(d*sc, s, acc) and, for Q4_K, acc = fma(-(dmin*m), sx, acc). d*sc and dmin*m are exact
+// in f32 (11-bit f16 significand times a <= 8-bit integer), so the only roundings are the
+// accumulation's: at most 8 (run chain) + 2 (scale, min) + 2 * 4 * ceil(K/32/G) (lane chain)
+// + log2(G) (shuffles) <= K/4 + 15 <= K per term for K >= 32. The terms being summed are
+// d*sc*q*x and dmin*m*x separately (the min is factored out), hence the bound
+// gamma(K) * sum (|d*sc*q| + |dmin*m|) |x|. FMA contraction is therefore harmless here and allowed.
+//
+// Expert ids are device data the host never reads: each indexed block checks its id against
+// n_experts and, for an id >= n_experts, writes NaN to its output rows instead of reading.
+// Indexed blocks also de-duplicate: the block of task t (= b*k + s) returns at once if an earlier
+// task selected the same expert; otherwise it computes every later task with that expert as extra
+// columns, so an expert chosen by several tokens is read once.
+
+#include <stdint.h>
+
+#include "../../qmoe-dequant/cuda/kquants.cuh"
+#include "../../qmoe-swiglu/cuda/swiglu.cuh"
+
+#define MV_RT 2            // rows per lane group
+#define MV_MAXC 8          // largest NC (activation vectors per pass over the weights)
+#define MV_MAX_TASKS 256   // B * k limit of the indexed kernels (checked on the host)
+#define MV_FULL 0xffffffffu
+
+// Exact int -> float for 0 <= v < 2^23 without the (slow) I2F pipe: 2^23 + v has v in its low
+// mantissa bits, and subtracting 2^23 (+ bias) is exact.
+__device__ __forceinline__ float mv_u2f(uint32_t v, float bias) {
+    return __int_as_float(0x4B000000u | v) - bias;
+}
+
+__device__ __forceinline__ uint32_t mv_ld_u16(const uint8_t* p) {
+    return (uint32_t)__ldg(reinterpret_cast<const unsigned short*>(p));
+}
+
+// 8 bytes at a 2-byte-aligned address as two little-endian words.
+__device__ __forceinline__ uint2 mv_ld8_a2(const uint8_t* p) {
+    uint2 r;
+    r.x = mv_ld_u16(p) | (mv_ld_u16(p + 2) << 16);
+    r.y = mv_ld_u16(p + 4) | (mv_ld_u16(p + 6) << 16);
+    return r;
+}
+
+__device__ __forceinline__ uint32_t mv_byte(uint2 w, int i) {
+    return ((i < 4 ? w.x : w.y) >> (8 * (i & 3))) & 0xFFu;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-qtype item decoding. Each traits struct has: BLOCK_BYTES, BLOCK_WEIGHTS, ITEMS (per block),
+// Raw (one item's bytes in registers), load(block, sub), scale(raw, sub, j) and min(raw, sub, j)
+// for run j, decode(raw, j, q[8]) and xoff(sub, j) (run j's first weight within the block).
+
+struct MvQ4K {
+    static constexpr int BLOCK_BYTES = 144;
+    static constexpr int BLOCK_WEIGHTS = 256;
+    static constexpr int ITEMS = 8;
+    static constexpr bool HAS_MIN = true;
+    // Item p: qs[16p .. 16p + 16] (chunk p/2, bytes l0 = 16(p%2) ..), low nibbles are weights
+    // 64(p/2) + l0 + 0..16 of sub-block 2(p/2), high nibbles 64(p/2) + 32 + l0 + 0..16 of
+    // sub-block 2(p/2) + 1.
+    struct Raw {
+        uint4 qs;
+        float a0, b0, a1, b1;  // d*sc and dmin*m of the two sub-blocks
+    };
+    __device__ static Raw load(const uint8_t* block, int p) {
+        const qmoe_block_q4_k* b = reinterpret_cast<const qmoe_block_q4_k*>(block);
+        Raw r;
+        // 16-byte aligned: rows are whole 144-byte blocks from a 256-byte aligned allocation.
+        r.qs = __ldcs(reinterpret_cast<const uint4*>(b->qs + 16 * p));
+        const float d = __half2float(__ldg(&b->d));
+        const float dmin = __half2float(__ldg(&b->dmin));
+        int sc, m;
+        qmoe_q4k_scale_min(2 * (p >> 1), b->scales, &sc, &m);
+        r.a0 = d * (float)sc;     // exact: 11-bit significand times a 6-bit integer
+        r.b0 = dmin * (float)m;
+        qmoe_q4k_scale_min(2 * (p >> 1) + 1, b->scales, &sc, &m);
+        r.a1 = d * (float)sc;
+        r.b1 = dmin * (float)m;
+        return r;
+    }
+    __device__ static float scale(const Raw& r, int j) { return j < 2 ? r.a0 : r.a1; }
+    __device__ static float min(const Raw& r, int j) { return j < 2 ? r.b0 : r.b1; }
+    // Run j: 0 = low nibbles of bytes 0..8, 1 = low of 8..16, 2 = high of 0..8, 3 = high of 8..16.
+    __device__ static void decode(const Raw& r, int j, float q[8]) {
+        const uint2 w = (j & 1) ? make_uint2(r.qs.z, r.qs.w) : make_uint2(r.qs.x, r.qs.y);
+        const int sh = (j >> 1) ? 4 : 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            q[i] = mv_u2f((mv_byte(w, i) >> sh) & 0xFu, 8388608.0f);
+        }
+    }
+    __device__ static int xoff(int p, int j) {
+        return 64 * (p >> 1) + 16 * (p & 1) + 8 * (j & 1) + 32 * (j >> 1);
+    }
+};
+
+struct MvQ6K {
+    static constexpr int BLOCK_BYTES = 210;
+    static constexpr int BLOCK_WEIGHTS = 256;
+    static constexpr int ITEMS = 8;
+    static constexpr bool HAS_MIN = false;
+    // Item p: half h = p/4, l0 = 8(p%4). Run j (0..4) is weights 128h + 32j + l0 + 0..8: low
+    // nibble (j < 2) or high nibble (j >= 2) of ql[64h + 32(j%2) + l0 + i], high bits
+    // (qh[32h + l0 + i] >> 2j) & 3, scale scales[8h + l0/16 + 2j] (docs/kquants.md, Q6_K).
+    struct Raw {
+        uint2 qla, qlb, qh;
+        float a[4];  // d*sc per run, exact (11-bit significand times an 8-bit integer)
+    };
+    __device__ static Raw load(const uint8_t* block, int p) {
+        const qmoe_block_q6_k* b = reinterpret_cast<const qmoe_block_q6_k*>(block);
+        const int h = p >> 2;
+        const int l0 = 8 * (p & 3);
+        Raw r;
+        // Blocks are 210 bytes, so only 2-byte alignment is guaranteed: 16-bit loads.
+        r.qla = mv_ld8_a2(b->ql + 64 * h + l0);
+        r.qlb = mv_ld8_a2(b->ql + 64 * h + 32 + l0);
+        r.qh = mv_ld8_a2(b->qh + 32 * h + l0);
+        const float d = __half2float(__ldg(&b->d));
+        const signed char* sc = reinterpret_cast<const signed char*>(b->scales) + 8 * h + (l0 >> 4);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            r.a[j] = d * (float)__ldg(sc + 2 * j);
+        }
+        return r;
+    }
+    __device__ static float scale(const Raw& r, int j) { return r.a[j]; }
+    __device__ static float min(const Raw&, int) { return 0.0f; }
+    __device__ static void decode(const Raw& r, int j, float q[8]) {
+        const uint2 ql = (j & 1) ? r.qlb : r.qla;
+        const int sh = (j >> 1) ? 4 : 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const uint32_t lo = (mv_byte(ql, i) >> sh) & 0xFu;
+            const uint32_t hi = (mv_byte(r.qh, i) >> (2 * j)) & 3u;
+            q[i] = mv_u2f(lo | (hi << 4), 8388640.0f);  // (0..63) - 32, exact
+        }
+    }
+    __device__ static int xoff(int p, int j) { return 128 * (p >> 2) + 8 * (p & 3) + 32 * j; }
+};
+
+struct MvQ80 {
+    static constexpr int BLOCK_BYTES = 34;
+    static constexpr int BLOCK_WEIGHTS = 32;
+    static constexpr int ITEMS = 1;
+    static constexpr bool HAS_MIN = false;
+    // The item is the whole block; run j is qs[8j .. 8j + 8].
+    struct Raw {
+        uint2 qs[4];
+        float d;
+    };
+    __device__ static Raw load(const uint8_t* block, int) {
+        const qmoe_block_q8_0* b = reinterpret_cast<const qmoe_block_q8_0*>(block);
+        Raw r;
+        const uint8_t* qs = reinterpret_cast<const uint8_t*>(b->qs);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            r.qs[j] = mv_ld8_a2(qs + 8 * j);
+        }
+        r.d = __half2float(__ldg(&b->d));
+        return r;
+    }
+    __device__ static float scale(const Raw& r, int) { return r.d; }
+    __device__ static float min(const Raw&, int) { return 0.0f; }
+    __device__ static void decode(const Raw& r, int j, float q[8]) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            q[i] = mv_u2f(mv_byte(r.qs[j], i) ^ 0x80u, 8388736.0f);  // (q + 128) - 128, exact
+        }
+    }
+    __device__ static int xoff(int, int j) { return 8 * j; }
+};
+
+// ---------------------------------------------------------------------------------------------
+// The shared inner loop: acc[r][c] += W[row0 + r] . x_c for the rows of this lane group, the
+// lane's items, and nc <= NC columns whose activation offsets are in xoff[] (shared memory).
+// Rows past `rows` are clamped for loading (their results are never stored), so every lane of a
+// warp reaches the shuffles.
+template <class QT, int NC>
+__device__ __forceinline__ void mv_accumulate(const uint8_t* __restrict__ w, uint32_t rows,
+                                              uint32_t row_bytes, uint32_t items, int row0,
+                                              int lig, int G, const float* __restrict__ x,
+                                              const uint32_t* xoff, int nc,
+                                              float acc[MV_RT][NC]) {
+#pragma unroll
+    for (int r = 0; r < MV_RT; r++)
+#pragma unroll
+        for (int c = 0; c < NC; c++) acc[r][c] = 0.0f;
+    const uint8_t* rowp[MV_RT];
+#pragma unroll
+    for (int r = 0; r < MV_RT; r++) {
+        const uint32_t row = min((uint32_t)(row0 + r), rows - 1);
+        rowp[r] = w + (size_t)row * row_bytes;
+    }
+    for (uint32_t it = lig; it < items; it += G) {
+        const uint32_t blk = it / QT::ITEMS;
+        const int sub = it % QT::ITEMS;
+        typename QT::Raw raw[MV_RT];
+#pragma unroll
+        for (int r = 0; r < MV_RT; r++) raw[r] = QT::load(rowp[r] + (size_t)blk * QT::BLOCK_BYTES, sub);
+        const uint32_t xb = blk * QT::BLOCK_WEIGHTS;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float q[MV_RT][8];
+#pragma unroll
+            for (int r = 0; r < MV_RT; r++) QT::decode(raw[r], j, q[r]);
+            const uint32_t xo = xb + QT::xoff(sub, j);
+#pragma unroll
+            for (int c = 0; c < NC; c++) {
+                if (c < nc) {
+                    const float4* xp = reinterpret_cast<const float4*>(x + xoff[c] + xo);
+                    const float4 x0 = __ldg(xp);
+                    const float4 x1 = __ldg(xp + 1);
+                    const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+                    float sx = 0.0f;
+                    if (QT::HAS_MIN) {
+#pragma unroll
+                        for (int i = 0; i < 8; i++) sx += xv[i];
+                    }
+#pragma unroll
+                    for (int r = 0; r < MV_RT; r++) {
+                        float s = 0.0f;
+#pragma unroll
+                        for (int i = 0; i < 8; i++) s = fmaf(q[r][i], xv[i], s);
+                        acc[r][c] = fmaf(QT::scale(raw[r], j), s, acc[r][c]);
+                        if (QT::HAS_MIN) acc[r][c] = fmaf(-QT::min(raw[r], j), sx, acc[r][c]);
+                    }
+                }
+            }
+        }
+    }
+    // Sum over the G lanes of the group (xor within aligned groups of G lanes).
+#pragma unroll
+    for (int r = 0; r < MV_RT; r++)
+#pragma unroll
+        for (int c = 0; c < NC; c++)
+            for (int off = G >> 1; off > 0; off >>= 1)
+                acc[r][c] += __shfl_xor_sync(MV_FULL, acc[r][c], off);
+}
+
+// Warp 0 finds the tasks of this block's expert: returns (through shared memory) the number of
+// tasks to compute (0 when an earlier task has the same expert) and their indices in order.
+__device__ __forceinline__ void mv_collect_tasks(const uint32_t* __restrict__ ids, uint32_t n_tasks,
+                                                 uint32_t t, uint32_t* s_task, uint32_t* s_n,
+                                                 uint32_t* s_e) {
+    if (threadIdx.x < 32) {
+        const uint32_t lane = threadIdx.x;
+        const uint32_t e = __ldg(ids + t);
+        uint32_t n = 0;
+        bool dup = false;
+        for (uint32_t base = 0; base < n_tasks; base += 32) {
+            const uint32_t tt = base + lane;
+            const bool match = tt < n_tasks && __ldg(ids + tt) == e;
+            dup |= __any_sync(MV_FULL, match && tt < t);
+            const uint32_t take = __ballot_sync(MV_FULL, match && tt >= t);
+            if (match && tt >= t) s_task[n + __popc(take & ((1u << lane) - 1u))] = tt;
+            n += __popc(take);
+        }
+        if (lane == 0) {
+            *s_n = dup ? 0u : n;
+            *s_e = e;
+        }
+    }
+    __syncthreads();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels. Block: 256 threads; grid.x covers the rows (256/G * MV_RT per block); for the indexed
+// kernels grid.y = B * k tasks. G = 1 << glog.
+
+template <class QT, int NC>
+__device__ void mv_dense(const uint8_t* __restrict__ w, uint32_t rows, uint32_t row_bytes,
+                         uint32_t K, uint32_t glog, const float* __restrict__ x, uint32_t B,
+                         float* __restrict__ y) {
+    __shared__ uint32_t s_xoff[MV_MAXC];
+    const int G = 1 << glog;
+    const int lig = threadIdx.x & (G - 1);
+    const int row0 = (blockIdx.x * (blockDim.x >> glog) + (threadIdx.x >> glog)) * MV_RT;
+    for (uint32_t c0 = 0; c0 < B; c0 += NC) {
+        const int nc = min((uint32_t)NC, B - c0);
+        __syncthreads();
+        if (threadIdx.x < (uint32_t)nc) s_xoff[threadIdx.x] = (c0 + threadIdx.x) * K;
+        __syncthreads();
+        float acc[MV_RT][NC];
+        mv_accumulate<QT, NC>(w, rows, row_bytes, K / 32, row0, lig, G, x, s_xoff, nc, acc);
+        if (lig == 0) {
+#pragma unroll
+            for (int r = 0; r < MV_RT; r++)
+#pragma unroll
+                for (int c = 0; c < NC; c++)
+                    if (c < nc && row0 + r < (int)rows) y[(size_t)(c0 + c) * rows + row0 + r] = acc[r][c];
+        }
+    }
+}
+
+template <class QT, int NC>
+__device__ void mv_indexed(const uint8_t* __restrict__ w, unsigned long long expert_bytes,
+                           uint32_t n_experts, uint32_t rows, uint32_t row_bytes, uint32_t K,
+                           uint32_t glog, const uint32_t* __restrict__ ids, uint32_t n_tasks,
+                           uint32_t k, const float* __restrict__ x, uint32_t x_per_slot,
+                           float* __restrict__ y) {
+    __shared__ uint32_t s_task[MV_MAX_TASKS];
+    __shared__ uint32_t s_xoff[MV_MAXC];
+    __shared__ uint32_t s_n, s_e;
+    mv_collect_tasks(ids, n_tasks, blockIdx.y, s_task, &s_n, &s_e);
+    const uint32_t n = s_n, e = s_e;
+    const int G = 1 << glog;
+    const int lig = threadIdx.x & (G - 1);
+    const int row0 = (blockIdx.x * (blockDim.x >> glog) + (threadIdx.x >> glog)) * MV_RT;
+    if (e >= n_experts) {
+        // Out-of-range id: never read, report NaN in every output row of its tasks.
+        for (uint32_t i = 0; i < n; i++)
+            if (lig == 0)
+                for (int r = 0; r < MV_RT; r++)
+                    if (row0 + r < (int)rows) y[(size_t)s_task[i] * rows + row0 + r] = __int_as_float(0x7fc00000);
+        return;
+    }
+    const uint8_t* we = w + (size_t)e * expert_bytes;
+    for (uint32_t c0 = 0; c0 < n; c0 += NC) {
+        const int nc = min((uint32_t)NC, n - c0);
+        __syncthreads();
+        if (threadIdx.x < (uint32_t)nc) {
+            const uint32_t t = s_task[c0 + threadIdx.x];
+            s_xoff[threadIdx.x] = (x_per_slot ? t : t / k) * K;
+        }
+        __syncthreads();
+        float acc[MV_RT][NC];
+        mv_accumulate<QT, NC>(we, rows, row_bytes, K / 32, row0, lig, G, x, s_xoff, nc, acc);
+        if (lig == 0) {
+#pragma unroll
+            for (int r = 0; r < MV_RT; r++)
+#pragma unroll
+                for (int c = 0; c < NC; c++)
+                    if (c < nc && row0 + r < (int)rows) y[(size_t)s_task[c0 + c] * rows + row0 + r] = acc[r][c];
+        }
+    }
+}
+
+// act[t, row] = qmoe_swiglu(gate[e] . x[t / k], up[e] . x[t / k]) for every task t with expert e.
+template <class QG, class QU, int NC>
+__device__ void mv_gate_up(const uint8_t* __restrict__ wg, unsigned long long g_expert_bytes,
+                           uint32_t g_row_bytes, const uint8_t* __restrict__ wu,
+                           unsigned long long u_expert_bytes, uint32_t u_row_bytes,
+                           uint32_t n_experts, uint32_t rows, uint32_t K, uint32_t glog,
+                           const uint32_t* __restrict__ ids, uint32_t n_tasks, uint32_t k,
+                           const float* __restrict__ x, float* __restrict__ act) {
+    __shared__ uint32_t s_task[MV_MAX_TASKS];
+    __shared__ uint32_t s_xoff[MV_MAXC];
+    __shared__ uint32_t s_n, s_e;
+    __shared__ float s_g[256][MV_RT][NC];  // one slot per lane group (G >= 1, 256 threads)
+    mv_collect_tasks(ids, n_tasks, blockIdx.y, s_task, &s_n, &s_e);
+    const uint32_t n = s_n, e = s_e;
+    const int G = 1 << glog;
+    const int lig = threadIdx.x & (G - 1);
+    const int row0 = (blockIdx.x * (blockDim.x >> glog) + (threadIdx.x >> glog)) * MV_RT;
+    if (e >= n_experts) {
+        for (uint32_t i = 0; i < n; i++)
+            if (lig == 0)
+                for (int r = 0; r < MV_RT; r++)
+                    if (row0 + r < (int)rows) act[(size_t)s_task[i] * rows + row0 + r] = __int_as_float(0x7fc00000);
+        return;
+    }
+    const uint8_t* ge = wg + (size_t)e * g_expert_bytes;
+    const uint8_t* ue = wu + (size_t)e * u_expert_bytes;
+    for (uint32_t c0 = 0; c0 < n; c0 += NC) {
+        const int nc = min((uint32_t)NC, n - c0);
+        __syncthreads();
+        if (threadIdx.x < (uint32_t)nc) s_xoff[threadIdx.x] = (s_task[c0 + threadIdx.x] / k) * K;
+        __syncthreads();
+        // The gate sums wait in shared memory (each lane reads back only its own slot, so no
+        // barrier) while the up pass runs: keeps NC * MV_RT accumulators out of registers.
+        {
+            float g[MV_RT][NC];
+            mv_accumulate<QG, NC>(ge, rows, g_row_bytes, K / 32, row0, lig, G, x, s_xoff, nc, g);
+#pragma unroll
+            for (int r = 0; r < MV_RT; r++)
+#pragma unroll
+                for (int c = 0; c < NC; c++) s_g[threadIdx.x >> glog][r][c] = g[r][c];
+        }
+        float u[MV_RT][NC];
+        mv_accumulate<QU, NC>(ue, rows, u_row_bytes, K / 32, row0, lig, G, x, s_xoff, nc, u);
+        if (lig == 0) {
+#pragma unroll
+            for (int r = 0; r < MV_RT; r++)
+#pragma unroll
+                for (int c = 0; c < NC; c++)
+                    if (c < nc && row0 + r < (int)rows)
+                        act[(size_t)s_task[c0 + c] * rows + row0 + r] =
+                            qmoe_swiglu(s_g[threadIdx.x >> glog][r][c], u[r][c]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points (names listed once in src/cuda.rs KERNELS).
+
+// Every kernel exists for NC = 1, 4, 8 columns per pass (suffix _c1/_c4/_c8): the host picks the
+// smallest NC >= B so B = 1 decode keeps 2 accumulators, not 16, and stays at high occupancy.
+#define MV_DENSE(NAME, QT, NC)                                                                    \
+    extern "C" __global__ void __launch_bounds__(256) NAME(                                       \
+        const uint8_t* w, uint32_t rows, uint32_t row_bytes, uint32_t K, uint32_t glog,            \
+        const float* x, uint32_t B, float* y) {                                                   \
+        mv_dense<QT, NC>(w, rows, row_bytes, K, glog, x, B, y);                                   \
+    }
+#define MV_INDEXED(NAME, QT, NC)                                                                  \
+    extern "C" __global__ void __launch_bounds__(256) NAME(                                       \
+        const uint8_t* w, unsigned long long expert_bytes, uint32_t n_experts, uint32_t rows,      \
+        uint32_t row_bytes, uint32_t K, uint32_t glog, const uint32_t* ids, uint32_t n_tasks,      \
+        uint32_t k, const float* x, uint32_t x_per_slot, float* y) {                              \
+        mv_indexed<QT, NC>(w, expert_bytes, n_experts, rows, row_bytes, K, glog, ids, n_tasks, k,  \
+                           x, x_per_slot, y);                                                     \
+    }
+#define MV_GATE_UP(NAME, QG, QU, NC)                                                              \
+    extern "C" __global__ void __launch_bounds__(256) NAME(                                       \
+        const uint8_t* wg, unsigned long long g_expert_bytes, uint32_t g_row_bytes,                \
+        const uint8_t* wu, unsigned long long u_expert_bytes, uint32_t u_row_bytes,                \
+        uint32_t n_experts, uint32_t rows, uint32_t K, uint32_t glog, const uint32_t* ids,         \
+        uint32_t n_tasks, uint32_t k, const float* x, float* act) {                               \
+        mv_gate_up<QG, QU, NC>(wg, g_expert_bytes, g_row_bytes, wu, u_expert_bytes, u_row_bytes,   \
+                               n_experts, rows, K, glog, ids, n_tasks, k, x, act);                \
+    }
+#define MV_ALL_NC(M, NAME, ...) \
+    M(NAME##_c1, __VA_ARGS__, 1) M(NAME##_c4, __VA_ARGS__, 4) M(NAME##_c8, __VA_ARGS__, 8)
+
+MV_ALL_NC(MV_DENSE, qmoe_matvec_q4_k, MvQ4K)
+MV_ALL_NC(MV_DENSE, qmoe_matvec_q6_k, MvQ6K)
+MV_ALL_NC(MV_DENSE, qmoe_matvec_q8_0, MvQ80)
+MV_ALL_NC(MV_INDEXED, qmoe_matvec_indexed_q4_k, MvQ4K)
+MV_ALL_NC(MV_INDEXED, qmoe_matvec_indexed_q6_k, MvQ6K)
+MV_ALL_NC(MV_INDEXED, qmoe_matvec_indexed_q8_0, MvQ80)
+MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q4_k_q4_k, MvQ4K, MvQ4K)
+MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q4_k_q6_k, MvQ4K, MvQ6K)
+MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q4_k_q8_0, MvQ4K, MvQ80)
+MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q6_k_q4_k, MvQ6K, MvQ4K)
+MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q6_k_q6_k, MvQ6K, MvQ6K)
+MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q6_k_q8_0, MvQ6K, MvQ80)
+MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q8_0_q4_k, MvQ80, MvQ4K)
+MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q8_0_q6_k, MvQ80, MvQ6K)
+MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q8_0_q8_0, MvQ80, MvQ80)

@@ -1,0 +1,253 @@
+//! Launchers: kernel names, launch geometry, and the unsafe wrappers that only build launches.
+//! Callers (the safe functions in lib.rs) have validated every shape and length.
+
+use qmoe_dequant::{DeviceQTensor, QType};
+use qmoe_gpu::cuda::{CudaSlice, PushKernelArg};
+use qmoe_gpu::launch::{grid, launch};
+use qmoe_gpu::{embed_ptx, Gpu, PtxSet, Result};
+
+/// The PTX of `cuda/matvec.cu` for every target.
+pub const PTX: PtxSet = embed_ptx!("matvec");
+
+/// Rows each lane group owns (`MV_RT` in matvec.cu).
+pub const ROWS_PER_GROUP: u32 = 2;
+const THREADS: u32 = 256;
+
+macro_rules! nc_names {
+    ($base:literal) => {
+        [concat!($base, "_c1"), concat!($base, "_c4"), concat!($base, "_c8")]
+    };
+}
+
+const DENSE: [[&str; 3]; 3] = [
+    nc_names!("qmoe_matvec_q4_k"),
+    nc_names!("qmoe_matvec_q6_k"),
+    nc_names!("qmoe_matvec_q8_0"),
+];
+const INDEXED: [[&str; 3]; 3] = [
+    nc_names!("qmoe_matvec_indexed_q4_k"),
+    nc_names!("qmoe_matvec_indexed_q6_k"),
+    nc_names!("qmoe_matvec_indexed_q8_0"),
+];
+/// `GATE_UP[gate qtype][up qtype][nc]`.
+const GATE_UP: [[[&str; 3]; 3]; 3] = [
+    [
+        nc_names!("qmoe_gate_up_swiglu_q4_k_q4_k"),
+        nc_names!("qmoe_gate_up_swiglu_q4_k_q6_k"),
+        nc_names!("qmoe_gate_up_swiglu_q4_k_q8_0"),
+    ],
+    [
+        nc_names!("qmoe_gate_up_swiglu_q6_k_q4_k"),
+        nc_names!("qmoe_gate_up_swiglu_q6_k_q6_k"),
+        nc_names!("qmoe_gate_up_swiglu_q6_k_q8_0"),
+    ],
+    [
+        nc_names!("qmoe_gate_up_swiglu_q8_0_q4_k"),
+        nc_names!("qmoe_gate_up_swiglu_q8_0_q6_k"),
+        nc_names!("qmoe_gate_up_swiglu_q8_0_q8_0"),
+    ],
+];
+
+/// Every entry point this crate launches: the one source of truth checked against the PTX.
+pub const KERNELS: &[&str] = &{
+    let mut all = [""; 45];
+    let mut i = 0;
+    while i < 3 {
+        let mut n = 0;
+        while n < 3 {
+            all[i * 3 + n] = DENSE[i][n];
+            all[9 + i * 3 + n] = INDEXED[i][n];
+            let mut u = 0;
+            while u < 3 {
+                all[18 + i * 9 + u * 3 + n] = GATE_UP[i][u][n];
+                u += 1;
+            }
+            n += 1;
+        }
+        i += 1;
+    }
+    all
+};
+
+fn qindex(q: QType) -> usize {
+    match q {
+        QType::Q4_K => 0,
+        QType::Q6_K => 1,
+        QType::Q8_0 => 2,
+        other => unreachable!("{other} was rejected before launch"),
+    }
+}
+
+/// Columns per pass (NC) for `b` vectors: the smallest compiled variant ≥ b, else 8 (the kernel
+/// loops over passes).
+fn nc_index(b: usize) -> usize {
+    match b {
+        0 | 1 => 0,
+        2..=4 => 1,
+        _ => 2,
+    }
+}
+
+/// Lanes per row group for a row of `items` 32-weight items: a power of two ≤ 32 that divides
+/// `items` when one ≥ 8 does (no idle lanes: 24 items → 8, 64 → 32), else the largest power of
+/// two ≤ min(items, 32).
+pub fn group_lanes(items: usize) -> u32 {
+    let items = items.max(1);
+    let dividing = 1usize << items.trailing_zeros().min(5);
+    if dividing >= 8 {
+        dividing as u32
+    } else {
+        1u32 << (usize::BITS - 1 - items.min(32).leading_zeros())
+    }
+}
+
+fn geometry(cols: usize, rows: usize, tasks: usize) -> (qmoe_gpu::cuda::LaunchConfig, u32) {
+    let g = group_lanes(cols / 32);
+    let rows_per_block = (THREADS / g * ROWS_PER_GROUP) as usize;
+    let blocks = rows.div_ceil(rows_per_block) as u32;
+    (grid((blocks, tasks as u32, 1), THREADS, 0), g.trailing_zeros())
+}
+
+/// # Safety
+/// `w` is a 2-D tensor of a supported qtype; `x` holds ≥ b·K and `y` ≥ b·R elements; b·K fits u32.
+pub(crate) unsafe fn launch_dense(
+    gpu: &Gpu,
+    w: &DeviceQTensor,
+    x: &CudaSlice<f32>,
+    b: usize,
+    y: &mut CudaSlice<f32>,
+) -> Result<()> {
+    let name = DENSE[qindex(w.qtype())][nc_index(b)];
+    let f = gpu.function(&PTX, name)?;
+    let (cfg, glog) = geometry(w.cols(), w.rows(), 1);
+    let (rows, row_bytes, cols, b) = (
+        w.rows() as u32,
+        w.row_bytes() as u32,
+        w.cols() as u32,
+        b as u32,
+    );
+    let stream = gpu.stream();
+    let mut args = stream.launch_builder(&f);
+    args.arg(w.data())
+        .arg(&rows)
+        .arg(&row_bytes)
+        .arg(&cols)
+        .arg(&glog)
+        .arg(x)
+        .arg(&b)
+        .arg(y);
+    // SAFETY: (w, rows, row_bytes, K, glog, x, B, y) matches MV_DENSE; sizes per this fn's contract.
+    unsafe { launch(&mut args, cfg, name) }
+}
+
+/// # Safety
+/// `w` is a 3-D tensor of a supported qtype; `ids` ≥ b·k, `x` ≥ (b or b·k)·K, `y` ≥ b·k·R
+/// elements; 1 ≤ b·k ≤ MAX_TASKS.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn launch_indexed(
+    gpu: &Gpu,
+    w: &DeviceQTensor,
+    ids: &CudaSlice<u32>,
+    k: usize,
+    x: &CudaSlice<f32>,
+    x_per_slot: bool,
+    b: usize,
+    y: &mut CudaSlice<f32>,
+) -> Result<()> {
+    let name = INDEXED[qindex(w.qtype())][nc_index(b)];
+    let f = gpu.function(&PTX, name)?;
+    let (cfg, glog) = geometry(w.cols(), w.rows(), b * k);
+    let expert_bytes = w.expert_bytes() as u64;
+    let (experts, rows, row_bytes, cols) = (
+        w.experts() as u32,
+        w.rows() as u32,
+        w.row_bytes() as u32,
+        w.cols() as u32,
+    );
+    let (tasks, k, per_slot) = ((b * k) as u32, k as u32, x_per_slot as u32);
+    let stream = gpu.stream();
+    let mut args = stream.launch_builder(&f);
+    args.arg(w.data())
+        .arg(&expert_bytes)
+        .arg(&experts)
+        .arg(&rows)
+        .arg(&row_bytes)
+        .arg(&cols)
+        .arg(&glog)
+        .arg(ids)
+        .arg(&tasks)
+        .arg(&k)
+        .arg(x)
+        .arg(&per_slot)
+        .arg(y);
+    // SAFETY: argument list matches MV_INDEXED; sizes per this fn's contract; grid.y = b·k tasks.
+    unsafe { launch(&mut args, cfg, name) }
+}
+
+/// # Safety
+/// `gate` and `up` are 3-D tensors of equal shape and supported qtypes; `ids` ≥ b·k, `x` ≥ b·H,
+/// `act` ≥ b·k·I elements; 1 ≤ b·k ≤ MAX_TASKS.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn launch_gate_up(
+    gpu: &Gpu,
+    gate: &DeviceQTensor,
+    up: &DeviceQTensor,
+    ids: &CudaSlice<u32>,
+    k: usize,
+    x: &CudaSlice<f32>,
+    b: usize,
+    act: &mut CudaSlice<f32>,
+) -> Result<()> {
+    let name = GATE_UP[qindex(gate.qtype())][qindex(up.qtype())][nc_index(b)];
+    let f = gpu.function(&PTX, name)?;
+    let (cfg, glog) = geometry(gate.cols(), gate.rows(), b * k);
+    let (g_eb, g_rb) = (gate.expert_bytes() as u64, gate.row_bytes() as u32);
+    let (u_eb, u_rb) = (up.expert_bytes() as u64, up.row_bytes() as u32);
+    let (experts, rows, cols) = (
+        gate.experts() as u32,
+        gate.rows() as u32,
+        gate.cols() as u32,
+    );
+    let (tasks, k) = ((b * k) as u32, k as u32);
+    let stream = gpu.stream();
+    let mut args = stream.launch_builder(&f);
+    args.arg(gate.data())
+        .arg(&g_eb)
+        .arg(&g_rb)
+        .arg(up.data())
+        .arg(&u_eb)
+        .arg(&u_rb)
+        .arg(&experts)
+        .arg(&rows)
+        .arg(&cols)
+        .arg(&glog)
+        .arg(ids)
+        .arg(&tasks)
+        .arg(&k)
+        .arg(x)
+        .arg(act);
+    // SAFETY: argument list matches MV_GATE_UP; sizes per this fn's contract; grid.y = b·k tasks.
+    unsafe { launch(&mut args, cfg, name) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_table_matches_every_arch_ptx() {
+        assert!(KERNELS.iter().all(|k| !k.is_empty()));
+        PTX.assert_entries(KERNELS);
+    }
+
+    #[test]
+    fn group_lanes_fill_warps_for_qwen_shapes() {
+        assert_eq!(group_lanes(24), 8); // K = 768: 3 items per lane, 8 rows per warp
+        assert_eq!(group_lanes(64), 32); // K = 2048
+        assert_eq!(group_lanes(128), 32);
+        assert_eq!(group_lanes(1), 1);
+        assert_eq!(group_lanes(3), 2);
+        assert_eq!(group_lanes(40), 8);
+        assert_eq!(group_lanes(9), 8);
+    }
+}

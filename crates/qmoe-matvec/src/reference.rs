@@ -1,0 +1,240 @@
+//! Scalar references (f64 accumulation over the reference-dequantized f32 weights) and the one
+//! derived error bound every GPU test uses.
+//!
+//! # The bound
+//! With u = 2⁻²⁴ and γ(n) = n·u / (1 − n·u), a sum of products evaluated in f32 in which every
+//! term passes through at most n roundings differs from the exact sum by at most γ(n)·Σ|term|.
+//! The kernels (see the header of `cuda/matvec.cu`) factor the scales out of the inner sums:
+//! Q4_K computes Σ_runs (d·sc)·Σ_8 q·x − (dmin·m)·Σ_8 x, so its terms are d·sc·q·x and dmin·m·x
+//! separately (they can cancel), and its magnitude sum is M = Σ(|d·sc·q| + |dmin·m|)·|x|; Q6_K
+//! and Q8_0 have no min and M = Σ|w·x|. d·sc and dmin·m are exact in f32 (an 11-bit f16
+//! significand times a ≤ 8-bit integer), q is an exact small integer, and the longest rounding
+//! path in the kernel is 8 + 2 + 8·⌈K/32/G⌉ + log₂G ≤ K/4 + 15 ≤ K for K ≥ 32, so
+//!
+//! |y_kernel − y_exact| ≤ γ(K)·M.
+//!
+//! The reference sums the f32 weights of qmoe-dequant exactly as f64. Those weights are exact for
+//! Q6_K and Q8_0; for Q4_K the reference rounds (d·sc)·q − dmin·m once, an error ≤ u·M, so
+//! the bound against the reference is γ(K + 1)·M for Q4_K and γ(K)·M otherwise (u + γ(K) ≤
+//! γ(K + 1)). The reference's own f64 rounding (≤ K·2⁻⁵³·M) is far inside the slack between the
+//! kernel's true path length (≤ K/4 + 15) and K.
+//!
+//! For the fused gate+up, with per-output bounds e_g, e_u on the two matvecs, L = 1.1 ≥
+//! max|silu′| (≈ 1.0998), S = |silu(g)| + L·e_g and U = |u| + e_u:
+//! |act − silu(g)·u| ≤ S·e_u + |u|·L·e_g + 2u·S·U + 2⁻¹⁴⁹, the last two terms covering
+//! qmoe-swiglu's single f32 rounding of the f64 product (≤ 1 ulp).
+
+use qmoe_dequant::reference::{f16_at, q4_k_scale_min};
+use qmoe_dequant::{QTensor, QType};
+
+/// f32 unit roundoff.
+pub const UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;
+
+/// Largest |silu′(x)| over the reals (≈ 1.0998 at x ≈ 2.40), rounded up.
+pub const SILU_LIPSCHITZ: f64 = 1.1;
+
+/// γ(n) = n·u / (1 − n·u), the relative bound of n successive f32 roundings.
+pub fn gamma(n: usize) -> f64 {
+    let nu = n as f64 * UNIT_ROUNDOFF;
+    assert!(nu < 1.0, "gamma({n}) undefined: n·u ≥ 1");
+    nu / (1.0 - nu)
+}
+
+/// The number of roundings the bound charges for a row of `cols` weights of `qtype` (the
+/// module docs derive it): K, plus one for Q4_K's rounded reference weight.
+pub fn rounding_count(qtype: QType, cols: usize) -> usize {
+    if qtype == QType::Q4_K {
+        cols + 1
+    } else {
+        cols
+    }
+}
+
+/// Per-weight magnitudes of the terms the kernel adds, for the first `n` weights of `bytes`:
+/// |d·sc·q| + |dmin·m| for Q4_K, |w| for every other qtype.
+pub fn magnitudes(qtype: QType, bytes: &[u8], n: usize) -> Vec<f64> {
+    if qtype != QType::Q4_K {
+        return qmoe_dequant::reference::dequantize(qtype, bytes, n)
+            .into_iter()
+            .map(|w| (w as f64).abs())
+            .collect();
+    }
+    let mut out = vec![0.0f64; n];
+    for (blk, o) in out.chunks_exact_mut(256).enumerate() {
+        let block = &bytes[blk * 144..blk * 144 + 144];
+        let (d, dmin) = (f16_at(block, 0) as f64, f16_at(block, 2) as f64);
+        for (i, v) in o.iter_mut().enumerate() {
+            let (sc, m) = q4_k_scale_min(i / 32, &block[4..16]);
+            let byte = block[16 + 32 * (i / 64) + i % 32];
+            let q = if (i / 32) % 2 == 1 { byte >> 4 } else { byte & 0x0F };
+            *v = (d * sc as f64 * q as f64).abs() + (dmin * m as f64).abs();
+        }
+    }
+    out
+}
+
+/// Expert `e`'s weights as f32 (row-major `[R, K]`) and the kernel's term magnitudes.
+fn expert_weights(w: &QTensor<'_>, e: usize) -> (Vec<f32>, Vec<f64>) {
+    let eb = w.expert_bytes();
+    let bytes = &w.bytes()[e * eb..(e + 1) * eb];
+    let n = w.rows() * w.cols();
+    (
+        qmoe_dequant::reference::dequantize(w.qtype(), bytes, n),
+        magnitudes(w.qtype(), bytes, n),
+    )
+}
+
+/// Dot of each row of `wt` (`[rows, cols]`) with `x` in f64.
+fn rows_dot(wt: &[f32], cols: usize, x: &[f32]) -> Vec<f64> {
+    wt.chunks_exact(cols)
+        .map(|row| {
+            row.iter()
+                .zip(x)
+                .map(|(&w, &v)| w as f64 * v as f64)
+                .sum()
+        })
+        .collect()
+}
+
+/// γ-bound of each row: γ(n)·Σ mag·|x|.
+fn rows_bound(mag: &[f64], cols: usize, x: &[f32], n: usize) -> Vec<f64> {
+    let g = gamma(n);
+    mag.chunks_exact(cols)
+        .map(|row| g * row.iter().zip(x).map(|(&m, &v)| m * (v as f64).abs()).sum::<f64>())
+        .collect()
+}
+
+fn check_2d(w: &QTensor<'_>, x: &[f32], b: usize) {
+    assert!(w.shape().len() <= 2, "tensor {}: matvec_ref needs a 2-D tensor, got {:?}", w.name(), w.shape());
+    assert_eq!(x.len(), b * w.cols(), "tensor {}: x must be [b, K]", w.name());
+}
+
+/// Dense reference `y[c, r] = Σ_i W[r, i]·x[c, i]` in f64, `x` = `[b, K]`, result `[b, R]`.
+pub fn matvec_ref(w: &QTensor<'_>, x: &[f32], b: usize) -> Vec<f64> {
+    check_2d(w, x, b);
+    let (wt, _) = expert_weights(w, 0);
+    x.chunks_exact(w.cols())
+        .flat_map(|xc| rows_dot(&wt, w.cols(), xc))
+        .collect()
+}
+
+/// The bound `γ(n)·M` per output of [`matvec_ref`] (see the module docs).
+pub fn error_bound(w: &QTensor<'_>, x: &[f32], b: usize) -> Vec<f64> {
+    check_2d(w, x, b);
+    let (_, mag) = expert_weights(w, 0);
+    let n = rounding_count(w.qtype(), w.cols());
+    x.chunks_exact(w.cols())
+        .flat_map(|xc| rows_bound(&mag, w.cols(), xc, n))
+        .collect()
+}
+
+/// Runs `f(expert weights, magnitudes, task, x_task)` for every (token, slot) task, caching each
+/// distinct expert; tasks with an id ≥ E get `None`.
+fn per_task<T>(
+    w: &QTensor<'_>,
+    ids: &[u32],
+    k: usize,
+    x: &[f32],
+    x_per_slot: bool,
+    b: usize,
+    mut f: impl FnMut(Option<(&[f32], &[f64])>, &[f32]) -> Vec<T>,
+) -> Vec<T> {
+    assert_eq!(w.shape().len(), 3, "tensor {}: needs [E, R, K], got {:?}", w.name(), w.shape());
+    assert_eq!(ids.len(), b * k, "ids must be [b, k]");
+    let kc = w.cols();
+    let vectors = if x_per_slot { b * k } else { b };
+    assert_eq!(x.len(), vectors * kc, "x must be [b, K] or [b, k, K]");
+    let mut cache: std::collections::HashMap<u32, (Vec<f32>, Vec<f64>)> = Default::default();
+    let mut out = Vec::with_capacity(b * k * w.rows());
+    for (t, &e) in ids.iter().enumerate() {
+        let xv = if x_per_slot { t } else { t / k };
+        let xt = &x[xv * kc..(xv + 1) * kc];
+        if (e as usize) < w.experts() {
+            let entry = cache
+                .entry(e)
+                .or_insert_with(|| expert_weights(w, e as usize));
+            out.extend(f(Some((&entry.0, &entry.1)), xt));
+        } else {
+            out.extend(f(None, xt));
+        }
+    }
+    out
+}
+
+/// Expert-indexed reference: `y[t, s, :] = W[ids[t, s]] · x_t` in f64 (`x_t` = `x[t]`, or
+/// `x[t, s]` with `x_per_slot`), result `[b, k, R]`; a task whose id ≥ E is all NaN, as the
+/// kernel writes it.
+pub fn matvec_indexed_ref(
+    w: &QTensor<'_>,
+    ids: &[u32],
+    k: usize,
+    x: &[f32],
+    x_per_slot: bool,
+    b: usize,
+) -> Vec<f64> {
+    let (r, kc) = (w.rows(), w.cols());
+    per_task(w, ids, k, x, x_per_slot, b, |we, xt| match we {
+        Some((wt, _)) => rows_dot(wt, kc, xt),
+        None => vec![f64::NAN; r],
+    })
+}
+
+/// The bound per output of [`matvec_indexed_ref`] (0 for out-of-range tasks, which must be NaN).
+pub fn error_bound_indexed(
+    w: &QTensor<'_>,
+    ids: &[u32],
+    k: usize,
+    x: &[f32],
+    x_per_slot: bool,
+    b: usize,
+) -> Vec<f64> {
+    let (r, kc) = (w.rows(), w.cols());
+    let n = rounding_count(w.qtype(), kc);
+    per_task(w, ids, k, x, x_per_slot, b, |we, xt| match we {
+        Some((_, mag)) => rows_bound(mag, kc, xt, n),
+        None => vec![0.0; r],
+    })
+}
+
+/// Fused reference: `act[t, s, :] = silu(g)·u` in f64 with `g`, `u` from
+/// [`matvec_indexed_ref`] of `gate` and `up` (silu from qmoe-swiglu's f64 formula).
+pub fn gate_up_swiglu_ref(
+    gate: &QTensor<'_>,
+    up: &QTensor<'_>,
+    ids: &[u32],
+    k: usize,
+    x: &[f32],
+    b: usize,
+) -> Vec<f64> {
+    let g = matvec_indexed_ref(gate, ids, k, x, false, b);
+    let u = matvec_indexed_ref(up, ids, k, x, false, b);
+    g.iter()
+        .zip(&u)
+        .map(|(&g, &u)| qmoe_swiglu::silu_f64(g) * u)
+        .collect()
+}
+
+/// The bound per output of [`gate_up_swiglu_ref`], derived in the module docs.
+pub fn gate_up_swiglu_bound(
+    gate: &QTensor<'_>,
+    up: &QTensor<'_>,
+    ids: &[u32],
+    k: usize,
+    x: &[f32],
+    b: usize,
+) -> Vec<f64> {
+    let g = matvec_indexed_ref(gate, ids, k, x, false, b);
+    let u = matvec_indexed_ref(up, ids, k, x, false, b);
+    let eg = error_bound_indexed(gate, ids, k, x, false, b);
+    let eu = error_bound_indexed(up, ids, k, x, false, b);
+    (0..g.len())
+        .map(|i| swiglu_bound(g[i], u[i], eg[i], eu[i]))
+        .collect()
+}
+
+/// |act − silu(g)·u| bound from the matvec bounds `eg`, `eu` (module docs).
+pub fn swiglu_bound(g: f64, u: f64, eg: f64, eu: f64) -> f64 {
+    let s = qmoe_swiglu::silu_f64(g).abs() + SILU_LIPSCHITZ * eg;
+    let big_u = u.abs() + eu;
+    s * eu + u.abs() * SILU_LIPSCHITZ * eg + 2.0 * UNIT_ROUNDOFF * s * big_u + f64::powi(2.0, -149)
+}
