@@ -1,0 +1,212 @@
+// qmoe-router: the fused decode router. One launch computes, for up to QMOE_ROUTER_CHUNK tokens,
+// logits = x · Wrᵀ, softmax over all E experts (max-subtracted), top-k (descending probability,
+// ties → lower expert index) and the optional renormalisation, with no host synchronisation.
+//
+// Shape of the launch: grid (E, groups), 256 threads. Block (e, g) computes the logit of expert e
+// for the ≤ 8 tokens of group g: the 256 threads stride over the row of Wr with float4 loads (so
+// the 1 MB of a Qwen3 Wr is pulled by E blocks spread over all SMs, not by one), each thread
+// accumulating one partial per token with fmaf, then a warp butterfly and an ordered sum of the 8
+// warp partials. The summation order depends only on the column, never on e, so identical rows
+// give bit-identical logits. Each block stores its logits in the module's scratch, fences, and
+// bumps its group's counter; the block that arrives last (E-th) resets the counter (so the kernel
+// is relaunchable and CUDA-graph-replayable) and runs the tail: one warp per token, softmax and
+// top-k in registers (lane l holds experts l, l+32, …; E ≤ 512 → 16 per lane).
+//
+// Invariant: launches of this module on one context must be stream-ordered (the scratch and the
+// counters are module globals); qmoe's Gpu has one stream.
+
+#include <stdint.h>
+
+#define QMOE_ROUTER_THREADS 256
+#define QMOE_ROUTER_WARPS 8
+#define QMOE_ROUTER_TOK 8       // tokens per group (one warp each in the tail)
+#define QMOE_ROUTER_MAX_E 512
+#define QMOE_ROUTER_PER_LANE 16 // QMOE_ROUTER_MAX_E / 32
+#define QMOE_ROUTER_CHUNK 64    // tokens per launch (bounded by the scratch)
+#define QMOE_ROUTER_GROUPS 8    // QMOE_ROUTER_CHUNK / QMOE_ROUTER_TOK
+
+__device__ float qmoe_router_scratch[QMOE_ROUTER_CHUNK * QMOE_ROUTER_MAX_E];
+__device__ unsigned int qmoe_router_done[QMOE_ROUTER_GROUPS];
+
+#define FULL_MASK 0xffffffffu
+
+// Partial dot products of one Wr row with `nt` token rows of x, one partial per token in acc.
+// Thread tid takes float4 columns tid, tid + 256, … (or scalar columns when h % 4 != 0, where
+// rows are not 16-byte aligned): at most 4·ceil(h/1024) roundings per partial.
+__device__ __forceinline__ void router_row_partials(const float* __restrict__ wrow,
+                                                    const float* __restrict__ x, uint32_t h,
+                                                    uint32_t nt, float acc[QMOE_ROUTER_TOK]) {
+    if ((h & 3u) == 0) {
+        const uint32_t h4 = h >> 2;
+        const float4* w4 = reinterpret_cast<const float4*>(wrow);
+#pragma unroll 2
+        for (uint32_t c = threadIdx.x; c < h4; c += QMOE_ROUTER_THREADS) {
+            const float4 w = __ldg(w4 + c);
+#pragma unroll
+            for (int t = 0; t < QMOE_ROUTER_TOK; ++t) {
+                if ((uint32_t)t < nt) {
+                    const float4 v = __ldg(reinterpret_cast<const float4*>(x + (size_t)t * h) + c);
+                    acc[t] = fmaf(w.x, v.x, acc[t]);
+                    acc[t] = fmaf(w.y, v.y, acc[t]);
+                    acc[t] = fmaf(w.z, v.z, acc[t]);
+                    acc[t] = fmaf(w.w, v.w, acc[t]);
+                }
+            }
+        }
+    } else {
+        for (uint32_t c = threadIdx.x; c < h; c += QMOE_ROUTER_THREADS) {
+            const float w = __ldg(wrow + c);
+#pragma unroll
+            for (int t = 0; t < QMOE_ROUTER_TOK; ++t) {
+                if ((uint32_t)t < nt) {
+                    acc[t] = fmaf(w, __ldg(x + (size_t)t * h + c), acc[t]);
+                }
+            }
+        }
+    }
+}
+
+// Softmax + top-k + renormalisation of one token, by one warp. `lrow` holds the token's E logits.
+// NaN policy: any non-finite logit → ids 0..k-1 (always valid indices) and all-NaN weights.
+__device__ __forceinline__ void router_token_tail(const float* lrow, uint32_t e, uint32_t k,
+                                                  uint32_t norm, uint32_t* __restrict__ ids,
+                                                  float* __restrict__ weights) {
+    const uint32_t lane = threadIdx.x & 31u;
+    float p[QMOE_ROUTER_PER_LANE];
+    bool bad = false;
+#pragma unroll
+    for (int j = 0; j < QMOE_ROUTER_PER_LANE; ++j) {
+        const uint32_t i = (uint32_t)j * 32u + lane;
+        p[j] = -INFINITY;
+        if (i < e) {
+            p[j] = __ldcg(lrow + i);  // L2: written by other blocks of this launch
+            bad |= !isfinite(p[j]);
+        }
+    }
+    if (__any_sync(FULL_MASK, bad)) {
+        for (uint32_t r = lane; r < k; r += 32u) {
+            ids[r] = r;
+            weights[r] = __int_as_float(0x7fc00000);
+        }
+        return;
+    }
+    float m = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < QMOE_ROUTER_PER_LANE; ++j) m = fmaxf(m, p[j]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(FULL_MASK, m, off));
+    // exp(l - m) ∈ (0, 1], the maximum gives exactly 1, so 1 ≤ s ≤ E: no overflow, no 0 sum.
+    // Full-precision expf (≤ 2 ulp), not __expf. The butterfly gives every lane the same s
+    // (a + b == b + a exactly).
+    float s = 0.0f;
+#pragma unroll
+    for (int j = 0; j < QMOE_ROUTER_PER_LANE; ++j) {
+        const uint32_t i = (uint32_t)j * 32u + lane;
+        if (i < e) {
+            p[j] = expf(__fsub_rn(p[j], m));
+            s = __fadd_rn(s, p[j]);
+        }
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) s = __fadd_rn(s, __shfl_xor_sync(FULL_MASK, s, off));
+#pragma unroll
+    for (int j = 0; j < QMOE_ROUTER_PER_LANE; ++j) {
+        const uint32_t i = (uint32_t)j * 32u + lane;
+        // Taken or absent experts are marked -1 (< every probability).
+        p[j] = (i < e) ? __fdiv_rn(p[j], s) : -1.0f;
+    }
+    // k rounds of warp argmax under the total order (p desc, index asc); every lane ends each
+    // round with the same winner, so every lane accumulates the same selected sum in rank order.
+    // Lane r % 32 stores round r's probability and later renormalises that same element (same
+    // thread: no ordering needed; a register array indexed by r would go to local memory).
+    float sum_sel = 0.0f;
+    for (uint32_t r = 0; r < k; ++r) {
+        float bv = -2.0f;
+        uint32_t bi = 0xffffffffu;
+#pragma unroll
+        for (int j = 0; j < QMOE_ROUTER_PER_LANE; ++j) {
+            if (p[j] > bv) {  // strict: a lower j (lower index) wins ties within the lane
+                bv = p[j];
+                bi = (uint32_t)j * 32u + lane;
+            }
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) {
+            const float ov = __shfl_xor_sync(FULL_MASK, bv, off);
+            const uint32_t oi = __shfl_xor_sync(FULL_MASK, bi, off);
+            if (ov > bv || (ov == bv && oi < bi)) {
+                bv = ov;
+                bi = oi;
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < QMOE_ROUTER_PER_LANE; ++j) {
+            if ((uint32_t)j * 32u + lane == bi) p[j] = -1.0f;
+        }
+        sum_sel = __fadd_rn(sum_sel, bv);
+        if ((r & 31u) == lane) {
+            ids[r] = bi;
+            weights[r] = bv;
+        }
+    }
+    // sum_sel ≥ the top probability ≥ 1/E > 0 here; the guard only keeps a broken invariant
+    // visible (NaN) instead of dividing by zero.
+    if (norm) {
+        const bool sum_ok = sum_sel > 0.0f;
+        for (uint32_t r = lane; r < k; r += 32u) {
+            weights[r] = sum_ok ? __fdiv_rn(weights[r], sum_sel) : __int_as_float(0x7fc00000);
+        }
+    }
+}
+
+// wr: [e, h] row-major; x: [b, h]; ids, weights: [b, k]; logits: [b, e] or null. b ≤ CHUNK,
+// 1 ≤ e ≤ 512, 1 ≤ k ≤ e, grid = (e, ceil(b / 8)), block = 256: all checked by the launcher.
+extern "C" __global__ void __launch_bounds__(QMOE_ROUTER_THREADS)
+qmoe_router_f32(const float* __restrict__ wr, const float* __restrict__ x, uint32_t e, uint32_t h,
+                uint32_t b, uint32_t k, uint32_t norm, uint32_t* __restrict__ ids,
+                float* __restrict__ weights, float* __restrict__ logits) {
+    __shared__ float red[QMOE_ROUTER_WARPS][QMOE_ROUTER_TOK];
+    __shared__ int is_last;
+    const uint32_t row = blockIdx.x;
+    const uint32_t group = blockIdx.y;
+    const uint32_t tok0 = group * QMOE_ROUTER_TOK;
+    const uint32_t nt = min((uint32_t)QMOE_ROUTER_TOK, b - tok0);
+    const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31u;
+
+    float acc[QMOE_ROUTER_TOK];
+#pragma unroll
+    for (int t = 0; t < QMOE_ROUTER_TOK; ++t) acc[t] = 0.0f;
+    router_row_partials(wr + (size_t)row * h, x + (size_t)tok0 * h, h, nt, acc);
+#pragma unroll
+    for (int t = 0; t < QMOE_ROUTER_TOK; ++t) {
+        float v = acc[t];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) v = __fadd_rn(v, __shfl_xor_sync(FULL_MASK, v, off));
+        if (lane == 0) red[warp][t] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < nt) {
+        const uint32_t t = threadIdx.x;
+        float s = red[0][t];
+#pragma unroll
+        for (int w = 1; w < QMOE_ROUTER_WARPS; ++w) s = __fadd_rn(s, red[w][t]);
+        qmoe_router_scratch[(size_t)(tok0 + t) * e + row] = s;
+        if (logits != nullptr) logits[(size_t)(tok0 + t) * e + row] = s;
+    }
+    // Publish this block's logits before counting it done (threadFenceReduction pattern).
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const unsigned int before = atomicAdd(&qmoe_router_done[group], 1u);
+        is_last = (before == e - 1u);
+    }
+    __syncthreads();
+    if (!is_last) return;
+    if (threadIdx.x == 0) qmoe_router_done[group] = 0u;  // ready for the next launch / replay
+    __threadfence();
+    if (warp < nt) {
+        const uint32_t t = tok0 + warp;
+        router_token_tail(qmoe_router_scratch + (size_t)t * e, e, k, norm, ids + (size_t)t * k,
+                          weights + (size_t)t * k);
+    }
+}
