@@ -96,7 +96,7 @@ impl QType {
     /// Bytes of one row of `cols` weights, or `None` unless `cols` is a multiple of the block
     /// size (or the byte count overflows).
     pub fn row_bytes(self, cols: usize) -> Option<usize> {
-        if cols % self.block_weights() != 0 {
+        if !cols.is_multiple_of(self.block_weights()) {
             return None;
         }
         (cols / self.block_weights()).checked_mul(self.block_bytes())

@@ -103,7 +103,7 @@ fn scale_min_search(x: &[f32], w: &[f32], nmax: u8) -> (f32, f32) {
             min = 0.0;
             scale = if sl2 > 0.0 { sxl / sl2 } else { 0.0 };
         }
-        if !(scale > 0.0) {
+        if scale.is_nan() || scale <= 0.0 {
             continue;
         }
         let e = error(scale, min);

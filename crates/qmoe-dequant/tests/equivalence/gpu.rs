@@ -1,1 +1,193 @@
-//! GPU tests (placeholder).
+//! GPU tests: every kernel against the scalar reference, bit for bit. f16/bf16 outputs must equal
+//! the reference f32 rounded to nearest even (half's `from_f32`). Outputs are poisoned first.
+
+use half::{bf16, f16};
+use proptest::prelude::*;
+use qmoe_check::strategies::{blocks, q4_k_block, q6_k_block, q8_0_block};
+use qmoe_dequant::{dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, QTensor, QType};
+use qmoe_gpu::Gpu;
+
+use super::naive;
+
+/// Runs the f32, f16 and bf16 kernels on `t` and requires bit equality with the reference.
+#[track_caller]
+fn check(gpu: &Gpu, t: &QTensor<'_>) {
+    let want = t.dequantize();
+    let n = want.len();
+    let dev = t.upload(gpu).expect("upload");
+
+    let mut out = gpu.poisoned_f32(n).expect("alloc");
+    dequantize_gpu(gpu, &dev, &mut out).expect("dequantize_gpu");
+    let got: Vec<u32> = gpu
+        .download(&out)
+        .expect("download")
+        .iter()
+        .map(|v| v.to_bits())
+        .collect();
+    let w: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+    assert!(
+        got == w,
+        "{} {:?} {}: gpu f32 != reference\n{}",
+        t.name(),
+        t.shape(),
+        t.qtype(),
+        naive::first_mismatches(&got, &w, 20)
+    );
+
+    let poison = vec![0x7e01u16; n]; // NaN as f16; a value no exact result here matches as bf16
+    for (label, round) in [
+        (
+            "f16",
+            (|v: f32| f16::from_f32(v).to_bits()) as fn(f32) -> u16,
+        ),
+        ("bf16", |v| bf16::from_f32(v).to_bits()),
+    ] {
+        let mut out = gpu.upload(&poison).expect("alloc");
+        if label == "f16" {
+            dequantize_gpu_f16(gpu, &dev, &mut out).expect("dequantize_gpu_f16");
+        } else {
+            dequantize_gpu_bf16(gpu, &dev, &mut out).expect("dequantize_gpu_bf16");
+        }
+        let got = gpu.download(&out).expect("download");
+        let want16: Vec<u16> = want.iter().map(|v| round(*v)).collect();
+        if got != want16 {
+            let first: Vec<String> = got
+                .iter()
+                .zip(&want16)
+                .enumerate()
+                .filter(|(_, (g, w))| g != w)
+                .take(20)
+                .map(|(i, (g, w))| {
+                    format!("[{i}] got 0x{g:04x} want 0x{w:04x} (f32 {:e})", want[i])
+                })
+                .collect();
+            panic!(
+                "{} {}: gpu {label} != reference\n{}",
+                t.name(),
+                t.qtype(),
+                first.join("\n")
+            );
+        }
+    }
+}
+
+fn tensor(qtype: QType, rows: usize, bytes: Vec<u8>) -> QTensor<'static> {
+    let cols = bytes.len() / rows / qtype.block_bytes() * qtype.block_weights();
+    QTensor::new("random", qtype, &[rows, cols], bytes).expect("valid tensor")
+}
+
+proptest! {
+    #![proptest_config(naive::config(32))]
+
+    #[test]
+    #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+    fn gpu_q4_k_random_blocks(rows in 1usize..4, b in blocks(q4_k_block(), 6)) {
+        let gpu = qmoe_gpu::test_gpu();
+        let keep = 6 / rows * rows;
+        check(&gpu, &tensor(QType::Q4_K, rows, b[..keep * 144].to_vec()));
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+    fn gpu_q6_k_random_blocks(rows in 1usize..4, b in blocks(q6_k_block(), 6)) {
+        let gpu = qmoe_gpu::test_gpu();
+        let keep = 6 / rows * rows;
+        check(&gpu, &tensor(QType::Q6_K, rows, b[..keep * 210].to_vec()));
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+    fn gpu_q8_0_random_blocks(rows in 1usize..4, b in blocks(q8_0_block(), 12)) {
+        let gpu = qmoe_gpu::test_gpu();
+        let keep = 12 / rows * rows;
+        check(&gpu, &tensor(QType::Q8_0, rows, b[..keep * 34].to_vec()));
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+    fn gpu_float_types(n in 1usize..300, seed in any::<u64>()) {
+        let gpu = qmoe_gpu::test_gpu();
+        let x: Vec<f32> = naive::normal(seed, n).iter().map(|v| v * 1e3).collect();
+        for t in [QType::F32, QType::F16, QType::BF16] {
+            check(&gpu, &QTensor::quantize("float", t, &[n], &x).expect("quantize"));
+        }
+    }
+}
+
+fn put_f16(b: &mut [u8], at: usize, bits: u16) {
+    b[at..at + 2].copy_from_slice(&bits.to_le_bytes());
+}
+
+/// Named adversarial blocks: d = 65504, subnormal d, dmin > d, all-15 nibbles (0xff payload),
+/// all-zero scales, negative d, in every type.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_adversarial_blocks() {
+    let gpu = qmoe_gpu::test_gpu();
+    let scales: [u16; 6] = [0x7bff, 0x0001, 0x03ff, 0x0400, 0xfbff, 0x0000];
+    let mut q4 = Vec::new();
+    let mut q6 = Vec::new();
+    let mut q8 = Vec::new();
+    for (k, &d) in scales.iter().enumerate() {
+        for payload in [0xffu8, 0x00, 0x5a] {
+            // Q4_K with dmin > d (next scale up the list, or 65504) and each payload.
+            let mut b = vec![payload; 144];
+            put_f16(&mut b, 0, d);
+            put_f16(&mut b, 2, if k == 0 { 0x7bff } else { scales[k - 1] });
+            q4.extend_from_slice(&b);
+            let mut b = vec![payload; 210];
+            put_f16(&mut b, 208, d);
+            q6.extend_from_slice(&b);
+            let mut b = vec![payload; 34];
+            put_f16(&mut b, 0, d);
+            q8.extend_from_slice(&b);
+        }
+    }
+    // 18 blocks each: one row per block.
+    check(
+        &gpu,
+        &QTensor::new("adversarial q4_k", QType::Q4_K, &[18, 256], q4).unwrap(),
+    );
+    check(
+        &gpu,
+        &QTensor::new("adversarial q6_k", QType::Q6_K, &[18, 256], q6).unwrap(),
+    );
+    check(
+        &gpu,
+        &QTensor::new("adversarial q8_0", QType::Q8_0, &[18, 32], q8).unwrap(),
+    );
+}
+
+/// A whole stacked expert tensor (3-D) in one launch, then each expert's view separately.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_expert_stack() {
+    let gpu = qmoe_gpu::test_gpu();
+    let (e, r, c) = (4, 48, 1024);
+    let x = naive::normal(7, e * r * c);
+    for qtype in [QType::Q4_K, QType::Q6_K, QType::Q8_0] {
+        let t = QTensor::quantize("blk.0.ffn_gate_exps.weight", qtype, &[e, r, c], &x).unwrap();
+        check(&gpu, &t);
+        for i in 0..e {
+            check(&gpu, &t.expert(i).unwrap());
+        }
+    }
+}
+
+/// A wrong-length output buffer is an error naming the tensor, not a launch.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_output_length_is_checked() {
+    let gpu = qmoe_gpu::test_gpu();
+    let x = naive::normal(8, 512);
+    let t = QTensor::quantize("w", QType::Q4_K, &[2, 256], &x).unwrap();
+    let dev = t.upload(&gpu).unwrap();
+    let mut out = gpu.poisoned_f32(511).unwrap();
+    let err = dequantize_gpu(&gpu, &dev, &mut out).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tensor w: dequantize to f32 output holds 511 elements, needs 512"
+    );
+    let mut out16 = gpu.zeros::<u16>(513).unwrap();
+    assert!(dequantize_gpu_bf16(&gpu, &dev, &mut out16).is_err());
+}

@@ -59,7 +59,8 @@ pub fn q8_0(b: &[u8], i: usize) -> f32 {
 
 /// Every weight of `bytes` (whole blocks of the k-quant or Q8_0 type `name`).
 pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
-    let (bb, bw, f): (usize, usize, fn(&[u8], usize) -> f32) = match name {
+    type At = fn(&[u8], usize) -> f32;
+    let (bb, bw, f): (usize, usize, At) = match name {
         "q4_k" => (144, 256, q4k),
         "q6_k" => (210, 256, q6k),
         "q8_0" => (34, 32, q8_0),
