@@ -42,13 +42,13 @@ impl MoeConfig {
     /// and ≥ 0.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(LayerError::Config(m));
-        if self.hidden == 0 || self.hidden % 32 != 0 {
+        if self.hidden == 0 || !self.hidden.is_multiple_of(32) {
             return bad(format!(
                 "hidden {} must be a positive multiple of 32",
                 self.hidden
             ));
         }
-        if self.intermediate == 0 || self.intermediate % 32 != 0 {
+        if self.intermediate == 0 || !self.intermediate.is_multiple_of(32) {
             return bad(format!(
                 "intermediate {} must be a positive multiple of 32",
                 self.intermediate
@@ -67,6 +67,16 @@ impl MoeConfig {
             return bad(format!("rms_eps {} must be finite and >= 0", self.rms_eps));
         }
         Ok(())
+    }
+
+    /// The router's configuration for this layer.
+    pub fn router_config(&self) -> qmoe_router::RouterConfig {
+        qmoe_router::RouterConfig {
+            n_experts: self.n_experts,
+            hidden: self.hidden,
+            top_k: self.top_k,
+            norm_topk_prob: self.norm_topk_prob,
+        }
     }
 
     /// Checks a batch size for the GPU forward: 1..=[`MAX_BATCH`].

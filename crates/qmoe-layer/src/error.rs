@@ -69,7 +69,6 @@ impl LayerError {
     }
 
     /// Wraps an op crate's error, keeping its message.
-    #[allow(dead_code)] // used once the op crates land (src/ops.rs)
     pub(crate) fn op<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -> LayerError {
         move |e| LayerError::Op {
             op,

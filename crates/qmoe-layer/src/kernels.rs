@@ -167,7 +167,7 @@ pub fn combine_gpu(
     ffn: &mut CudaSlice<f32>,
 ) -> Result<()> {
     const OP: &str = "combine_gpu";
-    if b == 0 || k == 0 || h.len() % b != 0 {
+    if b == 0 || k == 0 || !h.len().is_multiple_of(b) {
         return Err(LayerError::arg(
             OP,
             format!("b {b}, k {k}, h of {} elements", h.len()),

@@ -1,8 +1,5 @@
 //! The one place this crate calls the op crates (router, matvec, swiglu), so their signatures are
 //! adapted here and nowhere else. Every error is wrapped with the op's name.
-//!
-//! TEMPORARY: qmoe-router and qmoe-matvec have not landed yet; these return an error until they do.
-#![allow(unused_variables)]
 
 use qmoe_dequant::{DeviceQTensor, QTensor};
 use qmoe_gpu::cuda::CudaSlice;
@@ -10,13 +7,7 @@ use qmoe_gpu::Gpu;
 
 use crate::{LayerError, MoeConfig, Result};
 
-fn missing<T>(op: &'static str) -> Result<T> {
-    Err(LayerError::Op {
-        op,
-        msg: "not available yet (op crate not built)".into(),
-    })
-}
-
+/// Router on the device: ids and weights [b, k], logits [b, E] when asked for.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn router_gpu(
     gpu: &Gpu,
@@ -28,9 +19,11 @@ pub(crate) fn router_gpu(
     weights: &mut CudaSlice<f32>,
     logits: Option<&mut CudaSlice<f32>>,
 ) -> Result<()> {
-    missing("router_gpu")
+    qmoe_router::router_gpu(gpu, &cfg.router_config(), wr, x, b, ids, weights, logits)
+        .map_err(LayerError::op("router_gpu"))
 }
 
+/// Fused gate + up + SwiGLU for the selected experts: act [b, k, I].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gate_up_swiglu_gpu(
     gpu: &Gpu,
@@ -42,9 +35,11 @@ pub(crate) fn gate_up_swiglu_gpu(
     b: usize,
     act: &mut CudaSlice<f32>,
 ) -> Result<()> {
-    missing("gate_up_swiglu_gpu")
+    qmoe_matvec::gate_up_swiglu_gpu(gpu, gate, up, ids, k, x, b, act)
+        .map_err(LayerError::op("gate_up_swiglu_gpu"))
 }
 
+/// Expert-indexed matvec: y [b, k, R]; x is [b, K] shared by the slots or [b, k, K] per slot.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matvec_indexed_gpu(
     gpu: &Gpu,
@@ -56,18 +51,24 @@ pub(crate) fn matvec_indexed_gpu(
     b: usize,
     y: &mut CudaSlice<f32>,
 ) -> Result<()> {
-    missing("matvec_indexed_gpu")
+    qmoe_matvec::matvec_indexed_gpu(gpu, w, ids, k, x, x_per_slot, b, y)
+        .map_err(LayerError::op("matvec_indexed_gpu"))
 }
 
+/// Router reference: (logits [b, E], ids [b, k], weights [b, k]).
 pub(crate) fn router_ref(
     cfg: &MoeConfig,
     wr: &[f32],
     x: &[f32],
     b: usize,
 ) -> Result<(Vec<f32>, Vec<u32>, Vec<f32>)> {
-    missing("router_ref")
+    let out = qmoe_router::router_ref(&cfg.router_config(), wr, x, b)
+        .map_err(LayerError::op("router_ref"))?;
+    Ok((out.logits, out.ids, out.weights))
 }
 
+/// Expert-indexed matvec reference (f64 accumulation, f64 result): y [b, k, R]. Ids are
+/// checked here first (the reference itself would not name the slot).
 pub(crate) fn matvec_indexed_ref(
     w: &QTensor<'_>,
     ids: &[u32],
@@ -75,10 +76,32 @@ pub(crate) fn matvec_indexed_ref(
     x: &[f32],
     x_per_slot: bool,
     b: usize,
-) -> Result<Vec<f32>> {
-    missing("matvec_indexed_ref")
+) -> Result<Vec<f64>> {
+    check_ids("matvec_indexed_ref", ids, w.experts())?;
+    Ok(qmoe_matvec::reference::matvec_indexed_ref(
+        w, ids, k, x, x_per_slot, b,
+    ))
 }
 
+/// Refuses any id ≥ `n_experts`, naming the slot.
+pub(crate) fn check_ids(op: &'static str, ids: &[u32], n_experts: usize) -> Result<()> {
+    match ids.iter().position(|&id| id as usize >= n_experts) {
+        Some(slot) => Err(LayerError::ExpertId {
+            op,
+            id: ids[slot],
+            slot,
+            n_experts,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// silu in f64 (the swiglu op's reference formula).
+pub(crate) fn silu_f64(x: f64) -> f64 {
+    qmoe_swiglu::silu_f64(x)
+}
+
+/// SwiGLU reference on f32 inputs, element-wise (f64 inside, one rounding, like the kernel).
 pub(crate) fn swiglu_ref(gate: &[f32], up: &[f32]) -> Vec<f32> {
     qmoe_swiglu::swiglu_ref(gate, up)
 }

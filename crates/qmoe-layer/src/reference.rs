@@ -2,7 +2,8 @@
 //!
 //! Two precisions fill the same [`LayerTrace`]:
 //! - [`RefPrecision::F64`]: every op's own reference (f64 accumulation inside each op, results
-//!   rounded to f32 between stages, as the GPU stores them). The yardstick.
+//!   rounded to f32 between stages, as the GPU stores them; SwiGLU applied to the unrounded f64
+//!   gate and up, like qmoe-matvec's fused reference). The yardstick.
 //! - [`RefPrecision::KernelF32`]: the expert projections (gate, up, down) accumulate in f32,
 //!   sequentially over the row, from the reference-dequantized weights; every other stage is
 //!   the same as F64 (the GPU's RMSNorm, SwiGLU and combine evaluate in f64 and round once, and
@@ -34,6 +35,7 @@ fn matvec_indexed_f32(
     x_per_slot: bool,
     b: usize,
 ) -> Result<Vec<f32>> {
+    ops::check_ids("matvec_indexed_f32", ids, w.experts())?;
     let (rows, cols) = (w.rows(), w.cols());
     let mut cache: std::collections::HashMap<u32, Vec<f32>> = Default::default();
     let mut y = vec![0f32; b * k * rows];
@@ -41,14 +43,6 @@ fn matvec_indexed_f32(
         for j in 0..k {
             let slot = t * k + j;
             let e = ids[slot];
-            if e as usize >= w.experts() {
-                return Err(LayerError::ExpertId {
-                    op: "matvec_indexed_f32",
-                    id: e,
-                    slot,
-                    n_experts: w.experts(),
-                });
-            }
             let m = match cache.entry(e) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
@@ -76,18 +70,37 @@ fn matvec_indexed_f32(
     Ok(y)
 }
 
-fn indexed(
+fn to_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// gate, up and act [b, k, I]. F64: act = silu(g)·u of the unrounded f64 projections, rounded
+/// once. KernelF32: the f32 projections, then SwiGLU on them (what the fused kernel does).
+fn gate_up_act(
     p: RefPrecision,
-    w: &QTensor<'_>,
+    w: &MoeLayerWeights<'_>,
     ids: &[u32],
-    k: usize,
     x: &[f32],
-    x_per_slot: bool,
     b: usize,
-) -> Result<Vec<f32>> {
+) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let k = w.config().top_k;
     match p {
-        RefPrecision::F64 => ops::matvec_indexed_ref(w, ids, k, x, x_per_slot, b),
-        RefPrecision::KernelF32 => matvec_indexed_f32(w, ids, k, x, x_per_slot, b),
+        RefPrecision::F64 => {
+            let g = ops::matvec_indexed_ref(w.gate(), ids, k, x, false, b)?;
+            let u = ops::matvec_indexed_ref(w.up(), ids, k, x, false, b)?;
+            let act: Vec<f32> = g
+                .iter()
+                .zip(&u)
+                .map(|(&g, &u)| (ops::silu_f64(g) * u) as f32)
+                .collect();
+            Ok((to_f32(&g), to_f32(&u), act))
+        }
+        RefPrecision::KernelF32 => {
+            let g = matvec_indexed_f32(w.gate(), ids, k, x, false, b)?;
+            let u = matvec_indexed_f32(w.up(), ids, k, x, false, b)?;
+            let act = ops::swiglu_ref(&g, &u);
+            Ok((g, u, act))
+        }
     }
 }
 
@@ -112,10 +125,18 @@ pub fn layer_ref_traced(
     }
     let ffn_norm = rmsnorm_ref(h, w.ffn_norm(), b, cfg.rms_eps);
     let (router_logits, topk_ids, topk_weights) = ops::router_ref(&cfg, w.router(), &ffn_norm, b)?;
-    let gate = indexed(p, w.gate(), &topk_ids, k, &ffn_norm, false, b)?;
-    let up = indexed(p, w.up(), &topk_ids, k, &ffn_norm, false, b)?;
-    let act = ops::swiglu_ref(&gate, &up);
-    let expert_down = indexed(p, w.down(), &topk_ids, k, &act, true, b)?;
+    let (gate, up, act) = gate_up_act(p, w, &topk_ids, &ffn_norm, b)?;
+    let expert_down = match p {
+        RefPrecision::F64 => to_f32(&ops::matvec_indexed_ref(
+            w.down(),
+            &topk_ids,
+            k,
+            &act,
+            true,
+            b,
+        )?),
+        RefPrecision::KernelF32 => matvec_indexed_f32(w.down(), &topk_ids, k, &act, true, b)?,
+    };
     let (ffn_out, residual_out) = combine_ref(h, &expert_down, &topk_weights, b, k);
     Ok(LayerTrace {
         b,

@@ -1,0 +1,199 @@
+//! Weight generators and trace comparison shared by the layer's equivalence suite.
+#![allow(dead_code)]
+
+use half::f16;
+use qmoe_check::{compare, Comparison, Thresholds, Verdict};
+use qmoe_dequant::{QTensor, QType};
+use qmoe_layer::{LayerTrace, MoeConfig, MoeLayerWeights};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+
+/// A seeded generator.
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// `n` samples of N(0, scale²).
+pub fn normals(r: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| r.sample::<f32, _>(StandardNormal) * scale)
+        .collect()
+}
+
+fn put_f16(block: &mut [u8], at: usize, v: f32) {
+    block[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+}
+
+/// Random but valid blocks of `qtype` for `n` weights whose values have about `std` spread:
+/// uniform random quant bytes, f16 super-block scales chosen for the spread (Q4_K's dmin
+/// centres the values). Much faster than the reference quantizer, for proptests.
+pub fn random_blocks(r: &mut ChaCha8Rng, qtype: QType, n: usize, std: f32) -> Vec<u8> {
+    let blocks = n / qtype.block_weights();
+    let bb = qtype.block_bytes();
+    let mut bytes = vec![0u8; blocks * bb];
+    r.fill(&mut bytes[..]);
+    for block in bytes.chunks_exact_mut(bb) {
+        let jitter: f32 = r.gen_range(0.5..1.5);
+        match qtype {
+            // value = d·sc·q − dmin·m with sc, m ~ U(0..63), q ~ U(0..15): std ≈ 300·d.
+            QType::Q4_K => {
+                let d = std / 300.0 * jitter;
+                put_f16(block, 0, d);
+                put_f16(block, 2, d * 7.5);
+            }
+            // value = d·sc·q with sc ~ U(-128..127), q ~ U(-32..31): std ≈ 1370·d.
+            QType::Q6_K => put_f16(block, 208, std / 1370.0 * jitter),
+            // value = d·q with q ~ U(-128..127): std ≈ 74·d.
+            QType::Q8_0 => put_f16(block, 0, std / 74.0 * jitter),
+            other => panic!("random_blocks: {other} is not a block type"),
+        }
+    }
+    bytes
+}
+
+/// A random expert tensor [e, rows, cols] of `qtype` (see [`random_blocks`]).
+pub fn random_tensor(
+    r: &mut ChaCha8Rng,
+    name: &str,
+    qtype: QType,
+    shape: [usize; 3],
+    std: f32,
+) -> QTensor<'static> {
+    let n = shape.iter().product();
+    QTensor::new(name, qtype, &shape, random_blocks(r, qtype, n, std)).expect("random tensor")
+}
+
+/// A random layer of `cfg` with expert types `qt` = [gate, up, down] (fast generator).
+pub fn random_layer(
+    cfg: MoeConfig,
+    qt: [QType; 3],
+    seed: u64,
+    layer: usize,
+) -> MoeLayerWeights<'static> {
+    let mut r = rng(seed ^ (layer as u64).wrapping_mul(0x9E37_79B9));
+    let (h, i, e) = (cfg.hidden, cfg.intermediate, cfg.n_experts);
+    let norm: Vec<f32> = normals(&mut r, h, 0.1)
+        .into_iter()
+        .map(|v| 1.0 + v)
+        .collect();
+    let router = normals(&mut r, e * h, 1.0 / (h as f32).sqrt());
+    let name = |p: &str| format!("blk.{layer}.ffn_{p}_exps.weight");
+    let s_in = 1.0 / (h as f32).sqrt();
+    let gate = random_tensor(&mut r, &name("gate"), qt[0], [e, i, h], s_in);
+    let up = random_tensor(&mut r, &name("up"), qt[1], [e, i, h], s_in);
+    let down = random_tensor(
+        &mut r,
+        &name("down"),
+        qt[2],
+        [e, h, i],
+        0.1 / (i as f32).sqrt(),
+    );
+    MoeLayerWeights::new(cfg, norm, router, gate, up, down).expect("random layer is valid")
+}
+
+/// The f64 softmax probabilities of one token's logits, sorted descending.
+pub fn sorted_probs(logits: &[f32]) -> Vec<f64> {
+    let m = logits
+        .iter()
+        .fold(f64::NEG_INFINITY, |a, &v| a.max(v as f64));
+    let ex: Vec<f64> = logits.iter().map(|&v| (v as f64 - m).exp()).collect();
+    let s: f64 = ex.iter().sum();
+    let mut p: Vec<f64> = ex.iter().map(|v| v / s).collect();
+    p.sort_by(|a, b| b.total_cmp(a));
+    p
+}
+
+/// Per token, the probability gap between the k-th and (k+1)-th expert of the reference.
+pub fn topk_margins(t: &LayerTrace) -> Vec<f64> {
+    (0..t.b)
+        .map(|tok| {
+            let p = sorted_probs(&t.router_logits[tok * t.n_experts..(tok + 1) * t.n_experts]);
+            if t.top_k < p.len() {
+                p[t.top_k - 1] - p[t.top_k]
+            } else {
+                f64::INFINITY
+            }
+        })
+        .collect()
+}
+
+/// The worst elements of a comparison, for failure messages.
+pub fn worst(got: &[f32], reference: &[f32], n: usize) -> String {
+    let mut idx: Vec<usize> = (0..got.len()).collect();
+    let err = |i: usize| {
+        let (g, r) = (got[i] as f64, reference[i] as f64);
+        if g.is_finite() && r.is_finite() {
+            (g - r).abs()
+        } else if g.is_finite() == r.is_finite() {
+            0.0
+        } else {
+            f64::INFINITY
+        }
+    };
+    idx.sort_by(|&a, &b| err(b).total_cmp(&err(a)));
+    idx.iter()
+        .take(n)
+        .map(|&i| format!("[{i}] got {:e} ref {:e}", got[i], reference[i]))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Compares one stage and says, on failure, what and where.
+pub fn check_stage(
+    stage: &str,
+    got: &[f32],
+    reference: &[f32],
+    t: Thresholds,
+) -> Result<Comparison, String> {
+    if got.len() != reference.len() {
+        return Err(format!(
+            "{stage}: {} elements vs reference {}",
+            got.len(),
+            reference.len()
+        ));
+    }
+    let c = compare(got, reference, t);
+    if c.verdict != Verdict::Match {
+        return Err(format!(
+            "{stage}: {} cosine {:.9} nmse {:.3e} max_abs {:.3e} nan_got {} inf_got {} first_nonfinite_got {:?}; worst: {}",
+            c.verdict, c.cosine, c.nmse, c.max_abs, c.nan_got, c.inf_got, c.first_nonfinite_got,
+            worst(got, reference, 5)
+        ));
+    }
+    Ok(c)
+}
+
+/// Compares every stage of a GPU trace with the reference's. Selected ids must be identical
+/// except on tokens whose reference k-th/(k+1)-th probability gap is below `tie` (returns
+/// Ok(false) then: the case is a near-tie and the per-slot stages are not comparable).
+pub fn compare_traces(gpu: &LayerTrace, reference: &LayerTrace, tie: f64) -> Result<bool, String> {
+    if !gpu.is_well_formed() {
+        return Err("gpu trace is malformed".into());
+    }
+    let t = Thresholds::default();
+    for stage in ["ffn_norm", "router_logits"] {
+        check_stage(
+            stage,
+            gpu.stage(stage).unwrap(),
+            reference.stage(stage).unwrap(),
+            t,
+        )?;
+    }
+    let bad = gpu.id_mismatches(reference);
+    if !bad.is_empty() {
+        let margins = topk_margins(reference);
+        let k = reference.top_k;
+        if bad.iter().all(|&s| margins[s / k] < tie) {
+            return Ok(false);
+        }
+        return Err(format!(
+            "topk ids differ at slots {bad:?}: gpu {:?} ref {:?}, margins {margins:?}",
+            gpu.topk_ids, reference.topk_ids
+        ));
+    }
+    for (stage, got) in gpu.stages().skip(2) {
+        check_stage(stage, got, reference.stage(stage).unwrap(), t)?;
+    }
+    Ok(true)
+}
