@@ -15,7 +15,11 @@ const THREADS: u32 = 256;
 
 macro_rules! nc_names {
     ($base:literal) => {
-        [concat!($base, "_c1"), concat!($base, "_c4"), concat!($base, "_c8")]
+        [
+            concat!($base, "_c1"),
+            concat!($base, "_c4"),
+            concat!($base, "_c8"),
+        ]
     };
 }
 
@@ -105,7 +109,10 @@ fn geometry(cols: usize, rows: usize, tasks: usize) -> (qmoe_gpu::cuda::LaunchCo
     let g = group_lanes(cols / 32);
     let rows_per_block = (THREADS / g * ROWS_PER_GROUP) as usize;
     let blocks = rows.div_ceil(rows_per_block) as u32;
-    (grid((blocks, tasks as u32, 1), THREADS, 0), g.trailing_zeros())
+    (
+        grid((blocks, tasks as u32, 1), THREADS, 0),
+        g.trailing_zeros(),
+    )
 }
 
 /// # Safety

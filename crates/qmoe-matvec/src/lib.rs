@@ -119,7 +119,7 @@ fn supported(op: &'static str, w: &DeviceQTensor) -> Result<()> {
 
 fn dims(op: &'static str, w: &DeviceQTensor, n: usize, expected: &'static str) -> Result<()> {
     let shape = w.shape();
-    if shape.len() != n || shape.iter().any(|&d| d == 0) {
+    if shape.len() != n || shape.contains(&0) {
         return Err(MatvecError::Shape {
             op,
             name: w.name().to_string(),
@@ -186,7 +186,8 @@ pub fn matvec_gpu(
     buffer(OP, "y", b * w.rows(), y.len())?;
     // SAFETY: qtype supported, w 2-D with expert_bytes == rows * row_bytes bytes on the device,
     // x ≥ b·K and y ≥ b·R elements, b·K fits u32: all checked above.
-    unsafe { cuda::launch_dense(gpu, w, x, b, y) }.map_err(|source| MatvecError::Gpu { op: OP, source })
+    unsafe { cuda::launch_dense(gpu, w, x, b, y) }
+        .map_err(|source| MatvecError::Gpu { op: OP, source })
 }
 
 /// Expert-indexed `y[t, s, :] = W[ids[t, s]] · x_t` for every token `t < b` and slot `s < k`,

@@ -66,7 +66,11 @@ pub fn magnitudes(qtype: QType, bytes: &[u8], n: usize) -> Vec<f64> {
         for (i, v) in o.iter_mut().enumerate() {
             let (sc, m) = q4_k_scale_min(i / 32, &block[4..16]);
             let byte = block[16 + 32 * (i / 64) + i % 32];
-            let q = if (i / 32) % 2 == 1 { byte >> 4 } else { byte & 0x0F };
+            let q = if (i / 32) % 2 == 1 {
+                byte >> 4
+            } else {
+                byte & 0x0F
+            };
             *v = (d * sc as f64 * q as f64).abs() + (dmin * m as f64).abs();
         }
     }
@@ -87,12 +91,7 @@ fn expert_weights(w: &QTensor<'_>, e: usize) -> (Vec<f32>, Vec<f64>) {
 /// Dot of each row of `wt` (`[rows, cols]`) with `x` in f64.
 fn rows_dot(wt: &[f32], cols: usize, x: &[f32]) -> Vec<f64> {
     wt.chunks_exact(cols)
-        .map(|row| {
-            row.iter()
-                .zip(x)
-                .map(|(&w, &v)| w as f64 * v as f64)
-                .sum()
-        })
+        .map(|row| row.iter().zip(x).map(|(&w, &v)| w as f64 * v as f64).sum())
         .collect()
 }
 
@@ -100,13 +99,29 @@ fn rows_dot(wt: &[f32], cols: usize, x: &[f32]) -> Vec<f64> {
 fn rows_bound(mag: &[f64], cols: usize, x: &[f32], n: usize) -> Vec<f64> {
     let g = gamma(n);
     mag.chunks_exact(cols)
-        .map(|row| g * row.iter().zip(x).map(|(&m, &v)| m * (v as f64).abs()).sum::<f64>())
+        .map(|row| {
+            g * row
+                .iter()
+                .zip(x)
+                .map(|(&m, &v)| m * (v as f64).abs())
+                .sum::<f64>()
+        })
         .collect()
 }
 
 fn check_2d(w: &QTensor<'_>, x: &[f32], b: usize) {
-    assert!(w.shape().len() <= 2, "tensor {}: matvec_ref needs a 2-D tensor, got {:?}", w.name(), w.shape());
-    assert_eq!(x.len(), b * w.cols(), "tensor {}: x must be [b, K]", w.name());
+    assert!(
+        w.shape().len() <= 2,
+        "tensor {}: matvec_ref needs a 2-D tensor, got {:?}",
+        w.name(),
+        w.shape()
+    );
+    assert_eq!(
+        x.len(),
+        b * w.cols(),
+        "tensor {}: x must be [b, K]",
+        w.name()
+    );
 }
 
 /// Dense reference `y[c, r] = Σ_i W[r, i]·x[c, i]` in f64, `x` = `[b, K]`, result `[b, R]`.
@@ -139,7 +154,13 @@ fn per_task<T>(
     b: usize,
     mut f: impl FnMut(Option<(&[f32], &[f64])>, &[f32]) -> Vec<T>,
 ) -> Vec<T> {
-    assert_eq!(w.shape().len(), 3, "tensor {}: needs [E, R, K], got {:?}", w.name(), w.shape());
+    assert_eq!(
+        w.shape().len(),
+        3,
+        "tensor {}: needs [E, R, K], got {:?}",
+        w.name(),
+        w.shape()
+    );
     assert_eq!(ids.len(), b * k, "ids must be [b, k]");
     let kc = w.cols();
     let vectors = if x_per_slot { b * k } else { b };

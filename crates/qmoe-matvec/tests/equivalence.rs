@@ -1,0 +1,429 @@
+//! qmoe-matvec equivalence. CPU: the f64 reference against a naive dequantize-then-dot, and a
+//! CPU emulation of the kernels' evaluation order against the reference within the derived bound
+//! (this also checks the kernels' block-layout mapping). GPU (ignored without a device): every
+//! kernel against the reference within the bound, random and adversarial, outputs poisoned.
+
+#[path = "support/emulate.rs"]
+mod emulate;
+#[path = "support/gen.rs"]
+mod gen;
+
+use gen::{check, Style};
+use proptest::prelude::*;
+use qmoe_check::strategies::{blocks, q4_k_block, q6_k_block, q8_0_block};
+use qmoe_dequant::{QTensor, QType};
+use qmoe_matvec::reference::{
+    error_bound, error_bound_indexed, gamma, gate_up_swiglu_bound, gate_up_swiglu_ref,
+    matvec_indexed_ref, matvec_ref,
+};
+use qmoe_matvec::{gate_up_swiglu_gpu, launch_shape, matvec_gpu, matvec_indexed_gpu, MatvecError};
+
+const QTYPES: [QType; 3] = [QType::Q4_K, QType::Q6_K, QType::Q8_0];
+
+fn block_strategy(q: QType, n: usize) -> BoxedStrategy<Vec<u8>> {
+    match q {
+        QType::Q4_K => blocks(q4_k_block(), n).boxed(),
+        QType::Q6_K => blocks(q6_k_block(), n).boxed(),
+        _ => blocks(q8_0_block(), n).boxed(),
+    }
+}
+
+/// A small adversarial 2-D tensor (proptest-generated blocks) with activations.
+fn small_case() -> impl Strategy<Value = (QTensor<'static>, Vec<f32>, usize)> {
+    (0..3usize, 1..5usize, 1..4usize, 1..3usize).prop_flat_map(|(qi, rows, kb, b)| {
+        let q = QTYPES[qi];
+        let cols = kb * if q == QType::Q8_0 { 96 } else { 256 };
+        let nblocks = rows * cols / q.block_weights();
+        (
+            block_strategy(q, nblocks),
+            qmoe_check::strategies::activations(b * cols),
+        )
+            .prop_map(move |(bytes, x)| (QTensor::new("w", q, &[rows, cols], bytes).unwrap(), x, b))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn reference_equals_naive_dequantize_then_dot((w, x, b) in small_case()) {
+        let got = matvec_ref(&w, &x, b);
+        let wt = w.dequantize();
+        let (r, k) = (w.rows(), w.cols());
+        for c in 0..b {
+            for i in 0..r {
+                let mut s = 0f64;
+                for j in 0..k {
+                    s += wt[i * k + j] as f64 * x[c * k + j] as f64;
+                }
+                prop_assert_eq!(got[c * r + i], s, "col {} row {}", c, i);
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_order_emulation_within_bound((w, x, b) in small_case(), glog in 0..6u32) {
+        let want = matvec_ref(&w, &x, b);
+        let bound = error_bound(&w, &x, b);
+        let (r, k) = (w.rows(), w.cols());
+        let g = (1usize << glog).min((k / 32).next_power_of_two());
+        let mut got = Vec::new();
+        for c in 0..b {
+            for i in 0..r {
+                got.push(emulate::row(w.qtype(), &w.bytes()[i * w.row_bytes()..(i + 1) * w.row_bytes()], &x[c * k..(c + 1) * k], g));
+            }
+        }
+        check(&format!("emulated {} g={g}", w.qtype()), &got, &want, &bound);
+    }
+
+    #[test]
+    fn indexed_reference_is_per_expert_dense(seed in any::<u64>(), qi in 0..3usize, e in 1..6usize, k in 1..4usize, b in 1..4usize, per_slot in any::<bool>()) {
+        let q = QTYPES[qi];
+        let k = k.min(e);
+        let (rows, cols) = (3, 256);
+        let w = gen::tensor(q, &[e, rows, cols], seed, Style::Adversarial);
+        let mut ids = gen::ids(b, k, e, seed, true);
+        ids[0] = e as u32 + 3; // one out-of-range task: NaN rows
+        let xv = if per_slot { b * k } else { b };
+        let x = gen::activations(xv * cols, seed);
+        let got = matvec_indexed_ref(&w, &ids, k, &x, per_slot, b);
+        for (t, &id) in ids.iter().enumerate() {
+            let xi = if per_slot { t } else { t / k };
+            let want: Vec<f64> = if (id as usize) < e {
+                matvec_ref(&w.expert(id as usize).unwrap(), &x[xi * cols..(xi + 1) * cols], 1)
+            } else {
+                vec![f64::NAN; rows]
+            };
+            for i in 0..rows {
+                let g = got[t * rows + i];
+                prop_assert!(g == want[i] || (g.is_nan() && want[i].is_nan()), "task {} row {}", t, i);
+            }
+        }
+    }
+}
+
+#[test]
+fn gamma_matches_its_definition() {
+    let u = 2f64.powi(-24);
+    assert_eq!(gamma(0), 0.0);
+    assert!((gamma(2048) - 2048.0 * u / (1.0 - 2048.0 * u)).abs() < 1e-20);
+}
+
+#[test]
+fn q4_k_bound_counts_mins_separately() {
+    // A row whose weights are all d·sc·q − dmin·m ≈ 0 still gets a bound from the two terms.
+    let mut block = vec![0u8; 144];
+    block[0..2].copy_from_slice(&half::f16::from_f32(1.0).to_bits().to_le_bytes());
+    block[2..4].copy_from_slice(&half::f16::from_f32(1.0).to_bits().to_le_bytes());
+    // Every sub-block's sc = m = 1: bytes 0..8 hold sc, m of j < 4; bytes 8..12 both nibbles.
+    block[4..12].fill(0x01);
+    block[12..16].fill(0x11);
+    for v in &mut block[16..] {
+        *v = 0x11; // every q = 1: w = 1·1·1 − 1·1 = 0
+    }
+    let w = QTensor::new("w", QType::Q4_K, &[1, 256], block).unwrap();
+    let x = vec![1.0f32; 256];
+    assert_eq!(matvec_ref(&w, &x, 1), vec![0.0]);
+    assert!(error_bound(&w, &x, 1)[0] > 0.0);
+}
+
+// ------------------------------------------------------------------------------------------
+// GPU tests.
+
+fn gpu_config() -> ProptestConfig {
+    let mut c = ProptestConfig::default();
+    if std::env::var("PROPTEST_CASES").is_err() {
+        c.cases = 32;
+    }
+    c.failure_persistence = None;
+    c
+}
+
+/// Shapes within budget: E·R·K ≤ 2²⁴ weights.
+fn fit(e: usize, k: usize, r: usize, cols: usize) -> (usize, usize) {
+    let cap = 1usize << 24;
+    let e = e.min((cap / (r * cols)).max(k)).max(k);
+    let r = r.min((cap / (e * cols)).max(1));
+    (e, r)
+}
+
+fn cols_for(q: QType, kb: usize) -> usize {
+    if q == QType::Q8_0 {
+        32 * kb.clamp(1, 128)
+    } else {
+        256 * kb.clamp(1, 16)
+    }
+}
+
+fn run_dense(gpu: &qmoe_gpu::Gpu, w: &QTensor<'_>, x: &[f32], b: usize) -> Vec<f32> {
+    let dw = w.upload(gpu).unwrap();
+    let dx = gpu.upload(x).unwrap();
+    let mut y = gpu.poisoned_f32(b * w.rows()).unwrap();
+    matvec_gpu(gpu, &dw, &dx, b, &mut y).unwrap();
+    gpu.download(&y).unwrap()
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_dense_proptest() {
+    let gpu = qmoe_gpu::test_gpu();
+    let strat = (
+        0..3usize,
+        1..3000usize,
+        1..129usize,
+        1..9usize,
+        any::<u64>(),
+        any::<bool>(),
+    );
+    proptest::test_runner::TestRunner::new(gpu_config())
+        .run(&strat, |(qi, r, kb, b, seed, adv)| {
+            let q = QTYPES[qi];
+            let cols = cols_for(q, kb);
+            let (_, r) = fit(1, 1, r, cols);
+            let style = if adv {
+                Style::Adversarial
+            } else {
+                Style::Realistic
+            };
+            let w = gen::tensor(q, &[r, cols], seed, style);
+            let x = gen::activations(b * cols, seed);
+            let got = run_dense(&gpu, &w, &x, b);
+            check(
+                &format!("dense {q} {r}x{cols} b={b} seed={seed}"),
+                &got,
+                &matvec_ref(&w, &x, b),
+                &error_bound(&w, &x, b),
+            );
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_dense_qwen_shapes_and_many_columns() {
+    let gpu = qmoe_gpu::test_gpu();
+    for (q, r, cols, b) in [
+        (QType::Q4_K, 768, 2048, 1),
+        (QType::Q6_K, 2048, 768, 3),
+        (QType::Q4_K, 300, 768, 13),
+        (QType::Q8_0, 5, 32, 8),
+        (QType::Q8_0, 7, 96, 2),
+    ] {
+        let w = gen::tensor(q, &[r, cols], 7, Style::Realistic);
+        let x = gen::activations(b * cols, 7);
+        let got = run_dense(&gpu, &w, &x, b);
+        check(
+            &format!("dense {q} {r}x{cols} b={b}"),
+            &got,
+            &matvec_ref(&w, &x, b),
+            &error_bound(&w, &x, b),
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_indexed_proptest() {
+    let gpu = qmoe_gpu::test_gpu();
+    let strat = (
+        (0..3usize, 1..3000usize, 1..129usize, 1..129usize),
+        (
+            1..9usize,
+            1..9usize,
+            any::<u64>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        ),
+    );
+    proptest::test_runner::TestRunner::new(gpu_config())
+        .run(
+            &strat,
+            |((qi, r, kb, e), (k, b, seed, adv, per_slot, overlap))| {
+                let q = QTYPES[qi];
+                let cols = cols_for(q, kb);
+                let k = k.min(e);
+                let (e, r) = fit(e, k, r, cols);
+                let style = if adv {
+                    Style::Adversarial
+                } else {
+                    Style::Realistic
+                };
+                let w = gen::tensor(q, &[e, r, cols], seed, style);
+                let ids = gen::ids(b, k, e, seed, overlap);
+                let xv = if per_slot { b * k } else { b };
+                let x = gen::activations(xv * cols, seed);
+                let dw = w.upload(&gpu).unwrap();
+                let (dids, dx) = (gpu.upload(&ids).unwrap(), gpu.upload(&x).unwrap());
+                let mut y = gpu.poisoned_f32(b * k * r).unwrap();
+                matvec_indexed_gpu(&gpu, &dw, &dids, k, &dx, per_slot, b, &mut y).unwrap();
+                let got = gpu.download(&y).unwrap();
+                let what = format!(
+                    "indexed {q} [{e},{r},{cols}] k={k} b={b} per_slot={per_slot} seed={seed}"
+                );
+                check(
+                    &what,
+                    &got,
+                    &matvec_indexed_ref(&w, &ids, k, &x, per_slot, b),
+                    &error_bound_indexed(&w, &ids, k, &x, per_slot, b),
+                );
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_indexed_out_of_range_and_duplicate_ids() {
+    let gpu = qmoe_gpu::test_gpu();
+    let (e, r, cols, k, b) = (6, 70, 512, 3, 4);
+    for q in QTYPES {
+        let w = gen::tensor(q, &[e, r, cols], 11, Style::Realistic);
+        // Token 0: an id ≥ E and u32::MAX; token 1: one expert twice; tokens 2, 3: same experts.
+        let ids = vec![6, 1, u32::MAX, 2, 2, 5, 0, 4, 3, 3, 0, 4];
+        for per_slot in [false, true] {
+            let xv = if per_slot { b * k } else { b };
+            let x = gen::activations(xv * cols, 3);
+            let dw = w.upload(&gpu).unwrap();
+            let (dids, dx) = (gpu.upload(&ids).unwrap(), gpu.upload(&x).unwrap());
+            let mut y = gpu.poisoned_f32(b * k * r).unwrap();
+            matvec_indexed_gpu(&gpu, &dw, &dids, k, &dx, per_slot, b, &mut y).unwrap();
+            let got = gpu.download(&y).unwrap();
+            check(
+                &format!("bad/duplicate ids {q} per_slot={per_slot}"),
+                &got,
+                &matvec_indexed_ref(&w, &ids, k, &x, per_slot, b),
+                &error_bound_indexed(&w, &ids, k, &x, per_slot, b),
+            );
+            assert!(
+                got[..r].iter().all(|v| v.is_nan()),
+                "id 6 >= E must give NaN rows"
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_gate_up_every_qtype_pair() {
+    let gpu = qmoe_gpu::test_gpu();
+    let strat = (
+        1..1000usize,
+        1..17usize,
+        1..33usize,
+        1..9usize,
+        1..9usize,
+        any::<u64>(),
+        any::<bool>(),
+    );
+    let mut runner = proptest::test_runner::TestRunner::new(gpu_config());
+    for qg in QTYPES {
+        for qu in QTYPES {
+            runner
+                .run(&strat, |(r, kb, e, k, b, seed, adv)| {
+                    let cols = 256 * kb;
+                    let k = k.min(e);
+                    let (e, r) = fit(e, k, r, cols);
+                    let style = if adv {
+                        Style::Adversarial
+                    } else {
+                        Style::Realistic
+                    };
+                    let gate = gen::tensor(qg, &[e, r, cols], seed, style);
+                    let up = gen::tensor(qu, &[e, r, cols], seed ^ 0xabc, style);
+                    let mut ids = gen::ids(b, k, e, seed, seed % 2 == 0);
+                    if seed % 5 == 0 {
+                        ids[b * k - 1] = e as u32; // out of range: NaN
+                    }
+                    let x = gen::activations(b * cols, seed);
+                    let (dg, du) = (gate.upload(&gpu).unwrap(), up.upload(&gpu).unwrap());
+                    let (dids, dx) = (gpu.upload(&ids).unwrap(), gpu.upload(&x).unwrap());
+                    let mut act = gpu.poisoned_f32(b * k * r).unwrap();
+                    gate_up_swiglu_gpu(&gpu, &dg, &du, &dids, k, &dx, b, &mut act).unwrap();
+                    let got = gpu.download(&act).unwrap();
+                    let what =
+                        format!("gate {qg} up {qu} [{e},{r},{cols}] k={k} b={b} seed={seed}");
+                    check(
+                        &what,
+                        &got,
+                        &gate_up_swiglu_ref(&gate, &up, &ids, k, &x, b),
+                        &gate_up_swiglu_bound(&gate, &up, &ids, k, &x, b),
+                    );
+                    Ok(())
+                })
+                .unwrap();
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_validation_errors_before_launch() {
+    let gpu = qmoe_gpu::test_gpu();
+    let w2 = gen::tensor(QType::Q4_K, &[8, 256], 1, Style::Realistic)
+        .upload(&gpu)
+        .unwrap();
+    let w3 = gen::tensor(QType::Q4_K, &[4, 8, 256], 1, Style::Realistic)
+        .upload(&gpu)
+        .unwrap();
+    let w3b = gen::tensor(QType::Q6_K, &[4, 8, 512], 1, Style::Realistic)
+        .upload(&gpu)
+        .unwrap();
+    let f32w = QTensor::new("f", QType::F32, &[8, 256], vec![0u8; 8 * 256 * 4])
+        .unwrap()
+        .upload(&gpu)
+        .unwrap();
+    let x = gpu.upload(&vec![1.0f32; 2 * 256]).unwrap();
+    let ids = gpu.upload(&[0u32, 1, 2, 3]).unwrap();
+    let mut y = gpu.poisoned_f32(64).unwrap();
+    let mut small = gpu.poisoned_f32(3).unwrap();
+    assert!(matches!(
+        matvec_gpu(&gpu, &f32w, &x, 1, &mut y),
+        Err(MatvecError::UnsupportedQType { .. })
+    ));
+    assert!(matches!(
+        matvec_gpu(&gpu, &w3, &x, 1, &mut y),
+        Err(MatvecError::Shape { .. })
+    ));
+    assert!(matches!(
+        matvec_gpu(&gpu, &w2, &x, 3, &mut y),
+        Err(MatvecError::Buffer { buffer: "x", .. })
+    ));
+    assert!(matches!(
+        matvec_gpu(&gpu, &w2, &x, 1, &mut small),
+        Err(MatvecError::Buffer { buffer: "y", .. })
+    ));
+    assert!(matches!(
+        matvec_gpu(&gpu, &w2, &x, 0, &mut y),
+        Err(MatvecError::Count { .. })
+    ));
+    assert!(matches!(
+        matvec_indexed_gpu(&gpu, &w2, &ids, 2, &x, false, 2, &mut y),
+        Err(MatvecError::Shape { .. })
+    ));
+    assert!(matches!(
+        matvec_indexed_gpu(&gpu, &w3, &ids, 5, &x, false, 1, &mut y),
+        Err(MatvecError::Count { what: "k", .. })
+    ));
+    assert!(matches!(
+        matvec_indexed_gpu(&gpu, &w3, &ids, 4, &x, false, 2, &mut y),
+        Err(MatvecError::Buffer { buffer: "ids", .. })
+    ));
+    assert!(matches!(
+        matvec_indexed_gpu(&gpu, &w3, &ids, 2, &x, true, 2, &mut y),
+        Err(MatvecError::Buffer { buffer: "x", .. })
+    ));
+    assert!(matches!(
+        gate_up_swiglu_gpu(&gpu, &w3, &w3b, &ids, 2, &x, 2, &mut y),
+        Err(MatvecError::GateUpMismatch { .. })
+    ));
+    assert!(matches!(
+        gate_up_swiglu_gpu(&gpu, &w3, &w3, &ids, 2, &x, 2, &mut small),
+        Err(MatvecError::Buffer { buffer: "act", .. })
+    ));
+    // Nothing above launched: y is still poisoned.
+    assert!(gpu.download(&y).unwrap().iter().all(|v| v.is_nan()));
+    assert_eq!(launch_shape(768), (8, 64));
+}
