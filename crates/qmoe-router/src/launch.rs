@@ -26,6 +26,7 @@ pub const TOKENS_PER_LAUNCH: usize = 64;
 /// `cfg` must be valid (1 ≤ E ≤ 512, 1 ≤ k ≤ E, H ≥ 1), `1 ≤ b ≤ TOKENS_PER_LAUNCH`, `wr` must
 /// hold E·H elements, `x` b·H, `ids` and `weights` b·k, and `logits` (when given) b·E.
 /// Launches must be stream-ordered with every other launch of this module (shared scratch).
+#[allow(clippy::too_many_arguments)]
 unsafe fn launch_router_f32(
     gpu: &Gpu,
     cfg: &RouterConfig,

@@ -155,7 +155,7 @@ pub(crate) fn check_inputs(
             shape: format!("[E={e}, H={h}]"),
         });
     }
-    let needed = b.checked_mul(h).unwrap_or(usize::MAX);
+    let needed = b.saturating_mul(h);
     if x_len < needed {
         return Err(RouterError::Length {
             tensor: "x",
