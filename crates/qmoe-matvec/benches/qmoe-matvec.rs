@@ -1,1 +1,205 @@
-fn main() {}
+//! Benches: the CPU reference (always) and, when a device is present, CUDA-event timings of the
+//! kernels at the shapes, rotating over weight sets (dense) or layers × expert sets
+//! (indexed) larger than L2, so the figures are DRAM reads. One `QMOE-BENCH {json}` line per
+//! GPU case; `bytes` counts the weights a call must read once (for indexed calls: the distinct
+//! selected experts only).
+
+use std::collections::HashSet;
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use qmoe_dequant::{DeviceQTensor, QTensor, QType};
+use qmoe_gpu::Gpu;
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Bytes of random blocks with small finite f16 scales (content does not change the timing,
+/// but it must not be zeros).
+fn weights(qtype: QType, shape: &[usize], seed: u64) -> QTensor<'static> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let bb = qtype.block_bytes();
+    let mut bytes = vec![0u8; n / qtype.block_weights() * bb];
+    rng.fill_bytes(&mut bytes);
+    let scale = 0x2000u16.to_le_bytes(); // f16 ≈ 0.0078
+    for block in bytes.chunks_exact_mut(bb) {
+        match qtype {
+            QType::Q4_K => {
+                block[0..2].copy_from_slice(&scale);
+                block[2..4].copy_from_slice(&scale);
+            }
+            QType::Q6_K => block[208..210].copy_from_slice(&scale),
+            _ => block[0..2].copy_from_slice(&scale),
+        }
+    }
+    QTensor::new("w", qtype, shape, bytes).expect("well-formed bench tensor")
+}
+
+fn activations(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.gen_range(-2.0f32..2.0)).collect()
+}
+
+fn cpu(c: &mut Criterion) {
+    let w = weights(QType::Q4_K, &[768, 2048], 1);
+    let x = activations(2048, 2);
+    let mut group = c.benchmark_group("matvec_q4_k_cpu_ref");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(300))
+        .throughput(Throughput::Bytes(w.bytes().len() as u64));
+    group.bench_function("768x2048_b1", |b| {
+        b.iter(|| qmoe_matvec::reference::matvec_ref(black_box(&w), black_box(&x), 1))
+    });
+    group.finish();
+}
+
+struct Ctx {
+    gpu: Gpu,
+    card: String,
+    arch: &'static str,
+    ceiling_gbps: f64,
+}
+
+type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+impl Ctx {
+    fn report(&self, op: &str, qtype: &str, shape: &str, b: usize, bytes: f64, us: f64) {
+        let gbps = bytes / (us * 1e-6) / 1e9;
+        let line = serde_json::json!({
+            "op": op, "qtype": qtype, "shape": shape, "b": b, "card": self.card,
+            "arch": self.arch, "bytes": bytes.round() as u64, "median_us": us, "gbps": gbps,
+            "ceiling_gbps": self.ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / self.ceiling_gbps,
+        });
+        println!("QMOE-BENCH {line}");
+    }
+
+    fn time(&self, mut work: impl FnMut(usize) -> qmoe_matvec::Result<()>) -> BoxResult<f64> {
+        let t = self.gpu.bench(10, 100, |i| {
+            work(i).map_err(|e| match e {
+                qmoe_matvec::MatvecError::Gpu { source, .. } => source,
+                other => panic!("matvec bench: {other}"),
+            })
+        })?;
+        Ok(t.median_us)
+    }
+}
+
+/// Uploads `host` `sets` times (distinct addresses: L2 caches by address).
+fn sets(gpu: &Gpu, host: &QTensor<'_>, sets: usize) -> BoxResult<Vec<DeviceQTensor>> {
+    Ok((0..sets).map(|_| host.upload(gpu)).collect::<Result<_, _>>()?)
+}
+
+fn dense(ctx: &Ctx, qtype: QType, r: usize, k: usize, bs: &[usize]) -> BoxResult<()> {
+    let host = weights(qtype, &[r, k], 3);
+    let bytes = host.bytes().len();
+    let n = ((120usize << 20) / bytes + 1).clamp(2, 13);
+    let ws = sets(&ctx.gpu, &host, n)?;
+    for &b in bs {
+        let x = ctx.gpu.upload(&activations(b * k, 4))?;
+        let mut y = ctx.gpu.zeros::<f32>(b * r)?;
+        let us = ctx.time(|i| qmoe_matvec::matvec_gpu(&ctx.gpu, &ws[i % n], &x, b, &mut y))?;
+        ctx.report("matvec_dense", qtype.name(), &format!("{r}x{k}"), b, bytes as f64, us);
+    }
+    Ok(())
+}
+
+const E: usize = 128;
+const TOP_K: usize = 8;
+const LAYERS: usize = 4;
+const ID_SETS: usize = 32;
+
+/// `ID_SETS` router-like id sets for `b` tokens (each token: 8 distinct of 128) and the mean
+/// number of distinct experts per set.
+fn id_sets(ctx: &Ctx, b: usize) -> BoxResult<(Vec<qmoe_gpu::cuda::CudaSlice<u32>>, f64)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(b as u64);
+    let (mut out, mut distinct) = (Vec::new(), 0usize);
+    for s in 0..ID_SETS {
+        let mut ids = Vec::with_capacity(b * TOP_K);
+        for t in 0..b {
+            if t == 0 && b == 1 {
+                // B = 1 rotates over disjoint expert groups: no set shares an expert with the next.
+                ids.extend((0..TOP_K as u32).map(|j| ((s % 16) * TOP_K) as u32 + j));
+                continue;
+            }
+            let mut all: Vec<u32> = (0..E as u32).collect();
+            for i in 0..TOP_K {
+                let j = rng.gen_range(i..E);
+                all.swap(i, j);
+            }
+            ids.extend_from_slice(&all[..TOP_K]);
+        }
+        distinct += ids.iter().collect::<HashSet<_>>().len();
+        out.push(ctx.gpu.upload(&ids)?);
+    }
+    Ok((out, distinct as f64 / ID_SETS as f64))
+}
+
+fn indexed(ctx: &Ctx) -> BoxResult<()> {
+    let (h, ffn) = (2048, 768);
+    let gate_host = weights(QType::Q4_K, &[E, ffn, h], 5);
+    let up_host = weights(QType::Q4_K, &[E, ffn, h], 6);
+    let gate = sets(&ctx.gpu, &gate_host, LAYERS)?;
+    let up = sets(&ctx.gpu, &up_host, LAYERS)?;
+    let gu_expert = (gate_host.expert_bytes() + up_host.expert_bytes()) as f64;
+    drop((gate_host, up_host));
+    let mut downs = Vec::new();
+    for q in [QType::Q6_K, QType::Q4_K] {
+        let host = weights(q, &[E, h, ffn], 7);
+        downs.push((q, host.expert_bytes() as f64, sets(&ctx.gpu, &host, LAYERS)?));
+    }
+    for b in [1usize, 2, 4, 8] {
+        let (ids, distinct) = id_sets(ctx, b)?;
+        let pick = |i: usize| (i % LAYERS, &ids[(i / LAYERS) % ID_SETS]);
+        let x = ctx.gpu.upload(&activations(b * h, 8))?;
+        let mut act = ctx.gpu.zeros::<f32>(b * TOP_K * ffn)?;
+        let us = ctx.time(|i| {
+            let (l, ids) = pick(i);
+            qmoe_matvec::gate_up_swiglu_gpu(&ctx.gpu, &gate[l], &up[l], ids, TOP_K, &x, b, &mut act)
+        })?;
+        let shape = format!("[{E},{ffn},{h}] x2 top{TOP_K} distinct={distinct:.1}");
+        ctx.report("gate_up_swiglu_indexed", "q4_k+q4_k", &shape, b, distinct * gu_expert, us);
+        let xa = ctx.gpu.upload(&activations(b * TOP_K * ffn, 9))?;
+        let mut y = ctx.gpu.zeros::<f32>(b * TOP_K * h)?;
+        for (q, eb, ws) in &downs {
+            let us = ctx.time(|i| {
+                let (l, ids) = pick(i);
+                qmoe_matvec::matvec_indexed_gpu(&ctx.gpu, &ws[l], ids, TOP_K, &xa, true, b, &mut y)
+            })?;
+            let shape = format!("[{E},{h},{ffn}] top{TOP_K} distinct={distinct:.1}");
+            ctx.report("matvec_indexed_down", q.name(), &shape, b, distinct * eb, us);
+        }
+    }
+    Ok(())
+}
+
+fn gpu_bench() -> BoxResult<()> {
+    let gpu = match Gpu::new(0) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("matvec bench: no GPU ({e}); GPU timings skipped");
+            return Ok(());
+        }
+    };
+    let ceiling = qmoe_gpu::selftest::read_ceiling(&gpu, 1 << 30, 2, 20)?;
+    let ctx = Ctx {
+        card: gpu.info().name.clone(),
+        arch: gpu.arch().name(),
+        ceiling_gbps: ceiling.gbps((1u64 << 30) as f64),
+        gpu,
+    };
+    dense(&ctx, QType::Q4_K, 4096, 4096, &[1, 4, 8])?;
+    dense(&ctx, QType::Q6_K, 151936, 2048, &[1])?;
+    indexed(&ctx)
+}
+
+fn gpu(_c: &mut Criterion) {
+    if let Err(e) = gpu_bench() {
+        panic!("matvec gpu bench failed: {e}");
+    }
+}
+
+criterion_group!(benches, cpu, gpu);
+criterion_main!(benches);
