@@ -90,7 +90,11 @@ fn dequant(file: &str, tensor: &str, out: &str) -> Res {
         .map(|d| d.to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let dims = if t.shape().len() == 1 { format!("({dims},)") } else { format!("({dims})") };
+    let dims = if t.shape().len() == 1 {
+        format!("({dims},)")
+    } else {
+        format!("({dims})")
+    };
     let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
     let unpadded = 10 + dict.len() + 1;
     dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
@@ -120,7 +124,10 @@ fn write_sample(out: &str, alignment: u64) -> Res {
         (s("t.f32"), MetaValue::F32(1e-6)),
         (s("t.bool.t"), MetaValue::Bool(true)),
         (s("t.bool.f"), MetaValue::Bool(false)),
-        (s("t.string"), MetaValue::String(s("Qwen3 ✓ — \"quoted\"\n"))),
+        (
+            s("t.string"),
+            MetaValue::String(s("Qwen3 ✓ — \"quoted\"\n")),
+        ),
         (s("t.u64"), MetaValue::U64(u64::MAX)),
         (s("t.i64"), MetaValue::I64(-(1 << 60))),
         (s("t.f64"), MetaValue::F64(-1.0 / 3.0)),
@@ -128,14 +135,32 @@ fn write_sample(out: &str, alignment: u64) -> Res {
         (s("a.i8"), MetaValue::Array(MetaArray::I8(vec![-1, 1]))),
         (s("a.u16"), MetaValue::Array(MetaArray::U16(vec![9, 65535]))),
         (s("a.i16"), MetaValue::Array(MetaArray::I16(vec![-9, 9]))),
-        (s("a.u32"), MetaValue::Array(MetaArray::U32(vec![0, u32::MAX]))),
+        (
+            s("a.u32"),
+            MetaValue::Array(MetaArray::U32(vec![0, u32::MAX])),
+        ),
         (s("a.i32"), MetaValue::Array(MetaArray::I32(vec![-5, 5, 7]))),
-        (s("a.f32"), MetaValue::Array(MetaArray::F32(vec![0.1, -0.0, f32::MAX]))),
-        (s("a.bool"), MetaValue::Array(MetaArray::Bool(vec![false, true]))),
-        (s("a.string"), MetaValue::Array(MetaArray::String(vec![s("<|im_start|>"), s(""), s("Ġthe")]))),
+        (
+            s("a.f32"),
+            MetaValue::Array(MetaArray::F32(vec![0.1, -0.0, f32::MAX])),
+        ),
+        (
+            s("a.bool"),
+            MetaValue::Array(MetaArray::Bool(vec![false, true])),
+        ),
+        (
+            s("a.string"),
+            MetaValue::Array(MetaArray::String(vec![s("<|im_start|>"), s(""), s("Ġthe")])),
+        ),
         (s("a.u64"), MetaValue::Array(MetaArray::U64(vec![1 << 63]))),
-        (s("a.i64"), MetaValue::Array(MetaArray::I64(vec![i64::MIN, i64::MAX]))),
-        (s("a.f64"), MetaValue::Array(MetaArray::F64(vec![2.5e-310, 1e300]))),
+        (
+            s("a.i64"),
+            MetaValue::Array(MetaArray::I64(vec![i64::MIN, i64::MAX])),
+        ),
+        (
+            s("a.f64"),
+            MetaValue::Array(MetaArray::F64(vec![2.5e-310, 1e300])),
+        ),
         (s("a.empty"), MetaValue::Array(MetaArray::U32(vec![]))),
         (
             s("a.nested"),
@@ -153,7 +178,11 @@ fn write_sample(out: &str, alignment: u64) -> Res {
             let v: Vec<f32> = (0..n)
                 .map(|j| {
                     let x = ((j * 2654435761 + i * 97) % 10007) as f32 / 10007.0 - 0.5;
-                    if j % 61 == 0 { x * 40.0 } else { x }
+                    if j % 61 == 0 {
+                        x * 40.0
+                    } else {
+                        x
+                    }
                 })
                 .collect();
             let name = format!("{}.{}d.weight", q.name(), shape.len());

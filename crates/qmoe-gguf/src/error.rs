@@ -49,7 +49,7 @@ pub enum GgufError {
         hint: &'static str,
     },
     /// A count (tensors, metadata entries, array elements) larger than the rest of the file can hold.
-    #[error("{what} at byte {offset} claims {count} entries, but the rest of the file can hold at most {max}")]
+    #[error("{what} at byte {offset} claims {count} entries, but the rest of the file can hold at most {max} (file truncated or corrupt)")]
     CountTooLarge {
         /// What is counted.
         what: String,
@@ -61,7 +61,7 @@ pub enum GgufError {
         max: u64,
     },
     /// A string length larger than the rest of the file.
-    #[error("{what} at byte {offset} claims a {len}-byte string, only {remaining} bytes remain")]
+    #[error("{what} at byte {offset} claims a {len}-byte string, only {remaining} bytes remain (file truncated or corrupt)")]
     StringTooLong {
         /// The string being read.
         what: String,

@@ -127,7 +127,10 @@ fn bad_magic() {
     let mut r = valid();
     r.0[..4].copy_from_slice(b"GGML");
     let e = r.parse().unwrap_err();
-    assert!(matches!(e, GgufError::BadMagic { found } if &found == b"GGML"), "{e}");
+    assert!(
+        matches!(e, GgufError::BadMagic { found } if &found == b"GGML"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -136,7 +139,10 @@ fn unsupported_versions() {
         let mut r = valid();
         r.0[4..8].copy_from_slice(&v.to_le_bytes());
         let e = r.parse().unwrap_err();
-        assert!(matches!(e, GgufError::UnsupportedVersion { version, .. } if version == v), "{e}");
+        assert!(
+            matches!(e, GgufError::UnsupportedVersion { version, .. } if version == v),
+            "{e}"
+        );
     }
     let mut r = valid();
     r.0[4..8].copy_from_slice(&3u32.to_be_bytes());
@@ -150,14 +156,23 @@ fn unsupported_versions() {
 #[test]
 fn counts_larger_than_the_file() {
     let e = Raw::header(3, u64::MAX, 0).parse().unwrap_err();
-    assert!(matches!(&e, GgufError::CountTooLarge { what, offset: 8, count: u64::MAX, .. } if what == "tensor count"), "{e}");
+    assert!(
+        matches!(&e, GgufError::CountTooLarge { what, offset: 8, count: u64::MAX, .. } if what == "tensor count"),
+        "{e}"
+    );
     let e = Raw::header(3, 0, 1 << 40).parse().unwrap_err();
-    assert!(matches!(&e, GgufError::CountTooLarge { what, offset: 16, .. } if what == "metadata count"), "{e}");
+    assert!(
+        matches!(&e, GgufError::CountTooLarge { what, offset: 16, .. } if what == "metadata count"),
+        "{e}"
+    );
     // An array claiming 2^61 u64 elements in a tiny file.
     let mut r = Raw::header(3, 0, 1);
     r.str("big").u32(9).u32(10).u64(1 << 61).zeros(16);
     let e = r.parse().unwrap_err();
-    assert!(matches!(&e, GgufError::CountTooLarge { what, offset: 43, max: 2, .. } if what.contains("metadata big")), "{e}");
+    assert!(
+        matches!(&e, GgufError::CountTooLarge { what, offset: 43, max: 2, .. } if what.contains("metadata big")),
+        "{e}"
+    );
     // Nested: each level's count fits what remains only if the inner levels are empty.
     let mut r = Raw::header(3, 0, 1);
     r.str("nest").u32(9).u32(9).u64(3).u32(8).u64(1000);
@@ -170,15 +185,31 @@ fn string_lengths_larger_than_the_file() {
     let mut r = Raw::header(3, 0, 1);
     r.u64(u64::MAX).zeros(8);
     let e = r.parse().unwrap_err();
-    assert!(matches!(&e, GgufError::StringTooLong { offset: 24, len: u64::MAX, .. }), "{e}");
+    assert!(
+        matches!(
+            &e,
+            GgufError::StringTooLong {
+                offset: 24,
+                len: u64::MAX,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let mut r = Raw::header(3, 0, 1);
     r.str("s").u32(8).u64(1 << 50);
     let e = r.parse().unwrap_err();
-    assert!(matches!(&e, GgufError::StringTooLong { what, .. } if what.contains("metadata s")), "{e}");
+    assert!(
+        matches!(&e, GgufError::StringTooLong { what, .. } if what.contains("metadata s")),
+        "{e}"
+    );
     let mut r = Raw::header(3, 1, 0);
     r.u64(100).zeros(20);
     let e = r.parse().unwrap_err();
-    assert!(matches!(&e, GgufError::StringTooLong { what, .. } if what.contains("tensor #0")), "{e}");
+    assert!(
+        matches!(&e, GgufError::StringTooLong { what, .. } if what.contains("tensor #0")),
+        "{e}"
+    );
 }
 
 #[test]
@@ -186,19 +217,31 @@ fn dims_whose_product_overflows() {
     let mut r = Raw::header(3, 1, 0);
     r.info("t", &[1 << 32, 1 << 32, 1 << 8], 0, 0).pad(32);
     let e = r.parse().unwrap_err();
-    assert!(matches!(&e, GgufError::DimsOverflow { tensor, .. } if tensor == "t"), "{e}");
+    assert!(
+        matches!(&e, GgufError::DimsOverflow { tensor, .. } if tensor == "t"),
+        "{e}"
+    );
     // The element count fits in u64 but not in ggml's i64.
     let mut r = Raw::header(3, 1, 0);
     r.info("t", &[1 << 32, 1 << 31], 0, 0).pad(32);
-    assert!(matches!(r.parse().unwrap_err(), GgufError::DimsOverflow { .. }));
+    assert!(matches!(
+        r.parse().unwrap_err(),
+        GgufError::DimsOverflow { .. }
+    ));
     // The byte size overflows although the element count does not (F32: 4 bytes each).
     let mut r = Raw::header(3, 1, 0);
     r.info("t", &[1 << 31, 1 << 31], 0, 0).pad(32);
-    assert!(matches!(r.parse().unwrap_err(), GgufError::DimsOverflow { .. }));
+    assert!(matches!(
+        r.parse().unwrap_err(),
+        GgufError::DimsOverflow { .. }
+    ));
     let mut r = Raw::header(3, 1, 0);
     r.info("t", &[1, 1, 1, 1, 1], 0, 0);
     let e = r.parse().unwrap_err();
-    assert!(matches!(&e, GgufError::TooManyDims { tensor, n_dims: 5, .. } if tensor == "t"), "{e}");
+    assert!(
+        matches!(&e, GgufError::TooManyDims { tensor, n_dims: 5, .. } if tensor == "t"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -207,13 +250,19 @@ fn data_past_the_end() {
     let mut r = valid();
     r.0.pop();
     let e = r.parse().unwrap_err();
-    assert!(matches!(&e, GgufError::DataOutOfBounds { tensor, .. } if tensor == "w"), "{e}");
+    assert!(
+        matches!(&e, GgufError::DataOutOfBounds { tensor, .. } if tensor == "w"),
+        "{e}"
+    );
     assert!(e.to_string().contains("past the end"), "{e}");
     // An offset near u64::MAX (aligned) overflows start + size.
     let mut r = Raw::header(3, 1, 0);
     r.info("far", &[8], 0, u64::MAX - 31).pad(32).zeros(32);
     let e = r.parse().unwrap_err();
-    assert!(matches!(&e, GgufError::DataOutOfBounds { tensor, .. } if tensor == "far"), "{e}");
+    assert!(
+        matches!(&e, GgufError::DataOutOfBounds { tensor, .. } if tensor == "far"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -222,19 +271,28 @@ fn unknown_and_unsupported_ggml_types() {
         let mut r = Raw::header(3, 1, 0);
         r.info("t", &[256], id, 0).pad(32).zeros(1024);
         let e = r.parse().unwrap_err();
-        assert!(matches!(&e, GgufError::UnknownType { tensor, id: i, .. } if tensor == "t" && *i == id), "{e}");
+        assert!(
+            matches!(&e, GgufError::UnknownType { tensor, id: i, .. } if tensor == "t" && *i == id),
+            "{e}"
+        );
     }
     // Q5_K is a real ggml type qmoe does not compute with: the file opens, the tensor does not.
     let mut r = Raw::header(3, 1, 0);
     r.info("q5", &[256], 13, 0).pad(32).zeros(176);
     let f = r.parse().unwrap();
     let e = f.tensor("q5").unwrap_err();
-    assert!(matches!(&e, GgufError::UnsupportedType { tensor, ggml_type: "Q5_K" } if tensor == "q5"), "{e}");
+    assert!(
+        matches!(&e, GgufError::UnsupportedType { tensor, ggml_type: "Q5_K" } if tensor == "q5"),
+        "{e}"
+    );
     // A row that is not a whole number of blocks.
     let mut r = Raw::header(3, 1, 0);
     r.info("q4", &[100], 12, 0).pad(32).zeros(144);
     let e = r.parse().unwrap_err();
-    assert!(matches!(&e, GgufError::RowNotBlockAligned { cols: 100, .. }), "{e}");
+    assert!(
+        matches!(&e, GgufError::RowNotBlockAligned { cols: 100, .. }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -242,17 +300,26 @@ fn misaligned_offsets_and_bad_alignment() {
     let mut r = Raw::header(3, 1, 0);
     r.info("t", &[8], 0, 4).pad(32).zeros(64);
     let e = r.parse().unwrap_err();
-    assert!(matches!(&e, GgufError::Misaligned { tensor, offset: 4, alignment: 32 } if tensor == "t"), "{e}");
+    assert!(
+        matches!(&e, GgufError::Misaligned { tensor, offset: 4, alignment: 32 } if tensor == "t"),
+        "{e}"
+    );
     for a in [0u32, 3, 48] {
         let mut r = Raw::header(3, 0, 1);
         r.kv_u32("general.alignment", a);
         let e = r.parse().unwrap_err();
-        assert!(matches!(e, GgufError::BadAlignment { value } if value == u64::from(a)), "{e}");
+        assert!(
+            matches!(e, GgufError::BadAlignment { value } if value == u64::from(a)),
+            "{e}"
+        );
     }
     let mut r = Raw::header(3, 0, 1);
     r.str("general.alignment").u32(10).u64(32);
     let e = r.parse().unwrap_err();
-    assert!(matches!(&e, GgufError::BadMetadata { key, .. } if key == "general.alignment"), "{e}");
+    assert!(
+        matches!(&e, GgufError::BadMetadata { key, .. } if key == "general.alignment"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -260,21 +327,33 @@ fn malformed_metadata_values() {
     let mut r = Raw::header(3, 0, 1);
     r.str("k").u32(13).u32(0);
     let e = r.parse().unwrap_err();
-    assert!(matches!(&e, GgufError::UnknownValueType { key, id: 13, offset: 33 } if key == "k"), "{e}");
+    assert!(
+        matches!(&e, GgufError::UnknownValueType { key, id: 13, offset: 33 } if key == "k"),
+        "{e}"
+    );
     let mut r = Raw::header(3, 0, 1);
     r.str("b").u32(7);
     r.0.push(2);
     let e = r.parse().unwrap_err();
-    assert!(matches!(&e, GgufError::InvalidBool { key, value: 2, .. } if key == "b"), "{e}");
+    assert!(
+        matches!(&e, GgufError::InvalidBool { key, value: 2, .. } if key == "b"),
+        "{e}"
+    );
     let mut r = Raw::header(3, 0, 1);
     r.str("u").u32(8).u64(2);
     r.0.extend_from_slice(&[0xff, 0xfe]);
     let e = r.parse().unwrap_err();
-    assert!(matches!(e, GgufError::InvalidUtf8 { offset: 45, .. }), "{e}");
+    assert!(
+        matches!(e, GgufError::InvalidUtf8 { offset: 45, .. }),
+        "{e}"
+    );
     let mut r = Raw::header(3, 0, 2);
     r.kv_u32("dup", 1).kv_u32("dup", 2);
     let e = r.parse().unwrap_err();
-    assert!(matches!(&e, GgufError::DuplicateKey { key, .. } if key == "dup"), "{e}");
+    assert!(
+        matches!(&e, GgufError::DuplicateKey { key, .. } if key == "dup"),
+        "{e}"
+    );
     // Arrays of arrays nested past the limit.
     let mut r = Raw::header(3, 0, 1);
     r.str("deep").u32(9);
@@ -283,11 +362,20 @@ fn malformed_metadata_values() {
     }
     r.u32(0).u64(0);
     let e = r.parse().unwrap_err();
-    assert!(matches!(&e, GgufError::NestingTooDeep { key, .. } if key == "deep"), "{e}");
+    assert!(
+        matches!(&e, GgufError::NestingTooDeep { key, .. } if key == "deep"),
+        "{e}"
+    );
     let mut r = Raw::header(3, 2, 0);
-    r.info("t", &[8], 0, 0).info("t", &[8], 0, 32).pad(32).zeros(64);
+    r.info("t", &[8], 0, 0)
+        .info("t", &[8], 0, 32)
+        .pad(32)
+        .zeros(64);
     let e = r.parse().unwrap_err();
-    assert!(matches!(&e, GgufError::DuplicateTensor { tensor, .. } if tensor == "t"), "{e}");
+    assert!(
+        matches!(&e, GgufError::DuplicateTensor { tensor, .. } if tensor == "t"),
+        "{e}"
+    );
 }
 
 /// Every lying count above, in one place, with the largest allocation recorded: nothing sized by
@@ -333,7 +421,10 @@ fn micro_qwen3moe() -> Vec<u8> {
 fn every_type_file() -> Vec<u8> {
     let meta = vec![
         ("s".to_string(), MetaValue::String("x".into())),
-        ("a".to_string(), MetaValue::Array(MetaArray::Array(vec![MetaArray::U16(vec![1, 2])]))),
+        (
+            "a".to_string(),
+            MetaValue::Array(MetaArray::Array(vec![MetaArray::U16(vec![1, 2])])),
+        ),
         ("f".to_string(), MetaValue::F64(1.0)),
     ];
     let tensors: Vec<QTensor> = QType::ALL

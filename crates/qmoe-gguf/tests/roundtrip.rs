@@ -35,15 +35,28 @@ fn every_metadata_type() -> Vec<(String, MetaValue)> {
         kv("a.i16", MetaValue::Array(MetaArray::I16(vec![-32768, 5]))),
         kv("a.u32", MetaValue::Array(MetaArray::U32(vec![7, 8, 9]))),
         kv("a.i32", MetaValue::Array(MetaArray::I32(vec![-7, 8]))),
-        kv("a.f32", MetaValue::Array(MetaArray::F32(vec![0.5, -0.0, 1e30]))),
-        kv("a.bool", MetaValue::Array(MetaArray::Bool(vec![true, false, true]))),
+        kv(
+            "a.f32",
+            MetaValue::Array(MetaArray::F32(vec![0.5, -0.0, 1e30])),
+        ),
+        kv(
+            "a.bool",
+            MetaValue::Array(MetaArray::Bool(vec![true, false, true])),
+        ),
         kv(
             "a.string",
-            MetaValue::Array(MetaArray::String(vec!["a".into(), "".into(), "<0x0A>".into()])),
+            MetaValue::Array(MetaArray::String(vec![
+                "a".into(),
+                "".into(),
+                "<0x0A>".into(),
+            ])),
         ),
         kv("a.u64", MetaValue::Array(MetaArray::U64(vec![u64::MAX]))),
         kv("a.i64", MetaValue::Array(MetaArray::I64(vec![i64::MIN, 0]))),
-        kv("a.f64", MetaValue::Array(MetaArray::F64(vec![1e-300, -2.0]))),
+        kv(
+            "a.f64",
+            MetaValue::Array(MetaArray::F64(vec![1e-300, -2.0])),
+        ),
         kv("a.empty", MetaValue::Array(MetaArray::F32(vec![]))),
         kv(
             "a.nested",
@@ -111,7 +124,10 @@ fn tensors_borrow_from_the_memory_map() {
     let f = GgufFile::open(&path).unwrap();
     for info in f.tensor_infos() {
         let t = f.tensor(&info.name).unwrap();
-        assert_eq!(t.bytes().as_ptr(), f.tensor_bytes(&info.name).unwrap().as_ptr());
+        assert_eq!(
+            t.bytes().as_ptr(),
+            f.tensor_bytes(&info.name).unwrap().as_ptr()
+        );
     }
     let err = GgufFile::open(dir.join("absent.gguf")).unwrap_err();
     assert!(matches!(err, GgufError::Io { .. }), "{err}");
@@ -172,11 +188,15 @@ fn chunked_writes_equal_whole_writes_and_misuse_is_an_error() {
     assert_eq!(w.finish().unwrap(), whole);
 
     let mut w = b.clone().write_header(Vec::new()).unwrap();
-    let e = w.write_tensor(tensors[1].name(), tensors[1].bytes()).unwrap_err();
+    let e = w
+        .write_tensor(tensors[1].name(), tensors[1].bytes())
+        .unwrap_err();
     assert!(matches!(e, GgufError::Writer(_)), "{e}");
     let e = w.write_tensor(tensors[0].name(), &[0u8; 3]).unwrap_err();
     assert!(e.to_string().contains(tensors[0].name()), "{e}");
-    let e = w.write_chunk(&vec![0u8; tensors[0].bytes().len() + 1]).unwrap_err();
+    let e = w
+        .write_chunk(&vec![0u8; tensors[0].bytes().len() + 1])
+        .unwrap_err();
     assert!(matches!(e, GgufError::Writer(_)), "{e}");
     w.write_chunk(&tensors[0].bytes()[..10]).unwrap();
     let e = w.finish().unwrap_err();
@@ -265,7 +285,11 @@ fn q4_k_m_rule_for_48_layers_matches_kquants_md() {
     expected.extend((8..=41).step_by(3));
     expected.extend(42..48);
     assert_eq!(q6, expected);
-    assert_eq!(q4_k_m_down_type(6, 48), QType::Q4_K, "layer 6 is the first Q4_K down");
+    assert_eq!(
+        q4_k_m_down_type(6, 48),
+        QType::Q4_K,
+        "layer 6 is the first Q4_K down"
+    );
     assert_eq!(q6.len(), 24);
 }
 
@@ -330,7 +354,13 @@ fn tiny_file_equals_in_memory_layers_and_opens_as_qwen3moe() {
             a.validate_finite().unwrap();
         }
         // Layer 1 carries the outliers: its gate weights reach the planted magnitude.
-        let amax = l.gate.expert(0).unwrap().dequantize().iter().fold(0f32, |m, v| m.max(v.abs()));
+        let amax = l
+            .gate
+            .expert(0)
+            .unwrap()
+            .dequantize()
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()));
         if layer == 1 {
             assert!(amax > 1e5, "outlier layer amax {amax}");
         } else {
@@ -370,7 +400,10 @@ fn view_errors_name_the_tensor_or_key() {
         .collect();
     let f = GgufFile::from_bytes(to_bytes(good.metadata(), &without).unwrap()).unwrap();
     let e = Qwen3MoeView::open(&f).unwrap_err();
-    assert!(matches!(&e, GgufError::TensorNotFound { tensor } if tensor == "blk.0.ffn_up_exps.weight"), "{e}");
+    assert!(
+        matches!(&e, GgufError::TensorNotFound { tensor } if tensor == "blk.0.ffn_up_exps.weight"),
+        "{e}"
+    );
 
     // A mis-shaped tensor: the down projection with its dims swapped.
     let swapped: Vec<QTensor> = tensors
@@ -391,7 +424,10 @@ fn view_errors_name_the_tensor_or_key() {
     }
     let f = GgufFile::from_bytes(to_bytes(&meta, &swapped).unwrap()).unwrap();
     let e = Qwen3MoeView::open(&f).unwrap_err();
-    assert!(matches!(&e, GgufError::Shape { tensor, .. } if tensor == "blk.0.ffn_gate_exps.weight"), "{e}");
+    assert!(
+        matches!(&e, GgufError::Shape { tensor, .. } if tensor == "blk.0.ffn_gate_exps.weight"),
+        "{e}"
+    );
 
     // A missing key; a wrong architecture.
     let no_eps: Vec<_> = good
@@ -402,10 +438,17 @@ fn view_errors_name_the_tensor_or_key() {
         .collect();
     let f = GgufFile::from_bytes(to_bytes(&no_eps, &tensors).unwrap()).unwrap();
     let e = Qwen3MoeView::open(&f).unwrap_err();
-    assert!(e.to_string().contains("qwen3moe.attention.layer_norm_rms_epsilon: missing"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("qwen3moe.attention.layer_norm_rms_epsilon: missing"),
+        "{e}"
+    );
     let mut llama = good.metadata().to_vec();
     llama[0].1 = MetaValue::String("llama".into());
     let f = GgufFile::from_bytes(to_bytes(&llama, &tensors).unwrap()).unwrap();
     let e = Qwen3MoeView::open(&f).unwrap_err();
-    assert!(matches!(&e, GgufError::BadMetadata { key, .. } if key == "general.architecture"), "{e}");
+    assert!(
+        matches!(&e, GgufError::BadMetadata { key, .. } if key == "general.architecture"),
+        "{e}"
+    );
 }
