@@ -8,6 +8,9 @@ use qmoe_gpu::Gpu;
 use crate::kernels::{combine_gpu, rmsnorm_gpu};
 use crate::{ops, DeviceMoeLayer, LayerError, LayerTrace, MoeConfig, Result};
 
+/// The five launches of one forward, in order (names for per-kernel timings).
+pub const FORWARD_STAGES: [&str; 5] = ["rmsnorm", "router", "gate_up_swiglu", "down", "combine"];
+
 /// Every intermediate buffer of one layer's forward for a fixed batch size `b`, allocated once.
 /// One workspace serves every layer of a stack with the same config (layers run in sequence).
 #[derive(Debug)]
@@ -127,31 +130,74 @@ impl DeviceMoeLayer {
         ws: &mut LayerWorkspace,
         logits: bool,
     ) -> Result<()> {
+        for stage in 0..FORWARD_STAGES.len() {
+            self.launch_stage(gpu, stage, down, h_in, h_out, ws, logits)?;
+        }
+        Ok(())
+    }
+
+    /// Launch `stage` (an index into [`FORWARD_STAGES`]) of the forward alone.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_stage(
+        &self,
+        gpu: &Gpu,
+        stage: usize,
+        down: &DeviceQTensor,
+        h_in: &CudaSlice<f32>,
+        h_out: &mut CudaSlice<f32>,
+        ws: &mut LayerWorkspace,
+        logits: bool,
+    ) -> Result<()> {
         let (b, k) = (ws.b, self.cfg.top_k);
-        rmsnorm_gpu(gpu, h_in, &self.ffn_norm, b, self.cfg.rms_eps, &mut ws.xn)?;
-        let lg = if logits { Some(&mut ws.logits) } else { None };
-        ops::router_gpu(
-            gpu,
-            &self.cfg,
-            &self.router,
-            &ws.xn,
-            b,
-            &mut ws.ids,
-            &mut ws.weights,
-            lg,
-        )?;
-        ops::gate_up_swiglu_gpu(
-            gpu,
-            &self.gate,
-            &self.up,
-            &ws.ids,
-            k,
-            &ws.xn,
-            b,
-            &mut ws.act,
-        )?;
-        ops::matvec_indexed_gpu(gpu, down, &ws.ids, k, &ws.act, true, b, &mut ws.down)?;
-        combine_gpu(gpu, h_in, &ws.down, &ws.weights, b, k, h_out, &mut ws.ffn)
+        match stage {
+            0 => rmsnorm_gpu(gpu, h_in, &self.ffn_norm, b, self.cfg.rms_eps, &mut ws.xn),
+            1 => {
+                let lg = if logits { Some(&mut ws.logits) } else { None };
+                ops::router_gpu(
+                    gpu,
+                    &self.cfg,
+                    &self.router,
+                    &ws.xn,
+                    b,
+                    &mut ws.ids,
+                    &mut ws.weights,
+                    lg,
+                )
+            }
+            2 => ops::gate_up_swiglu_gpu(
+                gpu,
+                &self.gate,
+                &self.up,
+                &ws.ids,
+                k,
+                &ws.xn,
+                b,
+                &mut ws.act,
+            ),
+            3 => ops::matvec_indexed_gpu(gpu, down, &ws.ids, k, &ws.act, true, b, &mut ws.down),
+            _ => combine_gpu(gpu, h_in, &ws.down, &ws.weights, b, k, h_out, &mut ws.ffn),
+        }
+    }
+
+    /// Benchmark hook: enqueues only stage `stage` of [`FORWARD_STAGES`] (its inputs are
+    /// whatever the workspace holds from the previous forward), so per-kernel times can be taken.
+    #[doc(hidden)]
+    pub fn forward_stage(
+        &self,
+        gpu: &Gpu,
+        stage: usize,
+        h_in: &CudaSlice<f32>,
+        h_out: &mut CudaSlice<f32>,
+        ws: &mut LayerWorkspace,
+    ) -> Result<()> {
+        self.check_call("forward_stage", h_in, h_out, ws)?;
+        if stage >= FORWARD_STAGES.len() {
+            return Err(LayerError::arg(
+                "forward_stage",
+                format!("stage {stage} of 5"),
+            ));
+        }
+        self.launch_stage(gpu, stage, &self.down, h_in, h_out, ws, false)
     }
 
     /// The decode step: `h_out = h_in + MoE(RMSNorm(h_in))` for the workspace's `b` tokens.

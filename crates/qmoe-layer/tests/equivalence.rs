@@ -13,7 +13,6 @@ use qmoe_layer::{
 };
 use support::*;
 
-
 fn small_cfg(h: usize, i: usize, e: usize, k: usize) -> MoeConfig {
     MoeConfig {
         hidden: h,

@@ -197,3 +197,4 @@ pub fn compare_traces(gpu: &LayerTrace, reference: &LayerTrace, tie: f64) -> Res
     }
     Ok(true)
 }
+pub mod heavy;
