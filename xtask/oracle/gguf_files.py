@@ -175,7 +175,34 @@ def gguf_written(path, alignment):
     w.close()
 
 
+def write_fixture(out_dir):
+    """fixtures/gguf/: a gguf-written file and what GGUFReader + gguf.quants make of it, so the
+    Rust round-trip suite checks reading a reference-written file without Python."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "gguf-py-0.19.0.gguf")
+    gguf_written(path, 64)
+    r = GGUFReader(path)
+    meta = []
+    for name, field in r.fields.items():
+        if not name.startswith("GGUF."):
+            meta.append({"key": name, "value": decode(field.parts, 3, field.types[0])[0]})
+    tensors = []
+    for t in r.tensors:
+        shape = tuple(int(d) for d in reversed(t.shape))
+        ref = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).astype(np.float32).reshape(shape)
+        npy = t.name.replace(".weight", "") + ".npy"
+        np.save(os.path.join(out_dir, npy), ref)
+        tensors.append({"name": t.name, "type": int(t.tensor_type), "dims": [int(d) for d in t.shape], "npy": npy})
+    with open(os.path.join(out_dir, "gguf-py-0.19.0.json"), "w") as f:
+        json.dump({"alignment": int(r.alignment), "data_offset": int(r.data_offset),
+                   "metadata": meta, "tensors": tensors}, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--write-fixture":
+        write_fixture(sys.argv[2])
+        return
     for align in (32, 64):
         p = os.path.join(WORK, f"gguf-written-{align}.gguf")
         gguf_written(p, align)

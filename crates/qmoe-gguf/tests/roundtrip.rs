@@ -452,3 +452,76 @@ fn view_errors_name_the_tensor_or_key() {
         "{e}"
     );
 }
+
+/// `{"t": type id, "v": value}` with floats as bit patterns: the form the fixture's JSON uses.
+fn fixture_json(v: &MetaValue) -> serde_json::Value {
+    use serde_json::json;
+    fn arr(a: &MetaArray) -> serde_json::Value {
+        let items: Vec<serde_json::Value> = match a {
+            MetaArray::F32(v) => v.iter().map(|x| json!(x.to_bits())).collect(),
+            MetaArray::F64(v) => v.iter().map(|x| json!(x.to_bits())).collect(),
+            MetaArray::Array(v) => v.iter().map(arr).collect(),
+            other => other.to_json().as_array().unwrap().clone(),
+        };
+        json!({"t": 9, "e": a.elem_type() as u32, "v": items})
+    }
+    match v {
+        MetaValue::F32(x) => json!({"t": 6, "v": x.to_bits()}),
+        MetaValue::F64(x) => json!({"t": 12, "v": x.to_bits()}),
+        MetaValue::Array(a) => arr(a),
+        other => json!({"t": other.value_type() as u32, "v": other.to_json()}),
+    }
+}
+
+fn read_npy_f32(path: &std::path::Path) -> (Vec<usize>, Vec<f32>) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..6], b"\x93NUMPY");
+    let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
+    let h = std::str::from_utf8(&b[10..10 + hl]).unwrap();
+    assert!(h.contains("'<f4'"), "{h}");
+    let dims = &h[h.find("'shape': (").unwrap() + 10..h.find(')').unwrap()];
+    let shape = dims
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let data = b[10 + hl..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (shape, data)
+}
+
+/// A file the reference implementation wrote (fixtures/gguf, see its README) reads identically:
+/// every metadata value as GGUFReader decodes it, and every tensor's dequantization bit for bit
+/// as gguf.quants computes it.
+#[test]
+fn gguf_py_written_fixture_reads_identically() {
+    let dir = qmoe_check::fixtures_dir().join("gguf");
+    let f = GgufFile::open(dir.join("gguf-py-0.19.0.gguf")).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("gguf-py-0.19.0.json")).unwrap())
+            .unwrap();
+    assert_eq!(f.alignment(), expected["alignment"].as_u64().unwrap());
+    assert_eq!(f.data_offset(), expected["data_offset"].as_u64().unwrap());
+    let meta = expected["metadata"].as_array().unwrap();
+    assert_eq!(f.metadata().len(), meta.len());
+    for ((k, v), e) in f.metadata().iter().zip(meta) {
+        assert_eq!(k, e["key"].as_str().unwrap());
+        assert_eq!(fixture_json(v), e["value"], "metadata {k}");
+    }
+    let tensors = expected["tensors"].as_array().unwrap();
+    assert_eq!(f.tensor_infos().len(), tensors.len());
+    for (info, e) in f.tensor_infos().iter().zip(tensors) {
+        assert_eq!(info.name, e["name"].as_str().unwrap());
+        assert_eq!(u64::from(info.ggml_type.id()), e["type"].as_u64().unwrap());
+        assert_eq!(serde_json::json!(info.dims), e["dims"]);
+        let (shape, want) = read_npy_f32(&dir.join(e["npy"].as_str().unwrap()));
+        let t = f.tensor(&info.name).unwrap();
+        assert_eq!(t.shape(), &shape[..], "{}", info.name);
+        let got = t.dequantize();
+        let bad = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
+        assert!(bad.is_none(), "{}: first difference at {bad:?}", info.name);
+    }
+}
