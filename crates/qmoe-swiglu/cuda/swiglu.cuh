@@ -12,7 +12,9 @@
 //   * silu(-1e30) = -0, silu(+1e30) = 1e30, silu(-inf) = -0, silu(+inf) = +inf, silu(-0) = -0;
 //   * silu(g) * u is formed in f64 (exact range), so the f32 result overflows to +-inf only where
 //     the exact product exceeds f32's range, and underflows only where the exact product does;
-//   * NaN only where the exact function is NaN (NaN inputs, or -0 * inf, +inf * 0).
+//   * NaN only where the exact function is NaN (NaN inputs, silu(-inf) * inf = -0 * inf,
+//     silu(+-0) * inf, +inf * 0); a finite g < 0 times +-inf is -+inf even where silu(g)
+//     underflows f64 (g < -745).
 // The f64 cost is ~30 DP ops per element: negligible for a memory-bound epilogue even at sm_89's
 // 1/64 FP64 rate (an expert's 768 outputs cost well under a microsecond).
 #ifndef QMOE_SWIGLU_CUH
@@ -41,7 +43,12 @@ __device__ __forceinline__ float qmoe_silu(float x) {
 // swiglu(g, u) = qmoe_silu(g) * u, computed as one f64 expression rounded once to f32 (so not
 // literally the f32 product of qmoe_silu(g) and u, which would round twice and could overflow
 // spuriously); within 1 ulp of the f64 reference.
+// silu(g) underflows even f64 for g < -745, but for finite g < 0 the exact silu(g) is a nonzero
+// negative number, so silu(g) * (+-inf) is exactly -+inf, not 0 * inf = NaN: handled first.
 __device__ __forceinline__ float qmoe_swiglu(float g, float u) {
+    if (isinf(u) && g < 0.0f && g > -INFINITY) {
+        return -u;
+    }
     return (float)(qmoe_silu_f64((double)g) * (double)u);
 }
 
