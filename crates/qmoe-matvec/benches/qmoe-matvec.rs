@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use qmoe_dequant::{DeviceQTensor, QTensor, QType};
+use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::Gpu;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -61,29 +62,61 @@ struct Ctx {
     card: String,
     arch: &'static str,
     ceiling_gbps: f64,
+    /// A ~38 MB dense matvec queued before each timed batch (see [`Ctx::time`]).
+    delay: (DeviceQTensor, CudaSlice<f32>, std::cell::RefCell<CudaSlice<f32>>),
 }
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// Launches per timed batch.
+const BATCH: usize = 20;
+
+fn gpu_err(e: qmoe_matvec::MatvecError) -> qmoe_gpu::GpuError {
+    match e {
+        qmoe_matvec::MatvecError::Gpu { source, .. } => source,
+        other => panic!("matvec bench: {other}"),
+    }
+}
+
 impl Ctx {
-    fn report(&self, op: &str, qtype: &str, shape: &str, b: usize, bytes: f64, us: f64) {
-        let gbps = bytes / (us * 1e-6) / 1e9;
+    fn report(&self, op: &str, qtype: &str, shape: &str, b: usize, bytes: f64, t: (f64, f64)) {
+        let gbps = bytes / (t.0 * 1e-6) / 1e9;
         let line = serde_json::json!({
             "op": op, "qtype": qtype, "shape": shape, "b": b, "card": self.card,
-            "arch": self.arch, "bytes": bytes.round() as u64, "median_us": us, "gbps": gbps,
+            "arch": self.arch, "bytes": bytes.round() as u64, "median_us": t.0, "gbps": gbps,
             "ceiling_gbps": self.ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / self.ceiling_gbps,
+            "isolated_launch_us": t.1,
         });
         println!("QMOE-BENCH {line}");
     }
 
-    fn time(&self, mut work: impl FnMut(usize) -> qmoe_matvec::Result<()>) -> BoxResult<f64> {
-        let t = self.gpu.bench(10, 100, |i| {
-            work(i).map_err(|e| match e {
-                qmoe_matvec::MatvecError::Gpu { source, .. } => source,
-                other => panic!("matvec bench: {other}"),
-            })
-        })?;
-        Ok(t.median_us)
+    /// (device µs per launch in a stream of back-to-back launches, µs of one isolated launch).
+    ///
+    /// A single launch timed between two events also times the host's launch latency (the
+    /// start event fires while the host is still building the launch), several µs that dwarf a
+    /// 4 µs kernel. So each batch first queues ~0.5 ms of unrelated work, then the start event,
+    /// then BATCH launches (enqueued by the host while the GPU is still busy), then the end
+    /// event: the GPU runs the batch back to back, as a captured CUDA graph would.
+    fn time(&self, mut work: impl FnMut(usize) -> qmoe_matvec::Result<()>) -> BoxResult<(f64, f64)> {
+        let isolated = self.gpu.bench(10, 50, |i| work(i).map_err(gpu_err))?.median_us;
+        let mut per = Vec::new();
+        let mut i = 0;
+        for _ in 0..15 {
+            let (w, x, y) = &self.delay;
+            let mut y = y.borrow_mut();
+            for _ in 0..30 {
+                qmoe_matvec::matvec_gpu(&self.gpu, w, x, 1, &mut y).map_err(gpu_err)?;
+            }
+            let ms = self.gpu.time_ms(|| {
+                for _ in 0..BATCH {
+                    work(i).map_err(gpu_err)?;
+                    i += 1;
+                }
+                Ok(())
+            })?;
+            per.push(ms as f64 * 1e3 / BATCH as f64);
+        }
+        Ok((qmoe_gpu::median(&mut per), isolated))
     }
 }
 
@@ -100,8 +133,8 @@ fn dense(ctx: &Ctx, qtype: QType, r: usize, k: usize, bs: &[usize]) -> BoxResult
     for &b in bs {
         let x = ctx.gpu.upload(&activations(b * k, 4))?;
         let mut y = ctx.gpu.zeros::<f32>(b * r)?;
-        let us = ctx.time(|i| qmoe_matvec::matvec_gpu(&ctx.gpu, &ws[i % n], &x, b, &mut y))?;
-        ctx.report("matvec_dense", qtype.name(), &format!("{r}x{k}"), b, bytes as f64, us);
+        let t = ctx.time(|i| qmoe_matvec::matvec_gpu(&ctx.gpu, &ws[i % n], &x, b, &mut y))?;
+        ctx.report("matvec_dense", qtype.name(), &format!("{r}x{k}"), b, bytes as f64, t);
     }
     Ok(())
 }
@@ -155,21 +188,21 @@ fn indexed(ctx: &Ctx) -> BoxResult<()> {
         let pick = |i: usize| (i % LAYERS, &ids[(i / LAYERS) % ID_SETS]);
         let x = ctx.gpu.upload(&activations(b * h, 8))?;
         let mut act = ctx.gpu.zeros::<f32>(b * TOP_K * ffn)?;
-        let us = ctx.time(|i| {
+        let t = ctx.time(|i| {
             let (l, ids) = pick(i);
             qmoe_matvec::gate_up_swiglu_gpu(&ctx.gpu, &gate[l], &up[l], ids, TOP_K, &x, b, &mut act)
         })?;
         let shape = format!("[{E},{ffn},{h}] x2 top{TOP_K} distinct={distinct:.1}");
-        ctx.report("gate_up_swiglu_indexed", "q4_k+q4_k", &shape, b, distinct * gu_expert, us);
+        ctx.report("gate_up_swiglu_indexed", "q4_k+q4_k", &shape, b, distinct * gu_expert, t);
         let xa = ctx.gpu.upload(&activations(b * TOP_K * ffn, 9))?;
         let mut y = ctx.gpu.zeros::<f32>(b * TOP_K * h)?;
         for (q, eb, ws) in &downs {
-            let us = ctx.time(|i| {
+            let t = ctx.time(|i| {
                 let (l, ids) = pick(i);
                 qmoe_matvec::matvec_indexed_gpu(&ctx.gpu, &ws[l], ids, TOP_K, &xa, true, b, &mut y)
             })?;
             let shape = format!("[{E},{h},{ffn}] top{TOP_K} distinct={distinct:.1}");
-            ctx.report("matvec_indexed_down", q.name(), &shape, b, distinct * eb, us);
+            ctx.report("matvec_indexed_down", q.name(), &shape, b, distinct * eb, t);
         }
     }
     Ok(())
@@ -184,7 +217,10 @@ fn gpu_bench() -> BoxResult<()> {
         }
     };
     let ceiling = qmoe_gpu::selftest::read_ceiling(&gpu, 1 << 30, 2, 20)?;
+    let delay_w = weights(QType::Q4_K, &[16384, 4096], 99).upload(&gpu)?;
+    let delay = (delay_w, gpu.upload(&activations(4096, 98))?, gpu.zeros::<f32>(16384)?.into());
     let ctx = Ctx {
+        delay,
         card: gpu.info().name.clone(),
         arch: gpu.arch().name(),
         ceiling_gbps: ceiling.gbps((1u64 << 30) as f64),

@@ -49,12 +49,24 @@ __device__ __forceinline__ uint32_t mv_ld_u16(const uint8_t* p) {
     return (uint32_t)__ldg(reinterpret_cast<const unsigned short*>(p));
 }
 
-// 8 bytes at a 2-byte-aligned address as two little-endian words.
-__device__ __forceinline__ uint2 mv_ld8_a2(const uint8_t* p) {
+// 8 bytes at a 2-byte-aligned address as two little-endian words, by 16-bit loads (never reads
+// outside the 8 bytes).
+__device__ __forceinline__ uint2 mv_ld8_u16(const uint8_t* p) {
     uint2 r;
     r.x = mv_ld_u16(p) | (mv_ld_u16(p + 2) << 16);
     r.y = mv_ld_u16(p + 4) | (mv_ld_u16(p + 6) << 16);
     return r;
+}
+
+// 8 bytes at a 2-byte-aligned address as two little-endian words: three aligned 4-byte loads
+// and funnel shifts (no divergence between 4- and 2-aligned lanes). The third word may extend up
+// to 2 bytes past the 8 (never past the callers' blocks: see each call).
+__device__ __forceinline__ uint2 mv_ld8_a2(const uint8_t* p) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    const uint32_t* w = reinterpret_cast<const uint32_t*>(a & ~(uintptr_t)3);
+    const uint32_t sh = (uint32_t)(a & 3) * 8;
+    const uint32_t w0 = __ldg(w), w1 = __ldg(w + 1), w2 = __ldg(w + 2);
+    return make_uint2(__funnelshift_r(w0, w1, sh), __funnelshift_r(w1, w2, sh));
 }
 
 __device__ __forceinline__ uint32_t mv_byte(uint2 w, int i) {
@@ -81,17 +93,29 @@ struct MvQ4K {
     __device__ static Raw load(const uint8_t* block, int p) {
         const qmoe_block_q4_k* b = reinterpret_cast<const qmoe_block_q4_k*>(block);
         Raw r;
-        // 16-byte aligned: rows are whole 144-byte blocks from a 256-byte aligned allocation.
+        // Both 16-byte aligned: rows are whole 144-byte (9 x 16) blocks of a 256-byte aligned
+        // allocation. The header (d, dmin, scales) is one load, shared through L1 by 8 items.
         r.qs = __ldcs(reinterpret_cast<const uint4*>(b->qs + 16 * p));
-        const float d = __half2float(__ldg(&b->d));
-        const float dmin = __half2float(__ldg(&b->dmin));
-        int sc, m;
-        qmoe_q4k_scale_min(2 * (p >> 1), b->scales, &sc, &m);
-        r.a0 = d * (float)sc;     // exact: 11-bit significand times a 6-bit integer
-        r.b0 = dmin * (float)m;
-        qmoe_q4k_scale_min(2 * (p >> 1) + 1, b->scales, &sc, &m);
-        r.a1 = d * (float)sc;
-        r.b1 = dmin * (float)m;
+        const uint4 h = __ldg(reinterpret_cast<const uint4*>(b));
+        const float d = __half2float(__ushort_as_half((unsigned short)(h.x & 0xFFFFu)));
+        const float dmin = __half2float(__ushort_as_half((unsigned short)(h.x >> 16)));
+        // qmoe_q4k_scale_min on registers: scales[0..4] = h.y, [4..8] = h.z, [8..12] = h.w.
+        // Item p's sub-blocks 2(p/2), 2(p/2)+1 are both < 4 (p < 4) or both >= 4.
+        uint32_t sc0, m0, sc1, m1;
+        const int j0 = 2 * (p >> 1) & 3;
+        const uint32_t a0 = (h.y >> (8 * j0)) & 0xFFu, a1 = (h.y >> (8 * j0 + 8)) & 0xFFu;
+        const uint32_t z0 = (h.z >> (8 * j0)) & 0xFFu, z1 = (h.z >> (8 * j0 + 8)) & 0xFFu;
+        if (p < 4) {
+            sc0 = a0 & 63; m0 = z0 & 63; sc1 = a1 & 63; m1 = z1 & 63;
+        } else {
+            const uint32_t w0 = (h.w >> (8 * j0)) & 0xFFu, w1 = (h.w >> (8 * j0 + 8)) & 0xFFu;
+            sc0 = (w0 & 0x0F) | ((a0 >> 6) << 4); m0 = (w0 >> 4) | ((z0 >> 6) << 4);
+            sc1 = (w1 & 0x0F) | ((a1 >> 6) << 4); m1 = (w1 >> 4) | ((z1 >> 6) << 4);
+        }
+        r.a0 = d * mv_u2f(sc0, 8388608.0f);  // exact: 11-bit significand times a 6-bit integer
+        r.b0 = dmin * mv_u2f(m0, 8388608.0f);
+        r.a1 = d * mv_u2f(sc1, 8388608.0f);
+        r.b1 = dmin * mv_u2f(m1, 8388608.0f);
         return r;
     }
     __device__ static float scale(const Raw& r, int j) { return j < 2 ? r.a0 : r.a1; }
@@ -127,7 +151,8 @@ struct MvQ6K {
         const int h = p >> 2;
         const int l0 = 8 * (p & 3);
         Raw r;
-        // Blocks are 210 bytes, so only 2-byte alignment is guaranteed: 16-bit loads.
+        // Blocks are 210 bytes, so only 2-byte alignment is guaranteed. The last word read
+        // ends at most at qh + 32h + l0 + 10 <= byte 194 of the block.
         r.qla = mv_ld8_a2(b->ql + 64 * h + l0);
         r.qlb = mv_ld8_a2(b->ql + 64 * h + 32 + l0);
         r.qh = mv_ld8_a2(b->qh + 32 * h + l0);
@@ -167,10 +192,11 @@ struct MvQ80 {
     __device__ static Raw load(const uint8_t* block, int) {
         const qmoe_block_q8_0* b = reinterpret_cast<const qmoe_block_q8_0*>(block);
         Raw r;
+        // 16-bit loads: a 4-byte window could run past the tensor's last 34-byte block.
         const uint8_t* qs = reinterpret_cast<const uint8_t*>(b->qs);
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            r.qs[j] = mv_ld8_a2(qs + 8 * j);
+            r.qs[j] = mv_ld8_u16(qs + 8 * j);
         }
         r.d = __half2float(__ldg(&b->d));
         return r;
@@ -207,6 +233,8 @@ __device__ __forceinline__ void mv_accumulate(const uint8_t* __restrict__ w, uin
         const uint32_t row = min((uint32_t)(row0 + r), rows - 1);
         rowp[r] = w + (size_t)row * row_bytes;
     }
+    // Unrolled by two so each lane has both items' weight loads in flight before computing.
+#pragma unroll 2
     for (uint32_t it = lig; it < items; it += G) {
         const uint32_t blk = it / QT::ITEMS;
         const int sub = it % QT::ITEMS;
