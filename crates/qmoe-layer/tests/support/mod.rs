@@ -9,6 +9,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
+pub mod heavy;
+
 /// A seeded generator.
 pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
@@ -164,9 +166,35 @@ pub fn check_stage(
     Ok(c)
 }
 
+/// Rows of a per-slot stage (row length `row`) for the slots where both traces chose the same
+/// expert, paired by expert id within each token.
+pub fn aligned(
+    got: &LayerTrace,
+    reference: &LayerTrace,
+    g: &[f32],
+    r: &[f32],
+    row: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let (b, k) = (reference.b, reference.top_k);
+    let (mut og, mut or) = (Vec::new(), Vec::new());
+    for t in 0..b {
+        for j in 0..k {
+            let e = got.topk_ids[t * k + j];
+            if let Some(jr) = (0..k).find(|&jr| reference.topk_ids[t * k + jr] == e) {
+                og.extend_from_slice(&g[(t * k + j) * row..(t * k + j + 1) * row]);
+                or.extend_from_slice(&r[(t * k + jr) * row..(t * k + jr + 1) * row]);
+            }
+        }
+    }
+    (og, or)
+}
+
 /// Compares every stage of a GPU trace with the reference's. Selected ids must be identical
-/// except on tokens whose reference k-th/(k+1)-th probability gap is below `tie` (returns
-/// Ok(false) then: the case is a near-tie and the per-slot stages are not comparable).
+/// except on tokens whose reference k-th/(k+1)-th probability gap is below `tie`. On such a
+/// near-tie the per-slot stages (and the weights) are still compared on the slots whose expert
+/// both sides chose (paired by id); ffn_out and residual_out are compared too when every
+/// expert only one side chose has a negligible reference weight (< 1e-6, e.g. probabilities that
+/// underflowed), and skipped otherwise. Returns Ok(false) for a near-tie, Ok(true) otherwise.
 pub fn compare_traces(gpu: &LayerTrace, reference: &LayerTrace, tie: f64) -> Result<bool, String> {
     if !gpu.is_well_formed() {
         return Err("gpu trace is malformed".into());
@@ -181,20 +209,64 @@ pub fn compare_traces(gpu: &LayerTrace, reference: &LayerTrace, tie: f64) -> Res
         )?;
     }
     let bad = gpu.id_mismatches(reference);
-    if !bad.is_empty() {
-        let margins = topk_margins(reference);
-        let k = reference.top_k;
-        if bad.iter().all(|&s| margins[s / k] < tie) {
-            return Ok(false);
+    if bad.is_empty() {
+        for (stage, got) in gpu.stages().skip(2) {
+            check_stage(stage, got, reference.stage(stage).unwrap(), t)?;
         }
+        return Ok(true);
+    }
+    let margins = topk_margins(reference);
+    let k = reference.top_k;
+    if !bad.iter().all(|&s| margins[s / k] < tie) {
         return Err(format!(
             "topk ids differ at slots {bad:?}: gpu {:?} ref {:?}, margins {margins:?}",
             gpu.topk_ids, reference.topk_ids
         ));
     }
-    for (stage, got) in gpu.stages().skip(2) {
-        check_stage(stage, got, reference.stage(stage).unwrap(), t)?;
+    let (i, h) = (reference.intermediate, reference.hidden);
+    for (stage, row) in [
+        ("topk_weights", 1),
+        ("gate", i),
+        ("up", i),
+        ("act", i),
+        ("expert_down", h),
+    ] {
+        let (g, r) = aligned(
+            gpu,
+            reference,
+            gpu.stage(stage).unwrap(),
+            reference.stage(stage).unwrap(),
+            row,
+        );
+        check_stage(&format!("{stage} (slots with the same expert)"), &g, &r, t)?;
     }
-    Ok(true)
+    // Weights of the experts only one side chose (set difference per token).
+    let only_one_side = (0..reference.b).flat_map(|tok| {
+        let (gi, ri) = (
+            &gpu.topk_ids[tok * k..(tok + 1) * k],
+            &reference.topk_ids[tok * k..(tok + 1) * k],
+        );
+        let gw = &gpu.topk_weights[tok * k..(tok + 1) * k];
+        let rw = &reference.topk_weights[tok * k..(tok + 1) * k];
+        let a: Vec<f32> = (0..k)
+            .filter(|&j| !ri.contains(&gi[j]))
+            .map(|j| gw[j].abs())
+            .collect();
+        let b: Vec<f32> = (0..k)
+            .filter(|&j| !gi.contains(&ri[j]))
+            .map(|j| rw[j].abs())
+            .collect();
+        a.into_iter().chain(b)
+    });
+    if only_one_side.fold(0f32, f32::max) < 1e-6 {
+        for stage in ["ffn_out", "residual_out"] {
+            check_stage(
+                stage,
+                gpu.stage(stage).unwrap(),
+                reference.stage(stage).unwrap(),
+                t,
+            )?;
+        }
+    }
+    Ok(false)
 }
-pub mod heavy;
