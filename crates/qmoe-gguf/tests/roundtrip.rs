@@ -521,7 +521,104 @@ fn gguf_py_written_fixture_reads_identically() {
         let t = f.tensor(&info.name).unwrap();
         assert_eq!(t.shape(), &shape[..], "{}", info.name);
         let got = t.dequantize();
-        let bad = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
+        let bad = got
+            .iter()
+            .zip(&want)
+            .position(|(a, b)| a.to_bits() != b.to_bits());
         assert!(bad.is_none(), "{}: first difference at {bad:?}", info.name);
+    }
+}
+
+/// A plain f64 MoE layer (RMSNorm → softmax router → top-k, renormalised → SwiGLU experts →
+/// weighted sum): returns the layer's output and the largest |silu(gate)·up| it saw.
+fn moe_forward(
+    hp: &qmoe_gguf::Qwen3MoeHparams,
+    l: &qmoe_gguf::synth::SynthLayer,
+    x: &[f64],
+) -> (Vec<f64>, f64) {
+    let (h, i_dim, e_n) = (hp.hidden, hp.expert_ffn, hp.n_experts);
+    let rms = (x.iter().map(|v| v * v).sum::<f64>() / h as f64 + f64::from(hp.rms_eps)).sqrt();
+    let xn: Vec<f64> = x
+        .iter()
+        .zip(&l.ffn_norm)
+        .map(|(v, w)| v / rms * f64::from(*w))
+        .collect();
+    let logits: Vec<f64> = (0..e_n)
+        .map(|e| (0..h).map(|j| f64::from(l.router[e * h + j]) * xn[j]).sum())
+        .collect();
+    let m = logits.iter().copied().fold(f64::MIN, f64::max);
+    let p: Vec<f64> = logits.iter().map(|v| (v - m).exp()).collect();
+    let mut order: Vec<usize> = (0..e_n).collect();
+    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+    let top = &order[..hp.top_k];
+    let norm: f64 = top.iter().map(|&e| p[e]).sum();
+    let mut out = vec![0.0; h];
+    let mut max_act = 0.0f64;
+    for &e in top {
+        let (g, u, d) = (
+            l.gate.expert(e).unwrap().dequantize(),
+            l.up.expert(e).unwrap().dequantize(),
+            l.down.expert(e).unwrap().dequantize(),
+        );
+        let act: Vec<f64> = (0..i_dim)
+            .map(|r| {
+                let gv: f64 = (0..h).map(|j| f64::from(g[r * h + j]) * xn[j]).sum();
+                let uv: f64 = (0..h).map(|j| f64::from(u[r * h + j]) * xn[j]).sum();
+                gv / (1.0 + (-gv).exp()) * uv
+            })
+            .collect();
+        max_act = act.iter().fold(max_act, |a, v| a.max(v.abs()));
+        for (r, o) in out.iter_mut().enumerate() {
+            let y: f64 = (0..i_dim)
+                .map(|k| f64::from(d[r * i_dim + k]) * act[k])
+                .sum();
+            *o += p[e] / norm * y;
+        }
+    }
+    (out, max_act)
+}
+
+/// The synthetic weight scales keep a residual stream O(1) through every layer, and
+/// `--outliers L` drives silu(gate)·up in layer L to 1e6..1e30 while staying finite in f32.
+#[test]
+fn synthetic_activations_stay_o1_and_outliers_reach_extreme_but_finite() {
+    use rand::{Rng, SeedableRng};
+    let hp = Preset::Tiny.hparams();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let x0: Vec<f64> = (0..hp.hidden).map(|_| rng.gen_range(-1.7..1.7)).collect();
+    let rms = |v: &[f64]| (v.iter().map(|a| a * a).sum::<f64>() / v.len() as f64).sqrt();
+    for outliers in [None, Some(2)] {
+        let mut x = x0.clone();
+        for layer in 0..hp.n_layers {
+            let l = synth_layer(&hp, layer, 9, TypeScheme::Q4KM, outliers);
+            let (y, max_act) = moe_forward(&hp, &l, &x);
+            eprintln!(
+                "outliers {outliers:?} layer {layer}: moe out rms {:.4}, max |silu(g)·u| {max_act:.3e}",
+                rms(&y)
+            );
+            assert!(y
+                .iter()
+                .all(|v| v.is_finite() && v.abs() < f64::from(f32::MAX)));
+            if outliers == Some(layer) {
+                assert!(
+                    (1e6..1e30).contains(&max_act),
+                    "layer {layer}: max |silu(g)·u| {max_act:e}"
+                );
+            } else {
+                assert!(max_act < 50.0, "layer {layer}: max |silu(g)·u| {max_act}");
+                let r = rms(&y);
+                assert!(
+                    (0.005..1.0).contains(&r),
+                    "layer {layer}: moe output rms {r}"
+                );
+            }
+            for (a, b) in x.iter_mut().zip(&y) {
+                *a += b;
+            }
+            if outliers.is_none() {
+                let r = rms(&x);
+                assert!((0.5..2.0).contains(&r), "layer {layer}: residual rms {r}");
+            }
+        }
     }
 }
