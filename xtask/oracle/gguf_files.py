@@ -6,8 +6,8 @@ and QMOE_WORKDIR (a scratch directory) in the environment.
 1. gguf writes, qmoe reads: files made with gguf.GGUFWriter (metadata of every value type, nested
    arrays; random Q4_K / Q6_K / Q8_0 / F32 / F16 / BF16 tensors; default and custom alignment) are
    dumped by qmoe; every key, type, value (floats by bit pattern), tensor name, type, dims, offset
-   and size must match what GGUFReader sees, and qmoe's dequantization must equal
-   gguf.quants.dequantize bit for bit.
+   and size must match what GGUFReader sees, and `qmoe dequant FILE TENSOR --out X.npy` (the
+   binary, built here with cargo) must equal gguf.quants.dequantize bit for bit, shape included.
 2. qmoe writes, gguf reads: files made by qmoe's writer are read by GGUFReader; the same
    comparisons run, plus the tensor bytes GGUFReader returns against the bytes at qmoe's offsets.
 
@@ -25,6 +25,8 @@ from gguf import GGUFReader, GGUFWriter, GGUFValueType as VT, GGMLQuantizationTy
 
 EXE = os.environ["QMOE_EXAMPLE"]
 WORK = os.environ["QMOE_WORKDIR"]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+QMOE = os.path.join(ROOT, "target", "release", "qmoe")
 RNG = np.random.default_rng(20260707)
 stats = {"files": 0, "keys": 0, "tensors": 0, "elements": 0}
 
@@ -34,11 +36,18 @@ def fail(msg):
     sys.exit(1)
 
 
-def run(*args):
-    r = subprocess.run([EXE, *args], capture_output=True, text=True)
+def run(*args, exe=None):
+    r = subprocess.run([exe or EXE, *args], capture_output=True, text=True)
     if r.returncode != 0:
-        fail(f"oracle_gguf {' '.join(args)} failed: {r.stderr.strip()}")
+        fail(f"{os.path.basename(exe or EXE)} {' '.join(args)} failed: {r.stderr.strip()}")
     return r.stdout
+
+
+def build_qmoe():
+    """The `qmoe` binary itself: its `dequant` command is what is compared with gguf.quants."""
+    r = subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "qmoe-cli"], cwd=ROOT)
+    if r.returncode != 0:
+        fail("cargo build --release -p qmoe-cli failed")
 
 
 def bits(v, vtype):
@@ -104,7 +113,7 @@ def compare_file(path, check_bytes_against_raw):
         if not o["supported"]:
             continue
         out = os.path.join(WORK, "t.npy")
-        run("dequant", path, t.name, out)
+        run("dequant", path, t.name, "--out", out, exe=QMOE)
         got = np.load(out)
         ref = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).astype(np.float32)
         shape = tuple(int(d) for d in reversed(t.shape))
@@ -203,6 +212,7 @@ def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--write-fixture":
         write_fixture(sys.argv[2])
         return
+    build_qmoe()
     for align in (32, 64):
         p = os.path.join(WORK, f"gguf-written-{align}.gguf")
         gguf_written(p, align)

@@ -1,12 +1,10 @@
 //! Driven by `xtask/oracle/gguf_files.py` (`cargo xtask oracle gguf`), which compares what this
-//! crate reads and writes with the `gguf` Python package:
+//! crate reads and writes with the `gguf` Python package (dequantization is compared through the
+//! `qmoe dequant` binary itself):
 //!
 //! - `dump FILE`: the parsed header as JSON (metadata with exact float bits, tensor infos with
 //!   absolute data offsets)
-//! - `dequant FILE TENSOR OUT.npy`: the tensor dequantized to f32 as `qmoe dequant` writes it
 //! - `write-sample OUT.gguf [ALIGNMENT]`: a file with every metadata type and every tensor type
-
-use std::io::Write;
 
 use qmoe_dequant::{QTensor, QType};
 use qmoe_gguf::{GgufBuilder, GgufFile, MetaArray, MetaValue};
@@ -16,10 +14,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["dump", file] => dump(file),
-        ["dequant", file, tensor, out] => dequant(file, tensor, out),
         ["write-sample", out] => write_sample(out, 32),
         ["write-sample", out, align] => write_sample(out, align.parse().expect("alignment")),
-        _ => Err("usage: oracle_gguf dump FILE | dequant FILE TENSOR OUT.npy | write-sample OUT.gguf [ALIGNMENT]".into()),
+        _ => Err("usage: oracle_gguf dump FILE | write-sample OUT.gguf [ALIGNMENT]".into()),
     };
     if let Err(e) = result {
         eprintln!("oracle_gguf: {e}");
@@ -77,37 +74,6 @@ fn dump(file: &str) -> Res {
         "metadata": metadata, "tensors": tensors,
     });
     println!("{out}");
-    Ok(())
-}
-
-fn dequant(file: &str, tensor: &str, out: &str) -> Res {
-    let f = GgufFile::open(file)?;
-    let t = f.tensor(tensor)?;
-    let mut w = std::io::BufWriter::new(std::fs::File::create(out)?);
-    let dims = t
-        .shape()
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let dims = if t.shape().len() == 1 {
-        format!("({dims},)")
-    } else {
-        format!("({dims})")
-    };
-    let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
-    let unpadded = 10 + dict.len() + 1;
-    dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
-    dict.push('\n');
-    w.write_all(b"\x93NUMPY\x01\x00")?;
-    w.write_all(&(dict.len() as u16).to_le_bytes())?;
-    w.write_all(dict.as_bytes())?;
-    for e in 0..t.experts() {
-        for v in t.expert(e)?.dequantize() {
-            w.write_all(&v.to_le_bytes())?;
-        }
-    }
-    w.flush()?;
     Ok(())
 }
 
