@@ -15,11 +15,12 @@
 
 #include <stdint.h>
 
-#define QMOE_NORM_THREADS 256
+#define QMOE_NORM_THREADS 1024
 
-// One block per row (token), QMOE_NORM_THREADS threads; thread t handles elements t, t+256, ...
-// The block reduces its f64 partial sums through shared memory (a warp shuffle per warp, then
-// the first warp over the 8 warp sums).
+// One block per row (token), QMOE_NORM_THREADS = 1024 threads; thread t handles elements t,
+// t+1024, ... (two for H = 2048: the block is latency-bound, so more threads with fewer dependent
+// loads each is what makes it fast). The block reduces its f64 partial sums through shared memory
+// (a warp shuffle per warp, then the first warp over the 32 warp sums).
 extern "C" __global__ void __launch_bounds__(QMOE_NORM_THREADS)
 qmoe_layer_rmsnorm(const float* __restrict__ x, const float* __restrict__ w,
                    float* __restrict__ y, uint32_t h, float eps) {
@@ -28,6 +29,7 @@ qmoe_layer_rmsnorm(const float* __restrict__ x, const float* __restrict__ w,
     const float* xr = x + (size_t)blockIdx.x * h;
     float* yr = y + (size_t)blockIdx.x * h;
     double acc = 0.0;
+#pragma unroll 4
     for (uint32_t i = threadIdx.x; i < h; i += QMOE_NORM_THREADS) {
         double v = (double)xr[i];
         acc = __dadd_rn(acc, __dmul_rn(v, v));
@@ -52,6 +54,7 @@ qmoe_layer_rmsnorm(const float* __restrict__ x, const float* __restrict__ w,
     }
     __syncthreads();
     const double scale = scale_shared;
+#pragma unroll 4
     for (uint32_t i = threadIdx.x; i < h; i += QMOE_NORM_THREADS) {
         yr[i] = (float)__dmul_rn(__dmul_rn((double)xr[i], scale), (double)w[i]);
     }
@@ -73,6 +76,8 @@ extern "C" __global__ void qmoe_layer_combine(const float* __restrict__ h,
     const float* d = down + (size_t)t * k * hdim + i;
     const float* wt = wts + (size_t)t * k;
     double acc = 0.0;
+    // Unrolled so the k independent loads are in flight together (k = 8 for Qwen3).
+#pragma unroll 8
     for (uint32_t j = 0; j < k; ++j) {
         acc = __dadd_rn(acc, __dmul_rn((double)wt[j], (double)d[(size_t)j * hdim]));
     }

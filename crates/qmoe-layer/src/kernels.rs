@@ -16,7 +16,7 @@ pub const KERNELS: &[&str] = &[RMSNORM, COMBINE];
 const RMSNORM: &str = "qmoe_layer_rmsnorm";
 const COMBINE: &str = "qmoe_layer_combine";
 /// Threads per RMSNorm block; must equal QMOE_NORM_THREADS in layer.cu.
-const NORM_THREADS: u32 = 256;
+const NORM_THREADS: u32 = 1024;
 
 fn check_len(op: &'static str, what: &str, len: usize, want: usize) -> Result<()> {
     if len != want {
