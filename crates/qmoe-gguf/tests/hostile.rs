@@ -410,7 +410,7 @@ fn lying_headers_allocate_nothing_large() {
 
 fn micro_qwen3moe() -> Vec<u8> {
     let mut spec = SynthSpec::new(Preset::Tiny, 3, TypeScheme::Q4KM);
-    spec.hparams.n_layers = 1;
+    spec.layers = 1;
     spec.hparams.n_experts = 2;
     spec.hparams.top_k = 1;
     let mut out = Vec::new();

@@ -321,12 +321,23 @@ fn qwen3_30b_a3b_48_layer_type_mix_is_q4_k_m() {
     let gate = &b.tensors()[2];
     assert_eq!(gate.dims, vec![2048, 768, 128]);
     assert_eq!(gate.nbytes, 128 * 768 * 2048 / 256 * 144);
+
+    // Cut to 8 layers: the first 8 layers of the full model, so layer 6 is still Q4_K.
+    let mut cut = spec.clone();
+    cut.layers = 8;
+    let b = model_builder(&cut).unwrap();
+    let mix = qmoe_gguf::mix::type_mix(b.tensors());
+    let down = mix.iter().find(|m| m.family == "ffn_down_exps").unwrap();
+    assert_eq!(
+        down.to_string(),
+        "ffn_down_exps: Q6_K ×6 (0-5), Q4_K ×2 (6-7)"
+    );
 }
 
 #[test]
 fn tiny_file_equals_in_memory_layers_and_opens_as_qwen3moe() {
     let mut spec = SynthSpec::new(Preset::Tiny, 42, TypeScheme::Q4KM);
-    spec.hparams.n_layers = 2;
+    spec.layers = 2;
     spec.outliers = Some(1);
     let mut bytes = Vec::new();
     let mut calls = 0;
@@ -339,7 +350,9 @@ fn tiny_file_equals_in_memory_layers_and_opens_as_qwen3moe() {
     assert_eq!(len, bytes.len() as u64);
     let f = GgufFile::from_bytes(bytes).unwrap();
     let view = Qwen3MoeView::open(&f).unwrap();
-    assert_eq!(view.hparams(), &spec.hparams);
+    let mut cut = spec.hparams.clone();
+    cut.n_layers = 2;
+    assert_eq!(view.hparams(), &cut);
     for layer in 0..2 {
         let mem = synth_layer(&spec.hparams, layer, 42, TypeScheme::Q4KM, Some(1));
         let l = view.layer(layer).unwrap();
@@ -380,7 +393,7 @@ fn tiny_file_equals_in_memory_layers_and_opens_as_qwen3moe() {
 fn view_errors_name_the_tensor_or_key() {
     let spec = {
         let mut s = SynthSpec::new(Preset::Tiny, 1, TypeScheme::Q8_0);
-        s.hparams.n_layers = 1;
+        s.layers = 1;
         s
     };
     let mut bytes = Vec::new();

@@ -15,7 +15,9 @@ use qmoe_gguf::synth::{write_model, Preset, SynthSpec, TypeScheme};
 quantized by qmoe's reference quantizer from seeded Gaussian weights scaled so activations stay \
 O(1) through all layers. No attention tensors. With --types q4_k_m (the default) the down \
 projections follow llama.cpp's Q4_K_M rule for the file's layer count: Q6_K on layers i < n/8, \
-i >= 7n/8 and (i - n/8) % 3 == 2, Q4_K elsewhere. --outliers L plants weights of magnitude 5e5 in \
+i >= 7n/8 and (i - n/8) % 3 == 2, Q4_K elsewhere, with n the preset's layer count (48 for \
+qwen3-30b-a3b): a file cut with --layers holds the first layers of the full model, types \
+included, so layer 6 is still the first Q4_K down projection. --outliers L plants weights of magnitude 5e5 in \
 four input columns of every gate/up row of layer L, so silu(gate)·up reaches about 1e12 there.
 
 The file is written as it is generated (one batch of experts in memory at a time); the full \
@@ -30,7 +32,7 @@ pub struct Args {
     /// Model shape: qwen3-30b-a3b (hidden 2048, 128 experts, top-8, 48 layers) or tiny.
     #[arg(long, default_value = "tiny")]
     preset: String,
-    /// Layers to generate (default: the preset's).
+    /// Layers to write (default: the preset's); the file is the full model's first N layers.
     #[arg(long)]
     layers: Option<usize>,
     /// RNG seed.
@@ -66,14 +68,13 @@ pub fn run(args: &Args) -> Result<()> {
         if n == 0 {
             bail!("--layers must be at least 1");
         }
-        spec.hparams.n_layers = n;
+        spec.layers = n;
+        // Past the preset's depth the rule sees the longer model.
+        spec.hparams.n_layers = spec.hparams.n_layers.max(n);
     }
     if let Some(l) = args.outliers {
-        if l >= spec.hparams.n_layers {
-            bail!(
-                "--outliers {l}: the model has layers 0..{}",
-                spec.hparams.n_layers
-            );
+        if l >= spec.layers {
+            bail!("--outliers {l}: the model has layers 0..{}", spec.layers);
         }
         spec.outliers = Some(l);
     }
@@ -110,7 +111,7 @@ pub fn run(args: &Args) -> Result<()> {
     eprintln!(
         "{}: {} layers of {} ({}), seed {}, {} bytes in {:.1}s",
         args.out.display(),
-        spec.hparams.n_layers,
+        spec.layers,
         preset.name(),
         types.name(),
         spec.seed,

@@ -16,8 +16,13 @@ use crate::write::GgufBuilder;
 pub struct SynthSpec {
     /// The shape preset (recorded in metadata).
     pub preset: Preset,
-    /// Hyper-parameters; `n_layers` may be cut below the preset's.
+    /// Hyper-parameters of the whole model. `hparams.n_layers` is the layer count the type rule
+    /// sees (the preset's 48 for qwen3-30b-a3b), so a file cut to fewer layers holds exactly the
+    /// first layers of the full model, types included (layer 6 stays the first Q4_K down
+    /// projection).
     pub hparams: Qwen3MoeHparams,
+    /// Layers written (`qwen3moe.block_count` of the file): `--layers`.
+    pub layers: usize,
     /// RNG seed.
     pub seed: u64,
     /// Expert tensor types.
@@ -32,6 +37,7 @@ impl SynthSpec {
         SynthSpec {
             preset,
             hparams: preset.hparams(),
+            layers: preset.hparams().n_layers,
             seed,
             types,
             outliers: None,
@@ -41,8 +47,8 @@ impl SynthSpec {
 
 /// The header of the synthetic file: metadata and every tensor declared, nothing written yet.
 ///
-/// The type rule sees the file's own layer count, so a file cut with `--layers` follows Q4_K_M
-/// for that many layers, as llama.cpp would quantize it.
+/// The type rule sees the full model's layer count (`spec.hparams.n_layers`), not the number of
+/// layers written: a cut file is a prefix of the full model.
 pub fn model_builder(spec: &SynthSpec) -> Result<GgufBuilder> {
     let hp = &spec.hparams;
     let full = spec.preset == Preset::Qwen3_30bA3b;
@@ -63,7 +69,7 @@ pub fn model_builder(spec: &SynthSpec) -> Result<GgufBuilder> {
         (4096, 4, 2, 64)
     };
     for (k, v) in [
-        ("block_count", u32v(hp.n_layers)),
+        ("block_count", u32v(spec.layers)),
         ("context_length", u32v(ctx)),
         ("embedding_length", u32v(hp.hidden)),
         (
@@ -100,11 +106,12 @@ pub fn model_builder(spec: &SynthSpec) -> Result<GgufBuilder> {
         "qmoe.synth.types",
         MetaValue::String(spec.types.name().into()),
     )?;
+    b.metadata("qmoe.synth.type_rule_layers", u32v(hp.n_layers))?;
     if let Some(l) = spec.outliers {
         b.metadata("qmoe.synth.outlier_layer", u32v(l))?;
     }
     let f32t = GgmlType::from_qtype(QType::F32);
-    for layer in 0..hp.n_layers {
+    for layer in 0..spec.layers {
         let [g, u, d] = spec.types.layer_types(layer, hp.n_layers);
         let dims = hp.layer_tensor_dims(layer);
         let types = [
@@ -139,7 +146,7 @@ pub fn write_model<W: Write>(
         .unwrap_or(1);
     let mut done = 0u64;
     progress(done, total);
-    for layer in 0..hp.n_layers {
+    for layer in 0..spec.layers {
         let norm = ffn_norm(hp, layer, spec.seed);
         w.write_tensor(&tensor_name(layer, "ffn_norm"), &f32_bytes(&norm))?;
         let r = router(hp, layer, spec.seed);
