@@ -204,13 +204,13 @@ impl MetaValue {
             MetaValue::I16(v) => v.to_string(),
             MetaValue::U32(v) => v.to_string(),
             MetaValue::I32(v) => v.to_string(),
-            MetaValue::F32(v) => format!("{v:e}"),
+            MetaValue::F32(v) => float_text(*v),
             MetaValue::Bool(v) => v.to_string(),
             MetaValue::String(s) => format!("{s:?}"),
-            MetaValue::Array(a) => format!("array<{}; {}>", a.elem_type().name(), a.len()),
+            MetaValue::Array(a) => a.display(8),
             MetaValue::U64(v) => v.to_string(),
             MetaValue::I64(v) => v.to_string(),
-            MetaValue::F64(v) => format!("{v:e}"),
+            MetaValue::F64(v) => float_text(*v),
         }
     }
 
@@ -232,6 +232,17 @@ impl MetaValue {
             MetaValue::I64(v) => J::from(*v),
             MetaValue::F64(v) => float_json(*v),
         }
+    }
+}
+
+/// Plain digits for ordinary magnitudes (`3.14159`), Rust's shortest exponent form for the rest
+/// (`1e-6`, `8.095e-320`).
+fn float_text<T: std::fmt::Display + std::fmt::LowerExp + Into<f64> + Copy>(v: T) -> String {
+    let a = v.into().abs();
+    if a == 0.0 || !a.is_finite() || (1e-4..1e7).contains(&a) {
+        v.to_string()
+    } else {
+        format!("{v:e}")
     }
 }
 
@@ -283,6 +294,32 @@ impl MetaArray {
     /// True when the array has no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The first `max` elements as text, `[1, 2, 3, …]`, floats in their own precision.
+    pub fn display(&self, max: usize) -> String {
+        fn items<T>(v: &[T], max: usize, f: impl Fn(&T) -> String) -> String {
+            let mut parts: Vec<String> = v.iter().take(max).map(f).collect();
+            if v.len() > max {
+                parts.push("…".into());
+            }
+            format!("[{}]", parts.join(", "))
+        }
+        match self {
+            MetaArray::U8(v) => items(v, max, |x| x.to_string()),
+            MetaArray::I8(v) => items(v, max, |x| x.to_string()),
+            MetaArray::U16(v) => items(v, max, |x| x.to_string()),
+            MetaArray::I16(v) => items(v, max, |x| x.to_string()),
+            MetaArray::U32(v) => items(v, max, |x| x.to_string()),
+            MetaArray::I32(v) => items(v, max, |x| x.to_string()),
+            MetaArray::F32(v) => items(v, max, |x| float_text(*x)),
+            MetaArray::Bool(v) => items(v, max, |x| x.to_string()),
+            MetaArray::String(v) => items(v, max, |x| format!("{x:?}")),
+            MetaArray::Array(v) => items(v, max, |x| x.display(max)),
+            MetaArray::U64(v) => items(v, max, |x| x.to_string()),
+            MetaArray::I64(v) => items(v, max, |x| x.to_string()),
+            MetaArray::F64(v) => items(v, max, |x| float_text(*x)),
+        }
     }
 
     /// The array as JSON.

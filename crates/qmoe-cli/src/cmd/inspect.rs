@@ -142,12 +142,7 @@ fn print_text(file: &GgufFile, args: &Args) {
         .unwrap_or(0);
     for (k, v) in file.metadata() {
         let shown = match v {
-            MetaValue::Array(a) => {
-                let more = if a.len() > ARRAY_HEAD { ", …" } else { "" };
-                let items = head(a).to_json().to_string();
-                let items = items.trim_start_matches('[').trim_end_matches(']');
-                format!("{} [{items}{more}]", v.describe())
-            }
+            MetaValue::Array(a) => format!("{} {}", v.describe(), a.display(ARRAY_HEAD)),
             _ => v.describe(),
         };
         println!("  {k:kw$}  {shown}");
