@@ -71,7 +71,7 @@ impl GgufBuilder {
             };
         }
         if self.metadata.iter().any(|(k, _)| *k == key) {
-            return Err(GgufError::DuplicateKey { key, offset: 0 });
+            return Err(GgufError::Writer(format!("metadata {key}: duplicate key")));
         }
         self.metadata.push((key, value));
         Ok(self)
@@ -87,18 +87,14 @@ impl GgufBuilder {
     ) -> Result<&mut Self> {
         let name = name.into();
         if dims.len() > crate::parse::MAX_DIMS as usize {
-            return Err(GgufError::TooManyDims {
-                tensor: name,
-                offset: 0,
-                n_dims: dims.len() as u32,
-                max: crate::parse::MAX_DIMS,
-            });
+            return Err(GgufError::Writer(format!(
+                "tensor {name}: {} dimensions, at most {} are allowed",
+                dims.len(),
+                crate::parse::MAX_DIMS
+            )));
         }
         if self.tensors.iter().any(|t| t.name == name) {
-            return Err(GgufError::DuplicateTensor {
-                tensor: name,
-                offset: 0,
-            });
+            return Err(GgufError::Writer(format!("tensor {name}: duplicate name")));
         }
         let cols = dims.first().copied().unwrap_or(1);
         if cols % ggml_type.block_weights() != 0 {
