@@ -214,7 +214,7 @@ fn gpu_adversarial_magnitudes_stay_finite_and_close() {
                 match compare_traces(&got, &reference[layer], 1e-5) {
                     Ok(true) => {}
                     Ok(false) => {
-                        eprintln!("{ctx}: near-tie in the router, per-slot stages skipped")
+                        eprintln!("{ctx}: near-tie in the router (experts of ~0 weight differ), compared on the slots both chose")
                     }
                     Err(msg) => panic!("{ctx}: {msg}"),
                 }
