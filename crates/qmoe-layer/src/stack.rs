@@ -219,6 +219,9 @@ impl<'a> MoeLayerStack<'a> {
         );
         self.faults[layer] = Some(fault);
         self.fault_down[layer] = None; // built (and uploaded) on the next GPU use
+                                       // A graph captured before holds the address of the tensor just dropped: a new identity
+                                       // makes StackGraph::launch refuse it.
+        self.id = next_id();
     }
 
     /// Copies every layer's weights to the device (once) and builds any injected fault's tensor.

@@ -256,6 +256,12 @@ fn gpu_graph_replay_equals_direct_forward() {
         let mut other_ws = StackWorkspace::new(&gpu, &cfg, b).unwrap();
         assert!(graph.launch(&stack, &mut other_ws).is_err());
     }
+    // A fault injected after capture drops a tensor the graph may reference: launch refuses.
+    let mut ws = StackWorkspace::new(&gpu, &cfg, 1).unwrap();
+    gpu.upload_into(&hidden(1, 1, 512), ws.input_mut()).unwrap();
+    let graph = stack.capture(&gpu, &mut ws).unwrap();
+    stack.inject_fault(2, Fault::WrongDownType);
+    assert!(graph.launch(&stack, &mut ws).is_err());
 }
 
 #[test]
