@@ -55,43 +55,82 @@ pub fn q8_0_block(x: &[f32; 32]) -> [u8; 34] {
     out
 }
 
+/// Round to nearest (ties to even) for |x| < 2^22 without a libm call: adding 1.5 * 2^23
+/// pushes the fraction out of the mantissa. The quantizer's hot loops clamp before rounding, so
+/// the range always holds; this is what makes the search fast enough for 10^9 weights.
+#[inline(always)]
+fn round_fast(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    (x + MAGIC) - MAGIC
+}
+
+/// The sum of eight partial sums, in a fixed order.
+#[inline(always)]
+fn lanes_sum(a: &[f32; 8]) -> f32 {
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
+}
+
 /// Best `(scale, min)` with `x ≈ scale * l + min`, `l` in `0..=nmax`, `min ≤ 0`, minimising
-/// the `w`-weighted squared error over candidate roundings. Returns `(scale, -min)`.
-fn scale_min_search(x: &[f32], w: &[f32], nmax: u8) -> (f32, f32) {
-    let n = x.len();
+/// the `w`-weighted squared error. For each candidate inverse scale the integers are rounded,
+/// then the least-squares scale and min for those integers are solved in closed form and the
+/// error is evaluated from the same weighted sums (no second pass). Returns `(scale, -min)`.
+fn scale_min_search(x: &[f32; 32], w: &[f32; 32], nmax: u8) -> (f32, f32) {
     let mut lo = x.iter().copied().fold(f32::INFINITY, f32::min);
     let hi = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     lo = lo.min(0.0);
     if hi <= lo {
         return (0.0, -lo);
     }
-    let sum_w: f32 = w.iter().sum();
-    let sum_x: f32 = x.iter().zip(w).map(|(x, w)| w * x).sum();
+    let (mut sum_w, mut sum_x, mut sum_x2) = (0.0f32, 0.0f32, 0.0f32);
+    for i in 0..32 {
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+        sum_x2 += w[i] * x[i] * x[i];
+    }
     let nmaxf = nmax as f32;
-    let error = |scale: f32, min: f32| -> f32 {
-        let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
-        let mut e = 0.0f32;
-        for i in 0..n {
-            let l = ((x[i] - min) * inv).round().clamp(0.0, nmaxf);
-            let diff = scale * l + min - x[i];
-            e += w[i] * diff * diff;
-        }
-        e
+    let mut xl = [0.0f32; 32];
+    let mut wx = [0.0f32; 32];
+    for i in 0..32 {
+        xl[i] = x[i] - lo;
+        wx[i] = w[i] * x[i];
+    }
+    // Weighted error of x ≈ s * l + m from the sums over the chosen integers l.
+    let error = |s: f64, m: f64, sl: f32, sl2: f32, sxl: f32| -> f64 {
+        s * s * sl2 as f64 + 2.0 * s * m * sl as f64 + m * m * sum_w as f64
+            - 2.0 * s * sxl as f64
+            - 2.0 * m * sum_x as f64
+            + sum_x2 as f64
     };
-    let mut best_scale = (hi - lo) / nmaxf;
-    let mut best_min = lo;
-    let mut best_err = error(best_scale, best_min);
-    // Candidate inverse scales around nmax / (hi - lo): (nmax + rmin + step * k) / (hi - lo).
-    const STEPS: usize = 20;
-    let (rmin, rdelta) = (-1.0f32, 0.1f32);
+    let mut best: Option<(f64, f32, f32)> = None;
+    // Candidate inverse scales around nmax / (hi - lo): (nmax + rmin + rdelta * k) / (hi - lo);
+    // k = 10 is the plain min/max scale.
+    const STEPS: usize = 10;
+    let (rmin, rdelta) = (-1.0f32, 0.2f32);
     for k in 0..=STEPS {
         let iscale = (rmin + rdelta * k as f32 + nmaxf) / (hi - lo);
-        let (mut sl, mut sl2, mut sxl) = (0.0f32, 0.0f32, 0.0f32);
-        for i in 0..n {
-            let l = (iscale * (x[i] - lo)).round().clamp(0.0, nmaxf);
-            sl += w[i] * l;
-            sl2 += w[i] * l * l;
-            sxl += w[i] * l * x[i];
+        // Eight independent partial sums per quantity, so the loop vectorises (a single f32
+        // accumulator is a serial dependency chain the compiler may not reorder).
+        let (mut asl, mut asl2, mut asxl) = ([0.0f32; 8], [0.0f32; 8], [0.0f32; 8]);
+        for c in 0..4 {
+            for j in 0..8 {
+                let i = 8 * c + j;
+                // x - lo >= 0 and iscale > 0: only the top needs clamping.
+                let v = iscale * xl[i];
+                let l = round_fast(if v > nmaxf { nmaxf } else { v });
+                let wl = w[i] * l;
+                asl[j] += wl;
+                asl2[j] += wl * l;
+                asxl[j] += wx[i] * l;
+            }
+        }
+        let (sl, sl2, sxl) = (lanes_sum(&asl), lanes_sum(&asl2), lanes_sum(&asxl));
+        if k == STEPS / 2 {
+            // The min/max fit itself is always a candidate.
+            let (s, m) = ((hi - lo) / nmaxf, lo);
+            let e = error(s as f64, m as f64, sl, sl2, sxl);
+            if best.is_none_or(|b| e < b.0) {
+                best = Some((e, s, m));
+            }
         }
         let det = sum_w * sl2 - sl * sl;
         if det <= 0.0 {
@@ -106,14 +145,13 @@ fn scale_min_search(x: &[f32], w: &[f32], nmax: u8) -> (f32, f32) {
         if scale.is_nan() || scale <= 0.0 {
             continue;
         }
-        let e = error(scale, min);
-        if e < best_err {
-            best_err = e;
-            best_scale = scale;
-            best_min = min;
+        let e = error(scale as f64, min as f64, sl, sl2, sxl);
+        if best.is_none_or(|b| e < b.0) {
+            best = Some((e, scale, min));
         }
     }
-    (best_scale, -best_min)
+    let (_, scale, min) = best.expect("the min/max candidate is always considered");
+    (scale, -min)
 }
 
 /// One Q4_K block: per 32-weight sub-block a searched scale and min, then 6-bit scales and mins
@@ -123,7 +161,7 @@ pub fn q4_k_block(x: &[f32; 256]) -> [u8; 144] {
     let mut mins = [0.0f32; 8];
     let mut w = [0.0f32; 32];
     for j in 0..8 {
-        let xs = &x[32 * j..32 * j + 32];
+        let xs: &[f32; 32] = x[32 * j..32 * j + 32].try_into().expect("32");
         let av = (xs.iter().map(|v| v * v).sum::<f32>() / 32.0).sqrt();
         for (wi, v) in w.iter_mut().zip(xs) {
             *wi = av + v.abs();
@@ -174,8 +212,16 @@ pub fn q4_k_block(x: &[f32; 256]) -> [u8; 144] {
         if dl == 0.0 {
             continue;
         }
+        let inv = 1.0 / dl;
         for i in 0..32 {
-            l[32 * j + i] = nearest((x[32 * j + i] + dm) / dl).clamp(0, 15) as u8;
+            let v = (x[32 * j + i] + dm) * inv;
+            l[32 * j + i] = round_fast(if v < 0.0 {
+                0.0
+            } else if v > 15.0 {
+                15.0
+            } else {
+                v
+            }) as u8;
         }
     }
     for c in 0..4 {
@@ -189,7 +235,7 @@ pub fn q4_k_block(x: &[f32; 256]) -> [u8; 144] {
 /// Best symmetric scale for `x ≈ scale * l`, `l` in `-nmax..nmax`, weighting each value by its
 /// square, over candidate inverse scales near `-nmax / max` (the largest magnitude maps to
 /// `-nmax`, the end of the range that has room). Returns the scale (signed).
-fn scale_search(x: &[f32], nmax: i32) -> f32 {
+fn scale_search(x: &[f32; 16], nmax: i32) -> f32 {
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
     for &v in x {
@@ -201,18 +247,36 @@ fn scale_search(x: &[f32], nmax: i32) -> f32 {
     if amax < 1e-30 {
         return 0.0;
     }
+    let mut wx = [0.0f32; 16];
+    let mut w = [0.0f32; 16];
+    for i in 0..16 {
+        w[i] = x[i] * x[i];
+        wx[i] = w[i] * x[i];
+    }
     let nf = nmax as f32;
     let mut best_scale = 0.0f32;
     let mut best = 0.0f32; // maximised sumlx^2 / suml2, i.e. minimised error
-    for k in -9..=9 {
-        let iscale = -(nf + 0.1 * k as f32) / max;
-        let (mut slx, mut sl2) = (0.0f32, 0.0f32);
-        for &v in x {
-            let w = v * v;
-            let l = (iscale * v).round().clamp(-nf, nf - 1.0);
-            slx += w * v * l;
-            sl2 += w * l * l;
+    for k in -4..=4 {
+        let iscale = -(nf + 0.2 * k as f32) / max;
+        // Eight lanes of partial sums so the loop vectorises.
+        let (mut aslx, mut asl2) = ([0.0f32; 8], [0.0f32; 8]);
+        for c in 0..2 {
+            for j in 0..8 {
+                let i = 8 * c + j;
+                let v = iscale * x[i];
+                let v = if v < -nf {
+                    -nf
+                } else if v > nf - 1.0 {
+                    nf - 1.0
+                } else {
+                    v
+                };
+                let l = round_fast(v);
+                aslx[j] += wx[i] * l;
+                asl2[j] += w[i] * l * l;
+            }
         }
+        let (slx, sl2) = (lanes_sum(&aslx), lanes_sum(&asl2));
         if sl2 > 0.0 && slx * slx > best * sl2 {
             best_scale = slx / sl2;
             best = best_scale * slx;
@@ -226,7 +290,7 @@ fn scale_search(x: &[f32], nmax: i32) -> f32 {
 pub fn q6_k_block(x: &[f32; 256]) -> [u8; 210] {
     let mut scales = [0.0f32; 16];
     for (ib, s) in scales.iter_mut().enumerate() {
-        *s = scale_search(&x[16 * ib..16 * ib + 16], 32);
+        *s = scale_search(x[16 * ib..16 * ib + 16].try_into().expect("16"), 32);
     }
     let mut max_scale = 0.0f32;
     for &s in &scales {
@@ -256,8 +320,17 @@ pub fn q6_k_block(x: &[f32; 256]) -> [u8; 210] {
         if dl == 0.0 {
             continue;
         }
+        let inv = 1.0 / dl;
         for i in 0..16 {
-            l[16 * ib + i] = (nearest(x[16 * ib + i] / dl).clamp(-32, 31) + 32) as u8;
+            let v = x[16 * ib + i] * inv;
+            let v = if v < -32.0 {
+                -32.0
+            } else if v > 31.0 {
+                31.0
+            } else {
+                v
+            };
+            l[16 * ib + i] = (round_fast(v) + 32.0) as u8;
         }
     }
     fill_q6(&mut out, &l);
