@@ -64,6 +64,21 @@ fn round_fast(x: f32) -> f32 {
     (x + MAGIC) - MAGIC
 }
 
+/// `v` limited to `lo..=hi` as two compare-selects: `f32::clamp` asserts `lo <= hi` and keeps
+/// NaN, which stops the hot loops from vectorising. A NaN input gives `hi` here; it only comes
+/// from NaN weights, whose quantization is unspecified anyway.
+#[inline(always)]
+#[allow(clippy::manual_clamp)]
+fn clamp_fast(v: f32, lo: f32, hi: f32) -> f32 {
+    if v < lo {
+        lo
+    } else if v > hi {
+        hi
+    } else {
+        v
+    }
+}
+
 /// The sum of eight partial sums, in a fixed order.
 #[inline(always)]
 fn lanes_sum(a: &[f32; 8]) -> f32 {
@@ -215,13 +230,7 @@ pub fn q4_k_block(x: &[f32; 256]) -> [u8; 144] {
         let inv = 1.0 / dl;
         for i in 0..32 {
             let v = (x[32 * j + i] + dm) * inv;
-            l[32 * j + i] = round_fast(if v < 0.0 {
-                0.0
-            } else if v > 15.0 {
-                15.0
-            } else {
-                v
-            }) as u8;
+            l[32 * j + i] = round_fast(clamp_fast(v, 0.0, 15.0)) as u8;
         }
     }
     for c in 0..4 {
@@ -264,13 +273,7 @@ fn scale_search(x: &[f32; 16], nmax: i32) -> f32 {
             for j in 0..8 {
                 let i = 8 * c + j;
                 let v = iscale * x[i];
-                let v = if v < -nf {
-                    -nf
-                } else if v > nf - 1.0 {
-                    nf - 1.0
-                } else {
-                    v
-                };
+                let v = clamp_fast(v, -nf, nf - 1.0);
                 let l = round_fast(v);
                 aslx[j] += wx[i] * l;
                 asl2[j] += w[i] * l * l;
@@ -323,13 +326,7 @@ pub fn q6_k_block(x: &[f32; 256]) -> [u8; 210] {
         let inv = 1.0 / dl;
         for i in 0..16 {
             let v = x[16 * ib + i] * inv;
-            let v = if v < -32.0 {
-                -32.0
-            } else if v > 31.0 {
-                31.0
-            } else {
-                v
-            };
+            let v = clamp_fast(v, -32.0, 31.0);
             l[16 * ib + i] = (round_fast(v) + 32.0) as u8;
         }
     }
