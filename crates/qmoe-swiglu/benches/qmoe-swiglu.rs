@@ -5,6 +5,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -55,18 +56,44 @@ fn gpu_bench() -> Result<(), Box<dyn std::error::Error>> {
         for _ in 0..sets {
             bufs.push((gpu.upload(&g)?, gpu.upload(&u)?, gpu.zeros::<f32>(n)?));
         }
-        let t = gpu.bench(20, 200, |i| {
+        let mut call = |i: usize| {
             let (dg, du, out) = &mut bufs[i % sets];
             qmoe_swiglu::swiglu_gpu(&gpu, dg, du, n, out).map_err(|e| match e {
                 qmoe_swiglu::SwigluError::Gpu(g) => g,
                 other => panic!("swiglu bench: {other}"),
             })
+        };
+        // One launch between two events: includes the host's launch submission.
+        let single = gpu.bench(20, 200, &mut call)?;
+        // Device time per call as in a graph-captured decode step: `sets` calls on distinct
+        // buffers in one CUDA graph, timed, divided by `sets`.
+        call(0)?;
+        gpu.sync()?;
+        let stream = gpu.stream().clone();
+        stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+        let captured = (0..sets).try_for_each(&mut call);
+        let graph = stream
+            .end_capture(CUgraphInstantiate_flags(0))?
+            .ok_or("empty graph")?;
+        captured?;
+        let g = gpu.bench(3, 30, |_| {
+            graph
+                .launch()
+                .map_err(qmoe_gpu::GpuError::driver("graph launch"))
         })?;
+        let t = qmoe_gpu::Timing {
+            median_us: g.median_us / sets as f64,
+            min_us: g.min_us / sets as f64,
+            max_us: g.max_us / sets as f64,
+            runs: g.runs,
+        };
         let gbps = t.gbps(bytes as f64);
         let line = serde_json::json!({
             "op": "swiglu", "qtype": "f32", "shape": format!("n={n} (768x8 per token)"), "b": b,
             "card": card, "arch": arch, "bytes": bytes, "median_us": t.median_us, "gbps": gbps,
             "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / ceiling_gbps,
+            "timing": format!("CUDA graph of {sets} calls on distinct buffers, per call"),
+            "single_launch_median_us": single.median_us,
         });
         println!("QMOE-BENCH {line}");
     }

@@ -419,3 +419,59 @@ proptest! {
         check(&gpu, &case, "proptest");
     }
 }
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_captures_in_a_cuda_graph_and_replays() {
+    use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+    let gpu = qmoe_gpu::test_gpu();
+    let c = cfg(128, 2048, 8, true);
+    let first = random_case(c, 3, 31, true);
+    // Same Wr (the graph's), new activations.
+    let second = Case {
+        x: random_case(c, 3, 32, true).x,
+        ..first.clone()
+    };
+    let dwr = gpu.upload(&first.wr).unwrap();
+    let mut dx = gpu.upload(&first.x).unwrap();
+    let mut ids = gpu.upload(&[SENTINEL; 24]).unwrap();
+    let mut w = gpu.poisoned_f32(24).unwrap();
+    let mut lg = gpu.poisoned_f32(3 * 128).unwrap();
+    // Warm-up outside capture: loads the module.
+    router_gpu(&gpu, &c, &dwr, &dx, 3, &mut ids, &mut w, Some(&mut lg)).unwrap();
+    gpu.sync().unwrap();
+    let stream = gpu.stream().clone();
+    stream
+        .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .unwrap();
+    let captured = router_gpu(&gpu, &c, &dwr, &dx, 3, &mut ids, &mut w, Some(&mut lg));
+    let graph = stream
+        .end_capture(CUgraphInstantiate_flags(0))
+        .unwrap()
+        .expect("captured graph");
+    captured.unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (round, case) in [&first, &second, &first].into_iter().enumerate() {
+        gpu.upload_into(&case.x, &mut dx).unwrap();
+        gpu.upload_into(&[SENTINEL; 24], &mut ids).unwrap();
+        gpu.poison_f32(&mut w).unwrap();
+        gpu.poison_f32(&mut lg).unwrap();
+        graph.launch().unwrap();
+        let direct = run(&gpu, case);
+        assert_eq!(
+            gpu.download(&ids).unwrap(),
+            direct.ids[..24],
+            "replay {round}: ids"
+        );
+        assert_eq!(
+            bits(&gpu.download(&w).unwrap()),
+            bits(&direct.weights[..24]),
+            "replay {round}"
+        );
+        assert_eq!(
+            bits(&gpu.download(&lg).unwrap()),
+            bits(&direct.logits[..384]),
+            "replay {round}"
+        );
+    }
+}
