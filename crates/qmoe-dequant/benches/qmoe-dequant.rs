@@ -19,6 +19,25 @@ fn normal(n: usize, seed: u64) -> Vec<f32> {
     (0..n).map(|_| StandardNormal.sample(&mut rng)).collect()
 }
 
+/// The quantizer on every core (how synthetic models are built), for a 4 Mi-weight tensor.
+fn cpu_parallel(c: &mut Criterion) {
+    let n = 1 << 22;
+    let x = normal(n, 2);
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    for qtype in [QType::Q4_K, QType::Q6_K] {
+        let mut group = c.benchmark_group(format!("quantize_{}_cpu_ref_threads", qtype.name()));
+        group
+            .sample_size(10)
+            .measurement_time(Duration::from_secs(3))
+            .warm_up_time(Duration::from_millis(300))
+            .throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("n={n} threads={threads}"), |b| {
+            b.iter(|| qmoe_dequant::quantize::quantize(qtype, black_box(&x)))
+        });
+        group.finish();
+    }
+}
+
 fn cpu(c: &mut Criterion) {
     let n = 256 * 1024;
     let x = normal(n, 1);
@@ -137,5 +156,5 @@ fn gpu(_c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, cpu, gpu);
+criterion_group!(benches, cpu, cpu_parallel, gpu);
 criterion_main!(benches);

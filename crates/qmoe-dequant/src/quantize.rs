@@ -16,30 +16,79 @@ fn nearest(x: f32) -> i32 {
     x.round() as i32
 }
 
-/// Quantizes `values` (a whole number of blocks) to `qtype`'s bytes.
+/// Quantizes `values` (a whole number of blocks) to `qtype`'s bytes, on all available cores for
+/// large inputs. Blocks are independent, so the bytes are the same for any thread count.
 ///
 /// # Panics
 /// When `values.len()` is not a multiple of the block size.
 pub fn quantize(qtype: QType, values: &[f32]) -> Vec<u8> {
-    let bw = qtype.block_weights();
+    let threads = if values.len() >= 1 << 20 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    };
+    quantize_with_threads(qtype, values, threads)
+}
+
+/// [`quantize`] on exactly `threads` threads (1: the calling thread only).
+///
+/// # Panics
+/// When `values.len()` is not a multiple of the block size.
+pub fn quantize_with_threads(qtype: QType, values: &[f32], threads: usize) -> Vec<u8> {
+    let (bw, bb) = (qtype.block_weights(), qtype.block_bytes());
     assert_eq!(
         values.len() % bw,
         0,
         "{qtype}: {} values is not a whole number of blocks",
         values.len()
     );
-    let mut out = Vec::with_capacity(values.len() / bw * qtype.block_bytes());
-    for block in values.chunks_exact(bw) {
+    let blocks = values.len() / bw;
+    let mut out = vec![0u8; blocks * bb];
+    let per_thread = blocks.div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let mut chunks = values
+            .chunks(per_thread * bw)
+            .zip(out.chunks_mut(per_thread * bb));
+        // The calling thread takes the first chunk itself.
+        let first = chunks.next();
+        for (x, o) in chunks {
+            scope.spawn(move || quantize_serial(qtype, x, o));
+        }
+        if let Some((x, o)) = first {
+            quantize_serial(qtype, x, o);
+        }
+    });
+    out
+}
+
+/// Quantizes whole blocks of `values` into `out`, one block after another.
+fn quantize_serial(qtype: QType, values: &[f32], out: &mut [u8]) {
+    let (bw, bb) = (qtype.block_weights(), qtype.block_bytes());
+    for (x, o) in values.chunks_exact(bw).zip(out.chunks_exact_mut(bb)) {
         match qtype {
-            QType::F32 => out.extend_from_slice(&block[0].to_le_bytes()),
-            QType::F16 => out.extend_from_slice(&f16::from_f32(block[0]).to_bits().to_le_bytes()),
-            QType::BF16 => out.extend_from_slice(&bf16::from_f32(block[0]).to_bits().to_le_bytes()),
-            QType::Q8_0 => out.extend_from_slice(&q8_0_block(block.try_into().expect("32"))),
-            QType::Q4_K => out.extend_from_slice(&q4_k_block(block.try_into().expect("256"))),
-            QType::Q6_K => out.extend_from_slice(&q6_k_block(block.try_into().expect("256"))),
+            QType::F32 => o.copy_from_slice(&x[0].to_le_bytes()),
+            QType::F16 => o.copy_from_slice(&f16::from_f32(x[0]).to_bits().to_le_bytes()),
+            QType::BF16 => o.copy_from_slice(&bf16::from_f32(x[0]).to_bits().to_le_bytes()),
+            QType::Q8_0 => o.copy_from_slice(&q8_0_block(x.try_into().expect("32"))),
+            QType::Q4_K => o.copy_from_slice(&q4_k_block(x.try_into().expect("256"))),
+            QType::Q6_K => o.copy_from_slice(&q6_k_block(x.try_into().expect("256"))),
         }
     }
-    out
+}
+
+/// The quantizers compiled for the baseline target only (no runtime AVX2 dispatch), public so
+/// a test can check the dispatched and baseline builds give identical bytes.
+#[doc(hidden)]
+pub mod portable {
+    /// Baseline-build Q4_K block quantizer.
+    pub fn q4_k_block(x: &[f32; 256]) -> [u8; 144] {
+        super::q4_k_block_body(x)
+    }
+
+    /// Baseline-build Q6_K block quantizer.
+    pub fn q6_k_block(x: &[f32; 256]) -> [u8; 210] {
+        super::q6_k_block_body(x)
+    }
 }
 
 /// One Q8_0 block: `d = amax / 127`, `q = round(x / d)`.
@@ -89,6 +138,7 @@ fn lanes_sum(a: &[f32; 8]) -> f32 {
 /// the `w`-weighted squared error. For each candidate inverse scale the integers are rounded,
 /// then the least-squares scale and min for those integers are solved in closed form and the
 /// error is evaluated from the same weighted sums (no second pass). Returns `(scale, -min)`.
+#[inline(always)]
 fn scale_min_search(x: &[f32; 32], w: &[f32; 32], nmax: u8) -> (f32, f32) {
     let mut lo = x.iter().copied().fold(f32::INFINITY, f32::min);
     let hi = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -172,6 +222,29 @@ fn scale_min_search(x: &[f32; 32], w: &[f32; 32], nmax: u8) -> (f32, f32) {
 /// One Q4_K block: per 32-weight sub-block a searched scale and min, then 6-bit scales and mins
 /// relative to f16 super-block scales, then the final 4-bit integers against the stored scales.
 pub fn q4_k_block(x: &[f32; 256]) -> [u8; 144] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked on the line above.
+        return unsafe { q4_k_block_avx2(x) };
+    }
+    q4_k_block_body(x)
+}
+
+/// [`q4_k_block`] compiled for AVX2 (wider vectors for the search loops).
+///
+/// Rust never contracts a multiply and an add into an FMA, so this produces exactly the bytes
+/// of the baseline build: the quantizer stays deterministic across machines.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn q4_k_block_avx2(x: &[f32; 256]) -> [u8; 144] {
+    q4_k_block_body(x)
+}
+
+#[inline(always)]
+fn q4_k_block_body(x: &[f32; 256]) -> [u8; 144] {
     let mut scales = [0.0f32; 8];
     let mut mins = [0.0f32; 8];
     let mut w = [0.0f32; 32];
@@ -244,6 +317,7 @@ pub fn q4_k_block(x: &[f32; 256]) -> [u8; 144] {
 /// Best symmetric scale for `x ≈ scale * l`, `l` in `-nmax..nmax`, weighting each value by its
 /// square, over candidate inverse scales near `-nmax / max` (the largest magnitude maps to
 /// `-nmax`, the end of the range that has room). Returns the scale (signed).
+#[inline(always)]
 fn scale_search(x: &[f32; 16], nmax: i32) -> f32 {
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
@@ -291,6 +365,26 @@ fn scale_search(x: &[f32; 16], nmax: i32) -> f32 {
 /// One Q6_K block: a searched signed scale per 16-weight sub-block, int8 scales relative to an
 /// f16 super-block scale, then the 6-bit integers against the stored scales.
 pub fn q6_k_block(x: &[f32; 256]) -> [u8; 210] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked on the line above.
+        return unsafe { q6_k_block_avx2(x) };
+    }
+    q6_k_block_body(x)
+}
+
+/// [`q6_k_block`] compiled for AVX2; bit-identical to the baseline build (no FMA contraction).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn q6_k_block_avx2(x: &[f32; 256]) -> [u8; 210] {
+    q6_k_block_body(x)
+}
+
+#[inline(always)]
+fn q6_k_block_body(x: &[f32; 256]) -> [u8; 210] {
     let mut scales = [0.0f32; 16];
     for (ib, s) in scales.iter_mut().enumerate() {
         *s = scale_search(x[16 * ib..16 * ib + 16].try_into().expect("16"), 32);

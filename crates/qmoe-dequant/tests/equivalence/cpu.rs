@@ -308,3 +308,25 @@ proptest! {
         }
     }
 }
+
+/// The bytes do not depend on the thread count or on the AVX2 build of the search.
+#[test]
+fn quantizer_is_deterministic_across_threads_and_builds() {
+    use qmoe_dequant::quantize;
+    let x = naive::normal(9, 256 * 37);
+    for t in [QType::Q4_K, QType::Q6_K, QType::Q8_0, QType::BF16] {
+        let one = quantize::quantize_with_threads(t, &x, 1);
+        for threads in [2, 3, 8, 64] {
+            assert_eq!(
+                quantize::quantize_with_threads(t, &x, threads),
+                one,
+                "{t} {threads} threads"
+            );
+        }
+    }
+    for b in x.chunks_exact(256) {
+        let b: &[f32; 256] = b.try_into().unwrap();
+        assert_eq!(quantize::q4_k_block(b), quantize::portable::q4_k_block(b));
+        assert_eq!(quantize::q6_k_block(b), quantize::portable::q6_k_block(b));
+    }
+}
