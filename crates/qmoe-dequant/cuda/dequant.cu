@@ -1,8 +1,8 @@
 // Dequantization kernels: a whole tensor (any qtype) to f32, f16 or bf16, one launch per tensor.
 //
-// Thread -> data mapping: thread g of the grid produces the 4 consecutive outputs 4g..4g+3 (for
-// block formats; the 4 always lie in one block since every block size is a multiple of 4) and
-// stores them with one 16-byte (f32) or 8-byte (f16/bf16) store, so a warp writes 512 or 256
+// Thread -> data mapping: for block formats thread g produces the 4 (f32 output) or 8 (f16/bf16
+// output) consecutive outputs starting at 4g or 8g, which always lie in one block since block
+// sizes are multiples of 8, and writes them with one 16-byte store, so a warp writes 512
 // contiguous bytes. A warp's 128 weights read 64 (Q4_K) to 96 (Q6_K) contiguous quant bytes plus
 // the block header, which the L1 shares across the warp. The element values come from
 // kquants.cuh, which rounds every step explicitly (__fmul_rn/__fsub_rn), so the f32 result is
@@ -20,6 +20,10 @@ struct qmoe_out_f32 {
         *reinterpret_cast<float4*>(out + i) = make_float4(a, b, c, d);
     }
     static __device__ __forceinline__ void store1(float* out, uint64_t i, float a) { out[i] = a; }
+    static __device__ __forceinline__ void store8(float* out, uint64_t i, const float* v) {
+        store4(out, i, v[0], v[1], v[2], v[3]);
+        store4(out, i + 4, v[4], v[5], v[6], v[7]);
+    }
 };
 
 struct qmoe_out_f16 {
@@ -34,6 +38,14 @@ struct qmoe_out_f16 {
     static __device__ __forceinline__ void store1(uint16_t* out, uint64_t i, float a) {
         out[i] = __half_as_ushort(__float2half_rn(a));
     }
+    static __device__ __forceinline__ uint32_t pair(float a, float b) {
+        return (uint32_t)__half_as_ushort(__float2half_rn(a)) |
+               ((uint32_t)__half_as_ushort(__float2half_rn(b)) << 16);
+    }
+    static __device__ __forceinline__ void store8(uint16_t* out, uint64_t i, const float* v) {
+        *reinterpret_cast<uint4*>(out + i) =
+            make_uint4(pair(v[0], v[1]), pair(v[2], v[3]), pair(v[4], v[5]), pair(v[6], v[7]));
+    }
 };
 
 struct qmoe_out_bf16 {
@@ -47,6 +59,11 @@ struct qmoe_out_bf16 {
     }
     static __device__ __forceinline__ void store1(uint16_t* out, uint64_t i, float a) {
         out[i] = (uint16_t)bits(a);
+    }
+    static __device__ __forceinline__ void store8(uint16_t* out, uint64_t i, const float* v) {
+        *reinterpret_cast<uint4*>(out + i) =
+            make_uint4(bits(v[0]) | (bits(v[1]) << 16), bits(v[2]) | (bits(v[3]) << 16),
+                       bits(v[4]) | (bits(v[5]) << 16), bits(v[6]) | (bits(v[7]) << 16));
     }
 };
 
@@ -66,9 +83,9 @@ struct qmoe_in_q8_0 {
     static __device__ __forceinline__ float at(const block* b, int i) { return qmoe_dequant_q8_0(b, i); }
 };
 
-// Block formats: n4 = numel / 4 groups of four outputs.
+// Block formats, f32 output: n4 = numel / 4 groups of four outputs (one 16-byte store).
 template <class In, class Out, class T>
-__device__ __forceinline__ void qmoe_dequant_blocks(const uint8_t* in, T* out, uint64_t n4) {
+__device__ __forceinline__ void qmoe_dequant_blocks4(const uint8_t* in, T* out, uint64_t n4) {
     const uint64_t g = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (g >= n4) {
         return;
@@ -77,6 +94,25 @@ __device__ __forceinline__ void qmoe_dequant_blocks(const uint8_t* in, T* out, u
     const typename In::block* b = reinterpret_cast<const typename In::block*>(in) + i / In::QK;
     const int w = (int)(i % In::QK);
     Out::store4(out, i, In::at(b, w), In::at(b, w + 1), In::at(b, w + 2), In::at(b, w + 3));
+}
+
+// Block formats, f16/bf16 output: n8 = numel / 8 groups of eight outputs, so each thread still
+// writes one 16-byte store (8 consecutive outputs never cross a block: blocks are 32 or 256).
+template <class In, class Out, class T>
+__device__ __forceinline__ void qmoe_dequant_blocks8(const uint8_t* in, T* out, uint64_t n8) {
+    const uint64_t g = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (g >= n8) {
+        return;
+    }
+    const uint64_t i = 8 * g;
+    const typename In::block* b = reinterpret_cast<const typename In::block*>(in) + i / In::QK;
+    const int w = (int)(i % In::QK);
+    float v[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        v[k] = In::at(b, w + k);
+    }
+    Out::store8(out, i, v);
 }
 
 // Float formats: one element per thread (no block-size guarantee for plain floats).
@@ -90,10 +126,10 @@ __device__ __forceinline__ float qmoe_load_bf16(const uint8_t* in, uint64_t i) {
     return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(in)[i]);
 }
 
-#define QMOE_DEQUANT_BLOCKS(NAME, IN, OUT, T)                                                 \
+#define QMOE_DEQUANT_BLOCKS(NAME, IN, OUT, T, N)                                              \
     extern "C" __global__ void NAME(const uint8_t* __restrict__ in, T* __restrict__ out,     \
-                                    uint64_t n4) {                                            \
-        qmoe_dequant_blocks<IN, OUT, T>(in, out, n4);                                         \
+                                    uint64_t groups) {                                        \
+        qmoe_dequant_blocks##N<IN, OUT, T>(in, out, groups);                                  \
     }
 
 #define QMOE_DEQUANT_FLOAT(NAME, LOAD, OUT, T)                                                \
@@ -105,15 +141,15 @@ __device__ __forceinline__ float qmoe_load_bf16(const uint8_t* in, uint64_t i) {
         }                                                                                     \
     }
 
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q4_k_f32, qmoe_in_q4k, qmoe_out_f32, float)
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q4_k_f16, qmoe_in_q4k, qmoe_out_f16, uint16_t)
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q4_k_bf16, qmoe_in_q4k, qmoe_out_bf16, uint16_t)
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q6_k_f32, qmoe_in_q6k, qmoe_out_f32, float)
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q6_k_f16, qmoe_in_q6k, qmoe_out_f16, uint16_t)
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q6_k_bf16, qmoe_in_q6k, qmoe_out_bf16, uint16_t)
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q8_0_f32, qmoe_in_q8_0, qmoe_out_f32, float)
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q8_0_f16, qmoe_in_q8_0, qmoe_out_f16, uint16_t)
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q8_0_bf16, qmoe_in_q8_0, qmoe_out_bf16, uint16_t)
+QMOE_DEQUANT_BLOCKS(qmoe_dequant_q4_k_f32, qmoe_in_q4k, qmoe_out_f32, float, 4)
+QMOE_DEQUANT_BLOCKS(qmoe_dequant_q4_k_f16, qmoe_in_q4k, qmoe_out_f16, uint16_t, 8)
+QMOE_DEQUANT_BLOCKS(qmoe_dequant_q4_k_bf16, qmoe_in_q4k, qmoe_out_bf16, uint16_t, 8)
+QMOE_DEQUANT_BLOCKS(qmoe_dequant_q6_k_f32, qmoe_in_q6k, qmoe_out_f32, float, 4)
+QMOE_DEQUANT_BLOCKS(qmoe_dequant_q6_k_f16, qmoe_in_q6k, qmoe_out_f16, uint16_t, 8)
+QMOE_DEQUANT_BLOCKS(qmoe_dequant_q6_k_bf16, qmoe_in_q6k, qmoe_out_bf16, uint16_t, 8)
+QMOE_DEQUANT_BLOCKS(qmoe_dequant_q8_0_f32, qmoe_in_q8_0, qmoe_out_f32, float, 4)
+QMOE_DEQUANT_BLOCKS(qmoe_dequant_q8_0_f16, qmoe_in_q8_0, qmoe_out_f16, uint16_t, 8)
+QMOE_DEQUANT_BLOCKS(qmoe_dequant_q8_0_bf16, qmoe_in_q8_0, qmoe_out_bf16, uint16_t, 8)
 QMOE_DEQUANT_FLOAT(qmoe_dequant_f32_f32, qmoe_load_f32, qmoe_out_f32, float)
 QMOE_DEQUANT_FLOAT(qmoe_dequant_f32_f16, qmoe_load_f32, qmoe_out_f16, uint16_t)
 QMOE_DEQUANT_FLOAT(qmoe_dequant_f32_bf16, qmoe_load_f32, qmoe_out_bf16, uint16_t)

@@ -51,16 +51,18 @@ fn kernel_index(q: QType, o: OutType) -> usize {
     3 * qi + o as usize
 }
 
-/// Threads per block; each thread writes 4 outputs of a block format, 1 of a float format.
+/// Threads per block; each thread writes 4 (f32) or 8 (f16/bf16) outputs of a block format, 1
+/// of a float format.
 const BLOCK: u32 = 256;
 
-/// The launch shape and the kernel's count argument (groups of 4 or elements).
-fn shape(qtype: QType, numel: usize) -> (LaunchConfig, u64) {
-    let items = if qtype.is_quantized() {
-        numel / 4
-    } else {
-        numel
+/// The launch shape and the kernel's count argument (groups of 4 or 8 outputs, or elements).
+fn shape(qtype: QType, o: OutType, numel: usize) -> (LaunchConfig, u64) {
+    let per_thread = match (qtype.is_quantized(), o) {
+        (false, _) => 1,
+        (true, OutType::F32) => 4,
+        (true, _) => 8,
     };
+    let items = numel / per_thread;
     (grid_1d(items, BLOCK), items as u64)
 }
 
@@ -79,7 +81,7 @@ unsafe fn launch_dequant<T>(
     let f = gpu
         .function(&PTX, name)
         .map_err(DequantError::gpu(t.name(), "load kernel"))?;
-    let (cfg, items) = shape(t.qtype(), t.numel());
+    let (cfg, items) = shape(t.qtype(), o, t.numel());
     let stream = gpu.stream();
     let mut args = stream.launch_builder(&f);
     args.arg(t.data()).arg(out).arg(&items);
