@@ -40,6 +40,15 @@
 //! `|w_gpu − w_ref| ≤ expm1(λ)·w_ref + 1e-35` with [`weight_log_error`] `λ` (softmax is
 //! 2ε-Lipschitz in log space; sorting preserves a relative perturbation bound; renormalisation
 //! at most doubles it).
+//!
+//! # Cost
+//! Measured on an H100 80GB HBM3 (sm_90 PTX), Qwen3 shape H = 2048, E = 128, k = 8, rotating
+//! over 96 distinct Wr (past L2), per call inside a CUDA graph: 7.6 µs at B = 1, 7.7 / 7.9 /
+//! 9.1 µs at B = 2 / 4 / 8; reading Wr's 1 MB at the measured 3.05 TB/s ceiling takes 0.34 µs
+//! and an empty-ish kernel node (qmoe-swiglu at n = 6144) 1.8 µs. The router is latency-bound
+//! (a DRAM round trip for Wr, the fence + counter handoff, the tail's L2 reads and k warp
+//! argmax rounds), not bandwidth-bound. A single launch timed with events (host submission
+//! included) is 14 µs.
 #![deny(missing_docs)]
 
 mod launch;
