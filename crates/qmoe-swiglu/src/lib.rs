@@ -15,7 +15,7 @@
 //!   (a NaN input, `silu(−inf)·±inf = −0·inf`, `silu(±0)·±inf`, `silu(+inf)·0`); a finite
 //!   `g < 0` times ±inf is ∓inf even where silu(g) underflows f64 (g < −745).
 //!
-//! The bound the tests hold the GPU to is [`MAX_ULP`] = 2 ulp (measured: ≤ 1), over an
+//! The bound the tests hold the GPU to is [`MAX_ULP`] = 2 ulp (measured on an H100: 0 ulp), over an
 //! every-4096th-bit-pattern sweep of the whole f32 range for `g` (with several `u`) plus proptest.
 //! The f64 cost (~30 DP ops per element) is negligible for this memory- and latency-bound op, even
 //! at sm_89's 1/64-rate FP64. No fast-math intrinsics are used.
