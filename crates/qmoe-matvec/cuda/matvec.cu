@@ -18,8 +18,8 @@
 // column, s = sum_8 q_i x_i (an FMA chain; q exact small integers), sx = sum_8 x_i (Q4_K only), then
 // acc = fma(d*sc, s, acc) and, for Q4_K, acc = fma(-(dmin*m), sx, acc). d*sc and dmin*m are exact
 // in f32 (11-bit f16 significand times a <= 8-bit integer), so the only roundings are the
-// accumulation's: at most 8 (run chain) + 2 (scale, min) + 2 * 4 * ceil(K/32/G) (lane chain)
-// + log2(G) (shuffles) <= K/4 + 15 <= K per term for K >= 32. The terms being summed are
+// accumulation's: at most 8 (run chain) + 2 (scale, min) + 2 * 4 * ceil(K/32/(G*S)) (lane
+// chain) + log2(G) (shuffles) + S - 1 (K-slices) <= K/4 + 22 <= K per term for K >= 32. The terms being summed are
 // d*sc*q*x and dmin*m*x separately (the min is factored out), hence the bound
 // gamma(K) * sum (|d*sc*q| + |dmin*m|) |x|. FMA contraction is therefore harmless here and allowed.
 //
@@ -69,8 +69,14 @@ __device__ __forceinline__ uint2 mv_ld8_a2(const uint8_t* p) {
     return make_uint2(__funnelshift_r(w0, w1, sh), __funnelshift_r(w1, w2, sh));
 }
 
-__device__ __forceinline__ uint32_t mv_byte(uint2 w, int i) {
-    return ((i < 4 ? w.x : w.y) >> (8 * (i & 3))) & 0xFFu;
+// The four bytes of v (each 0..255) as exact floats byte - 2^23 - off, bias = 2^23 + off: one
+// byte_perm builds the bits 0x4B0000bb = 2^23 + bb, one FADD removes the bias. About 2 integer
+// ops per weight instead of shift/mask/convert.
+__device__ __forceinline__ void mv_bytes_to_f(uint32_t v, float bias, float* q) {
+    q[0] = __int_as_float(__byte_perm(v, 0x4B000000u, 0x7440)) - bias;
+    q[1] = __int_as_float(__byte_perm(v, 0x4B000000u, 0x7441)) - bias;
+    q[2] = __int_as_float(__byte_perm(v, 0x4B000000u, 0x7442)) - bias;
+    q[3] = __int_as_float(__byte_perm(v, 0x4B000000u, 0x7443)) - bias;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -124,10 +130,8 @@ struct MvQ4K {
     __device__ static void decode(const Raw& r, int j, float q[8]) {
         const uint2 w = (j & 1) ? make_uint2(r.qs.z, r.qs.w) : make_uint2(r.qs.x, r.qs.y);
         const int sh = (j >> 1) ? 4 : 0;
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            q[i] = mv_u2f((mv_byte(w, i) >> sh) & 0xFu, 8388608.0f);
-        }
+        mv_bytes_to_f((w.x >> sh) & 0x0F0F0F0Fu, 8388608.0f, q);
+        mv_bytes_to_f((w.y >> sh) & 0x0F0F0F0Fu, 8388608.0f, q + 4);
     }
     __device__ static int xoff(int p, int j) {
         return 64 * (p >> 1) + 16 * (p & 1) + 8 * (j & 1) + 32 * (j >> 1);
@@ -169,12 +173,11 @@ struct MvQ6K {
     __device__ static void decode(const Raw& r, int j, float q[8]) {
         const uint2 ql = (j & 1) ? r.qlb : r.qla;
         const int sh = (j >> 1) ? 4 : 0;
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const uint32_t lo = (mv_byte(ql, i) >> sh) & 0xFu;
-            const uint32_t hi = (mv_byte(r.qh, i) >> (2 * j)) & 3u;
-            q[i] = mv_u2f(lo | (hi << 4), 8388640.0f);  // (0..63) - 32, exact
-        }
+        // Per byte: low 4 bits from ql, bits 4..5 from qh >> 2j; then (0..63) - 32, exact.
+        const uint32_t ux = ((ql.x >> sh) & 0x0F0F0F0Fu) | (((r.qh.x >> (2 * j)) & 0x03030303u) << 4);
+        const uint32_t uy = ((ql.y >> sh) & 0x0F0F0F0Fu) | (((r.qh.y >> (2 * j)) & 0x03030303u) << 4);
+        mv_bytes_to_f(ux, 8388640.0f, q);
+        mv_bytes_to_f(uy, 8388640.0f, q + 4);
     }
     __device__ static int xoff(int p, int j) { return 128 * (p >> 2) + 8 * (p & 3) + 32 * j; }
 };
@@ -204,10 +207,9 @@ struct MvQ80 {
     __device__ static float scale(const Raw& r, int) { return r.d; }
     __device__ static float min(const Raw&, int) { return 0.0f; }
     __device__ static void decode(const Raw& r, int j, float q[8]) {
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            q[i] = mv_u2f(mv_byte(r.qs[j], i) ^ 0x80u, 8388736.0f);  // (q + 128) - 128, exact
-        }
+        // int8 q as the byte q + 128 (flip the sign bit), then minus 2^23 + 128: exact.
+        mv_bytes_to_f(r.qs[j].x ^ 0x80808080u, 8388736.0f, q);
+        mv_bytes_to_f(r.qs[j].y ^ 0x80808080u, 8388736.0f, q + 4);
     }
     __device__ static int xoff(int, int j) { return 8 * j; }
 };
@@ -217,12 +219,39 @@ struct MvQ80 {
 // lane's items, and nc <= NC columns whose activation offsets are in xoff[] (shared memory).
 // Rows past `rows` are clamped for loading (their results are never stored), so every lane of a
 // warp reaches the shuffles.
+// Thread layout (host packs shape = log2 G | log2 S << 8): warp w of the block is K-slice
+// ks = w % S of warp group w / S; lane l is lane lig = l % G of row group l / G of its warp.
+// The S warps of a warp group split a row's items (lane takes items ks*G + lig + n*G*S), so a
+// short matrix still fills the GPU; their sums meet in shared memory.
+struct MvLayout {
+    int G, S, lig, ks, slot, row0;
+    bool writer;  // holds the final sum of its row group (ks == 0, lig == 0)
+};
+
+__device__ __forceinline__ MvLayout mv_layout(uint32_t shape) {
+    MvLayout L;
+    const int glog = shape & 0xFF, slog = shape >> 8;
+    L.G = 1 << glog;
+    L.S = 1 << slog;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    L.ks = warp & (L.S - 1);
+    L.lig = lane & (L.G - 1);
+    L.slot = threadIdx.x >> glog;
+    const int groups_per_warp = 32 >> glog;
+    const int groups_per_block = ((int)(blockDim.x >> 5) >> slog) * groups_per_warp;
+    const int group = (warp >> slog) * groups_per_warp + (lane >> glog);
+    L.row0 = (blockIdx.x * groups_per_block + group) * MV_RT;
+    L.writer = L.ks == 0 && L.lig == 0;
+    return L;
+}
+
 template <class QT, int NC>
 __device__ __forceinline__ void mv_accumulate(const uint8_t* __restrict__ w, uint32_t rows,
-                                              uint32_t row_bytes, uint32_t items, int row0,
-                                              int lig, int G, const float* __restrict__ x,
-                                              const uint32_t* xoff, int nc,
+                                              uint32_t row_bytes, uint32_t items,
+                                              const MvLayout& L, const float* __restrict__ x,
+                                              const uint32_t* xoff, int nc, float* s_red,
                                               float acc[MV_RT][NC]) {
+    const int row0 = L.row0, G = L.G;
 #pragma unroll
     for (int r = 0; r < MV_RT; r++)
 #pragma unroll
@@ -235,7 +264,7 @@ __device__ __forceinline__ void mv_accumulate(const uint8_t* __restrict__ w, uin
     }
     // Unrolled by two so each lane has both items' weight loads in flight before computing.
 #pragma unroll 2
-    for (uint32_t it = lig; it < items; it += G) {
+    for (uint32_t it = L.ks * G + L.lig; it < items; it += G * L.S) {
         const uint32_t blk = it / QT::ITEMS;
         const int sub = it % QT::ITEMS;
         typename QT::Raw raw[MV_RT];
@@ -279,6 +308,23 @@ __device__ __forceinline__ void mv_accumulate(const uint8_t* __restrict__ w, uin
         for (int c = 0; c < NC; c++)
             for (int off = G >> 1; off > 0; off >>= 1)
                 acc[r][c] += __shfl_xor_sync(MV_FULL, acc[r][c], off);
+    // Sum over the S warps of the warp group, in slice order (block-uniform branch).
+    if (L.S > 1) {
+        if (L.ks > 0 && L.lig == 0)
+#pragma unroll
+            for (int r = 0; r < MV_RT; r++)
+#pragma unroll
+                for (int c = 0; c < NC; c++) s_red[(L.slot * MV_RT + r) * NC + c] = acc[r][c];
+        __syncthreads();
+        if (L.writer)
+            for (int k = 1; k < L.S; k++)
+#pragma unroll
+                for (int r = 0; r < MV_RT; r++)
+#pragma unroll
+                    for (int c = 0; c < NC; c++)
+                        acc[r][c] += s_red[((L.slot + k * (32 / G)) * MV_RT + r) * NC + c];
+        __syncthreads();
+    }
 }
 
 // Warp 0 finds the tasks of this block's expert: returns (through shared memory) the number of
@@ -309,24 +355,24 @@ __device__ __forceinline__ void mv_collect_tasks(const uint32_t* __restrict__ id
 
 // ---------------------------------------------------------------------------------------------
 // Kernels. Block: 256 threads; grid.x covers the rows (256/G * MV_RT per block); for the indexed
-// kernels grid.y = B * k tasks. G = 1 << glog.
+// kernels grid.y = B * k tasks. `glog` packs log2 G | log2 S << 8 (see MvLayout).
 
 template <class QT, int NC>
 __device__ void mv_dense(const uint8_t* __restrict__ w, uint32_t rows, uint32_t row_bytes,
                          uint32_t K, uint32_t glog, const float* __restrict__ x, uint32_t B,
                          float* __restrict__ y) {
     __shared__ uint32_t s_xoff[MV_MAXC];
-    const int G = 1 << glog;
-    const int lig = threadIdx.x & (G - 1);
-    const int row0 = (blockIdx.x * (blockDim.x >> glog) + (threadIdx.x >> glog)) * MV_RT;
+    __shared__ float s_red[256 * MV_RT * NC];
+    const MvLayout L = mv_layout(glog);
+    const int row0 = L.row0;
     for (uint32_t c0 = 0; c0 < B; c0 += NC) {
         const int nc = min((uint32_t)NC, B - c0);
         __syncthreads();
         if (threadIdx.x < (uint32_t)nc) s_xoff[threadIdx.x] = (c0 + threadIdx.x) * K;
         __syncthreads();
         float acc[MV_RT][NC];
-        mv_accumulate<QT, NC>(w, rows, row_bytes, K / 32, row0, lig, G, x, s_xoff, nc, acc);
-        if (lig == 0) {
+        mv_accumulate<QT, NC>(w, rows, row_bytes, K / 32, L, x, s_xoff, nc, s_red, acc);
+        if (L.writer) {
 #pragma unroll
             for (int r = 0; r < MV_RT; r++)
 #pragma unroll
@@ -345,15 +391,15 @@ __device__ void mv_indexed(const uint8_t* __restrict__ w, unsigned long long exp
     __shared__ uint32_t s_task[MV_MAX_TASKS];
     __shared__ uint32_t s_xoff[MV_MAXC];
     __shared__ uint32_t s_n, s_e;
+    __shared__ float s_red[256 * MV_RT * NC];
     mv_collect_tasks(ids, n_tasks, blockIdx.y, s_task, &s_n, &s_e);
     const uint32_t n = s_n, e = s_e;
-    const int G = 1 << glog;
-    const int lig = threadIdx.x & (G - 1);
-    const int row0 = (blockIdx.x * (blockDim.x >> glog) + (threadIdx.x >> glog)) * MV_RT;
+    const MvLayout L = mv_layout(glog);
+    const int row0 = L.row0;
     if (e >= n_experts) {
         // Out-of-range id: never read, report NaN in every output row of its tasks.
         for (uint32_t i = 0; i < n; i++)
-            if (lig == 0)
+            if (L.writer)
                 for (int r = 0; r < MV_RT; r++)
                     if (row0 + r < (int)rows) y[(size_t)s_task[i] * rows + row0 + r] = __int_as_float(0x7fc00000);
         return;
@@ -368,8 +414,8 @@ __device__ void mv_indexed(const uint8_t* __restrict__ w, unsigned long long exp
         }
         __syncthreads();
         float acc[MV_RT][NC];
-        mv_accumulate<QT, NC>(we, rows, row_bytes, K / 32, row0, lig, G, x, s_xoff, nc, acc);
-        if (lig == 0) {
+        mv_accumulate<QT, NC>(we, rows, row_bytes, K / 32, L, x, s_xoff, nc, s_red, acc);
+        if (L.writer) {
 #pragma unroll
             for (int r = 0; r < MV_RT; r++)
 #pragma unroll
@@ -391,14 +437,14 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, unsigned long long g_
     __shared__ uint32_t s_xoff[MV_MAXC];
     __shared__ uint32_t s_n, s_e;
     __shared__ float s_g[256][MV_RT][NC];  // one slot per lane group (G >= 1, 256 threads)
+    __shared__ float s_red[256 * MV_RT * NC];
     mv_collect_tasks(ids, n_tasks, blockIdx.y, s_task, &s_n, &s_e);
     const uint32_t n = s_n, e = s_e;
-    const int G = 1 << glog;
-    const int lig = threadIdx.x & (G - 1);
-    const int row0 = (blockIdx.x * (blockDim.x >> glog) + (threadIdx.x >> glog)) * MV_RT;
+    const MvLayout L = mv_layout(glog);
+    const int row0 = L.row0;
     if (e >= n_experts) {
         for (uint32_t i = 0; i < n; i++)
-            if (lig == 0)
+            if (L.writer)
                 for (int r = 0; r < MV_RT; r++)
                     if (row0 + r < (int)rows) act[(size_t)s_task[i] * rows + row0 + r] = __int_as_float(0x7fc00000);
         return;
@@ -414,22 +460,22 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, unsigned long long g_
         // barrier) while the up pass runs: keeps NC * MV_RT accumulators out of registers.
         {
             float g[MV_RT][NC];
-            mv_accumulate<QG, NC>(ge, rows, g_row_bytes, K / 32, row0, lig, G, x, s_xoff, nc, g);
+            mv_accumulate<QG, NC>(ge, rows, g_row_bytes, K / 32, L, x, s_xoff, nc, s_red, g);
 #pragma unroll
             for (int r = 0; r < MV_RT; r++)
 #pragma unroll
-                for (int c = 0; c < NC; c++) s_g[threadIdx.x >> glog][r][c] = g[r][c];
+                for (int c = 0; c < NC; c++) s_g[L.slot][r][c] = g[r][c];
         }
         float u[MV_RT][NC];
-        mv_accumulate<QU, NC>(ue, rows, u_row_bytes, K / 32, row0, lig, G, x, s_xoff, nc, u);
-        if (lig == 0) {
+        mv_accumulate<QU, NC>(ue, rows, u_row_bytes, K / 32, L, x, s_xoff, nc, s_red, u);
+        if (L.writer) {
 #pragma unroll
             for (int r = 0; r < MV_RT; r++)
 #pragma unroll
                 for (int c = 0; c < NC; c++)
                     if (c < nc && row0 + r < (int)rows)
                         act[(size_t)s_task[c0 + c] * rows + row0 + r] =
-                            qmoe_swiglu(s_g[threadIdx.x >> glog][r][c], u[r][c]);
+                            qmoe_swiglu(s_g[L.slot][r][c], u[r][c]);
         }
     }
 }
@@ -440,13 +486,13 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, unsigned long long g_
 // Every kernel exists for NC = 1, 4, 8 columns per pass (suffix _c1/_c4/_c8): the host picks the
 // smallest NC >= B so B = 1 decode keeps 2 accumulators, not 16, and stays at high occupancy.
 #define MV_DENSE(NAME, QT, NC)                                                                    \
-    extern "C" __global__ void __launch_bounds__(256) NAME(                                       \
+    extern "C" __global__ void __launch_bounds__(256, 1) NAME(                                       \
         const uint8_t* w, uint32_t rows, uint32_t row_bytes, uint32_t K, uint32_t glog,            \
         const float* x, uint32_t B, float* y) {                                                   \
         mv_dense<QT, NC>(w, rows, row_bytes, K, glog, x, B, y);                                   \
     }
 #define MV_INDEXED(NAME, QT, NC)                                                                  \
-    extern "C" __global__ void __launch_bounds__(256) NAME(                                       \
+    extern "C" __global__ void __launch_bounds__(256, 1) NAME(                                       \
         const uint8_t* w, unsigned long long expert_bytes, uint32_t n_experts, uint32_t rows,      \
         uint32_t row_bytes, uint32_t K, uint32_t glog, const uint32_t* ids, uint32_t n_tasks,      \
         uint32_t k, const float* x, uint32_t x_per_slot, float* y) {                              \
@@ -454,7 +500,7 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, unsigned long long g_
                            x, x_per_slot, y);                                                     \
     }
 #define MV_GATE_UP(NAME, QG, QU, NC)                                                              \
-    extern "C" __global__ void __launch_bounds__(256) NAME(                                       \
+    extern "C" __global__ void __launch_bounds__(256, 1) NAME(                                       \
         const uint8_t* wg, unsigned long long g_expert_bytes, uint32_t g_row_bytes,                \
         const uint8_t* wu, unsigned long long u_expert_bytes, uint32_t u_row_bytes,                \
         uint32_t n_experts, uint32_t rows, uint32_t K, uint32_t glog, const uint32_t* ids,         \

@@ -105,14 +105,27 @@ pub fn group_lanes(items: usize) -> u32 {
     }
 }
 
-fn geometry(cols: usize, rows: usize, tasks: usize) -> (qmoe_gpu::cuda::LaunchConfig, u32) {
+/// Warps splitting one row's items (K-slices): as many as leave each lane at least one item,
+/// at most the block's 8 warps, so short matrices (4096 rows, or 768 rows per expert) still put
+/// enough warps on the GPU to hide memory latency.
+pub fn k_slices(items: usize, g: u32) -> u32 {
+    let per = (items / g as usize).clamp(1, 8);
+    1u32 << (usize::BITS - 1 - per.leading_zeros())
+}
+
+/// (lanes per row group G, K-slices S, rows per block) for a row of `cols` weights.
+pub fn shape(cols: usize) -> (u32, u32, u32) {
     let g = group_lanes(cols / 32);
-    let rows_per_block = (THREADS / g * ROWS_PER_GROUP) as usize;
-    let blocks = rows.div_ceil(rows_per_block) as u32;
-    (
-        grid((blocks, tasks as u32, 1), THREADS, 0),
-        g.trailing_zeros(),
-    )
+    let s = k_slices(cols / 32, g);
+    (g, s, THREADS / (g * s) * ROWS_PER_GROUP)
+}
+
+/// The launch and the packed layout argument (log2 G | log2 S << 8, see MvLayout in matvec.cu).
+fn geometry(cols: usize, rows: usize, tasks: usize) -> (qmoe_gpu::cuda::LaunchConfig, u32) {
+    let (g, s, rows_per_block) = shape(cols);
+    let blocks = rows.div_ceil(rows_per_block as usize) as u32;
+    let packed = g.trailing_zeros() | (s.trailing_zeros() << 8);
+    (grid((blocks, tasks as u32, 1), THREADS, 0), packed)
 }
 
 /// # Safety
@@ -256,5 +269,9 @@ mod tests {
         assert_eq!(group_lanes(3), 2);
         assert_eq!(group_lanes(40), 8);
         assert_eq!(group_lanes(9), 8);
+        assert_eq!(shape(768), (8, 2, 32));
+        assert_eq!(shape(2048), (32, 2, 8));
+        assert_eq!(shape(4096), (32, 4, 4));
+        assert_eq!(shape(32), (1, 1, 512));
     }
 }

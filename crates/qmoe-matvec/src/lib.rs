@@ -5,7 +5,8 @@
 //!
 //! Key design decision: every qtype is cut into items of 32 weights and every item into four runs
 //! of 8, so one inner loop serves all qtypes and both Qwen3 shapes. A group of G lanes (G chosen
-//! from K on the host: 8 at K = 768, 32 at K = 2048) shares two rows, so a warp covers several
+//! from K on the host: 8 at K = 768, 32 at K = 2048) shares two rows and S warps split
+//! a row's K when rows are few, so a warp covers several
 //! rows when rows are short; a lane decodes a run of both rows once and reuses each activation
 //! load for both. Scales and mins are factored out of the inner sums (exact in f32), which makes
 //! the error bound γ(K)·Σ(|d·sc·q| + |dmin·m|)·|x| — see [`reference::error_bound`], the one
@@ -267,9 +268,8 @@ pub fn gate_up_swiglu_gpu(
         .map_err(|source| MatvecError::Gpu { op: OP, source })
 }
 
-/// The launch geometry the kernels use for a row length `cols`: (lanes per row group G, rows per
-/// 256-thread block). Public for benchmarks and tests that want to name it.
-pub fn launch_shape(cols: usize) -> (u32, u32) {
-    let g = cuda::group_lanes(cols / 32);
-    (g, 256 / g * cuda::ROWS_PER_GROUP)
+/// The launch geometry the kernels use for a row length `cols`: (lanes per row group G, warps
+/// splitting a row's K S, rows per 256-thread block). Public for benchmarks and tests.
+pub fn launch_shape(cols: usize) -> (u32, u32, u32) {
+    cuda::shape(cols)
 }

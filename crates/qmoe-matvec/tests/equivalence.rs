@@ -62,18 +62,19 @@ proptest! {
     }
 
     #[test]
-    fn kernel_order_emulation_within_bound((w, x, b) in small_case(), glog in 0..6u32) {
+    fn kernel_order_emulation_within_bound((w, x, b) in small_case(), glog in 0..6u32, slog in 0..4u32) {
         let want = matvec_ref(&w, &x, b);
         let bound = error_bound(&w, &x, b);
         let (r, k) = (w.rows(), w.cols());
         let g = (1usize << glog).min((k / 32).next_power_of_two());
+        let s = 1usize << slog;
         let mut got = Vec::new();
         for c in 0..b {
             for i in 0..r {
-                got.push(emulate::row(w.qtype(), &w.bytes()[i * w.row_bytes()..(i + 1) * w.row_bytes()], &x[c * k..(c + 1) * k], g));
+                got.push(emulate::row(w.qtype(), &w.bytes()[i * w.row_bytes()..(i + 1) * w.row_bytes()], &x[c * k..(c + 1) * k], g, s));
             }
         }
-        check(&format!("emulated {} g={g}", w.qtype()), &got, &want, &bound);
+        check(&format!("emulated {} g={g} s={s}", w.qtype()), &got, &want, &bound);
     }
 
     #[test]
@@ -425,5 +426,5 @@ fn gpu_validation_errors_before_launch() {
     ));
     // Nothing above launched: y is still poisoned.
     assert!(gpu.download(&y).unwrap().iter().all(|v| v.is_nan()));
-    assert_eq!(launch_shape(768), (8, 64));
+    assert_eq!(launch_shape(768), (8, 2, 32));
 }

@@ -65,43 +65,52 @@ fn run(qtype: QType, block: &[u8], sub: usize, j: usize) -> Run {
 }
 
 /// The kernel's result for one row (`row` = the row's bytes) and one activation vector, with
-/// `g` lanes per row group.
-pub fn row(qtype: QType, row: &[u8], x: &[f32], g: usize) -> f32 {
+/// `g` lanes per row group and `s` warps splitting the row's items.
+pub fn row(qtype: QType, row: &[u8], x: &[f32], g: usize, s: usize) -> f32 {
     let items_per_block = if qtype == QType::Q8_0 { 1 } else { 8 };
     let (bb, bw) = (qtype.block_bytes(), qtype.block_weights());
     let items = x.len() / 32;
-    let mut acc = vec![0f32; g];
-    for (lane, a) in acc.iter_mut().enumerate() {
-        for it in (lane..items).step_by(g) {
-            let (blk, sub) = (it / items_per_block, it % items_per_block);
-            let block = &row[blk * bb..(blk + 1) * bb];
-            for j in 0..4 {
-                let r = run(qtype, block, sub, j);
-                let xv = &x[blk * bw + r.xoff..blk * bw + r.xoff + 8];
-                let mut sx = 0f32;
-                if qtype == QType::Q4_K {
-                    for &v in xv {
-                        sx += v;
+    let mut slices = Vec::with_capacity(s);
+    for ks in 0..s {
+        let mut acc = vec![0f32; g];
+        for (lane, a) in acc.iter_mut().enumerate() {
+            for it in (ks * g + lane..items).step_by(g * s) {
+                let (blk, sub) = (it / items_per_block, it % items_per_block);
+                let block = &row[blk * bb..(blk + 1) * bb];
+                for j in 0..4 {
+                    let r = run(qtype, block, sub, j);
+                    let xv = &x[blk * bw + r.xoff..blk * bw + r.xoff + 8];
+                    let mut sx = 0f32;
+                    if qtype == QType::Q4_K {
+                        for &v in xv {
+                            sx += v;
+                        }
                     }
-                }
-                let mut s = 0f32;
-                for (q, &v) in r.q.iter().zip(xv) {
-                    s = q.mul_add(v, s);
-                }
-                *a = r.scale.mul_add(s, *a);
-                if qtype == QType::Q4_K {
-                    *a = (-r.min).mul_add(sx, *a);
+                    let mut sum = 0f32;
+                    for (q, &v) in r.q.iter().zip(xv) {
+                        sum = q.mul_add(v, sum);
+                    }
+                    *a = r.scale.mul_add(sum, *a);
+                    if qtype == QType::Q4_K {
+                        *a = (-r.min).mul_add(sx, *a);
+                    }
                 }
             }
         }
-    }
-    let mut off = g / 2;
-    while off > 0 {
-        let prev = acc.clone();
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a = prev[l] + prev[l ^ off];
+        let mut off = g / 2;
+        while off > 0 {
+            let prev = acc.clone();
+            for (l, a) in acc.iter_mut().enumerate() {
+                *a = prev[l] + prev[l ^ off];
+            }
+            off /= 2;
         }
-        off /= 2;
+        slices.push(acc[0]);
     }
-    acc[0]
+    // Warp 0 adds the other slices' sums in order.
+    let mut total = slices[0];
+    for v in &slices[1..] {
+        total += v;
+    }
+    total
 }
