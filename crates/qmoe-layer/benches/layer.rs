@@ -199,6 +199,28 @@ fn gpu_layer(_c: &mut Criterion) {
                     "vs_pytorch_424us": 424.0 / us, "layers_rotated": SETS,
                 }));
             }
+            // Opt-in fused path (combine + next RMSNorm), graph only; printed after the rows above.
+            stack.set_fused_norm(true);
+            gpu.upload_into(&h, ws.input_mut()).unwrap();
+            let fused_graph = stack.capture(&gpu, &mut ws).unwrap();
+            let fused = gpu
+                .bench(10, 200, |_| {
+                    fused_graph.launch(&stack, &mut ws).map_err(to_gpu)
+                })
+                .unwrap();
+            stack.set_fused_norm(false);
+            let us = fused.median_us / SETS as f64;
+            let floor_us = bytes / (ceiling_gbps * 1e9) * 1e6;
+            let gbps = bytes / (us * 1e-6) / 1e9;
+            line(serde_json::json!({
+                "op": "moe_layer", "qtype": format!("gate q4_k, up q4_k, down {down_type}"),
+                "down": down_type.to_string(), "graph": true, "fused_norm": true,
+                "shape": "H2048 I768 E128 k8 (qwen3-30b-a3b)", "b": b, "card": card, "arch": arch,
+                "bytes": bytes.round(), "distinct_experts": distinct, "median_us": us,
+                "gbps": gbps, "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / ceiling_gbps,
+                "floor_us": floor_us, "ratio_to_floor": us / floor_us,
+                "vs_pytorch_424us": 424.0 / us, "layers_rotated": SETS,
+            }));
             // Per-kernel: each stage of the 8 layers alone in a graph (inputs from the last run).
             let mut lws = LayerWorkspace::new(&gpu, &cfg, b).unwrap();
             let hin = gpu.upload(&h).unwrap();

@@ -84,3 +84,81 @@ extern "C" __global__ void qmoe_layer_combine(const float* __restrict__ h,
     ffn[idx] = (float)acc;
     out[idx] = (float)__dadd_rn((double)h[idx], acc);
 }
+
+// combine + the NEXT layer's RMSNorm in one launch (the stack's hot path saves a dependent
+// kernel per layer). Blocks of 256 threads, one thread per element of B*H as in
+// qmoe_layer_combine; H % 256 == 0 (checked on the host), so a block lies inside one token.
+// Each block writes the f64 sum of squares of its 256 outputs to partial[block]; the block that
+// finishes last (fence + atomic counter, which it resets so the kernel is graph-replayable) sums
+// each token's partials in block order — deterministic, unlike f64 atomics — and writes
+// xn = out * rsqrt(mean + eps) * w, evaluated like qmoe_layer_rmsnorm. Only the f64 summation
+// order differs from the standalone kernel (within 1 ulp after rounding to f32).
+#define QMOE_COMBINE_THREADS 256
+#define QMOE_MAX_TOKENS 8
+
+extern "C" __global__ void __launch_bounds__(QMOE_COMBINE_THREADS)
+qmoe_layer_combine_norm(const float* __restrict__ h, const float* __restrict__ down,
+                        const float* __restrict__ wts, float* out, float* __restrict__ ffn,
+                        const float* __restrict__ nw, float* xn, double* partial,
+                        unsigned int* counter, uint32_t b, uint32_t k, uint32_t hdim, float eps) {
+    __shared__ double warp_sums[QMOE_COMBINE_THREADS / 32];
+    __shared__ double scale[QMOE_MAX_TOKENS];
+    __shared__ bool is_last;
+    const uint32_t idx = blockIdx.x * QMOE_COMBINE_THREADS + threadIdx.x;
+    const uint32_t t = idx / hdim, i = idx - t * hdim;
+    const float* d = down + (size_t)t * k * hdim + i;
+    const float* wt = wts + (size_t)t * k;
+    double acc = 0.0;
+#pragma unroll 8
+    for (uint32_t j = 0; j < k; ++j) {
+        acc = __dadd_rn(acc, __dmul_rn((double)wt[j], (double)d[(size_t)j * hdim]));
+    }
+    ffn[idx] = (float)acc;
+    const float o = (float)__dadd_rn((double)h[idx], acc);
+    out[idx] = o;
+    double sq = __dmul_rn((double)o, (double)o);
+    for (int off = 16; off > 0; off >>= 1) {
+        sq = __dadd_rn(sq, __shfl_down_sync(0xffffffffu, sq, off));
+    }
+    const uint32_t lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
+    if (lane == 0) {
+        warp_sums[warp] = sq;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double s = 0.0;
+        for (int w = 0; w < QMOE_COMBINE_THREADS / 32; ++w) {
+            s = __dadd_rn(s, warp_sums[w]);
+        }
+        partial[blockIdx.x] = s;
+    }
+    // Publish this block's outputs and partial before counting it as done.
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        is_last = atomicAdd(counter, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!is_last) {
+        return;
+    }
+    __threadfence();
+    const uint32_t per_token = hdim / QMOE_COMBINE_THREADS;
+    if (threadIdx.x < b) {
+        double s = 0.0;
+        for (uint32_t j = 0; j < per_token; ++j) {
+            s = __dadd_rn(s, __ldcg(partial + threadIdx.x * per_token + j));
+        }
+        double mean = __ddiv_rn(s, (double)hdim);
+        scale[threadIdx.x] = __ddiv_rn(1.0, __dsqrt_rn(__dadd_rn(mean, (double)eps)));
+    }
+    __syncthreads();
+    for (uint32_t e = threadIdx.x; e < b * hdim; e += QMOE_COMBINE_THREADS) {
+        const uint32_t te = e / hdim, ie = e - te * hdim;
+        const double v = (double)__ldcg(out + e);
+        xn[e] = (float)__dmul_rn(__dmul_rn(v, scale[te]), (double)nw[ie]);
+    }
+    if (threadIdx.x == 0) {
+        *counter = 0u;  // ready for the next launch (graph replay)
+    }
+}

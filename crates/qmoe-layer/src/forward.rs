@@ -5,7 +5,7 @@ use qmoe_dequant::DeviceQTensor;
 use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::Gpu;
 
-use crate::kernels::{combine_gpu, rmsnorm_gpu};
+use crate::kernels::{combine_gpu, combine_norm_gpu, rmsnorm_gpu, NextNorm, COMBINE_NORM_THREADS};
 use crate::{ops, DeviceMoeLayer, LayerError, LayerTrace, MoeConfig, Result};
 
 /// The five launches of one forward, in order (names for per-kernel timings).
@@ -26,9 +26,16 @@ pub struct LayerWorkspace {
     pub(crate) ffn: CudaSlice<f32>,
     pub(crate) gate_t: CudaSlice<f32>,
     pub(crate) up_t: CudaSlice<f32>,
+    pub(crate) partial: CudaSlice<f64>,
+    pub(crate) counter: CudaSlice<u32>,
 }
 
 impl LayerWorkspace {
+    /// Whether the stack can fuse each combine with the next layer's RMSNorm (H % 256 == 0).
+    pub(crate) fn can_fuse_norm(&self) -> bool {
+        self.cfg.hidden.is_multiple_of(COMBINE_NORM_THREADS)
+    }
+
     /// Allocates the buffers for `b` tokens (1..=[`crate::MAX_BATCH`]).
     pub fn new(gpu: &Gpu, cfg: &MoeConfig, b: usize) -> Result<LayerWorkspace> {
         cfg.validate()?;
@@ -46,6 +53,8 @@ impl LayerWorkspace {
             ffn: gpu.poisoned_f32(b * h)?,
             gate_t: gpu.poisoned_f32(b * k * i)?,
             up_t: gpu.poisoned_f32(b * k * i)?,
+            partial: gpu.zeros::<f64>((b * h).div_ceil(COMBINE_NORM_THREADS))?,
+            counter: gpu.zeros::<u32>(1)?,
         })
     }
 
@@ -136,9 +145,49 @@ impl DeviceMoeLayer {
         Ok(())
     }
 
+    /// The stack's hot path for one layer: the forward without its RMSNorm when `skip_norm`
+    /// (the previous layer's combine already wrote `ws.xn`), and with the next layer's RMSNorm
+    /// fused into the combine when `next` is given.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn launch_forward_fused(
+        &self,
+        gpu: &Gpu,
+        down: &DeviceQTensor,
+        h_in: &CudaSlice<f32>,
+        h_out: &mut CudaSlice<f32>,
+        ws: &mut LayerWorkspace,
+        skip_norm: bool,
+        next: Option<(&CudaSlice<f32>, f32)>,
+    ) -> Result<()> {
+        let first = if skip_norm { 1 } else { 0 };
+        for stage in first..FORWARD_STAGES.len() - 1 {
+            self.launch_stage(gpu, stage, down, h_in, h_out, ws, false)?;
+        }
+        match next {
+            None => self.launch_stage(gpu, 4, down, h_in, h_out, ws, false),
+            Some((weight, eps)) => combine_norm_gpu(
+                gpu,
+                h_in,
+                &ws.down,
+                &ws.weights,
+                ws.b,
+                self.cfg.top_k,
+                h_out,
+                &mut ws.ffn,
+                NextNorm {
+                    weight,
+                    eps,
+                    xn: &mut ws.xn,
+                    partial: &mut ws.partial,
+                    counter: &mut ws.counter,
+                },
+            ),
+        }
+    }
+
     /// Launch `stage` (an index into [`FORWARD_STAGES`]) of the forward alone.
     #[allow(clippy::too_many_arguments)]
-    fn launch_stage(
+    pub(crate) fn launch_stage(
         &self,
         gpu: &Gpu,
         stage: usize,

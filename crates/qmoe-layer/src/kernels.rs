@@ -11,10 +11,15 @@ use crate::{LayerError, Result};
 pub const PTX: PtxSet = embed_ptx!("layer");
 
 /// Every entry point this crate launches.
-pub const KERNELS: &[&str] = &[RMSNORM, COMBINE];
+pub const KERNELS: &[&str] = &[RMSNORM, COMBINE, COMBINE_NORM];
 
 const RMSNORM: &str = "qmoe_layer_rmsnorm";
 const COMBINE: &str = "qmoe_layer_combine";
+const COMBINE_NORM: &str = "qmoe_layer_combine_norm";
+/// Threads per combine_norm block; must equal QMOE_COMBINE_THREADS in layer.cu.
+pub const COMBINE_NORM_THREADS: usize = 256;
+/// Largest batch combine_norm handles; must equal QMOE_MAX_TOKENS in layer.cu.
+const COMBINE_NORM_MAX_B: usize = 8;
 /// Threads per RMSNorm block; must equal QMOE_NORM_THREADS in layer.cu.
 const NORM_THREADS: u32 = 1024;
 
@@ -183,6 +188,91 @@ pub fn combine_gpu(
     check_len(OP, "ffn", ffn.len(), b * hdim)?;
     // SAFETY: lengths checked above.
     unsafe { launch_combine(gpu, h, down, wts, out, ffn, b, k, hdim) }
+}
+
+/// The buffers of [`combine_norm_gpu`] besides the combine's own.
+#[derive(Debug)]
+pub struct NextNorm<'a> {
+    /// The next layer's RMSNorm weight [H].
+    pub weight: &'a CudaSlice<f32>,
+    /// The next layer's RMSNorm epsilon.
+    pub eps: f32,
+    /// Its output, the next layer's normalised input [b, H].
+    pub xn: &'a mut CudaSlice<f32>,
+    /// Scratch: one f64 per 256 outputs (`b * H / 256`).
+    pub partial: &'a mut CudaSlice<f64>,
+    /// Scratch: one u32, zero between launches (the kernel resets it).
+    pub counter: &'a mut CudaSlice<u32>,
+}
+
+/// [`combine_gpu`] fused with the next layer's RMSNorm: also writes
+/// `next.xn = rmsnorm(out) · next.weight` (see `qmoe_layer_combine_norm` in layer.cu). Needs
+/// H a multiple of 256 and b ≤ 8.
+#[allow(clippy::too_many_arguments)]
+pub fn combine_norm_gpu(
+    gpu: &Gpu,
+    h: &CudaSlice<f32>,
+    down: &CudaSlice<f32>,
+    wts: &CudaSlice<f32>,
+    b: usize,
+    k: usize,
+    out: &mut CudaSlice<f32>,
+    ffn: &mut CudaSlice<f32>,
+    next: NextNorm<'_>,
+) -> Result<()> {
+    const OP: &str = "combine_norm_gpu";
+    if b == 0 || b > COMBINE_NORM_MAX_B || k == 0 || !h.len().is_multiple_of(b) {
+        return Err(LayerError::arg(
+            OP,
+            format!("b {b} (1..=8), k {k}, h of {} elements", h.len()),
+        ));
+    }
+    let hdim = h.len() / b;
+    if hdim == 0 || !hdim.is_multiple_of(COMBINE_NORM_THREADS) || b * k * hdim > u32::MAX as usize {
+        return Err(LayerError::arg(
+            OP,
+            format!("hidden {hdim} must be a positive multiple of 256"),
+        ));
+    }
+    check_len(OP, "down", down.len(), b * k * hdim)?;
+    check_len(OP, "wts", wts.len(), b * k)?;
+    check_len(OP, "out", out.len(), b * hdim)?;
+    check_len(OP, "ffn", ffn.len(), b * hdim)?;
+    check_len(OP, "weight", next.weight.len(), hdim)?;
+    check_len(OP, "xn", next.xn.len(), b * hdim)?;
+    let blocks = b * hdim / COMBINE_NORM_THREADS;
+    if next.partial.len() < blocks || next.counter.is_empty() {
+        return Err(LayerError::arg(OP, "partial or counter too small"));
+    }
+    let f = gpu.function(&PTX, COMBINE_NORM)?;
+    let stream = gpu.stream();
+    let mut args = stream.launch_builder(&f);
+    let (b32, k32, h32) = (b as u32, k as u32, hdim as u32);
+    args.arg(h)
+        .arg(down)
+        .arg(wts)
+        .arg(out)
+        .arg(ffn)
+        .arg(next.weight)
+        .arg(next.xn)
+        .arg(next.partial)
+        .arg(next.counter)
+        .arg(&b32)
+        .arg(&k32)
+        .arg(&h32)
+        .arg(&next.eps);
+    // SAFETY: argument list matches qmoe_layer_combine_norm; every length checked above: the
+    // grid (b·H/256 blocks of 256) covers exactly b·H outputs, partial holds one f64 per block,
+    // b ≤ 8 = the kernel's shared scale array, counter holds one u32 that is zero between launches
+    // (allocated zeroed, reset by the last block).
+    unsafe {
+        launch(
+            &mut args,
+            grid((blocks as u32, 1, 1), COMBINE_NORM_THREADS as u32, 0),
+            COMBINE_NORM,
+        )?
+    };
+    Ok(())
 }
 
 #[cfg(test)]

@@ -296,3 +296,95 @@ fn gpu_fault_wrong_down_type_is_visible_at_that_layer_only() {
         }
     }
 }
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_combine_fused_with_next_norm_matches_references() {
+    use qmoe_layer::kernels::{combine_norm_gpu, NextNorm};
+    let gpu = qmoe_gpu::test_gpu();
+    let mut r = rng(12);
+    for (b, h, k) in [(1usize, 2048usize, 8usize), (3, 256, 2), (8, 768, 8)] {
+        let x = normals(&mut r, b * h, 1.0);
+        let mut down = normals(&mut r, b * k * h, 1.0);
+        down[5] = 2e30; // the next RMSNorm's sum of squares must not overflow
+        let wts = normals(&mut r, b * k, 0.3);
+        let nw: Vec<f32> = normals(&mut r, h, 0.1)
+            .into_iter()
+            .map(|v| 1.0 + v)
+            .collect();
+        let (xd, dd, wd, nwd) = (
+            gpu.upload(&x).unwrap(),
+            gpu.upload(&down).unwrap(),
+            gpu.upload(&wts).unwrap(),
+            gpu.upload(&nw).unwrap(),
+        );
+        let mut partial = gpu.zeros::<f64>(b * h / 256).unwrap();
+        let mut counter = gpu.zeros::<u32>(1).unwrap();
+        let (fr, or) = combine_ref(&x, &down, &wts, b, k);
+        let xr = rmsnorm_ref(&or, &nw, b, 1e-6);
+        for run in 0..3 {
+            let (mut out, mut ffn, mut xn) = (
+                gpu.poisoned_f32(b * h).unwrap(),
+                gpu.poisoned_f32(b * h).unwrap(),
+                gpu.poisoned_f32(b * h).unwrap(),
+            );
+            let next = NextNorm {
+                weight: &nwd,
+                eps: 1e-6,
+                xn: &mut xn,
+                partial: &mut partial,
+                counter: &mut counter,
+            };
+            combine_norm_gpu(&gpu, &xd, &dd, &wd, b, k, &mut out, &mut ffn, next).unwrap();
+            assert_eq!(gpu.download(&ffn).unwrap(), fr, "ffn b={b} h={h} run {run}");
+            assert_eq!(gpu.download(&out).unwrap(), or, "out b={b} h={h} run {run}");
+            let got = gpu.download(&xn).unwrap();
+            for (i, (g, e)) in got.iter().zip(&xr).enumerate() {
+                let ulps = (g.to_bits() as i64 - e.to_bits() as i64).abs();
+                assert!(ulps <= 1, "xn[{i}] b={b} h={h} run {run}: {g:e} vs {e:e}");
+            }
+            assert_eq!(gpu.download(&counter).unwrap(), vec![0], "counter reset");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_fused_stack_path_matches_the_unfused_traced_path() {
+    // With set_fused_norm, forward_device fuses each combine with the next RMSNorm; the traced
+    // path does not. The fused graph must replay identically.
+    let gpu = qmoe_gpu::test_gpu();
+    let cfg = small_cfg(768, 256, 16, 4);
+    let layers: Vec<_> = (0..6)
+        .map(|i| {
+            random_layer(
+                cfg,
+                [QType::Q4_K, QType::Q4_K, q4_k_m_down_type(i, 6)],
+                8,
+                i,
+            )
+        })
+        .collect();
+    let mut stack = MoeLayerStack::new(layers).unwrap();
+    stack.set_fused_norm(true);
+    for b in [1usize, 5, 8] {
+        let x = hidden(30 + b as u64, b, 768);
+        let fused = stack.forward_gpu(&gpu, &x, b).unwrap();
+        let traced = stack.forward_gpu_traced(&gpu, &x, b).unwrap();
+        let c = compare(&fused, &traced[5].residual_out, Thresholds::default());
+        assert!(c.verdict.is_match(), "b {b}: {c:?}");
+        eprintln!(
+            "b {b}: fused vs unfused max_abs {:e} cosine {:.12}",
+            c.max_abs, c.cosine
+        );
+        let mut ws = StackWorkspace::new(&gpu, &cfg, b).unwrap();
+        gpu.upload_into(&x, ws.input_mut()).unwrap();
+        let graph = stack.capture(&gpu, &mut ws).unwrap();
+        for _ in 0..3 {
+            gpu.upload_into(&x, ws.input_mut()).unwrap();
+            graph.launch(&stack, &mut ws).unwrap();
+            let replay = gpu.download(ws.output(stack.len())).unwrap();
+            assert_eq!(replay, fused, "fused graph replay b {b}");
+        }
+    }
+}
