@@ -63,7 +63,11 @@ struct Ctx {
     arch: &'static str,
     ceiling_gbps: f64,
     /// A ~38 MB dense matvec queued before each timed batch (see [`Ctx::time`]).
-    delay: (DeviceQTensor, CudaSlice<f32>, std::cell::RefCell<CudaSlice<f32>>),
+    delay: (
+        DeviceQTensor,
+        CudaSlice<f32>,
+        std::cell::RefCell<CudaSlice<f32>>,
+    ),
 }
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -97,8 +101,14 @@ impl Ctx {
     /// 4 µs kernel. So each batch first queues ~0.5 ms of unrelated work, then the start event,
     /// then BATCH launches (enqueued by the host while the GPU is still busy), then the end
     /// event: the GPU runs the batch back to back, as a captured CUDA graph would.
-    fn time(&self, mut work: impl FnMut(usize) -> qmoe_matvec::Result<()>) -> BoxResult<(f64, f64)> {
-        let isolated = self.gpu.bench(10, 50, |i| work(i).map_err(gpu_err))?.median_us;
+    fn time(
+        &self,
+        mut work: impl FnMut(usize) -> qmoe_matvec::Result<()>,
+    ) -> BoxResult<(f64, f64)> {
+        let isolated = self
+            .gpu
+            .bench(10, 50, |i| work(i).map_err(gpu_err))?
+            .median_us;
         let mut per = Vec::new();
         let mut i = 0;
         for _ in 0..15 {
@@ -122,7 +132,9 @@ impl Ctx {
 
 /// Uploads `host` `sets` times (distinct addresses: L2 caches by address).
 fn sets(gpu: &Gpu, host: &QTensor<'_>, sets: usize) -> BoxResult<Vec<DeviceQTensor>> {
-    Ok((0..sets).map(|_| host.upload(gpu)).collect::<Result<_, _>>()?)
+    Ok((0..sets)
+        .map(|_| host.upload(gpu))
+        .collect::<Result<_, _>>()?)
 }
 
 fn dense(ctx: &Ctx, qtype: QType, r: usize, k: usize, bs: &[usize]) -> BoxResult<()> {
@@ -134,7 +146,14 @@ fn dense(ctx: &Ctx, qtype: QType, r: usize, k: usize, bs: &[usize]) -> BoxResult
         let x = ctx.gpu.upload(&activations(b * k, 4))?;
         let mut y = ctx.gpu.zeros::<f32>(b * r)?;
         let t = ctx.time(|i| qmoe_matvec::matvec_gpu(&ctx.gpu, &ws[i % n], &x, b, &mut y))?;
-        ctx.report("matvec_dense", qtype.name(), &format!("{r}x{k}"), b, bytes as f64, t);
+        ctx.report(
+            "matvec_dense",
+            qtype.name(),
+            &format!("{r}x{k}"),
+            b,
+            bytes as f64,
+            t,
+        );
     }
     Ok(())
 }
@@ -181,7 +200,11 @@ fn indexed(ctx: &Ctx) -> BoxResult<()> {
     let mut downs = Vec::new();
     for q in [QType::Q6_K, QType::Q4_K] {
         let host = weights(q, &[E, h, ffn], 7);
-        downs.push((q, host.expert_bytes() as f64, sets(&ctx.gpu, &host, LAYERS)?));
+        downs.push((
+            q,
+            host.expert_bytes() as f64,
+            sets(&ctx.gpu, &host, LAYERS)?,
+        ));
     }
     for b in [1usize, 2, 4, 8] {
         let (ids, distinct) = id_sets(ctx, b)?;
@@ -193,7 +216,14 @@ fn indexed(ctx: &Ctx) -> BoxResult<()> {
             qmoe_matvec::gate_up_swiglu_gpu(&ctx.gpu, &gate[l], &up[l], ids, TOP_K, &x, b, &mut act)
         })?;
         let shape = format!("[{E},{ffn},{h}] x2 top{TOP_K} distinct={distinct:.1}");
-        ctx.report("gate_up_swiglu_indexed", "q4_k+q4_k", &shape, b, distinct * gu_expert, t);
+        ctx.report(
+            "gate_up_swiglu_indexed",
+            "q4_k+q4_k",
+            &shape,
+            b,
+            distinct * gu_expert,
+            t,
+        );
         let xa = ctx.gpu.upload(&activations(b * TOP_K * ffn, 9))?;
         let mut y = ctx.gpu.zeros::<f32>(b * TOP_K * h)?;
         for (q, eb, ws) in &downs {
@@ -218,7 +248,11 @@ fn gpu_bench() -> BoxResult<()> {
     };
     let ceiling = qmoe_gpu::selftest::read_ceiling(&gpu, 1 << 30, 2, 20)?;
     let delay_w = weights(QType::Q4_K, &[16384, 4096], 99).upload(&gpu)?;
-    let delay = (delay_w, gpu.upload(&activations(4096, 98))?, gpu.zeros::<f32>(16384)?.into());
+    let delay = (
+        delay_w,
+        gpu.upload(&activations(4096, 98))?,
+        gpu.zeros::<f32>(16384)?.into(),
+    );
     let ctx = Ctx {
         delay,
         card: gpu.info().name.clone(),
