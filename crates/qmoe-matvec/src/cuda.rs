@@ -109,8 +109,23 @@ pub fn group_lanes(items: usize) -> u32 {
 /// at most the block's 8 warps, so short matrices (4096 rows, or 768 rows per expert) still put
 /// enough warps on the GPU to hide memory latency.
 pub fn k_slices(items: usize, g: u32) -> u32 {
-    let per = (items / g as usize).clamp(1, 8);
+    let per = (items / g as usize).clamp(1, max_k_slices());
     1u32 << (usize::BITS - 1 - per.leading_zeros())
+}
+
+/// Environment variable capping the K-slices (1, 2, 4 or 8; default 8). A diagnostic knob:
+/// `QMOE_MATVEC_MAX_KSPLIT=1` restores the single-warp-per-row-group layout of v3 without a
+/// rebuild, to tell a K-split problem from anything else. Read once per process.
+pub const MAX_KSPLIT_ENV: &str = "QMOE_MATVEC_MAX_KSPLIT";
+
+fn max_k_slices() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var(MAX_KSPLIT_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .map_or(8, |v| v.clamp(1, 8))
+    })
 }
 
 /// (lanes per row group G, K-slices S, rows per block) for a row of `cols` weights.

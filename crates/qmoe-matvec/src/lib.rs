@@ -21,7 +21,7 @@
 mod cuda;
 pub mod reference;
 
-pub use cuda::{KERNELS, PTX};
+pub use cuda::{KERNELS, MAX_KSPLIT_ENV, PTX};
 
 use qmoe_dequant::{DeviceQTensor, QType};
 use qmoe_gpu::cuda::CudaSlice;
