@@ -7,7 +7,8 @@
 //! rmsnorm, router (fused softmax/top-k), gate+up+SwiGLU (indexed, fused), down (indexed),
 //! combine — on one stream, with every buffer preallocated in a [`LayerWorkspace`] and no host
 //! synchronisation, so a whole stack's decode step is captured once as a CUDA graph and
-//! replayed. Each expert tensor is dispatched on its own qtype (a Q4_K_M file mixes Q4_K and
+//! replayed ([`MoeLayerStack::set_fused_norm`] opts into four: each combine also normalises the
+//! next layer's input). Each expert tensor is dispatched on its own qtype (a Q4_K_M file mixes Q4_K and
 //! Q6_K down projections by layer); nothing assumes a type by position. Tracing is a separate
 //! entry point, so the hot path carries no branch or copy for it.
 //!
