@@ -193,7 +193,7 @@ pub fn combine_gpu(
 /// The buffers of [`combine_norm_gpu`] besides the combine's own.
 #[derive(Debug)]
 pub struct NextNorm<'a> {
-    /// The next layer's RMSNorm weight [H].
+    /// The next layer's RMSNorm weight, `[H]`.
     pub weight: &'a CudaSlice<f32>,
     /// The next layer's RMSNorm epsilon.
     pub eps: f32,

@@ -66,8 +66,8 @@ fn check_f32(name: &str, t: &QTensor<'_>, want: &[usize]) -> Result<Vec<f32>> {
 }
 
 impl<'a> MoeLayerWeights<'a> {
-    /// Builds a layer's weights, checking every tensor against `cfg`: `ffn_norm` [H], `router`
-    /// [E, H] (row-major, `router[e * H + h]`), `gate` and `up` [E, I, H], `down` [E, H, I], the
+    /// Builds a layer's weights, checking every tensor against `cfg`: `ffn_norm` `[H]`, `router`
+    /// `[E, H]` (row-major, `router[e * H + h]`), `gate` and `up` [E, I, H], `down` [E, H, I], the
     /// expert tensors each of a type in [`EXPERT_QTYPES`], all values and scales finite. Errors
     /// name the tensor.
     pub fn new(
@@ -125,7 +125,7 @@ impl<'a> MoeLayerWeights<'a> {
     }
 
     /// [`MoeLayerWeights::new`] from tensors as a GGUF file holds them: `ffn_norm` and `router`
-    /// must be F32 tensors of shape [H] and [E, H].
+    /// must be F32 tensors of shape `[H]` and `[E, H]`.
     pub fn from_tensors(
         cfg: MoeConfig,
         ffn_norm: &QTensor<'_>,
@@ -145,12 +145,12 @@ impl<'a> MoeLayerWeights<'a> {
         &self.cfg
     }
 
-    /// RMSNorm weight [H].
+    /// RMSNorm weight, `[H]`.
     pub fn ffn_norm(&self) -> &[f32] {
         &self.ffn_norm
     }
 
-    /// Router weight [E, H].
+    /// Router weight, `[E, H]`.
     pub fn router(&self) -> &[f32] {
         &self.router
     }
