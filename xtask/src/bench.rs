@@ -18,7 +18,7 @@ impl Bench {
     pub fn run(&self, sh: &Shell) -> Result<()> {
         let pkg = self.op.as_ref().map(|op| format!("qmoe-{op}"));
         let args = &self.args;
-        if !crate::probe_gpu().is_some() {
+        if crate::probe_gpu().is_none() {
             eprintln!("bench: no GPU found: only CPU reference benches will report times");
         }
         match pkg {
