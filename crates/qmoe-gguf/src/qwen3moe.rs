@@ -139,11 +139,14 @@ pub fn tensor_name(layer: usize, family: &str) -> String {
     format!("blk.{layer}.{family}.weight")
 }
 
-/// One layer's MoE tensors, borrowing from the file.
+/// One layer's MoE tensors, borrowing from the file, each with the type the file gives it.
+///
+/// Shaped for `qmoe_layer::MoeLayerWeights::from_tensors(cfg, &t.ffn_norm, &t.router, t.gate,
+/// t.up, t.down)`, which checks the norm and router are F32.
 #[derive(Clone, Debug)]
 pub struct MoeLayerTensors<'a> {
-    /// RMSNorm weight before the MoE block, `[hidden]`, as f32.
-    pub ffn_norm: Vec<f32>,
+    /// RMSNorm weight before the MoE block, `[hidden]`.
+    pub ffn_norm: QTensor<'a>,
     /// Router (`ffn_gate_inp`), `[n_experts, hidden]`.
     pub router: QTensor<'a>,
     /// Stacked gate projections, `[n_experts, expert_ffn, hidden]`.
@@ -206,7 +209,7 @@ impl<'a> Qwen3MoeView<'a> {
         }
         let t = |family: &str| self.file.tensor(&tensor_name(layer, family));
         Ok(MoeLayerTensors {
-            ffn_norm: t("ffn_norm")?.dequantize(),
+            ffn_norm: t("ffn_norm")?,
             router: t("ffn_gate_inp")?,
             gate: t("ffn_gate_exps")?,
             up: t("ffn_up_exps")?,

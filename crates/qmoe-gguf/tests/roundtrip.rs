@@ -355,7 +355,8 @@ fn tiny_file_equals_in_memory_layers_and_opens_as_qwen3moe() {
     for layer in 0..2 {
         let mem = synth_layer(&spec.hparams, layer, 42, TypeScheme::Q4KM, Some(1));
         let l = view.layer(layer).unwrap();
-        assert_eq!(l.ffn_norm, mem.ffn_norm);
+        assert_eq!(l.ffn_norm.dequantize(), mem.ffn_norm);
+        assert_eq!(l.ffn_norm.qtype(), QType::F32);
         assert_eq!(l.router.dequantize(), mem.router);
         assert_eq!(l.router.shape(), &[8, 256]);
         for (a, b) in [(&l.gate, &mem.gate), (&l.up, &mem.up), (&l.down, &mem.down)] {
