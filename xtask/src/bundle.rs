@@ -133,7 +133,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$ARCH" = all ] && ARCHS="sm_89 sm_90 sm_120" || ARCHS=$ARCH
-export QMOE_REQUIRE_GPU=1 QMOE_FIXTURES="$HERE/fixtures" QMOE_KERNELS_PTX="$HERE/kernels-ptx"
+export QMOE_REQUIRE_GPU=1 QMOE_FIXTURES="$HERE/fixtures" QMOE_BIN="$HERE/bin/qmoe"
 LOGS=${OUT:-$HERE}/logs; mkdir -p "$LOGS"
 CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
 NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)

@@ -34,8 +34,11 @@ pub enum Fault {
     WrongDownType,
 }
 
-/// The down tensor a [`Fault::WrongDownType`] makes the GPU read.
-fn wrong_down_type(down: &QTensor<'_>) -> Result<QTensor<'static>> {
+/// The down tensor a [`Fault::WrongDownType`] makes the GPU read: the same bytes under the other
+/// k-quant type. Public (hidden) so a CPU candidate path (`qmoe bisect` without a GPU) can carry
+/// the very same defect.
+#[doc(hidden)]
+pub fn wrong_down_type(down: &QTensor<'_>) -> Result<QTensor<'static>> {
     let other = if down.qtype() == QType::Q4_K {
         QType::Q6_K
     } else {

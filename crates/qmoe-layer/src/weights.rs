@@ -124,6 +124,25 @@ impl<'a> MoeLayerWeights<'a> {
         })
     }
 
+    /// Test-only (fault injection): these weights with `down` replaced, skipping the
+    /// finite-scale check — the point is to compute with corrupt bytes, as a wrong kernel dispatch
+    /// would. Gate and up are borrowed views, so nothing large is copied.
+    #[doc(hidden)]
+    pub fn with_faulty_down<'s>(&'s self, down: QTensor<'s>) -> MoeLayerWeights<'s> {
+        let view = |t: &'s QTensor<'_>| {
+            QTensor::new(t.name(), t.qtype(), t.shape(), t.bytes())
+                .expect("a view of a valid tensor is valid")
+        };
+        MoeLayerWeights {
+            cfg: self.cfg,
+            ffn_norm: self.ffn_norm.clone(),
+            router: self.router.clone(),
+            gate: view(&self.gate),
+            up: view(&self.up),
+            down,
+        }
+    }
+
     /// [`MoeLayerWeights::new`] from tensors as a GGUF file holds them: `ffn_norm` and `router`
     /// must be F32 tensors of shape `[H]` and `[E, H]`.
     pub fn from_tensors(

@@ -57,11 +57,9 @@ pub const PIPELINE: [&str; 10] = [
 const PER_SLOT: [&str; 5] = ["topk_weights", "gate", "up", "act", "expert_down"];
 
 /// The outcome of one stage of one layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StageVerdict {
     /// MATCH / DIVERGE / NAN_GPU / NAN_REF / NAN_BOTH from qmoe-check.
-    #[serde(untagged)]
     Compared(Verdict),
     /// The selected experts differ and the reference's probability margin says it is no tie.
     IdsDiffer,
@@ -69,10 +67,19 @@ pub enum StageVerdict {
     NearTie,
 }
 
+impl Serialize for StageVerdict {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
 impl StageVerdict {
     /// Whether this stage counts as a failure (exit code 1).
     pub fn is_failure(self) -> bool {
-        !matches!(self, StageVerdict::Compared(Verdict::Match) | StageVerdict::NearTie)
+        !matches!(
+            self,
+            StageVerdict::Compared(Verdict::Match) | StageVerdict::NearTie
+        )
     }
 
     /// One-character glyph for tables.
@@ -137,7 +144,10 @@ pub struct LayerResult {
 impl LayerResult {
     /// The verdict of one stage.
     pub fn verdict(&self, stage: &str) -> Option<StageVerdict> {
-        self.stages.iter().find(|s| s.stage == stage).map(|s| s.verdict)
+        self.stages
+            .iter()
+            .find(|s| s.stage == stage)
+            .map(|s| s.verdict)
     }
 
     /// The first failing stage in pipeline order.
@@ -164,7 +174,12 @@ pub struct Settings {
 }
 
 /// Compares one layer's candidate trace with the reference's.
-pub fn compare_layer(layer: usize, cand: &LayerTrace, reference: &LayerTrace, s: &Settings) -> LayerResult {
+pub fn compare_layer(
+    layer: usize,
+    cand: &LayerTrace,
+    reference: &LayerTrace,
+    s: &Settings,
+) -> LayerResult {
     let (b, k) = (reference.b, reference.top_k);
     let id_diffs = id_diffs(cand, reference);
     let mut stages = Vec::with_capacity(PIPELINE.len());
@@ -177,12 +192,19 @@ pub fn compare_layer(layer: usize, cand: &LayerTrace, reference: &LayerTrace, s:
             } else {
                 StageVerdict::IdsDiffer
             };
-            stages.push(StageResult { stage, verdict, metrics: None });
+            stages.push(StageResult {
+                stage,
+                verdict,
+                metrics: None,
+            });
             continue;
         }
-        let (c, r) = (cand.stage(stage).unwrap_or(&[]), reference.stage(stage).unwrap_or(&[]));
+        let (c, r) = (
+            cand.stage(stage).unwrap_or(&[]),
+            reference.stage(stage).unwrap_or(&[]),
+        );
         let m = if PER_SLOT.contains(&stage) {
-            let row = if b * k == 0 { 0 } else { r.len() / (b * k) };
+            let row = r.len().checked_div(b * k).unwrap_or(0);
             let (c, r) = aligned_slots(cand, reference, c, r, row);
             compare(&c, &r, s.thresholds)
         } else if c.len() != r.len() {
@@ -191,14 +213,28 @@ pub fn compare_layer(layer: usize, cand: &LayerTrace, reference: &LayerTrace, s:
         } else {
             compare(c, r, s.thresholds)
         };
-        stages.push(StageResult { stage, verdict: StageVerdict::Compared(m.verdict), metrics: Some(m) });
+        stages.push(StageResult {
+            stage,
+            verdict: StageVerdict::Compared(m.verdict),
+            metrics: Some(m),
+        });
     }
-    LayerResult { layer, stages, id_diffs }
+    LayerResult {
+        layer,
+        stages,
+        id_diffs,
+    }
 }
 
 /// Rows of a per-slot stage for the slots where both paths chose the same expert, paired up by
 /// expert id (so a mere reordering of equal experts still compares like with like).
-fn aligned_slots(cand: &LayerTrace, reference: &LayerTrace, c: &[f32], r: &[f32], row: usize) -> (Vec<f32>, Vec<f32>) {
+fn aligned_slots(
+    cand: &LayerTrace,
+    reference: &LayerTrace,
+    c: &[f32],
+    r: &[f32],
+    row: usize,
+) -> (Vec<f32>, Vec<f32>) {
     let (b, k) = (reference.b, reference.top_k);
     let (mut out_c, mut out_r) = (Vec::new(), Vec::new());
     if c.len() != r.len() || cand.topk_ids.len() != b * k || reference.topk_ids.len() != b * k {
@@ -223,7 +259,11 @@ fn id_diffs(cand: &LayerTrace, reference: &LayerTrace) -> Vec<IdDiff> {
     let mut out = Vec::new();
     for t in 0..b {
         let ids = |tr: &LayerTrace| -> Vec<u32> {
-            let mut v = tr.topk_ids.get(t * k..(t + 1) * k).map(<[u32]>::to_vec).unwrap_or_default();
+            let mut v = tr
+                .topk_ids
+                .get(t * k..(t + 1) * k)
+                .map(<[u32]>::to_vec)
+                .unwrap_or_default();
             v.sort_unstable();
             v
         };
@@ -247,7 +287,10 @@ pub fn topk_margin(logits: &[f32], k: usize) -> f64 {
     if k >= logits.len() {
         return 1.0;
     }
-    let max = logits.iter().map(|&x| x as f64).fold(f64::NEG_INFINITY, f64::max);
+    let max = logits
+        .iter()
+        .map(|&x| x as f64)
+        .fold(f64::NEG_INFINITY, f64::max);
     let mut p: Vec<f64> = logits.iter().map(|&x| (x as f64 - max).exp()).collect();
     let sum: f64 = p.iter().sum();
     p.iter_mut().for_each(|x| *x /= sum);
@@ -264,19 +307,41 @@ pub struct ModeRun {
     pub layers: Vec<LayerResult>,
 }
 
-/// Runs the stack: `layers` in order from `h0`, comparing `cand` with `reference` in `modes`.
-/// `on_layer` is called after each layer (progress bars, dumps) with the traces it produced.
+/// What to run: model layers in order, from hidden state `h0` of `b` tokens, in `modes`.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan<'p> {
+    /// Model layer indices, in order.
+    pub layers: &'p [usize],
+    /// Input hidden states [B, H].
+    pub h0: &'p [f32],
+    /// Tokens.
+    pub b: usize,
+    /// Modes to run.
+    pub modes: &'p [Mode],
+}
+
+/// Runs the stack per `plan`, comparing `cand` with `reference`. `on_layer` is called after each
+/// layer (progress bars, dumps) with the traces it produced.
 pub fn run(
     cand: &mut dyn LayerPath,
     reference: &mut dyn LayerPath,
-    layers: &[usize],
-    h0: &[f32],
-    b: usize,
-    modes: &[Mode],
+    plan: Plan<'_>,
     s: &Settings,
     mut on_layer: impl FnMut(usize, &LayerTrace, &[(Mode, LayerTrace)]) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<ModeRun>> {
-    let mut runs: Vec<ModeRun> = modes.iter().map(|&mode| ModeRun { mode, layers: Vec::new() }).collect();
+    let Plan {
+        layers,
+        h0,
+        b,
+        modes,
+    } = plan;
+    let mut runs: Vec<ModeRun> = modes
+        .iter()
+        .map(|&mode| ModeRun {
+            mode,
+            layers: Vec::new(),
+        })
+        .collect();
     let mut h_ref = h0.to_vec();
     let mut h_free = h0.to_vec();
     for &layer in layers {

@@ -77,7 +77,7 @@ fn hint(stage: &str, t: LayerTypes, hidden: usize, inter: usize, experts: usize)
             q(t.up)
         ),
         "expert_down" => format!(
-            "the down projection: check the {} down kernel (qmoe-matvec indexed, K={inter})",
+            "the {} down kernel (qmoe-matvec indexed, K={inter})",
             q(t.down)
         ),
         "ffn_out" => "the weighted sum over the k experts (qmoe-layer combine kernel)".to_string(),
@@ -94,7 +94,11 @@ pub fn ranges(layers: &[usize]) -> String {
         while j + 1 < layers.len() && layers[j + 1] == layers[j] + 1 {
             j += 1;
         }
-        out.push(if i == j { layers[i].to_string() } else { format!("{}–{}", layers[i], layers[j]) });
+        out.push(if i == j {
+            layers[i].to_string()
+        } else {
+            format!("{}–{}", layers[i], layers[j])
+        });
         i = j + 1;
     }
     out.join(", ")
@@ -114,13 +118,22 @@ pub struct ModelFacts<'a> {
 
 /// A sentence that points at code, from one mode's run; None when everything matched.
 pub fn diagnose(run: &ModeRun, m: &ModelFacts<'_>) -> Option<String> {
-    let idx = run.layers.iter().position(|l| l.first_failure().is_some())?;
+    let idx = run
+        .layers
+        .iter()
+        .position(|l| l.first_failure().is_some())?;
     let l: &LayerResult = &run.layers[idx];
     let first = l.first_failure().unwrap();
     let t = (m.types)(l.layer);
     let earlier: Vec<usize> = run.layers[..idx].iter().map(|x| x.layer).collect();
     let router = l.verdict("router_logits").map_or("?", |v| v.name());
-    let mut s = format!("[{}] router {router}, {} {} at layer {}", mode_name(run.mode), first.stage, first.verdict.name(), l.layer);
+    let mut s = format!(
+        "[{}] router {router}, {} {} at layer {}",
+        mode_name(run.mode),
+        first.stage,
+        first.verdict.name(),
+        l.layer
+    );
     let later: Vec<String> = l
         .stages
         .iter()
@@ -137,23 +150,32 @@ pub fn diagnose(run: &ModeRun, m: &ModelFacts<'_>) -> Option<String> {
     let _ = write!(
         s,
         ": {}layer {} — its types are gate {}, up {}, down {}",
-        if per_expert { "per-expert path of " } else { "" },
+        if per_expert {
+            "per-expert path of "
+        } else {
+            ""
+        },
         l.layer,
         t.gate.name().to_uppercase(),
         t.up.name().to_uppercase(),
         t.down.name().to_uppercase()
     );
-    let other_downs: BTreeMap<&str, Vec<usize>> = earlier.iter().fold(BTreeMap::new(), |mut acc, &e| {
-        let d = (m.types)(e).down;
-        if d != t.down {
-            acc.entry(d.name()).or_default().push(e);
-        }
-        acc
-    });
+    let other_downs: BTreeMap<&str, Vec<usize>> =
+        earlier.iter().fold(BTreeMap::new(), |mut acc, &e| {
+            let d = (m.types)(e).down;
+            if d != t.down {
+                acc.entry(d.name()).or_default().push(e);
+            }
+            acc
+        });
     for (ty, ls) in &other_downs {
         let _ = write!(s, " (layers {} had down {})", ranges(ls), ty.to_uppercase());
     }
-    let _ = write!(s, ": check {}", hint(first.stage, t, m.hidden, m.inter, m.experts));
+    let _ = write!(
+        s,
+        ": check {}",
+        hint(first.stage, t, m.hidden, m.inter, m.experts)
+    );
     if first.stage == "topk_ids" {
         for d in &l.id_diffs {
             let _ = write!(
@@ -178,7 +200,9 @@ pub fn table(runs: &[ModeRun], types: &dyn Fn(usize) -> LayerTypes) -> String {
     let mut out = String::new();
     let modes: Vec<&str> = runs.iter().map(|r| mode_name(r.mode)).collect();
     let _ = writeln!(out, "cells: {} | legend ✓ MATCH  ✗ DIVERGE  N NaN_GPU  R NaN_REF  B NaN_BOTH  ≠ experts differ  ~ near-tie", modes.join("/"));
-    let short = ["norm", "logits", "ids", "weights", "gate", "up", "act", "down", "ffn_out", "resid"];
+    let short = [
+        "norm", "logits", "ids", "weights", "gate", "up", "act", "down", "ffn_out", "resid",
+    ];
     let _ = write!(out, "{:>5} {:<14}", "layer", "types g/u/d");
     for s in short {
         let _ = write!(out, " {s:>7}");
@@ -202,7 +226,9 @@ pub fn table(runs: &[ModeRun], types: &dyn Fn(usize) -> LayerTypes) -> String {
             let _ = write!(out, " {cell:>7}");
         }
         for r in runs {
-            let c = r.layers[i].ffn_out_cosine().map_or("-".to_string(), |c| format!("{c:.9}"));
+            let c = r.layers[i]
+                .ffn_out_cosine()
+                .map_or("-".to_string(), |c| format!("{c:.9}"));
             let _ = write!(out, " {c:>13}");
         }
         out.push('\n');
@@ -216,19 +242,36 @@ pub fn summary_text(s: &Summary) -> String {
         if m.is_empty() {
             "none".to_string()
         } else {
-            // In pipeline order, not alphabetical.
-            PIPELINE
+            // By layer, then in pipeline order within a layer.
+            let mut v: Vec<(usize, usize, &str)> = PIPELINE
                 .iter()
-                .filter_map(|st| m.get(st).map(|l| format!("{st} @ layer {l}")))
+                .enumerate()
+                .filter_map(|(i, st)| m.get(st).map(|&l| (l, i, *st)))
+                .collect();
+            v.sort_unstable();
+            v.iter()
+                .map(|(l, _, st)| format!("{st} @ layer {l}"))
                 .collect::<Vec<_>>()
                 .join(", ")
         }
     };
     let mut out = String::new();
     let _ = writeln!(out, "{} mode:", mode_name(s.mode));
-    let _ = writeln!(out, "  first NaN/Inf on the candidate: {}", fmt(&s.first_nan_candidate));
-    let _ = writeln!(out, "  first NaN/Inf on the reference: {}", fmt(&s.first_nan_reference));
-    let _ = writeln!(out, "  first DIVERGE:                  {}", fmt(&s.first_diverge));
+    let _ = writeln!(
+        out,
+        "  first NaN/Inf on the candidate: {}",
+        fmt(&s.first_nan_candidate)
+    );
+    let _ = writeln!(
+        out,
+        "  first NaN/Inf on the reference: {}",
+        fmt(&s.first_nan_reference)
+    );
+    let _ = writeln!(
+        out,
+        "  first DIVERGE:                  {}",
+        fmt(&s.first_diverge)
+    );
     if let Some((l, c)) = s.worst_layer {
         let _ = writeln!(out, "  worst layer (ffn_out cosine):   {l} ({c:.9})");
     }

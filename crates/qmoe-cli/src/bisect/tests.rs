@@ -27,7 +27,11 @@ impl LayerPath for Toy {
 
     fn run_layer(&mut self, layer: usize, h: &[f32], b: usize) -> anyhow::Result<LayerTrace> {
         let f = |n: usize, salt: usize| -> Vec<f32> {
-            (0..n).map(|i| (((i * 7 + salt * 13 + layer) % 11) as f32 - 5.0) * 0.1 + h[i % h.len()] * 0.01).collect()
+            (0..n)
+                .map(|i| {
+                    (((i * 7 + salt * 13 + layer) % 11) as f32 - 5.0) * 0.1 + h[i % h.len()] * 0.01
+                })
+                .collect()
         };
         let mut logits = vec![0.0f32; b * E];
         for t in 0..b {
@@ -43,8 +47,10 @@ impl LayerPath for Toy {
             top_k: K,
             ffn_norm: f(b * H, 1),
             router_logits: logits,
-            topk_ids: (0..b).flat_map(|_| [(E - 1) as u32, (E - 2) as u32]).collect(),
-            topk_weights: vec![0.6, 0.4].repeat(b),
+            topk_ids: (0..b)
+                .flat_map(|_| [(E - 1) as u32, (E - 2) as u32])
+                .collect(),
+            topk_weights: [0.6, 0.4].repeat(b),
             gate: f(b * K * I, 2),
             up: f(b * K * I, 3),
             act: f(b * K * I, 4),
@@ -60,6 +66,10 @@ impl LayerPath for Toy {
                     _ => &mut tr.ffn_out,
                 };
                 data[3] = v;
+                if stage == "ffn_out" {
+                    // The residual carries a bad ffn_out into the next layer's input.
+                    tr.residual_out[3] = h[3] + v;
+                }
                 if stage == "expert_down" {
                     // A NaN in a down output reaches the weighted sum and the residual.
                     tr.ffn_out[3] = v;
@@ -72,25 +82,52 @@ impl LayerPath for Toy {
 }
 
 fn settings() -> Settings {
-    Settings { thresholds: Thresholds::default(), tie_margin: 1e-6 }
+    Settings {
+        thresholds: Thresholds::default(),
+        tie_margin: 1e-6,
+    }
 }
 
 fn q4km(layer: usize) -> LayerTypes {
     // The 48-layer Q4_K_M rule for down: Q6_K on 0–5, Q4_K on 6, 7.
     let down = if layer < 6 { QType::Q6_K } else { QType::Q4_K };
-    LayerTypes { gate: QType::Q4_K, up: QType::Q4_K, down }
+    LayerTypes {
+        gate: QType::Q4_K,
+        up: QType::Q4_K,
+        down,
+    }
 }
 
 fn facts(types: &dyn Fn(usize) -> LayerTypes) -> ModelFacts<'_> {
-    ModelFacts { types, hidden: H, inter: I, experts: E }
+    ModelFacts {
+        types,
+        hidden: H,
+        inter: I,
+        experts: E,
+    }
 }
 
 fn run_toy(fault: Option<(usize, &'static str, f32)>) -> Vec<ModeRun> {
-    let mut cand = Toy { label: "gpu", fault };
-    let mut reference = Toy { label: "reference", fault: None };
+    let mut cand = Toy {
+        label: "gpu",
+        fault,
+    };
+    let mut reference = Toy {
+        label: "reference",
+        fault: None,
+    };
     let layers: Vec<usize> = (0..8).collect();
     let h0 = vec![0.5f32; B * H];
-    run(&mut cand, &mut reference, &layers, &h0, B, &[Mode::Free, Mode::Forced], &settings(), |_, _, _| Ok(())).unwrap()
+    let plan = Plan {
+        layers: &layers,
+        h0: &h0,
+        b: B,
+        modes: &[Mode::Free, Mode::Forced],
+    };
+    run(&mut cand, &mut reference, plan, &settings(), |_, _, _| {
+        Ok(())
+    })
+    .unwrap()
 }
 
 #[test]
@@ -109,16 +146,26 @@ fn nan_in_layer_6_down_is_found_at_layer_6_and_named() {
         let s = summarize(r);
         assert_eq!(s.first_nan_candidate.get("expert_down"), Some(&6), "{s:?}");
         assert_eq!(s.first_nan_candidate.get("ffn_out"), Some(&6));
-        assert!(s.first_nan_candidate.get("router_logits").is_none());
+        assert!(!s.first_nan_candidate.contains_key("router_logits"));
         for l in &r.layers[..6] {
-            assert!(l.first_failure().is_none(), "layer {} should MATCH", l.layer);
+            assert!(
+                l.first_failure().is_none(),
+                "layer {} should MATCH",
+                l.layer
+            );
         }
         let d = diagnose(r, &facts(&q4km)).unwrap();
         assert!(d.contains("router MATCH"), "{d}");
         assert!(d.contains("expert_down NAN_GPU at layer 6"), "{d}");
         assert!(d.contains("layers 0–5 MATCH"), "{d}");
-        assert!(d.contains("down Q4_K") && d.contains("had down Q6_K"), "{d}");
-        assert!(d.contains("Q4_K down kernel (qmoe-matvec indexed, K=4)"), "{d}");
+        assert!(
+            d.contains("down Q4_K") && d.contains("had down Q6_K"),
+            "{d}"
+        );
+        assert!(
+            d.contains("Q4_K down kernel (qmoe-matvec indexed, K=4)"),
+            "{d}"
+        );
     }
 }
 
@@ -139,28 +186,50 @@ fn forced_mode_isolates_a_single_bad_layer_that_free_mode_carries_on() {
 fn router_nan_is_reported_as_router() {
     let runs = run_toy(Some((2, "router_logits", f32::NAN)));
     let d = diagnose(&runs[0], &facts(&q4km)).unwrap();
-    assert!(d.contains("router NAN_GPU") && d.contains("router_logits NAN_GPU at layer 2"), "{d}");
+    assert!(
+        d.contains("router NAN_GPU") && d.contains("router_logits NAN_GPU at layer 2"),
+        "{d}"
+    );
     assert!(d.contains("qmoe-router"), "{d}");
 }
 
 #[test]
 fn expert_choice_differences_are_named_with_their_margin() {
-    let reference = Toy { label: "r", fault: None }.run_layer(0, &[0.1; B * H], B).unwrap();
+    let reference = Toy {
+        label: "r",
+        fault: None,
+    }
+    .run_layer(0, &[0.1; B * H], B)
+    .unwrap();
     let mut cand = reference.clone();
     cand.topk_ids[1] = 0; // token 0 chose expert 0 instead of E-2
     let l = compare_layer(0, &cand, &reference, &settings());
     assert_eq!(l.verdict("topk_ids"), Some(StageVerdict::IdsDiffer));
     assert_eq!(l.id_diffs.len(), 1);
-    assert_eq!((l.id_diffs[0].candidate_only.clone(), l.id_diffs[0].reference_only.clone()), (vec![0], vec![(E - 2) as u32]));
+    assert_eq!(
+        (
+            l.id_diffs[0].candidate_only.clone(),
+            l.id_diffs[0].reference_only.clone()
+        ),
+        (vec![0], vec![(E - 2) as u32])
+    );
     // Softmax of 0, .5, 1, 1.5, 2, 2.5: p(2.0) − p(1.5) > 0.
     assert!(l.id_diffs[0].margin > 0.05, "{}", l.id_diffs[0].margin);
     // Per-slot stages compare only the slot that still agrees (expert E-1), so they MATCH.
-    assert_eq!(l.verdict("gate"), Some(StageVerdict::Compared(Verdict::Match)));
+    assert_eq!(
+        l.verdict("gate"),
+        Some(StageVerdict::Compared(Verdict::Match))
+    );
 }
 
 #[test]
 fn exact_ties_are_near_ties_not_failures() {
-    let mut reference = Toy { label: "r", fault: None }.run_layer(0, &[0.1; B * H], B).unwrap();
+    let mut reference = Toy {
+        label: "r",
+        fault: None,
+    }
+    .run_layer(0, &[0.1; B * H], B)
+    .unwrap();
     // Experts 3 and 4 tie for the second place of token 0.
     reference.router_logits[3] = reference.router_logits[4];
     let mut cand = reference.clone();

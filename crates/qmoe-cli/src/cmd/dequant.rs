@@ -59,6 +59,15 @@ pub fn run(args: &Args) -> Result<()> {
 
 /// Writes a NumPy format 1.0 header for a C-order little-endian f32 array of `shape`.
 pub fn write_npy_header(w: &mut impl Write, shape: &[usize]) -> std::io::Result<()> {
+    write_npy_header_of(w, "<f4", shape)
+}
+
+/// Writes a NumPy format 1.0 header for a C-order array of dtype `descr` (`<f4`, `<u4`).
+pub fn write_npy_header_of(
+    w: &mut impl Write,
+    descr: &str,
+    shape: &[usize],
+) -> std::io::Result<()> {
     let dims = match shape {
         [n] => format!("({n},)"),
         _ => format!(
@@ -70,7 +79,7 @@ pub fn write_npy_header(w: &mut impl Write, shape: &[usize]) -> std::io::Result<
                 .join(", ")
         ),
     };
-    let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
     // Magic (6) + version (2) + length (2) + dict + newline is a multiple of 64.
     let unpadded = 10 + dict.len() + 1;
     dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
