@@ -73,32 +73,46 @@ impl fmt::Display for PtxArch {
     }
 }
 
-/// One kernel source's PTX for every target, embedded with [`crate::embed_ptx!`].
+/// One kernel source's PTX for every target, embedded (zlib-deflated) with
+/// [`crate::embed_ptx!`].
 #[derive(Debug, Clone, Copy)]
 pub struct PtxSet {
     /// The `.cu` file stem; also the module-cache key.
     pub name: &'static str,
-    /// `kernels-ptx/sm_89/<name>.ptx`.
-    pub sm_89: &'static str,
-    /// `kernels-ptx/sm_90/<name>.ptx`.
-    pub sm_90: &'static str,
-    /// `kernels-ptx/sm_120/<name>.ptx`.
-    pub sm_120: &'static str,
+    /// `kernels-ptx/sm_89/<name>.ptx`, deflated.
+    pub sm_89: &'static [u8],
+    /// `kernels-ptx/sm_90/<name>.ptx`, deflated.
+    pub sm_90: &'static [u8],
+    /// `kernels-ptx/sm_120/<name>.ptx`, deflated.
+    pub sm_120: &'static [u8],
 }
 
 impl PtxSet {
-    /// The PTX text for one target.
-    pub fn for_arch(&self, arch: PtxArch) -> &'static str {
-        match arch {
+    /// The PTX text for one target (inflated; done once per module load).
+    pub fn for_arch(&self, arch: PtxArch) -> Result<String> {
+        let packed = match arch {
             PtxArch::Sm89 => self.sm_89,
             PtxArch::Sm90 => self.sm_90,
             PtxArch::Sm120 => self.sm_120,
-        }
+        };
+        let bytes = miniz_oxide::inflate::decompress_to_vec_zlib(packed).map_err(|e| {
+            GpuError::CorruptPtx {
+                module: self.name,
+                arch,
+                why: format!("{e:?}"),
+            }
+        })?;
+        String::from_utf8(bytes).map_err(|e| GpuError::CorruptPtx {
+            module: self.name,
+            arch,
+            why: e.to_string(),
+        })
     }
 
     /// The `.entry` names of one target's PTX.
-    pub fn entries(&self, arch: PtxArch) -> Vec<&'static str> {
-        self.for_arch(arch)
+    pub fn entries(&self, arch: PtxArch) -> Result<Vec<String>> {
+        Ok(self
+            .for_arch(arch)?
             .lines()
             .filter_map(|line| {
                 let rest = line.trim_start();
@@ -106,18 +120,18 @@ impl PtxSet {
                     .strip_prefix(".visible .entry ")
                     .or_else(|| rest.strip_prefix(".entry "))?;
                 let end = rest.find(|c: char| c == '(' || c.is_whitespace())?;
-                Some(&rest[..end])
+                Some(rest[..end].to_string())
             })
-            .collect()
+            .collect())
     }
 
     /// The `.target` line's architecture of one target's PTX (`sm_90`), if present.
-    pub fn target_line(&self, arch: PtxArch) -> Option<&'static str> {
-        self.for_arch(arch).lines().find_map(|l| {
+    pub fn target_line(&self, arch: PtxArch) -> Result<Option<String>> {
+        Ok(self.for_arch(arch)?.lines().find_map(|l| {
             l.trim_start()
                 .strip_prefix(".target ")
-                .map(|t| t.split(',').next().unwrap_or(t).trim())
-        })
+                .map(|t| t.split(',').next().unwrap_or(t).trim().to_string())
+        }))
     }
 
     /// `(arch, name)` for every kernel of `names` that is not an `.entry` of some target's PTX,
@@ -125,17 +139,22 @@ impl PtxSet {
     pub fn missing_entries(&self, names: &[&str]) -> Vec<String> {
         let mut missing = Vec::new();
         for arch in PtxArch::ALL {
-            if self.target_line(arch) != Some(arch.name()) {
+            let (target, entries) = match (self.target_line(arch), self.entries(arch)) {
+                (Ok(t), Ok(e)) => (t, e),
+                (Err(e), _) | (_, Err(e)) => {
+                    missing.push(format!("{arch}/{}.ptx: {e}", self.name));
+                    continue;
+                }
+            };
+            if target.as_deref() != Some(arch.name()) {
                 missing.push(format!(
-                    "{arch}/{}.ptx: .target is {:?}, expected {}",
+                    "{arch}/{}.ptx: .target is {target:?}, expected {}",
                     self.name,
-                    self.target_line(arch),
                     arch.name()
                 ));
             }
-            let entries = self.entries(arch);
             for name in names {
-                if !entries.contains(name) {
+                if !entries.iter().any(|e| e == name) {
                     missing.push(format!("{arch}/{}.ptx: no .entry {name}", self.name));
                 }
             }

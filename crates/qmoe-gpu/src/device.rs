@@ -183,7 +183,7 @@ impl Gpu {
         if let Some(m) = modules.get(set.name) {
             return Ok(m.clone());
         }
-        let ptx = cudarc::nvrtc::Ptx::from_src(set.for_arch(self.arch()));
+        let ptx = cudarc::nvrtc::Ptx::from_src(set.for_arch(self.arch())?);
         let m = self
             .inner
             .ctx

@@ -48,6 +48,16 @@ pub enum GpuError {
         /// Device minor version.
         minor: u32,
     },
+    /// An embedded PTX blob does not inflate to UTF-8 text (a broken build).
+    #[error("embedded PTX of module {module} ({arch}) is corrupt: {why}")]
+    CorruptPtx {
+        /// Module (PTX stem).
+        module: &'static str,
+        /// Which target.
+        arch: crate::PtxArch,
+        /// The decoder's complaint.
+        why: String,
+    },
     /// The PTX set has no entry point of that name.
     #[error("kernel {name:?} not found in module {module} ({arch})")]
     MissingKernel {
