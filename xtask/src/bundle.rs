@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 /// Largest bundle we allow ourselves (the device tool carries 64 MiB in all).
-const MAX_BUNDLE_BYTES: u64 = 60 << 20;
+const MAX_BUNDLE_BYTES: u64 = 60_000_000;
 
 /// Release executables of one cargo invocation: (name, path), for the given target kinds.
 fn executables(sh: &Shell, args: &[&str], kinds: &[&str]) -> Result<Vec<(String, String)>> {
@@ -76,6 +76,16 @@ pub fn build(sh: &Shell, dir: &Path) -> Result<()> {
         &["build", "--workspace", "--release", "--bins"],
         &["bin"],
     )?;
+    // Only executables that hold GPU (ignored) tests are worth carrying to the GPU machine.
+    let tests: Vec<(String, String)> = tests
+        .into_iter()
+        .filter(|(_, exe)| {
+            cmd!(sh, "{exe} --list --ignored --format terse")
+                .quiet()
+                .read()
+                .is_ok_and(|out| out.lines().any(|l| l.ends_with(": test")))
+        })
+        .collect();
     for (sub, list) in [("tests", &tests), ("benches", &benches)] {
         for (name, exe) in list.iter() {
             std::fs::copy(exe, dir.join(sub).join(name)).with_context(|| format!("copy {exe}"))?;
@@ -116,6 +126,18 @@ pub fn build(sh: &Shell, dir: &Path) -> Result<()> {
     if size > MAX_BUNDLE_BYTES {
         bail!("bundle is {size} bytes, over the 60 MB limit");
     }
+    // One archive for transport: the device tool carries at most 64 MiB with the working tree.
+    let parent = dir.parent().context("bundle dir has a parent")?;
+    let name = dir.file_name().context("bundle dir has a name")?;
+    let archive = parent.join(format!("{}.tar.xz", name.to_string_lossy()));
+    cmd!(sh, "tar -C {parent} -cJf {archive} {name}").run()?;
+    let packed = std::fs::metadata(&archive)?.len();
+    eprintln!(
+        "bundle archive: {:.1} MB in {} (on the GPU machine: tar -xJf it, then bash {}/run.sh)",
+        packed as f64 / 1e6,
+        archive.display(),
+        name.to_string_lossy()
+    );
     Ok(())
 }
 
