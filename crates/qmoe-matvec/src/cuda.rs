@@ -108,14 +108,18 @@ pub fn group_lanes(items: usize) -> u32 {
 /// Warps splitting one row's items (K-slices): as many as leave each lane at least one item,
 /// at most the block's 8 warps, so short matrices (4096 rows, or 768 rows per expert) still put
 /// enough warps on the GPU to hide memory latency.
-pub fn k_slices(items: usize, g: u32) -> u32 {
-    let per = (items / g as usize).clamp(1, max_k_slices());
+/// `cap` (1..=8) is `QMOE_MATVEC_MAX_KSPLIT`'s value in production.
+fn k_slices_capped(items: usize, g: u32, cap: usize) -> u32 {
+    let per = (items / g as usize).clamp(1, cap);
     1u32 << (usize::BITS - 1 - per.leading_zeros())
 }
 
-/// Environment variable capping the K-slices (1, 2, 4 or 8; default 8). A diagnostic knob:
-/// `QMOE_MATVEC_MAX_KSPLIT=1` restores the single-warp-per-row-group layout of v3 without a
-/// rebuild, to tell a K-split problem from anything else. Read once per process.
+/// Environment variable capping the K-slices (1, 2, 4 or 8). **Default 1**: the single-warp-per-
+/// row-group layout whose kernels passed the whole GPU suite (v3). The K-split (v4: S warps per
+/// row group meeting in shared memory) has not run on a GPU yet, and a layer run that hung and
+/// racecheck warnings in the gate+up kernels were seen with an unfinished version of it; set
+/// `QMOE_MATVEC_MAX_KSPLIT=8` to opt in until a GPU run of the suite (incl. racecheck) clears it.
+/// Read once per process.
 pub const MAX_KSPLIT_ENV: &str = "QMOE_MATVEC_MAX_KSPLIT";
 
 fn max_k_slices() -> usize {
@@ -124,14 +128,19 @@ fn max_k_slices() -> usize {
         std::env::var(MAX_KSPLIT_ENV)
             .ok()
             .and_then(|v| v.trim().parse::<usize>().ok())
-            .map_or(8, |v| v.clamp(1, 8))
+            .map_or(1, |v| v.clamp(1, 8))
     })
 }
 
 /// (lanes per row group G, K-slices S, rows per block) for a row of `cols` weights.
 pub fn shape(cols: usize) -> (u32, u32, u32) {
+    shape_capped(cols, max_k_slices())
+}
+
+/// [`shape`] under an explicit K-slice cap.
+fn shape_capped(cols: usize, cap: usize) -> (u32, u32, u32) {
     let g = group_lanes(cols / 32);
-    let s = k_slices(cols / 32, g);
+    let s = k_slices_capped(cols / 32, g, cap);
     (g, s, THREADS / (g * s) * ROWS_PER_GROUP)
 }
 
@@ -284,9 +293,13 @@ mod tests {
         assert_eq!(group_lanes(3), 2);
         assert_eq!(group_lanes(40), 8);
         assert_eq!(group_lanes(9), 8);
-        assert_eq!(shape(768), (8, 2, 32));
-        assert_eq!(shape(2048), (32, 2, 8));
-        assert_eq!(shape(4096), (32, 4, 4));
-        assert_eq!(shape(32), (1, 1, 512));
+        // The K-split geometry (opt-in, QMOE_MATVEC_MAX_KSPLIT=8).
+        assert_eq!(shape_capped(768, 8), (8, 2, 32));
+        assert_eq!(shape_capped(2048, 8), (32, 2, 8));
+        assert_eq!(shape_capped(4096, 8), (32, 4, 4));
+        assert_eq!(shape_capped(32, 8), (1, 1, 512));
+        // The default: one warp per row group (the GPU-verified layout).
+        assert_eq!(shape_capped(768, 1), (8, 1, 64));
+        assert_eq!(shape_capped(4096, 1), (32, 1, 16));
     }
 }
