@@ -82,6 +82,16 @@ mod tests {
     }
 
     #[test]
+    fn embedded_ptx_is_byte_identical_to_the_committed_files() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../kernels-ptx");
+        for arch in crate::PtxArch::ALL {
+            let committed =
+                std::fs::read_to_string(root.join(arch.name()).join("selftest.ptx")).unwrap();
+            assert_eq!(PTX.for_arch(arch).unwrap(), committed, "{arch}");
+        }
+    }
+
+    #[test]
     fn expected_checksum_by_hand() {
         // seed 3, n 4: 3 + 6 + 9 + 12.
         assert_eq!(expected_checksum(4, 3), 30);
