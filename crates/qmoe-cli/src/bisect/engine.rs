@@ -7,7 +7,7 @@
 
 use qmoe_check::{compare, Comparison, Thresholds, Verdict};
 use qmoe_dequant::QType;
-use qmoe_layer::LayerTrace;
+use qmoe_layer::{LayerTrace, STAGE_NAMES};
 use serde::Serialize;
 
 /// One way of computing a layer's forward with its trace.
@@ -39,19 +39,14 @@ pub enum Mode {
     Forced,
 }
 
-/// The stages in pipeline order, including the ids (which are compared as sets, not numerically).
-pub const PIPELINE: [&str; 10] = [
-    "ffn_norm",
-    "router_logits",
-    "topk_ids",
-    "topk_weights",
-    "gate",
-    "up",
-    "act",
-    "expert_down",
-    "ffn_out",
-    "residual_out",
-];
+/// The stages in pipeline order: qmoe-layer's trace stages with the expert ids (compared as
+/// sets, not numerically) placed after the router logits they come from.
+pub fn pipeline() -> impl Iterator<Item = &'static str> {
+    STAGE_NAMES.into_iter().flat_map(|s| {
+        let ids = (s == "router_logits").then_some("topk_ids");
+        std::iter::once(s).chain(ids)
+    })
+}
 
 /// Per-slot stages: compared only over slots where both paths chose the same expert.
 const PER_SLOT: [&str; 5] = ["topk_weights", "gate", "up", "act", "expert_down"];
@@ -108,7 +103,7 @@ impl StageVerdict {
 /// One stage's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageResult {
-    /// Stage name (see [`PIPELINE`]).
+    /// Stage name (see [`pipeline`]).
     pub stage: &'static str,
     /// Its verdict.
     pub verdict: StageVerdict,
@@ -182,8 +177,8 @@ pub fn compare_layer(
 ) -> LayerResult {
     let (b, k) = (reference.b, reference.top_k);
     let id_diffs = id_diffs(cand, reference);
-    let mut stages = Vec::with_capacity(PIPELINE.len());
-    for stage in PIPELINE {
+    let mut stages = Vec::with_capacity(STAGE_NAMES.len() + 1);
+    for stage in pipeline() {
         if stage == "topk_ids" {
             let verdict = if id_diffs.is_empty() {
                 StageVerdict::Compared(Verdict::Match)

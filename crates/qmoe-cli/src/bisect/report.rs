@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::engine::{LayerResult, LayerTypes, Mode, ModeRun, StageVerdict, PIPELINE};
+use super::engine::{pipeline, LayerResult, LayerTypes, Mode, ModeRun, StageVerdict};
 
 /// Where each kind of trouble first appeared, per mode.
 #[derive(Debug, Clone, Serialize)]
@@ -195,17 +195,27 @@ fn mode_name(m: Mode) -> &'static str {
     }
 }
 
+/// A stage's table column heading (at most 7 characters).
+fn column_name(stage: &str) -> &str {
+    match stage {
+        "ffn_norm" => "norm",
+        "router_logits" => "logits",
+        "topk_ids" => "ids",
+        "topk_weights" => "weights",
+        "expert_down" => "down",
+        "residual_out" => "resid",
+        other => &other[..other.len().min(7)],
+    }
+}
+
 /// The per-layer table: one row per layer, one column per stage, a glyph per mode in each cell.
 pub fn table(runs: &[ModeRun], types: &dyn Fn(usize) -> LayerTypes) -> String {
     let mut out = String::new();
     let modes: Vec<&str> = runs.iter().map(|r| mode_name(r.mode)).collect();
     let _ = writeln!(out, "cells: {} | legend ✓ MATCH  ✗ DIVERGE  N NaN_GPU  R NaN_REF  B NaN_BOTH  ≠ experts differ  ~ near-tie", modes.join("/"));
-    let short = [
-        "norm", "logits", "ids", "weights", "gate", "up", "act", "down", "ffn_out", "resid",
-    ];
     let _ = write!(out, "{:>5} {:<14}", "layer", "types g/u/d");
-    for s in short {
-        let _ = write!(out, " {s:>7}");
+    for stage in pipeline() {
+        let _ = write!(out, " {:>7}", column_name(stage));
     }
     for m in &modes {
         let _ = write!(out, " {:>13}", format!("cos({m})"));
@@ -217,7 +227,7 @@ pub fn table(runs: &[ModeRun], types: &dyn Fn(usize) -> LayerTypes) -> String {
         let t = types(layer);
         let ty = format!("{}/{}/{}", t.gate.name(), t.up.name(), t.down.name());
         let _ = write!(out, "{layer:>5} {ty:<14}");
-        for stage in PIPELINE {
+        for stage in pipeline() {
             let cell: String = runs
                 .iter()
                 .map(|r| r.layers[i].verdict(stage).map_or("?", |v| v.glyph()))
@@ -243,10 +253,9 @@ pub fn summary_text(s: &Summary) -> String {
             "none".to_string()
         } else {
             // By layer, then in pipeline order within a layer.
-            let mut v: Vec<(usize, usize, &str)> = PIPELINE
-                .iter()
+            let mut v: Vec<(usize, usize, &str)> = pipeline()
                 .enumerate()
-                .filter_map(|(i, st)| m.get(st).map(|&l| (l, i, *st)))
+                .filter_map(|(i, st)| m.get(st).map(|&l| (l, i, st)))
                 .collect();
             v.sort_unstable();
             v.iter()

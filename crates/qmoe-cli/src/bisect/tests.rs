@@ -241,6 +241,17 @@ fn exact_ties_are_near_ties_not_failures() {
 }
 
 #[test]
+fn pipeline_is_the_layer_stages_with_ids_after_the_logits() {
+    let p: Vec<&str> = pipeline().collect();
+    assert_eq!(p.len(), qmoe_layer::STAGE_NAMES.len() + 1);
+    assert_eq!(
+        &p[..4],
+        ["ffn_norm", "router_logits", "topk_ids", "topk_weights"]
+    );
+    assert_eq!(p.last(), Some(&"residual_out"));
+}
+
+#[test]
 fn ranges_are_compact() {
     assert_eq!(ranges(&[0, 1, 2, 3, 4, 5]), "0–5");
     assert_eq!(ranges(&[0, 1, 2, 4, 8, 9]), "0–2, 4, 8–9");
