@@ -96,7 +96,7 @@ pub fn run(args: &Args) -> Result<bool> {
         bail!("--threshold {}: a cosine in (0, 1]", args.threshold);
     }
     let file = match &args.model {
-        Some(p) => Some(qmoe_gguf::GgufFile::open(p).with_context(|| p.display().to_string())?),
+        Some(p) => Some(qmoe_gguf::GgufFile::open(p)?), // its errors name the file
         None => None,
     };
     let model = load(args, file.as_ref())?;
