@@ -125,32 +125,22 @@ impl<'a> QTensor<'a> {
 
     /// Row length (the last dimension, the reduction dimension).
     pub fn cols(&self) -> usize {
-        self.shape[self.shape.len() - 1]
+        dims::cols(&self.shape)
     }
 
     /// Rows per expert: `shape[len - 2]`, 1 for a 1-D tensor.
     pub fn rows(&self) -> usize {
-        if self.shape.len() >= 2 {
-            self.shape[self.shape.len() - 2]
-        } else {
-            1
-        }
+        dims::rows(&self.shape)
     }
 
     /// Experts: `shape[0]` of a 3-D tensor, else 1.
     pub fn experts(&self) -> usize {
-        if self.shape.len() == 3 {
-            self.shape[0]
-        } else {
-            1
-        }
+        dims::experts(&self.shape)
     }
 
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
-        self.qtype
-            .row_bytes(self.cols())
-            .expect("checked at construction")
+        dims::row_bytes(self.qtype, &self.shape)
     }
 
     /// Bytes of one expert (the whole tensor when it is not 3-D).
@@ -317,34 +307,24 @@ impl DeviceQTensor {
         &self.shape
     }
 
-    /// Row length.
+    /// Row length (the last dimension, the reduction dimension).
     pub fn cols(&self) -> usize {
-        self.shape[self.shape.len() - 1]
+        dims::cols(&self.shape)
     }
 
-    /// Rows per expert (1 for 1-D).
+    /// Rows per expert: `shape[len - 2]`, 1 for a 1-D tensor.
     pub fn rows(&self) -> usize {
-        if self.shape.len() >= 2 {
-            self.shape[self.shape.len() - 2]
-        } else {
-            1
-        }
+        dims::rows(&self.shape)
     }
 
-    /// Experts (`shape[0]` of a 3-D tensor, else 1).
+    /// Experts: `shape[0]` of a 3-D tensor, else 1.
     pub fn experts(&self) -> usize {
-        if self.shape.len() == 3 {
-            self.shape[0]
-        } else {
-            1
-        }
+        dims::experts(&self.shape)
     }
 
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
-        self.qtype
-            .row_bytes(self.cols())
-            .expect("checked at construction")
+        dims::row_bytes(self.qtype, &self.shape)
     }
 
     /// Bytes of one expert.
@@ -360,5 +340,38 @@ impl DeviceQTensor {
     /// The device bytes (`experts * expert_bytes` long).
     pub fn data(&self) -> &CudaSlice<u8> {
         &self.data
+    }
+}
+
+/// Shape arithmetic shared by [`QTensor`] and [`DeviceQTensor`] (shape outermost first; both
+/// were validated at construction, so the shape is non-empty and the row a whole number of
+/// blocks).
+mod dims {
+    use crate::QType;
+
+    pub(super) fn cols(shape: &[usize]) -> usize {
+        shape[shape.len() - 1]
+    }
+
+    pub(super) fn rows(shape: &[usize]) -> usize {
+        if shape.len() >= 2 {
+            shape[shape.len() - 2]
+        } else {
+            1
+        }
+    }
+
+    pub(super) fn experts(shape: &[usize]) -> usize {
+        if shape.len() == 3 {
+            shape[0]
+        } else {
+            1
+        }
+    }
+
+    pub(super) fn row_bytes(qtype: QType, shape: &[usize]) -> usize {
+        qtype
+            .row_bytes(cols(shape))
+            .expect("checked at construction")
     }
 }
