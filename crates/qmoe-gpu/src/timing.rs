@@ -1,4 +1,4 @@
-use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode};
 
 use crate::{Gpu, GpuError, Result};
 
@@ -83,6 +83,49 @@ impl Gpu {
             min_us,
             max_us,
             runs,
+        })
+    }
+}
+
+impl Gpu {
+    /// Device time per call as a CUDA-graph-captured decode step sees it: `work(0..calls)` is
+    /// captured into one graph (after one uncaptured call that loads modules), the graph is
+    /// timed with [`Gpu::bench`], and the statistics are divided by `calls`. Rotate `work(i)`
+    /// over distinct buffers larger than L2 to time DRAM.
+    pub fn bench_graph(
+        &self,
+        calls: usize,
+        warmup: usize,
+        runs: usize,
+        mut work: impl FnMut(usize) -> Result<()>,
+    ) -> Result<Timing> {
+        assert!(calls > 0, "bench_graph: calls must be positive");
+        work(0)?;
+        self.sync()?;
+        let stream = self.stream();
+        stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(GpuError::driver("begin capture"))?;
+        let captured = (0..calls).try_for_each(&mut work);
+        let graph = stream
+            .end_capture(CUgraphInstantiate_flags(0))
+            .map_err(GpuError::driver("end capture"));
+        captured?;
+        let graph = graph?.ok_or_else(|| GpuError::Driver {
+            op: "end capture: empty graph".into(),
+            source: cudarc::driver::DriverError(
+                cudarc::driver::sys::cudaError_enum::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED,
+            ),
+        })?;
+        let t = self.bench(warmup, runs, |_| {
+            graph.launch().map_err(GpuError::driver("graph launch"))
+        })?;
+        let n = calls as f64;
+        Ok(Timing {
+            median_us: t.median_us / n,
+            min_us: t.min_us / n,
+            max_us: t.max_us / n,
+            runs: t.runs,
         })
     }
 }

@@ -6,7 +6,6 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use qmoe_router::{router_gpu, router_ref, RouterConfig, RouterError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -76,21 +75,8 @@ fn gpu_bench() -> Result<(), Box<dyn std::error::Error>> {
         let single = gpu.bench(20, 300, &mut call)?;
         // Device time per call as in the graph-captured decode step: `sets` calls (each on its
         // own Wr) captured in one CUDA graph, the graph timed, divided by `sets`.
-        call(0)?;
-        gpu.sync()?;
-        let stream = gpu.stream().clone();
-        stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
-        let captured = (0..sets).try_for_each(&mut call);
-        let graph = stream
-            .end_capture(CUgraphInstantiate_flags(0))?
-            .ok_or("empty graph")?;
-        captured?;
-        let t = gpu.bench(3, 30, |_| {
-            graph
-                .launch()
-                .map_err(qmoe_gpu::GpuError::driver("graph launch"))
-        })?;
-        let per_call_us = t.median_us / sets as f64;
+        let t = gpu.bench_graph(sets, 3, 30, &mut call)?;
+        let per_call_us = t.median_us;
         let bytes = wr_bytes + 4 * b * h + 8 * b * k;
         let gbps = bytes as f64 / (per_call_us * 1e-6) / 1e9;
         let line = serde_json::json!({

@@ -5,7 +5,6 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -67,26 +66,7 @@ fn gpu_bench() -> Result<(), Box<dyn std::error::Error>> {
         let single = gpu.bench(20, 200, &mut call)?;
         // Device time per call as in a graph-captured decode step: `sets` calls on distinct
         // buffers in one CUDA graph, timed, divided by `sets`.
-        call(0)?;
-        gpu.sync()?;
-        let stream = gpu.stream().clone();
-        stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
-        let captured = (0..sets).try_for_each(&mut call);
-        let graph = stream
-            .end_capture(CUgraphInstantiate_flags(0))?
-            .ok_or("empty graph")?;
-        captured?;
-        let g = gpu.bench(3, 30, |_| {
-            graph
-                .launch()
-                .map_err(qmoe_gpu::GpuError::driver("graph launch"))
-        })?;
-        let t = qmoe_gpu::Timing {
-            median_us: g.median_us / sets as f64,
-            min_us: g.min_us / sets as f64,
-            max_us: g.max_us / sets as f64,
-            runs: g.runs,
-        };
+        let t = gpu.bench_graph(sets, 3, 30, &mut call)?;
         let gbps = t.gbps(bytes as f64);
         let line = serde_json::json!({
             "op": "swiglu", "qtype": "f32", "shape": format!("n={n} (768x8 per token)"), "b": b,
