@@ -60,6 +60,9 @@ pub enum StageVerdict {
     IdsDiffer,
     /// The selected experts differ only across a near-tie of probabilities.
     NearTie,
+    /// A per-slot stage with no slot where both paths chose the same expert: nothing to compare
+    /// (the `topk_ids` stage carries the finding).
+    Skipped,
 }
 
 impl Serialize for StageVerdict {
@@ -87,6 +90,7 @@ impl StageVerdict {
             StageVerdict::Compared(Verdict::NanBoth) => "B",
             StageVerdict::IdsDiffer => "≠",
             StageVerdict::NearTie => "~",
+            StageVerdict::Skipped => "·",
         }
     }
 
@@ -96,6 +100,7 @@ impl StageVerdict {
             StageVerdict::Compared(v) => v.name(),
             StageVerdict::IdsDiffer => "IDS_DIFFER",
             StageVerdict::NearTie => "NEAR_TIE",
+            StageVerdict::Skipped => "SKIPPED",
         }
     }
 }
@@ -150,12 +155,17 @@ impl LayerResult {
         self.stages.iter().find(|s| s.verdict.is_failure())
     }
 
-    /// Cosine of `ffn_out`, when computed.
-    pub fn ffn_out_cosine(&self) -> Option<f64> {
+    /// Metrics of `ffn_out`, when computed.
+    pub fn ffn_out_metrics(&self) -> Option<&Comparison> {
         self.stages
             .iter()
             .find(|s| s.stage == "ffn_out")
-            .and_then(|s| s.metrics.as_ref().map(|m| m.cosine))
+            .and_then(|s| s.metrics.as_ref())
+    }
+
+    /// Cosine of `ffn_out`, when computed.
+    pub fn ffn_out_cosine(&self) -> Option<f64> {
+        self.ffn_out_metrics().map(|m| m.cosine)
     }
 }
 
@@ -201,6 +211,14 @@ pub fn compare_layer(
         let m = if PER_SLOT.contains(&stage) {
             let row = r.len().checked_div(b * k).unwrap_or(0);
             let (c, r) = aligned_slots(cand, reference, c, r, row);
+            if c.is_empty() && b * k > 0 {
+                stages.push(StageResult {
+                    stage,
+                    verdict: StageVerdict::Skipped,
+                    metrics: None,
+                });
+                continue;
+            }
             compare(&c, &r, s.thresholds)
         } else if c.len() != r.len() {
             // A malformed trace is a finding, not a panic: treat it as a divergence.

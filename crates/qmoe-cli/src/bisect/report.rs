@@ -45,7 +45,9 @@ pub fn summarize(run: &ModeRun) -> Summary {
                     &mut s.first_nan_candidate
                 }
                 StageVerdict::Compared(Diverge) | StageVerdict::IdsDiffer => &mut s.first_diverge,
-                StageVerdict::Compared(Match) | StageVerdict::NearTie => continue,
+                StageVerdict::Compared(Match) | StageVerdict::NearTie | StageVerdict::Skipped => {
+                    continue
+                }
             };
             map.entry(st.stage).or_insert(l.layer);
         }
@@ -212,13 +214,13 @@ fn column_name(stage: &str) -> &str {
 pub fn table(runs: &[ModeRun], types: &dyn Fn(usize) -> LayerTypes) -> String {
     let mut out = String::new();
     let modes: Vec<&str> = runs.iter().map(|r| mode_name(r.mode)).collect();
-    let _ = writeln!(out, "cells: {} | legend ✓ MATCH  ✗ DIVERGE  N NaN_GPU  R NaN_REF  B NaN_BOTH  ≠ experts differ  ~ near-tie", modes.join("/"));
+    let _ = writeln!(out, "cells: {} | legend ✓ MATCH  ✗ DIVERGE  N NaN_GPU  R NaN_REF  B NaN_BOTH  ≠ experts differ  ~ near-tie  · no common expert", modes.join("/"));
     let _ = write!(out, "{:>5} {:<14}", "layer", "types g/u/d");
     for stage in pipeline() {
         let _ = write!(out, " {:>7}", column_name(stage));
     }
     for m in &modes {
-        let _ = write!(out, " {:>13}", format!("cos({m})"));
+        let _ = write!(out, " {:>16}", format!("ffn_out nmse({m})"));
     }
     out.push('\n');
     let n = runs.first().map_or(0, |r| r.layers.len());
@@ -236,10 +238,15 @@ pub fn table(runs: &[ModeRun], types: &dyn Fn(usize) -> LayerTypes) -> String {
             let _ = write!(out, " {cell:>7}");
         }
         for r in runs {
-            let c = r.layers[i]
-                .ffn_out_cosine()
-                .map_or("-".to_string(), |c| format!("{c:.9}"));
-            let _ = write!(out, " {c:>13}");
+            // NMSE, not cosine: at MATCH the cosine prints as 1.000000000 and says nothing.
+            let c = r.layers[i].ffn_out_metrics().map_or("-".to_string(), |m| {
+                match m.nan_got + m.inf_got {
+                    // The NMSE runs over jointly finite elements only: say when that is not all.
+                    0 => format!("{:.1e}", m.nmse),
+                    bad => format!("{bad} NaN/Inf"),
+                }
+            });
+            let _ = write!(out, " {c:>16}");
         }
         out.push('\n');
     }

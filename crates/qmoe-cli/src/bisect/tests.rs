@@ -223,6 +223,26 @@ fn expert_choice_differences_are_named_with_their_margin() {
 }
 
 #[test]
+fn per_slot_stages_without_a_common_expert_are_skipped_not_matched() {
+    let reference = Toy {
+        label: "r",
+        fault: None,
+    }
+    .run_layer(0, &[0.1; B * H], B)
+    .unwrap();
+    let mut cand = reference.clone();
+    for t in 0..B {
+        cand.topk_ids[t * K..(t + 1) * K].copy_from_slice(&[0, 1]);
+    }
+    let l = compare_layer(0, &cand, &reference, &settings());
+    assert_eq!(l.verdict("topk_ids"), Some(StageVerdict::IdsDiffer));
+    for stage in ["topk_weights", "gate", "up", "act", "expert_down"] {
+        assert_eq!(l.verdict(stage), Some(StageVerdict::Skipped), "{stage}");
+    }
+    assert_eq!(l.first_failure().map(|s| s.stage), Some("topk_ids"));
+}
+
+#[test]
 fn exact_ties_are_near_ties_not_failures() {
     let mut reference = Toy {
         label: "r",
