@@ -158,6 +158,36 @@ unsafe fn launch_combine(
     Ok(())
 }
 
+/// The checks both combine launches share: b, k ≥ 1, h a whole number of rows, u32-indexable,
+/// and every buffer long enough. Returns H.
+#[allow(clippy::too_many_arguments)]
+fn check_combine(
+    op: &'static str,
+    h: &CudaSlice<f32>,
+    down: &CudaSlice<f32>,
+    wts: &CudaSlice<f32>,
+    out: &CudaSlice<f32>,
+    ffn: &CudaSlice<f32>,
+    b: usize,
+    k: usize,
+) -> Result<usize> {
+    if b == 0 || k == 0 || !h.len().is_multiple_of(b) {
+        return Err(LayerError::arg(
+            op,
+            format!("b {b}, k {k}, h of {} elements", h.len()),
+        ));
+    }
+    let hdim = h.len() / b;
+    if b * k * hdim > u32::MAX as usize {
+        return Err(LayerError::arg(op, "tensor too large for u32 indexing"));
+    }
+    check_len(op, "down", down.len(), b * k * hdim)?;
+    check_len(op, "wts", wts.len(), b * k)?;
+    check_len(op, "out", out.len(), b * hdim)?;
+    check_len(op, "ffn", ffn.len(), b * hdim)?;
+    Ok(hdim)
+}
+
 /// Weighted sum over the k slots plus residual on the device (see [`combine_ref`]):
 /// `ffn = Σ_j wts[:, j] · down[:, j, :]`, `out = h + ffn`.
 #[allow(clippy::too_many_arguments)]
@@ -171,22 +201,8 @@ pub fn combine_gpu(
     out: &mut CudaSlice<f32>,
     ffn: &mut CudaSlice<f32>,
 ) -> Result<()> {
-    const OP: &str = "combine_gpu";
-    if b == 0 || k == 0 || !h.len().is_multiple_of(b) {
-        return Err(LayerError::arg(
-            OP,
-            format!("b {b}, k {k}, h of {} elements", h.len()),
-        ));
-    }
-    let hdim = h.len() / b;
-    if b * k * hdim > u32::MAX as usize {
-        return Err(LayerError::arg(OP, "tensor too large for u32 indexing"));
-    }
-    check_len(OP, "down", down.len(), b * k * hdim)?;
-    check_len(OP, "wts", wts.len(), b * k)?;
-    check_len(OP, "out", out.len(), b * hdim)?;
-    check_len(OP, "ffn", ffn.len(), b * hdim)?;
-    // SAFETY: lengths checked above.
+    let hdim = check_combine("combine_gpu", h, down, wts, out, ffn, b, k)?;
+    // SAFETY: lengths checked by check_combine.
     unsafe { launch_combine(gpu, h, down, wts, out, ffn, b, k, hdim) }
 }
 
@@ -221,23 +237,19 @@ pub fn combine_norm_gpu(
     next: NextNorm<'_>,
 ) -> Result<()> {
     const OP: &str = "combine_norm_gpu";
-    if b == 0 || b > COMBINE_NORM_MAX_B || k == 0 || !h.len().is_multiple_of(b) {
+    if b > COMBINE_NORM_MAX_B {
         return Err(LayerError::arg(
             OP,
-            format!("b {b} (1..=8), k {k}, h of {} elements", h.len()),
+            format!("b {b}: at most {COMBINE_NORM_MAX_B}"),
         ));
     }
-    let hdim = h.len() / b;
-    if hdim == 0 || !hdim.is_multiple_of(COMBINE_NORM_THREADS) || b * k * hdim > u32::MAX as usize {
+    let hdim = check_combine(OP, h, down, wts, out, ffn, b, k)?;
+    if hdim == 0 || !hdim.is_multiple_of(COMBINE_NORM_THREADS) {
         return Err(LayerError::arg(
             OP,
             format!("hidden {hdim} must be a positive multiple of 256"),
         ));
     }
-    check_len(OP, "down", down.len(), b * k * hdim)?;
-    check_len(OP, "wts", wts.len(), b * k)?;
-    check_len(OP, "out", out.len(), b * hdim)?;
-    check_len(OP, "ffn", ffn.len(), b * hdim)?;
     check_len(OP, "weight", next.weight.len(), hdim)?;
     check_len(OP, "xn", next.xn.len(), b * hdim)?;
     let blocks = b * hdim / COMBINE_NORM_THREADS;
