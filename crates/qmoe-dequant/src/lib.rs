@@ -21,4 +21,4 @@ mod tensor;
 pub use error::DequantError;
 pub use gpu::{dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, KERNELS, PTX};
 pub use qtype::QType;
-pub use tensor::{DeviceQTensor, QTensor};
+pub use tensor::{DeviceQTensor, QTensor, DEVICE_PAD};

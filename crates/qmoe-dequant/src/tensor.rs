@@ -265,11 +265,20 @@ impl<'a> QTensor<'a> {
         QTensor::new(name, qtype, shape, bytes)
     }
 
-    /// Copies the bytes to the device.
+    /// Copies the bytes to the device. The device allocation is padded with zero bytes to a
+    /// multiple of [`DEVICE_PAD`], so kernels may copy whole 16-byte granules around any byte
+    /// range of the tensor (qmoe-matvec's shared-memory tiles) without leaving the allocation.
     pub fn upload(&self, gpu: &qmoe_gpu::Gpu) -> Result<DeviceQTensor, DequantError> {
-        let data = gpu
-            .upload(&self.data)
-            .map_err(DequantError::gpu(&self.name, "upload"))?;
+        let padded = self.data.len().div_ceil(DEVICE_PAD) * DEVICE_PAD;
+        let data = if padded == self.data.len() {
+            gpu.upload(&self.data)
+        } else {
+            let mut host = Vec::with_capacity(padded);
+            host.extend_from_slice(&self.data);
+            host.resize(padded, 0);
+            gpu.upload(&host)
+        }
+        .map_err(DequantError::gpu(&self.name, "upload"))?;
         Ok(DeviceQTensor {
             name: self.name.clone(),
             qtype: self.qtype,
@@ -279,7 +288,11 @@ impl<'a> QTensor<'a> {
     }
 }
 
-/// A tensor in device memory: the same bytes and geometry as the [`QTensor`] it came from.
+/// Granule a device tensor's allocation is padded to (bytes): the widest copy a kernel makes.
+pub const DEVICE_PAD: usize = 16;
+
+/// A tensor in device memory: the same bytes and geometry as the [`QTensor`] it came from
+/// (followed by zero padding up to a multiple of [`DEVICE_PAD`] bytes).
 ///
 /// Kernels dispatch on [`DeviceQTensor::qtype`], so a Q6_K tensor cannot be read by a Q4_K
 /// kernel by assumption.

@@ -16,8 +16,9 @@ __device__ __forceinline__ float mv_u2f(uint32_t v, float bias) {
     return __int_as_float(0x4B000000u | v) - bias;
 }
 
+// Weights are read from the block's shared-memory tile (matvec.cu), so plain (generic) loads.
 __device__ __forceinline__ uint32_t mv_ld_u16(const uint8_t* p) {
-    return (uint32_t)__ldg(reinterpret_cast<const unsigned short*>(p));
+    return (uint32_t)*reinterpret_cast<const unsigned short*>(p);
 }
 
 // 8 bytes at a 2-byte-aligned address as two little-endian words, by 16-bit loads (never reads
@@ -36,7 +37,7 @@ __device__ __forceinline__ uint2 mv_ld8_a2(const uint8_t* p) {
     const uintptr_t a = reinterpret_cast<uintptr_t>(p);
     const uint32_t* w = reinterpret_cast<const uint32_t*>(a & ~(uintptr_t)3);
     const uint32_t sh = (uint32_t)(a & 3) * 8;
-    const uint32_t w0 = __ldg(w), w1 = __ldg(w + 1), w2 = __ldg(w + 2);
+    const uint32_t w0 = w[0], w1 = w[1], w2 = w[2];
     return make_uint2(__funnelshift_r(w0, w1, sh), __funnelshift_r(w1, w2, sh));
 }
 
@@ -70,10 +71,10 @@ struct MvQ4K {
     __device__ static Raw load(const uint8_t* block, int p) {
         const qmoe_block_q4_k* b = reinterpret_cast<const qmoe_block_q4_k*>(block);
         Raw r;
-        // Both 16-byte aligned: rows are whole 144-byte (9 x 16) blocks of a 256-byte aligned
-        // allocation. The header (d, dmin, scales) is one load, shared through L1 by 8 items.
-        r.qs = __ldcs(reinterpret_cast<const uint4*>(b->qs + 16 * p));
-        const uint4 h = __ldg(reinterpret_cast<const uint4*>(b));
+        // Both 16-byte aligned: rows are whole 144-byte (9 x 16) blocks, and a tile keeps its
+        // global alignment mod 16 in shared memory. The header (d, dmin, scales) is one load.
+        r.qs = *reinterpret_cast<const uint4*>(b->qs + 16 * p);
+        const uint4 h = *reinterpret_cast<const uint4*>(b);
         const float d = __half2float(__ushort_as_half((unsigned short)(h.x & 0xFFFFu)));
         const float dmin = __half2float(__ushort_as_half((unsigned short)(h.x >> 16)));
         // qmoe_q4k_scale_min on registers: scales[0..4] = h.y, [4..8] = h.z, [8..12] = h.w.
@@ -131,11 +132,11 @@ struct MvQ6K {
         r.qla = mv_ld8_a2(b->ql + 64 * h + l0);
         r.qlb = mv_ld8_a2(b->ql + 64 * h + 32 + l0);
         r.qh = mv_ld8_a2(b->qh + 32 * h + l0);
-        const float d = __half2float(__ldg(&b->d));
+        const float d = __half2float(b->d);
         const signed char* sc = reinterpret_cast<const signed char*>(b->scales) + 8 * h + (l0 >> 4);
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            r.a[j] = d * (float)__ldg(sc + 2 * j);
+            r.a[j] = d * (float)sc[2 * j];
         }
         return r;
     }
@@ -172,7 +173,7 @@ struct MvQ80 {
         for (int j = 0; j < 4; j++) {
             r.qs[j] = mv_ld8_u16(qs + 8 * j);
         }
-        r.d = __half2float(__ldg(&b->d));
+        r.d = __half2float(b->d);
         return r;
     }
     __device__ static float scale(const Raw& r, int) { return r.d; }

@@ -9,8 +9,6 @@ use qmoe_gpu::{embed_ptx, Gpu, PtxSet, Result};
 /// The PTX of `cuda/matvec.cu` for every target.
 pub const PTX: PtxSet = embed_ptx!("matvec");
 
-/// Rows each lane group owns (`MV_RT` in matvec.cu).
-pub const ROWS_PER_GROUP: u32 = 2;
 const THREADS: u32 = 256;
 
 macro_rules! nc_names {
@@ -92,64 +90,104 @@ fn nc_index(b: usize) -> usize {
     }
 }
 
-/// Lanes per row group for a row of `items` 32-weight items: a power of two ≤ 32 that divides
-/// `items` when one ≥ 8 does (no idle lanes: 24 items → 8, 64 → 32), else the largest power of
-/// two ≤ min(items, 32).
+/// Lanes per row group for a row of `items` 32-weight items: the largest power of two ≤ 32 that
+/// leaves each lane at least 4 items (24 items → 4, 64 → 16, 128 → 32), so a lane's fixed per-row
+/// work (addressing, the shuffle reduction, the store) is spread over ≥ 128 weights.
 pub fn group_lanes(items: usize) -> u32 {
-    let items = items.max(1);
-    let dividing = 1usize << items.trailing_zeros().min(5);
-    if dividing >= 8 {
-        dividing as u32
-    } else {
-        1u32 << (usize::BITS - 1 - items.min(32).leading_zeros())
+    let cap = (items / 4).clamp(1, 32);
+    1u32 << (usize::BITS - 1 - cap.leading_zeros())
+}
+
+/// (lanes per row group G, rows per 256-thread block) for a row of `cols` weights: one row per
+/// group of G lanes (matvec.cu, "Layout").
+pub fn shape(cols: usize) -> (u32, u32) {
+    let g = group_lanes(cols / 32);
+    (g, THREADS / g)
+}
+
+/// Columns per staging pass of the variant `nc_index` picks.
+const NC: [usize; 3] = [1, 4, 8];
+
+/// Dynamic shared memory a launch may use: two blocks still fit an SM (228 KB).
+const MAX_SMEM_BYTES: usize = 110 * 1024;
+
+/// Weight bytes one block's tile aims at: enough in flight per SM (3 blocks) to cover DRAM
+/// latency at full bandwidth, few enough that the Qwen3 expert launches fill the GPU in one wave.
+const TILE_TARGET_BYTES: usize = 40 * 1024;
+
+/// Most passes a tile is cut into (`MV_MAX_PASSES` in matvec.cu).
+const MAX_PASSES: usize = 8;
+
+/// Warps per block.
+const WARPS: usize = THREADS as usize / 32;
+
+/// Floats one staged activation vector of `k` values takes (`mv_kpad` in matvec.cu: 4 floats
+/// of bank padding per 64).
+fn kpad(k: usize) -> usize {
+    k + k.div_ceil(64) * 4
+}
+
+/// Shared bytes of one warp's region for `wr` rows of `row_bytes` (`mv_region_bytes` in
+/// matvec.cu: the 16-byte alignment slack included).
+fn region_bytes(wr: usize, row_bytes: usize) -> usize {
+    (wr * row_bytes + 31) & !15
+}
+
+/// Launch plan of one matvec: rows per tile, stage flag, dynamic shared bytes, block geometry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Plan {
+    /// Rows per tile T = passes × rows per pass.
+    tile_rows: u32,
+    /// 1 when the activations are staged in shared memory, 0 when read from global memory.
+    stage: u32,
+    /// Dynamic shared memory bytes.
+    smem: u32,
+    /// log2 of the lanes per row G.
+    glog: u32,
+    /// Tiles over `rows` (grid.x).
+    tiles: u32,
+}
+
+/// The plan for `rows` rows of `cols` weights read from the matrices whose row sizes are
+/// `row_bytes` (gate and up for the fused kernel, one otherwise), variant `nci`.
+fn plan(nci: usize, cols: usize, rows: usize, row_bytes: &[usize]) -> Plan {
+    let (g, pass_rows) = shape(cols);
+    let (pass_rows, wr) = (pass_rows as usize, 32 / g as usize);
+    let per_pass: usize = row_bytes.iter().map(|&rb| pass_rows * rb).sum();
+    let passes = (TILE_TARGET_BYTES / per_pass)
+        .clamp(1, MAX_PASSES)
+        .min(rows.div_ceil(pass_rows).max(1));
+    let t = passes * pass_rows;
+    let region: usize = row_bytes.iter().map(|&rb| region_bytes(wr, rb)).sum();
+    let tiles_bytes = WARPS * passes * region;
+    let x_bytes = NC[nci] * kpad(cols) * 4;
+    let stage = x_bytes + tiles_bytes <= MAX_SMEM_BYTES;
+    let smem = tiles_bytes + if stage { x_bytes } else { 0 };
+    Plan {
+        tile_rows: t as u32,
+        stage: stage as u32,
+        smem: smem as u32,
+        glog: g.trailing_zeros(),
+        tiles: rows.div_ceil(t) as u32,
     }
 }
 
-/// Warps splitting one row's items (K-slices): as many as leave each lane at least one item,
-/// at most the block's 8 warps, so short matrices (4096 rows, or 768 rows per expert) still put
-/// enough warps on the GPU to hide memory latency.
-/// `cap` (1..=8) is `QMOE_MATVEC_MAX_KSPLIT`'s value in production.
-fn k_slices_capped(items: usize, g: u32, cap: usize) -> u32 {
-    let per = (items / g as usize).clamp(1, cap);
-    1u32 << (usize::BITS - 1 - per.leading_zeros())
-}
-
-/// Environment variable capping the K-slices (1, 2, 4 or 8). **Default 1**: the single-warp-per-
-/// row-group layout whose kernels passed the whole GPU suite (v3). The K-split (v4: S warps per
-/// row group meeting in shared memory) has not run on a GPU yet, and a layer run that hung and
-/// racecheck warnings in the gate+up kernels were seen with an unfinished version of it; set
-/// `QMOE_MATVEC_MAX_KSPLIT=8` to opt in until a GPU run of the suite (incl. racecheck) clears it.
-/// Read once per process.
-pub const MAX_KSPLIT_ENV: &str = "QMOE_MATVEC_MAX_KSPLIT";
-
-fn max_k_slices() -> usize {
-    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *MAX.get_or_init(|| {
-        std::env::var(MAX_KSPLIT_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .map_or(1, |v| v.clamp(1, 8))
-    })
-}
-
-/// (lanes per row group G, K-slices S, rows per block) for a row of `cols` weights.
-pub fn shape(cols: usize) -> (u32, u32, u32) {
-    shape_capped(cols, max_k_slices())
-}
-
-/// [`shape`] under an explicit K-slice cap.
-fn shape_capped(cols: usize, cap: usize) -> (u32, u32, u32) {
-    let g = group_lanes(cols / 32);
-    let s = k_slices_capped(cols / 32, g, cap);
-    (g, s, THREADS / (g * s) * ROWS_PER_GROUP)
-}
-
-/// The launch and the packed layout argument (log2 G | log2 S << 8, see MvLayout in matvec.cu).
-fn geometry(cols: usize, rows: usize, tasks: usize) -> (qmoe_gpu::cuda::LaunchConfig, u32) {
-    let (g, s, rows_per_block) = shape(cols);
-    let blocks = rows.div_ceil(rows_per_block as usize) as u32;
-    let packed = g.trailing_zeros() | (s.trailing_zeros() << 8);
-    (grid((blocks, tasks as u32, 1), THREADS, 0), packed)
+/// The kernel function, allowed `smem` bytes of dynamic shared memory (above the 48 KB default
+/// the driver needs to be told).
+fn function(gpu: &Gpu, name: &str, smem: u32) -> Result<qmoe_gpu::cuda::CudaFunction> {
+    let f = gpu.function(&PTX, name)?;
+    // The 48 KB default covers static + dynamic shared memory (the kernels' static part is
+    // ~1 KB), so raise the limit well before that.
+    if smem > 40 * 1024 {
+        f.set_attribute(
+            qmoe_gpu::cuda::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            smem as i32,
+        )
+        .map_err(qmoe_gpu::GpuError::driver(format!(
+            "shared memory size of {name}"
+        )))?;
+    }
+    Ok(f)
 }
 
 /// # Safety
@@ -161,9 +199,12 @@ pub(crate) unsafe fn launch_dense(
     b: usize,
     y: &mut CudaSlice<f32>,
 ) -> Result<()> {
-    let name = DENSE[qindex(w.qtype())][nc_index(b)];
-    let f = gpu.function(&PTX, name)?;
-    let (cfg, glog) = geometry(w.cols(), w.rows(), 1);
+    let nci = nc_index(b);
+    let name = DENSE[qindex(w.qtype())][nci];
+    let p = plan(nci, w.cols(), w.rows(), &[w.row_bytes()]);
+    let f = function(gpu, name, p.smem)?;
+    let cfg = grid((p.tiles, 1, 1), THREADS, p.smem);
+    let (glog, t, stage) = (p.glog, p.tile_rows, p.stage);
     let (rows, row_bytes, cols, b) = (
         w.rows() as u32,
         w.row_bytes() as u32,
@@ -177,10 +218,12 @@ pub(crate) unsafe fn launch_dense(
         .arg(&row_bytes)
         .arg(&cols)
         .arg(&glog)
+        .arg(&t)
+        .arg(&stage)
         .arg(x)
         .arg(&b)
         .arg(y);
-    // SAFETY: (w, rows, row_bytes, K, glog, x, B, y) matches MV_DENSE; sizes per this fn's contract.
+    // SAFETY: (w, rows, row_bytes, K, glog, T, stage, x, B, y) matches MV_DENSE; sizes per this fn's contract.
     unsafe { launch(&mut args, cfg, name) }
 }
 
@@ -198,9 +241,12 @@ pub(crate) unsafe fn launch_indexed(
     b: usize,
     y: &mut CudaSlice<f32>,
 ) -> Result<()> {
-    let name = INDEXED[qindex(w.qtype())][nc_index(b)];
-    let f = gpu.function(&PTX, name)?;
-    let (cfg, glog) = geometry(w.cols(), w.rows(), b * k);
+    let nci = nc_index(b);
+    let name = INDEXED[qindex(w.qtype())][nci];
+    let p = plan(nci, w.cols(), w.rows(), &[w.row_bytes()]);
+    let f = function(gpu, name, p.smem)?;
+    let cfg = grid((p.tiles, (b * k) as u32, 1), THREADS, p.smem);
+    let (glog, t, stage) = (p.glog, p.tile_rows, p.stage);
     let expert_bytes = w.expert_bytes() as u64;
     let (experts, rows, row_bytes, cols) = (
         w.experts() as u32,
@@ -218,6 +264,8 @@ pub(crate) unsafe fn launch_indexed(
         .arg(&row_bytes)
         .arg(&cols)
         .arg(&glog)
+        .arg(&t)
+        .arg(&stage)
         .arg(ids)
         .arg(&tasks)
         .arg(&k)
@@ -242,9 +290,17 @@ pub(crate) unsafe fn launch_gate_up(
     b: usize,
     act: &mut CudaSlice<f32>,
 ) -> Result<()> {
-    let name = GATE_UP[qindex(gate.qtype())][qindex(up.qtype())][nc_index(b)];
-    let f = gpu.function(&PTX, name)?;
-    let (cfg, glog) = geometry(gate.cols(), gate.rows(), b * k);
+    let nci = nc_index(b);
+    let name = GATE_UP[qindex(gate.qtype())][qindex(up.qtype())][nci];
+    let p = plan(
+        nci,
+        gate.cols(),
+        gate.rows(),
+        &[gate.row_bytes(), up.row_bytes()],
+    );
+    let f = function(gpu, name, p.smem)?;
+    let cfg = grid((p.tiles, (b * k) as u32, 1), THREADS, p.smem);
+    let (glog, t, stage) = (p.glog, p.tile_rows, p.stage);
     let (g_eb, g_rb) = (gate.expert_bytes() as u64, gate.row_bytes() as u32);
     let (u_eb, u_rb) = (up.expert_bytes() as u64, up.row_bytes() as u32);
     let (experts, rows, cols) = (
@@ -265,6 +321,8 @@ pub(crate) unsafe fn launch_gate_up(
         .arg(&rows)
         .arg(&cols)
         .arg(&glog)
+        .arg(&t)
+        .arg(&stage)
         .arg(ids)
         .arg(&tasks)
         .arg(&k)
@@ -286,20 +344,37 @@ mod tests {
 
     #[test]
     fn group_lanes_fill_warps_for_qwen_shapes() {
-        assert_eq!(group_lanes(24), 8); // K = 768: 3 items per lane, 8 rows per warp
-        assert_eq!(group_lanes(64), 32); // K = 2048
+        assert_eq!(group_lanes(24), 4); // K = 768: 6 items per lane, 8 rows per warp
+        assert_eq!(group_lanes(64), 16); // K = 2048: 4 items per lane
         assert_eq!(group_lanes(128), 32);
         assert_eq!(group_lanes(1), 1);
-        assert_eq!(group_lanes(3), 2);
+        assert_eq!(group_lanes(3), 1);
         assert_eq!(group_lanes(40), 8);
-        assert_eq!(group_lanes(9), 8);
-        // The K-split geometry (opt-in, QMOE_MATVEC_MAX_KSPLIT=8).
-        assert_eq!(shape_capped(768, 8), (8, 2, 32));
-        assert_eq!(shape_capped(2048, 8), (32, 2, 8));
-        assert_eq!(shape_capped(4096, 8), (32, 4, 4));
-        assert_eq!(shape_capped(32, 8), (1, 1, 512));
-        // The default: one warp per row group (the GPU-verified layout).
-        assert_eq!(shape_capped(768, 1), (8, 1, 64));
-        assert_eq!(shape_capped(4096, 1), (32, 1, 16));
+        assert_eq!(group_lanes(9), 2);
+        assert_eq!(shape(768), (4, 64));
+        assert_eq!(shape(2048), (16, 16));
+        assert_eq!(shape(32), (1, 256));
+    }
+
+    #[test]
+    fn plans_fit_shared_memory_and_fill_the_gpu_for_qwen_shapes() {
+        assert_eq!(kpad(2048), 2048 + 32 * 4);
+        assert_eq!(kpad(32), 36);
+        // gate+up, K = 2048 Q4_K (1152 B per row and matrix): 16 rows per pass, 2 rows per
+        // warp, one-pass tiles, 48 tiles per expert; x (8.5 KB) staged.
+        let p = plan(0, 2048, 768, &[1152, 1152]);
+        assert_eq!((p.tile_rows, p.tiles, p.stage, p.glog), (16, 48, 1, 4));
+        assert_eq!(p.smem as usize, 8 * 2 * 2320 + 2176 * 4);
+        // down, K = 768 Q6_K (630 B rows): 64 rows per pass, one pass, 32 tiles per expert.
+        let p = plan(0, 768, 2048, &[630]);
+        assert_eq!((p.tile_rows, p.tiles, p.stage, p.glog), (64, 32, 1, 2));
+        // Output head Q6_K K = 2048: one pass of 16 rows.
+        let p = plan(0, 2048, 151936, &[1680]);
+        assert_eq!((p.tile_rows, p.tiles), (16, 9496));
+        // A tiny matrix gets one pass-sized tile.
+        assert_eq!(plan(0, 32, 1, &[18]).tiles, 1);
+        // Every plan stays within the limit; eight 16 K-wide vectors are read from global.
+        assert!(plan(2, 4096, 4096, &[2304]).smem as usize <= MAX_SMEM_BYTES);
+        assert_eq!(plan(2, 16384, 64, &[9216]).stage, 0);
     }
 }

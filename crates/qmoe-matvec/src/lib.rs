@@ -21,7 +21,7 @@
 mod cuda;
 pub mod reference;
 
-pub use cuda::{KERNELS, MAX_KSPLIT_ENV, PTX};
+pub use cuda::{KERNELS, PTX};
 
 use qmoe_dequant::{DeviceQTensor, QType};
 use qmoe_gpu::cuda::CudaSlice;
@@ -268,8 +268,8 @@ pub fn gate_up_swiglu_gpu(
         .map_err(|source| MatvecError::Gpu { op: OP, source })
 }
 
-/// The launch geometry the kernels use for a row length `cols`: (lanes per row group G, warps
-/// splitting a row's K S, rows per 256-thread block). Public for benchmarks and tests.
-pub fn launch_shape(cols: usize) -> (u32, u32, u32) {
+/// The launch geometry the kernels use for a row length `cols`: (lanes per row G, rows per
+/// 256-thread block). Public for benchmarks and tests.
+pub fn launch_shape(cols: usize) -> (u32, u32) {
     cuda::shape(cols)
 }

@@ -9,8 +9,8 @@
 //! separately (they can cancel), and its magnitude sum is M = Σ(|d·sc·q| + |dmin·m|)·|x|; Q6_K
 //! and Q8_0 have no min and M = Σ|w·x|. d·sc and dmin·m are exact in f32 (an 11-bit f16
 //! significand times a ≤ 8-bit integer), q is an exact small integer, and the longest rounding
-//! path in the kernel is 8 (run) + 2 (scale, min) + 8·⌈K/32/(G·S)⌉ (lane chain) + log₂G
-//! (shuffles) + S − 1 (K-slices, S ≤ 8) ≤ K/4 + 22 ≤ K for K ≥ 32, so
+//! path in the kernel is 8 (run) + 2 (scale, min) + 8·⌈K/32/G⌉ (lane chain) + log₂G
+//! (shuffles) ≤ K/4 + 15 ≤ K for K ≥ 32, so
 //!
 //! |y_kernel − y_exact| ≤ γ(K)·M.
 //!
@@ -18,7 +18,7 @@
 //! Q6_K and Q8_0; for Q4_K the reference rounds (d·sc)·q − dmin·m once, an error ≤ u·M, so
 //! the bound against the reference is γ(K + 1)·M for Q4_K and γ(K)·M otherwise (u + γ(K) ≤
 //! γ(K + 1)). The reference's own f64 rounding (≤ K·2⁻⁵³·M) is far inside the slack between the
-//! kernel's true path length (≤ K/4 + 22) and K.
+//! kernel's true path length (≤ K/4 + 15) and K.
 //!
 //! For the fused gate+up, with per-output bounds e_g, e_u on the two matvecs, L = 1.1 ≥
 //! max|silu′| (≈ 1.0998), S = |silu(g)| + L·e_g and U = |u| + e_u:

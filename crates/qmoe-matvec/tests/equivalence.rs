@@ -426,5 +426,5 @@ fn gpu_validation_errors_before_launch() {
     ));
     // Nothing above launched: y is still poisoned.
     assert!(gpu.download(&y).unwrap().iter().all(|v| v.is_nan()));
-    assert_eq!(launch_shape(768).0, 8, "K = 768 packs 8 rows per warp");
+    assert_eq!(launch_shape(768), (4, 64), "K = 768 packs 8 rows per warp");
 }
