@@ -145,21 +145,30 @@ pub fn build(sh: &Shell, dir: &Path) -> Result<()> {
 /// with ptxas where the device cannot run the arch, and ends with one summary table.
 const RUN_SH: &str = r#"#!/usr/bin/env bash
 # qmoe GPU bundle: run on a GPU machine with no Rust toolchain.
-#   bash run.sh [--arch sm_89|sm_90|sm_120|all] [--sanitize] [--bench] [--filter SUBSTR]
+#   bash run.sh [--arch sm_89|sm_90|sm_120|all] [--sanitize | --tool memcheck|racecheck] [--bench]
+#               [--filter SUBSTR] [--skip TEST_SUBSTR]... [--timeout SECS]
+# --filter keeps the executables whose name contains SUBSTR; --skip is passed to each test
+# executable (libtest --skip: e.g. --skip heavy leaves out the 48-layer tests, slow under a
+# sanitizer); --timeout bounds each executable's run (a suite cut short counts as failed).
 # Exit status: 0 when every suite passed, 1 otherwise.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
-ARCH=all; SANITIZE=0; BENCH=0; FILTER=""
+ARCH=all; SANITIZE=0; TOOLS="memcheck racecheck"; BENCH=0; FILTER=""; SKIPS=(); LIMIT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) ARCH=$2; shift 2;;
     --sanitize) SANITIZE=1; shift;;
+    --tool) SANITIZE=1; TOOLS=$2; shift 2;;
     --bench) BENCH=1; shift;;
     --filter) FILTER=$2; shift 2;;
-    -h|--help) sed -n 2,4p "$0"; exit 0;;
-    *) echo "run.sh: unknown argument $1" >&2; exit 2;;
+    --skip) SKIPS+=(--skip "$2"); shift 2;;
+    --timeout) LIMIT=$2; shift 2;;
+    -h|--help) sed -n 2,8p "$0"; exit 0;;
+    *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2;;
   esac
 done
+case "$TOOLS" in memcheck|racecheck|"memcheck racecheck") ;; *) echo "run.sh: --tool is memcheck or racecheck" >&2; exit 2;; esac
+TO=(); [ -n "$LIMIT" ] && TO=(timeout "$LIMIT")
 [ "$ARCH" = all ] && ARCHS="sm_89 sm_90 sm_120" || ARCHS=$ARCH
 export QMOE_REQUIRE_GPU=1 QMOE_FIXTURES="$HERE/fixtures" QMOE_BIN="$HERE/bin/qmoe"
 LOGS=${OUT:-$HERE}/logs; mkdir -p "$LOGS"
@@ -169,7 +178,7 @@ echo "device: ${NAME:-none} (cc ${CC:-?})"
 PTXAS=$(command -v ptxas || ls /usr/local/cuda/bin/ptxas 2>/dev/null)
 PTXDIR=$(mktemp -d); tar -C "$PTXDIR" -xJf "$HERE/kernels-ptx.tar.xz"
 ROWS=(); FAIL=0
-row() { ROWS+=("$(printf '%-44s %-7s %-10s %6s %6s %7s %8s' "$@")"); }
+row() { ROWS+=("$(printf '%-44s %-7s %-17s %6s %6s %7s %8s' "$@")"); }
 for arch in $ARCHS; do
   need=${arch#sm_}
   if [ -z "$CC" ] || [ "$need" -gt "$CC" ]; then
@@ -181,7 +190,7 @@ for arch in $ARCHS; do
     row "ptxas (runtime not executed)" "$arch" "ptxas" "$ok" "$bad" "-" "-"
     continue
   fi
-  tools="plain"; [ $SANITIZE = 1 ] && tools="memcheck racecheck"
+  tools="plain"; [ $SANITIZE = 1 ] && tools=$TOOLS
   for tool in $tools; do
     for exe in "$HERE"/tests/*; do
       name=$(basename "$exe")
@@ -189,16 +198,18 @@ for arch in $ARCHS; do
       log="$LOGS/$name.$arch.$tool.log"
       start=$(date +%s%N)
       if [ $tool = plain ]; then
-        QMOE_PTX_ARCH=$arch "$exe" --ignored --test-threads=1 >"$log" 2>&1; rc=$?
+        QMOE_PTX_ARCH=$arch "${TO[@]}" "$exe" --ignored --test-threads=1 "${SKIPS[@]}" >"$log" 2>&1; rc=$?
       else
-        QMOE_PTX_ARCH=$arch compute-sanitizer --tool $tool --error-exitcode 99 "$exe" --ignored --test-threads=1 >"$log" 2>&1; rc=$?
+        QMOE_PTX_ARCH=$arch "${TO[@]}" compute-sanitizer --tool $tool --error-exitcode 99 "$exe" --ignored --test-threads=1 "${SKIPS[@]}" >"$log" 2>&1; rc=$?
       fi
+      [ $rc -eq 124 ] && echo "$name ($arch $tool): cut short by --timeout $LIMIT s" >>"$log"
       ms=$(( ($(date +%s%N) - start) / 1000000 )); secs="$((ms / 1000)).$(( (ms % 1000) / 100 ))"
       res=$(grep -E '^test result:' "$log" | tail -1)
       p=$(echo "$res" | sed -nE 's/.* ([0-9]+) passed.*/\1/p'); f=$(echo "$res" | sed -nE 's/.* ([0-9]+) failed.*/\1/p')
       i=$(echo "$res" | sed -nE 's/.* ([0-9]+) ignored.*/\1/p')
       [ $rc -ne 0 ] && FAIL=1 && { echo "---- FAILED: $name ($arch $tool), tail of $log:"; tail -40 "$log"; }
-      row "$name" "$arch" "$tool" "${p:-0}" "${f:-?}" "${i:-0}" "$secs"
+      label=$tool; [ $rc -eq 124 ] && label="$tool(timeout)"
+      row "$name" "$arch" "$label" "${p:-0}" "${f:-?}" "${i:-0}" "$secs"
     done
   done
 done
@@ -212,7 +223,110 @@ if [ $BENCH = 1 ]; then
 fi
 echo
 echo "summary"
-printf '%-44s %-7s %-10s %6s %6s %7s %8s\n' executable arch tool passed failed ignored seconds
+printf '%-44s %-7s %-17s %6s %6s %7s %8s\n' executable arch tool passed failed ignored seconds
 for r in "${ROWS[@]}"; do echo "$r"; done
 exit $FAIL
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::RUN_SH;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    use std::process::Command;
+
+    fn script(path: &Path, body: &str) {
+        std::fs::write(path, body).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// Runs run.sh in a fake bundle: a stand-in nvidia-smi reporting cc 9.0, a stand-in
+    /// compute-sanitizer and ptxas, and one "test executable" that logs its arguments.
+    fn run(dir: &Path, args: &[&str], slow: bool) -> (i32, String, String) {
+        let out = Command::new("bash")
+            .arg(dir.join("run.sh"))
+            .args(args)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    dir.join("bin").display(),
+                    std::env::var("PATH").unwrap()
+                ),
+            )
+            .env("OUT", dir.join("out"))
+            .env("SLOW", if slow { "1" } else { "" })
+            .output()
+            .unwrap();
+        let log = std::fs::read_to_string(dir.join("out/logs/fake.test.sm_90.racecheck.log"))
+            .or_else(|_| std::fs::read_to_string(dir.join("out/logs/fake.test.sm_90.plain.log")))
+            .unwrap_or_default();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            log,
+        )
+    }
+
+    #[test]
+    fn run_sh_forwards_skips_picks_one_tool_and_reports_timeouts() {
+        let dir = std::env::temp_dir().join(format!("qmoe-run-sh-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in ["tests", "benches", "bin", "ptx/kernels-ptx/sm_120"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::write(dir.join("run.sh"), RUN_SH).unwrap();
+        std::fs::write(dir.join("ptx/kernels-ptx/sm_120/a.ptx"), "x").unwrap();
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(dir.join("ptx"))
+            .arg("-cJf")
+            .arg(dir.join("kernels-ptx.tar.xz"))
+            .arg("kernels-ptx")
+            .status()
+            .unwrap();
+        assert!(tar.success());
+        script(
+            &dir.join("tests/fake.test"),
+            "#!/bin/bash\necho \"args: $*\"\n[ -n \"$SLOW\" ] && sleep 5\n\
+             echo 'test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out'\n",
+        );
+        script(
+            &dir.join("bin/nvidia-smi"),
+            "#!/bin/bash\ncase \"$*\" in *compute_cap*) echo 9.0;; *name*) echo Fake;; esac\n",
+        );
+        script(
+            &dir.join("bin/compute-sanitizer"),
+            "#!/bin/bash\necho \"sanitizer $2\"\nshift 4\nexec \"$@\"\n",
+        );
+        script(&dir.join("bin/ptxas"), "#!/bin/bash\nexit 0\n");
+
+        let (rc, stdout, log) = run(
+            &dir,
+            &["--arch", "sm_90", "--tool", "racecheck", "--skip", "heavy"],
+            false,
+        );
+        assert_eq!(rc, 0, "{stdout}");
+        assert!(log.contains("sanitizer racecheck"), "{log}");
+        assert!(
+            log.contains("args: --ignored --test-threads=1 --skip heavy"),
+            "{log}"
+        );
+        assert!(
+            !stdout.contains("memcheck"),
+            "only the chosen tool runs: {stdout}"
+        );
+        assert!(
+            stdout.contains("fake.test") && stdout.contains(" 2 "),
+            "{stdout}"
+        );
+
+        let (rc, stdout, _) = run(&dir, &["--arch", "sm_90", "--timeout", "1"], true);
+        assert_eq!(rc, 1, "a suite cut short fails the run: {stdout}");
+        assert!(stdout.contains("plain(timeout)"), "{stdout}");
+
+        let (rc, _, _) = run(&dir, &["--tool", "bogus"], false);
+        assert_eq!(rc, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
