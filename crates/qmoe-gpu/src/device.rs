@@ -27,6 +27,9 @@ pub struct DeviceInfo {
     pub total_memory: usize,
     /// L2 cache in bytes.
     pub l2_bytes: usize,
+    /// Shared memory one block may use, static plus dynamic, once a kernel opts in (227 KB on
+    /// Hopper, 99 KB on Ada and consumer Blackwell). [`Gpu::function`] opts every kernel in.
+    pub max_shared_per_block: usize,
 }
 
 struct Inner {
@@ -126,6 +129,10 @@ impl Gpu {
             sm_count: attr(Attr::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, "sm count")? as u32,
             total_memory: ctx.total_mem().map_err(GpuError::driver("total mem"))?,
             l2_bytes: attr(Attr::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, "l2 size")? as usize,
+            max_shared_per_block: attr(
+                Attr::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                "max shared memory per block (opt-in)",
+            )? as usize,
         };
         let arch = select_arch(&info, std::env::var(PTX_ARCH_ENV).ok().as_deref())?;
         Ok(Gpu {
@@ -160,7 +167,10 @@ impl Gpu {
         &self.inner.ctx
     }
 
-    /// Loads (once) the module of `set` for this device's target and returns kernel `name`.
+    /// Loads (once) the module of `set` for this device's target and returns kernel `name`,
+    /// allowed the device's whole opt-in shared memory ([`DeviceInfo::max_shared_per_block`]
+    /// less the kernel's static part) as dynamic shared memory: the driver's default stops at
+    /// 48 KB, and raising it once at load keeps the per-launch path free of driver calls.
     pub fn function(&self, set: &PtxSet, name: &str) -> Result<CudaFunction> {
         let key = (set.name, name.to_string());
         if let Some(f) = self.inner.functions.lock().unwrap().get(&key) {
@@ -174,6 +184,17 @@ impl Gpu {
                 name: name.to_string(),
                 arch: self.arch(),
             })?;
+        use cudarc::driver::sys::CUfunction_attribute as FnAttr;
+        let fail = |what: &str| GpuError::driver(format!("{what} of {}::{name}", set.name));
+        let static_smem = f
+            .get_attribute(FnAttr::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+            .map_err(fail("static shared memory size"))?;
+        let dynamic = self.inner.info.max_shared_per_block as i32 - static_smem;
+        f.set_attribute(
+            FnAttr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            dynamic,
+        )
+        .map_err(fail("dynamic shared memory limit"))?;
         self.inner.functions.lock().unwrap().insert(key, f.clone());
         Ok(f)
     }
@@ -284,6 +305,7 @@ mod tests {
             sm_count: 132,
             total_memory: 1 << 37,
             l2_bytes: 60 << 20,
+            max_shared_per_block: 227 << 10,
         }
     }
 

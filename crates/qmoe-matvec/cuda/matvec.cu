@@ -4,7 +4,7 @@
 //   indexed  y[b, s, R]    = W[ids[b, s]] . x[b or (b,s)]  all selected experts in one launch
 //   fused    act[b, s, I]  = swiglu(Wg[e] . x[b], Wu[e] . x[b]), e = ids[b, s]
 //
-// Layout (v7). Every qtype is cut into "items" of 32 weights (Q4_K and Q6_K: 8 items per
+// Layout (v8). Every qtype is cut into "items" of 32 weights (Q4_K and Q6_K: 8 items per
 // 256-weight super-block; Q8_0: one item per block), so a row of K weights has K/32 items
 // whatever the qtype. A group of G lanes owns one row (G a power of two <= 32 chosen by the host
 // so each lane has >= 4 items: G = 4 for K = 768, 16 for K = 2048); lane l of the group takes
@@ -12,13 +12,15 @@
 // Decode GEMVs are bound by the weight bytes in flight: each warp streams the rows it computes
 // into shared memory with cp.async (see "Weight tiles" below) while the block stages the
 // activation vectors it needs in shared memory (one coalesced pass; the index is padded by 4
-// floats per 64 so the lanes of a quarter-warp hit distinct banks). Each item is split into 4
-// "runs" of 8 consecutive weights; per run and column the lane reads 8 activations (two float4)
-// and accumulates. Group partial sums meet by xor-shuffles.
+// floats per 64 so the lanes of a quarter-warp hit distinct banks), together with the sum of
+// every run of 8 consecutive activations. Each item is split into 4 "runs" of 8 consecutive
+// weights; per run and column the lane reads 8 activations (two float4 at a constant offset from
+// the item's first) and accumulates. Group partial sums meet by xor-shuffles.
 //
 // Evaluation order (the error bound in src/reference.rs is derived from it): per run, per
-// column, s = sum_8 q_i x_i (an FMA chain; q exact small integers), sx = sum_8 x_i (Q4_K only),
-// then acc = fma(d*sc, s, acc) and, for Q4_K, acc = fma(-(dmin*m), sx, acc). d*sc and dmin*m are
+// column, s = sum_8 q_i x_i (an FMA chain; q exact small integers), then acc = fma(d*sc, s, acc)
+// and, for Q4_K, acc = fma(-(dmin*m), sx, acc) with sx = sum_8 x_i (a chain of 7 additions, done
+// once per activation vector when it is staged instead of once per row). d*sc and dmin*m are
 // exact in f32 (11-bit f16 significand times a <= 8-bit integer), so the only roundings are the
 // accumulation's: at most 8 (run chain) + 2 (scale, min) + 2 * 4 * ceil(K/32/G) (lane chain) +
 // log2(G) (shuffles) <= K/4 + 15 <= K per term for K >= 32. The terms being summed are d*sc*q*x
@@ -52,6 +54,16 @@ __device__ __forceinline__ uint32_t mv_pad(uint32_t i) { return i + ((i >> 6) <<
 // Floats one staged activation vector of K values takes in shared memory.
 __device__ __forceinline__ uint32_t mv_kpad(uint32_t K) { return K + (((K + 63) >> 6) << 2); }
 
+// Padded index of run sum r (the sum of activations 8r .. 8r + 8): 4 floats of padding per 32
+// runs, so the two float2 reads of a Q4_K item hit distinct banks across a group of lanes.
+__device__ __forceinline__ uint32_t mv_spad(uint32_t r) { return r + ((r >> 5) << 2); }
+
+// Floats the run sums of one staged vector take.
+__device__ __forceinline__ uint32_t mv_kspad(uint32_t K) {
+    const uint32_t n = K >> 3;
+    return n + (((n + 31) >> 5) << 2);
+}
+
 // Where a lane works: its group's row within the block and its lane within the group.
 struct MvLane {
     uint32_t G, lig, row_in_block, rows_per_block;
@@ -66,99 +78,94 @@ __device__ __forceinline__ MvLane mv_lane(uint32_t glog) {
     return L;
 }
 
-// The activation vectors of one column pass: column c's values start at xs + off[c] (off in
-// shared memory) and weight index i is at xs[off[c] + (i + ((i >> 6) << 2 & pad))]: shared
-// memory, padded, when staged; else global memory, unpadded (pad = 0).
+// The staged activations of one column pass: column c's K values at xs + c * kp (padded) and
+// its K/8 run sums at sums + c * sp (padded), all in shared memory.
 struct MvCols {
     const float* xs;
-    const uint32_t* off;
-    uint32_t pad;  // 0 or ~0: mask applied to the padding term
+    const float* sums;
+    uint32_t kp, sp;
 };
 
-// Stages x rows src_row[0..nc) (each K floats) into shared memory, padded. All threads; the
-// caller puts a __syncthreads between this and any read.
-template <int NC>
-__device__ __forceinline__ void mv_stage(float* xs, const float* __restrict__ x, const uint32_t src_row[NC],
-                                         int nc, uint32_t K) {
-    const uint32_t kp = mv_kpad(K), k4 = K >> 2;
+// Stages the nc x rows src(0..nc) (each K floats) and their run sums: thread i takes run i
+// (8 activations, two float4), stores it padded and stores s = x0 + x1 + ... + x7 summed left
+// to right. All threads; ends with a barrier. Before
+// calling it again the caller puts a barrier so the previous pass is done reading.
+template <int NC, class Src>
+__device__ __forceinline__ MvCols mv_stage(float* smem, const float* __restrict__ x, Src src, int nc,
+                                          uint32_t K) {
+    MvCols cols;
+    cols.kp = mv_kpad(K);
+    cols.sp = mv_kspad(K);
+    cols.xs = smem;
+    cols.sums = smem + NC * cols.kp;
+    float* xs = smem;
+    float* sums = smem + NC * cols.kp;
+    const uint32_t runs = K >> 3;
 #pragma unroll
     for (int c = 0; c < NC; c++) {
         if (c < nc) {
-            const float4* src = reinterpret_cast<const float4*>(x + (size_t)src_row[c] * K);
-            for (uint32_t i4 = threadIdx.x; i4 < k4; i4 += blockDim.x)
-                *reinterpret_cast<float4*>(xs + c * kp + mv_pad(i4 << 2)) = __ldg(src + i4);
-        }
-    }
-}
-
-// Issues the loads of this lane's items it0, it0 + step, ... (at most MAXI) of one row.
-template <class QT, int MAXI>
-__device__ __forceinline__ void mv_load(const uint8_t* __restrict__ rowp, uint32_t it0, uint32_t step,
-                                        uint32_t items, typename QT::Raw raw[MAXI]) {
-#pragma unroll
-    for (int i = 0; i < MAXI; i++) {
-        const uint32_t it = it0 + i * step;
-        if (it < items) raw[i] = QT::load(rowp + (size_t)(it / QT::ITEMS) * QT::BLOCK_BYTES, it % QT::ITEMS);
-    }
-}
-
-// acc += the loaded items' part of the row . xc (xc: one column, padded per `pad`).
-template <class QT, int MAXI>
-__device__ __forceinline__ void mv_dot(const typename QT::Raw raw[MAXI], uint32_t it0, uint32_t step,
-                                       uint32_t items, const float* xc, uint32_t pad, float& acc) {
-#pragma unroll
-    for (int i = 0; i < MAXI; i++) {
-        const uint32_t it = it0 + i * step;
-        if (it >= items) break;
-        const uint32_t blk = it / QT::ITEMS;
-        const int sub = it % QT::ITEMS;
-        const uint32_t xb = blk * QT::BLOCK_WEIGHTS;
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            float q[8];
-            QT::decode(raw[i], j, q);
-            const uint32_t xo = xb + QT::xoff(sub, j);  // a multiple of 8: the run stays in one 64-chunk
-            const float4* p = reinterpret_cast<const float4*>(xc + xo + (((xo >> 6) << 2) & pad));
-            const float4 x0 = p[0];
-            const float4 x1 = p[1];
-            const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-            float s = 0.0f;
-#pragma unroll
-            for (int e = 0; e < 8; e++) s = fmaf(q[e], xv[e], s);
-            acc = fmaf(QT::scale(raw[i], j), s, acc);
-            if (QT::HAS_MIN) {
-                float sx = 0.0f;
-#pragma unroll
-                for (int e = 0; e < 8; e++) sx += xv[e];
-                acc = fmaf(-QT::min(raw[i], j), sx, acc);
+            const float4* row = reinterpret_cast<const float4*>(x + (size_t)src(c) * K);
+            for (uint32_t r = threadIdx.x; r < runs; r += blockDim.x) {
+                const float4 a = __ldg(row + 2 * r), b = __ldg(row + 2 * r + 1);
+                float4* d = reinterpret_cast<float4*>(xs + c * cols.kp + mv_pad(r << 3));
+                d[0] = a;
+                d[1] = b;
+                sums[c * cols.sp + mv_spad(r)] = a.x + a.y + a.z + a.w + b.x + b.y + b.z + b.w;
             }
         }
     }
+    __syncthreads();
+    return cols;
+}
+
+// a + item `sub` of the block at `blk` . the activations: xi is the item's first activation
+// (padded index, shared memory), si its first run sum (Q4_K only).
+template <class QT>
+__device__ __forceinline__ float mv_item(const uint8_t* blk, int sub, const float* xi, const float* si,
+                                         float a) {
+    const typename QT::Raw raw = QT::load(blk, sub);
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        float q[8];
+        QT::decode(raw, j, q);
+        const float4 x0 = *reinterpret_cast<const float4*>(xi + QT::xrun(j));
+        const float4 x1 = *reinterpret_cast<const float4*>(xi + QT::xrun(j) + 4);
+        const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+        float s = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; e++) s = fmaf(q[e], xv[e], s);
+        a = fmaf(QT::scale(raw, j), s, a);
+        if constexpr (QT::HAS_MIN) a = fmaf(-QT::min(raw, j), si[QT::srun(j)], a);
+    }
+    return a;
+}
+
+// This lane's part of row . x_c: items lig, lig + G, ... in order (the lane chain).
+template <class QT>
+__device__ __forceinline__ float mv_lane_dot(const uint8_t* __restrict__ rowp, uint32_t lig, uint32_t G,
+                                             uint32_t items, const float* xc, const float* sc) {
+    float a = 0.0f;
+#pragma unroll 2
+    for (uint32_t it = lig; it < items; it += G) {
+        const uint32_t b = it / QT::ITEMS;
+        const int sub = it % QT::ITEMS;
+        const uint32_t xo = b * QT::BLOCK_WEIGHTS + QT::xbase(sub);
+        a = mv_item<QT>(rowp + (size_t)b * QT::BLOCK_BYTES, sub, xc + mv_pad(xo), sc + mv_spad(xo >> 3), a);
+    }
+    return a;
 }
 
 // The whole row . x_c for each column c < nc of the pass, into acc[c] (every lane of the group
-// gets the sum). The first MAXI items per lane come preloaded in `raw` and serve every column;
-// a longer row reloads its later passes per column and leaves the first pass in `raw` again.
-template <class QT, int MAXI, int NC>
+// gets the sum). One column at a time (nc is block-uniform): the registers stay those of one dot
+// product, and a lane re-reads its items from shared memory per column.
+template <class QT, int NC>
 __device__ __forceinline__ void mv_row(const uint8_t* __restrict__ rowp, uint32_t items, const MvLane& L,
-                                       typename QT::Raw raw[MAXI], const MvCols& cols, int nc,
-                                       float acc[NC]) {
+                                       const MvCols& cols, int nc, float acc[NC]) {
 #pragma unroll
     for (int c = 0; c < NC; c++) acc[c] = 0.0f;
-    const uint32_t pass = L.G * MAXI;
-    // One column at a time (nc is block-uniform): the registers stay those of one dot product.
 #pragma unroll 1
     for (int c = 0; c < nc; c++) {
-        const float* xc = cols.xs + cols.off[c];
-        float a = 0.0f;
-        mv_dot<QT, MAXI>(raw, L.lig, L.G, items, xc, cols.pad, a);
-        if (items > pass) {
-            for (uint32_t it0 = L.lig + pass; it0 < items; it0 += pass) {
-                mv_load<QT, MAXI>(rowp, it0, L.G, items, raw);
-                mv_dot<QT, MAXI>(raw, it0, L.G, items, xc, cols.pad, a);
-            }
-            mv_load<QT, MAXI>(rowp, L.lig, L.G, items, raw);
-        }
+        float a = mv_lane_dot<QT>(rowp, L.lig, L.G, items, cols.xs + c * cols.kp, cols.sums + c * cols.sp);
         for (uint32_t off = L.G >> 1; off > 0; off >>= 1) a += __shfl_xor_sync(MV_FULL, a, off);
 #pragma unroll
         for (int cc = 0; cc < NC; cc++)
@@ -192,21 +199,24 @@ __device__ __forceinline__ void mv_collect_tasks(const uint32_t* __restrict__ id
     __syncthreads();
 }
 
-// Column pass set-up: the nc columns whose x rows are src_row[0..nc), staged in shared memory
-// when `stage`. Ends with a barrier; before calling it again the caller puts a barrier so the
-// previous pass is done reading xs and s_off.
-template <int NC>
-__device__ __forceinline__ void mv_columns(MvCols& cols, float* xs, uint32_t* s_off,
-                                           const float* __restrict__ x, const uint32_t src_row[NC],
-                                           int nc, uint32_t K, uint32_t stage) {
-    if (stage) mv_stage<NC>(xs, x, src_row, nc, K);
-#pragma unroll
-    for (int c = 0; c < NC; c++)
-        if (threadIdx.x == (uint32_t)c && c < nc) s_off[c] = stage ? c * mv_kpad(K) : src_row[c] * K;
-    cols.xs = stage ? xs : x;
-    cols.off = s_off;
-    cols.pad = stage ? ~0u : 0u;
-    __syncthreads();
+// The indexed kernels' prologue: this block's task list (task blockIdx.y and every later task
+// with the same expert) and its expert *e. An out-of-range expert is never read: the block writes
+// NaN to rows [r0, r0 + nrows) of each of its tasks' outputs (out + task * rows) and returns 0.
+// Also 0 when an earlier task computes this expert; else the number of tasks to compute.
+__device__ __forceinline__ uint32_t mv_expert_tasks(const uint32_t* __restrict__ ids, uint32_t n_tasks,
+                                                    uint32_t n_experts, uint32_t* s_task, float* out,
+                                                    uint32_t rows, uint32_t r0, uint32_t nrows,
+                                                    uint32_t* e) {
+    __shared__ uint32_t s_n, s_e;
+    mv_collect_tasks(ids, n_tasks, blockIdx.y, s_task, &s_n, &s_e);
+    const uint32_t n = s_n;
+    *e = s_e;
+    if (*e >= n_experts) {
+        for (uint32_t r = threadIdx.x; r < nrows; r += blockDim.x)
+            for (uint32_t i = 0; i < n; i++) out[(size_t)s_task[i] * rows + r0 + r] = __int_as_float(0x7fc00000);
+        return 0;
+    }
+    return n;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -279,16 +289,29 @@ __device__ __forceinline__ void mv_wait_pass(uint32_t P, uint32_t p) {
 
 // ---------------------------------------------------------------------------------------------
 // Kernels. Block: 256 threads, grid.x = tiles of T rows (T a multiple of 256/G, at most
-// MV_MAX_PASSES passes); indexed: grid.y = B * k tasks. Dynamic shared memory:
-// [NC staged x vectors if `stage`][8 warps x P passes x region(s)].
+// MV_MAX_PASSES passes); indexed: grid.y = B * k tasks. Dynamic shared memory (sizes in
+// src/cuda.rs, `Plan`): [NC x vectors, padded][NC run-sum vectors, padded][8 warps x P passes x
+// region(s)].
 
-// One matrix's rows of this warp for every pass: fetch, then compute with `emit(row, acc)`.
-template <class QT, int NC, int MAXI>
+// One matrix's rows of this warp for every pass of a tile.
 struct MvWarpRows {
-    uint8_t* region;  // this warp's P regions
+    uint8_t* region;  // this warp's pass-0 region; pass p's is region + p * R
     uint32_t R, P, wr, rpb, nrows, row_bytes;
     const uint8_t* base;  // tile row 0 in global memory
 
+    // Set-up for a tile of T rows starting at `base`; regions of R bytes per pass and warp start
+    // at `warp0` (warp w's: warp0 + w * P * R).
+    __device__ __forceinline__ void init(uint8_t* warp0, uint32_t R_, const uint8_t* base_, uint32_t rb,
+                                         uint32_t nrows_, uint32_t T, const MvLane& L) {
+        wr = 32 / L.G;
+        rpb = L.rows_per_block;
+        P = T / rpb;
+        R = R_;
+        region = warp0 + (threadIdx.x >> 5) * P * R;
+        nrows = nrows_;
+        row_bytes = rb;
+        base = base_;
+    }
     __device__ __forceinline__ void fetch_pass(uint32_t p) const {
         uint32_t first;
         const uint32_t n = mv_pass_rows(p, rpb, wr, nrows, &first);
@@ -301,180 +324,133 @@ struct MvWarpRows {
         uint32_t first;
         const uint32_t n = mv_pass_rows(p, rpb, wr, nrows, &first);
         *n_out = n;
-        const uint32_t wi = (threadIdx.x & 31) >> __ffs(L.G) - 1;
+        const uint32_t wi = (threadIdx.x & 31) / L.G;
         *r_out = first + wi;
         return mv_landed(region + p * R, base, first, row_bytes) + (size_t)min(wi, n ? n - 1 : 0u) * row_bytes;
     }
 };
 
-template <class QT, int NC, int MAXI>
-__device__ void mv_dense(const uint8_t* __restrict__ w, uint32_t rows, uint32_t row_bytes,
-                         uint32_t K, uint32_t glog, uint32_t T, uint32_t stage,
-                         const float* __restrict__ x, uint32_t B, float* __restrict__ y) {
+// The body every kernel shares: column passes of NC vectors over a tile already in flight.
+// For each pass the block stages x rows src(c0 .. c0 + nc); then each warp computes its rows of
+// every tile pass with mv_row and `emit(c0, nc, r, acc)` for a row r < nrows (called by the
+// group's lane 0; `rows_fn(p, &n, &r)` runs one pass, see the callers).
+template <int NC, class Src, class Pass>
+__device__ __forceinline__ void mv_columns(float* smem, const float* __restrict__ x, uint32_t ncols,
+                                           uint32_t K, Src src, Pass pass) {
+    for (uint32_t c0 = 0; c0 < ncols; c0 += NC) {
+        const int nc = min((uint32_t)NC, ncols - c0);
+        if (c0 > 0) __syncthreads();  // the previous column pass is done reading the staged x
+        const MvCols cols = mv_stage<NC>(smem, x, [&](int c) { return src(c0 + c); }, nc, K);
+        pass(cols, c0, nc);
+    }
+}
+
+template <class QT, int NC>
+__device__ void mv_dense(const uint8_t* __restrict__ w, uint32_t rows, uint32_t row_bytes, uint32_t K,
+                         uint32_t glog, uint32_t T, const float* __restrict__ x, uint32_t B,
+                         float* __restrict__ y) {
     extern __shared__ float4 mv_smem[];
-    __shared__ uint32_t s_off[MV_MAXC];
-    float* xs = reinterpret_cast<float*>(mv_smem);
-    uint8_t* tiles_sm = reinterpret_cast<uint8_t*>(mv_smem) + (stage ? NC * mv_kpad(K) * 4 : 0);
+    float* smem = reinterpret_cast<float*>(mv_smem);
+    uint8_t* tiles = reinterpret_cast<uint8_t*>(smem + NC * (mv_kpad(K) + mv_kspad(K)));
     const MvLane L = mv_lane(glog);
     const uint32_t r0 = blockIdx.x * T, items = K / 32;
-    MvWarpRows<QT, NC, MAXI> W;
-    W.wr = 32 >> glog;
-    W.rpb = L.rows_per_block;
-    W.P = T / W.rpb;
-    W.R = mv_region_bytes(W.wr, row_bytes);
-    W.region = tiles_sm + (threadIdx.x >> 5) * W.P * W.R;
-    W.nrows = min(T, rows - r0);
-    W.row_bytes = row_bytes;
-    W.base = w + (size_t)r0 * row_bytes;
+    MvWarpRows W;
+    W.init(tiles, mv_region_bytes(32 >> glog, row_bytes), w + (size_t)r0 * row_bytes, row_bytes,
+           min(T, rows - r0), T, L);
     for (uint32_t p = 0; p < W.P; p++) {
         W.fetch_pass(p);
         mv_cp_commit();
     }
-    for (uint32_t c0 = 0; c0 < B; c0 += NC) {
-        const int nc = min((uint32_t)NC, B - c0);
-        uint32_t src[NC];
-#pragma unroll
-        for (int c = 0; c < NC; c++) src[c] = c0 + c;
-        if (c0 > 0) __syncthreads();  // the previous pass is done with xs
-        MvCols cols;
-        mv_columns<NC>(cols, xs, s_off, x, src, nc, K, stage);
+    mv_columns<NC>(smem, x, B, K, [](uint32_t c) { return c; }, [&](const MvCols& cols, uint32_t c0, int nc) {
         for (uint32_t p = 0; p < W.P; p++) {
             mv_wait_pass(W.P, p);
             uint32_t n, r;
             const uint8_t* rowp = W.row(p, L, &n, &r);
             if (n == 0) continue;  // warp-uniform
-            typename QT::Raw raw[MAXI];
-            mv_load<QT, MAXI>(rowp, L.lig, L.G, items, raw);
             float acc[NC];
-            mv_row<QT, MAXI, NC>(rowp, items, L, raw, cols, nc, acc);
+            mv_row<QT, NC>(rowp, items, L, cols, nc, acc);
             if (L.lig == 0 && r < W.nrows) {
 #pragma unroll
                 for (int c = 0; c < NC; c++)
                     if (c < nc) y[(size_t)(c0 + c) * rows + r0 + r] = acc[c];
             }
         }
-    }
+    });
 }
 
-template <class QT, int NC, int MAXI>
+template <class QT, int NC>
 __device__ void mv_indexed(const uint8_t* __restrict__ w, unsigned long long expert_bytes,
                            uint32_t n_experts, uint32_t rows, uint32_t row_bytes, uint32_t K,
-                           uint32_t glog, uint32_t T, uint32_t stage,
-                           const uint32_t* __restrict__ ids, uint32_t n_tasks, uint32_t k,
-                           const float* __restrict__ x, uint32_t x_per_slot, float* __restrict__ y) {
+                           uint32_t glog, uint32_t T, const uint32_t* __restrict__ ids,
+                           uint32_t n_tasks, uint32_t k, const float* __restrict__ x,
+                           uint32_t x_per_slot, float* __restrict__ y) {
     extern __shared__ float4 mv_smem[];
-    __shared__ uint32_t s_off[MV_MAXC];
     __shared__ uint32_t s_task[MV_MAX_TASKS];
-    __shared__ uint32_t s_n, s_e;
-    float* xs = reinterpret_cast<float*>(mv_smem);
-    uint8_t* tiles_sm = reinterpret_cast<uint8_t*>(mv_smem) + (stage ? NC * mv_kpad(K) * 4 : 0);
-    mv_collect_tasks(ids, n_tasks, blockIdx.y, s_task, &s_n, &s_e);
-    const uint32_t n = s_n, e = s_e;
+    float* smem = reinterpret_cast<float*>(mv_smem);
+    uint8_t* tiles = reinterpret_cast<uint8_t*>(smem + NC * (mv_kpad(K) + mv_kspad(K)));
     const MvLane L = mv_lane(glog);
-    const uint32_t r0 = blockIdx.x * T, nrows = min(T, rows - r0);
-    if (e >= n_experts) {
-        // Out-of-range id: never read, report NaN in every output row of its tasks.
-        for (uint32_t r = threadIdx.x; r < nrows; r += blockDim.x)
-            for (uint32_t i = 0; i < n; i++) y[(size_t)s_task[i] * rows + r0 + r] = __int_as_float(0x7fc00000);
-        return;
-    }
-    if (n == 0) return;  // block-uniform: an earlier task computes this expert
-    MvWarpRows<QT, NC, MAXI> W;
-    W.wr = 32 >> glog;
-    W.rpb = L.rows_per_block;
-    W.P = T / W.rpb;
-    W.R = mv_region_bytes(W.wr, row_bytes);
-    W.region = tiles_sm + (threadIdx.x >> 5) * W.P * W.R;
-    W.nrows = nrows;
-    W.row_bytes = row_bytes;
-    W.base = w + (size_t)e * expert_bytes + (size_t)r0 * row_bytes;
+    const uint32_t r0 = blockIdx.x * T, nrows = min(T, rows - r0), items = K / 32;
+    uint32_t e;
+    const uint32_t n = mv_expert_tasks(ids, n_tasks, n_experts, s_task, y, rows, r0, nrows, &e);
+    if (n == 0) return;  // block-uniform
+    MvWarpRows W;
+    W.init(tiles, mv_region_bytes(32 >> glog, row_bytes), w + (size_t)e * expert_bytes + (size_t)r0 * row_bytes,
+           row_bytes, nrows, T, L);
     for (uint32_t p = 0; p < W.P; p++) {
         W.fetch_pass(p);
         mv_cp_commit();
     }
-    const uint32_t items = K / 32;
-    for (uint32_t c0 = 0; c0 < n; c0 += NC) {
-        const int nc = min((uint32_t)NC, n - c0);
-        uint32_t src[NC];
-#pragma unroll
-        for (int c = 0; c < NC; c++) {
-            const uint32_t t = s_task[min(c0 + c, n - 1)];
-            src[c] = x_per_slot ? t : t / k;
-        }
-        if (c0 > 0) __syncthreads();
-        MvCols cols;
-        mv_columns<NC>(cols, xs, s_off, x, src, nc, K, stage);
+    const auto src = [&](uint32_t c) {
+        const uint32_t t = s_task[min(c, n - 1)];
+        return x_per_slot ? t : t / k;
+    };
+    mv_columns<NC>(smem, x, n, K, src, [&](const MvCols& cols, uint32_t c0, int nc) {
         for (uint32_t p = 0; p < W.P; p++) {
             mv_wait_pass(W.P, p);
             uint32_t nr, r;
             const uint8_t* rowp = W.row(p, L, &nr, &r);
             if (nr == 0) continue;
-            typename QT::Raw raw[MAXI];
-            mv_load<QT, MAXI>(rowp, L.lig, L.G, items, raw);
             float acc[NC];
-            mv_row<QT, MAXI, NC>(rowp, items, L, raw, cols, nc, acc);
+            mv_row<QT, NC>(rowp, items, L, cols, nc, acc);
             if (L.lig == 0 && r < nrows) {
 #pragma unroll
                 for (int c = 0; c < NC; c++)
                     if (c < nc) y[(size_t)s_task[c0 + c] * rows + r0 + r] = acc[c];
             }
         }
-    }
+    });
 }
 
 // act[t, row] = qmoe_swiglu(gate[e] . x[t / k], up[e] . x[t / k]) for every task t with expert e.
-template <class QG, class QU, int NC, int MAXI>
+template <class QG, class QU, int NC>
 __device__ void mv_gate_up(const uint8_t* __restrict__ wg, unsigned long long g_expert_bytes,
                            uint32_t g_row_bytes, const uint8_t* __restrict__ wu,
                            unsigned long long u_expert_bytes, uint32_t u_row_bytes,
                            uint32_t n_experts, uint32_t rows, uint32_t K, uint32_t glog,
-                           uint32_t T, uint32_t stage, const uint32_t* __restrict__ ids,
-                           uint32_t n_tasks, uint32_t k, const float* __restrict__ x,
-                           float* __restrict__ act) {
+                           uint32_t T, const uint32_t* __restrict__ ids, uint32_t n_tasks,
+                           uint32_t k, const float* __restrict__ x, float* __restrict__ act) {
     extern __shared__ float4 mv_smem[];
-    __shared__ uint32_t s_off[MV_MAXC];
     __shared__ uint32_t s_task[MV_MAX_TASKS];
-    __shared__ uint32_t s_n, s_e;
-    float* xs = reinterpret_cast<float*>(mv_smem);
-    uint8_t* tiles_sm = reinterpret_cast<uint8_t*>(mv_smem) + (stage ? NC * mv_kpad(K) * 4 : 0);
-    mv_collect_tasks(ids, n_tasks, blockIdx.y, s_task, &s_n, &s_e);
-    const uint32_t n = s_n, e = s_e;
+    float* smem = reinterpret_cast<float*>(mv_smem);
+    uint8_t* tiles = reinterpret_cast<uint8_t*>(smem + NC * (mv_kpad(K) + mv_kspad(K)));
     const MvLane L = mv_lane(glog);
-    const uint32_t r0 = blockIdx.x * T, nrows = min(T, rows - r0);
-    if (e >= n_experts) {
-        for (uint32_t r = threadIdx.x; r < nrows; r += blockDim.x)
-            for (uint32_t i = 0; i < n; i++) act[(size_t)s_task[i] * rows + r0 + r] = __int_as_float(0x7fc00000);
-        return;
-    }
+    const uint32_t r0 = blockIdx.x * T, nrows = min(T, rows - r0), items = K / 32;
+    uint32_t e;
+    const uint32_t n = mv_expert_tasks(ids, n_tasks, n_experts, s_task, act, rows, r0, nrows, &e);
     if (n == 0) return;
     // Per warp and pass: gate's region, then up's. Both matrices' rows in flight at once.
-    MvWarpRows<QG, NC, MAXI> G;
-    MvWarpRows<QU, NC, MAXI> U;
-    G.wr = U.wr = 32 >> glog;
-    G.rpb = U.rpb = L.rows_per_block;
-    G.P = U.P = T / G.rpb;
-    G.R = U.R = mv_region_bytes(G.wr, g_row_bytes) + mv_region_bytes(G.wr, u_row_bytes);
-    G.region = tiles_sm + (threadIdx.x >> 5) * G.P * G.R;
-    U.region = G.region + mv_region_bytes(G.wr, g_row_bytes);
-    G.nrows = U.nrows = nrows;
-    G.row_bytes = g_row_bytes;
-    U.row_bytes = u_row_bytes;
-    G.base = wg + (size_t)e * g_expert_bytes + (size_t)r0 * g_row_bytes;
-    U.base = wu + (size_t)e * u_expert_bytes + (size_t)r0 * u_row_bytes;
+    const uint32_t wr = 32 >> glog;
+    const uint32_t rg = mv_region_bytes(wr, g_row_bytes), R = rg + mv_region_bytes(wr, u_row_bytes);
+    MvWarpRows G, U;
+    G.init(tiles, R, wg + (size_t)e * g_expert_bytes + (size_t)r0 * g_row_bytes, g_row_bytes, nrows, T, L);
+    U.init(tiles + rg, R, wu + (size_t)e * u_expert_bytes + (size_t)r0 * u_row_bytes, u_row_bytes, nrows, T, L);
     for (uint32_t p = 0; p < G.P; p++) {
         G.fetch_pass(p);
         U.fetch_pass(p);
         mv_cp_commit();
     }
-    const uint32_t items = K / 32;
-    for (uint32_t c0 = 0; c0 < n; c0 += NC) {
-        const int nc = min((uint32_t)NC, n - c0);
-        uint32_t src[NC];
-#pragma unroll
-        for (int c = 0; c < NC; c++) src[c] = s_task[min(c0 + c, n - 1)] / k;
-        if (c0 > 0) __syncthreads();
-        MvCols cols;
-        mv_columns<NC>(cols, xs, s_off, x, src, nc, K, stage);
+    const auto src = [&](uint32_t c) { return s_task[min(c, n - 1)] / k; };
+    mv_columns<NC>(smem, x, n, K, src, [&](const MvCols& cols, uint32_t c0, int nc) {
         for (uint32_t p = 0; p < G.P; p++) {
             mv_wait_pass(G.P, p);
             uint32_t nr, r;
@@ -482,35 +458,26 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, unsigned long long g_
             const uint8_t* up = U.row(p, L, &nr, &r);
             if (nr == 0) continue;
             float g[NC], u[NC];
-            {
-                typename QG::Raw raw[MAXI];
-                mv_load<QG, MAXI>(gp, L.lig, L.G, items, raw);
-                mv_row<QG, MAXI, NC>(gp, items, L, raw, cols, nc, g);
-            }
-            {
-                typename QU::Raw raw[MAXI];
-                mv_load<QU, MAXI>(up, L.lig, L.G, items, raw);
-                mv_row<QU, MAXI, NC>(up, items, L, raw, cols, nc, u);
-            }
+            mv_row<QG, NC>(gp, items, L, cols, nc, g);
+            mv_row<QU, NC>(up, items, L, cols, nc, u);
             if (L.lig == 0 && r < nrows) {
 #pragma unroll
                 for (int c = 0; c < NC; c++)
                     if (c < nc) act[(size_t)s_task[c0 + c] * rows + r0 + r] = qmoe_swiglu(g[c], u[c]);
             }
         }
-    }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
 // Entry points (names listed once in src/cuda.rs KERNELS).
 
 // Every kernel exists for NC = 1, 4, 8 columns per staging pass (suffix _c1/_c4/_c8): the host
-// picks the smallest NC >= B, which bounds the shared memory the pass stages (NC vectors). The
-// columns of a pass are computed one after the other from the same weight registers, so the
-// register footprint is one dot product's whatever NC. A lane holds one item at a time (MAXI = 1:
-// its bytes come from shared memory, a short wait other warps hide). Weights come
-// from shared memory, so registers no longer set the bytes in flight; the budget is the one that
-// keeps every variant spill-free: 3 blocks of 256 threads per SM for NC = 1 (<= 85 registers),
+// picks the smallest NC >= B whose staged vectors fit the device's shared memory beside the tile
+// (a smaller NC loops over more column passes). The columns of a pass are computed one after the
+// other, each re-reading its items from shared memory, so the register footprint is one dot
+// product's whatever NC. Weights come from shared memory, so registers do not set the bytes in
+// flight; the budget is the one that keeps every variant spill-free: 3 blocks of 256 threads per SM for NC = 1 (<= 85 registers),
 // 2 for NC = 4 and 8 (<= 128), and 2 for everything on sm_120, whose code needs more registers.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 1200
 #define MV_MIN_BLOCKS(NC) 2
@@ -520,27 +487,25 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, unsigned long long g_
 #define MV_DENSE(NAME, QT, NC)                                                                    \
     extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(                              \
         const uint8_t* w, uint32_t rows, uint32_t row_bytes, uint32_t K, uint32_t glog,            \
-        uint32_t T, uint32_t stage, const float* x, uint32_t B, float* y) {                       \
-        mv_dense<QT, NC, 1>(w, rows, row_bytes, K, glog, T, stage, x, B, y);                      \
+        uint32_t T, const float* x, uint32_t B, float* y) {                                       \
+        mv_dense<QT, NC>(w, rows, row_bytes, K, glog, T, x, B, y);                                \
     }
 #define MV_INDEXED(NAME, QT, NC)                                                                  \
     extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(                              \
         const uint8_t* w, unsigned long long expert_bytes, uint32_t n_experts, uint32_t rows,      \
-        uint32_t row_bytes, uint32_t K, uint32_t glog, uint32_t T, uint32_t stage,                 \
-        const uint32_t* ids, uint32_t n_tasks, uint32_t k, const float* x, uint32_t x_per_slot,    \
-        float* y) {                                                                                \
-        mv_indexed<QT, NC, 1>(w, expert_bytes, n_experts, rows, row_bytes, K, glog, T, stage, ids, \
-                              n_tasks, k, x, x_per_slot, y);                                      \
+        uint32_t row_bytes, uint32_t K, uint32_t glog, uint32_t T, const uint32_t* ids,            \
+        uint32_t n_tasks, uint32_t k, const float* x, uint32_t x_per_slot, float* y) {             \
+        mv_indexed<QT, NC>(w, expert_bytes, n_experts, rows, row_bytes, K, glog, T, ids, n_tasks,  \
+                           k, x, x_per_slot, y);                                                  \
     }
 #define MV_GATE_UP(NAME, QG, QU, NC)                                                              \
     extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(                              \
         const uint8_t* wg, unsigned long long g_expert_bytes, uint32_t g_row_bytes,                \
         const uint8_t* wu, unsigned long long u_expert_bytes, uint32_t u_row_bytes,                \
-        uint32_t n_experts, uint32_t rows, uint32_t K, uint32_t glog, uint32_t T, uint32_t stage,  \
+        uint32_t n_experts, uint32_t rows, uint32_t K, uint32_t glog, uint32_t T,                  \
         const uint32_t* ids, uint32_t n_tasks, uint32_t k, const float* x, float* act) {           \
-        mv_gate_up<QG, QU, NC, 1>(wg, g_expert_bytes, g_row_bytes, wu, u_expert_bytes,             \
-                                  u_row_bytes, n_experts, rows, K, glog, T, stage, ids, n_tasks,   \
-                                  k, x, act);                                                     \
+        mv_gate_up<QG, QU, NC>(wg, g_expert_bytes, g_row_bytes, wu, u_expert_bytes, u_row_bytes,   \
+                               n_experts, rows, K, glog, T, ids, n_tasks, k, x, act);             \
     }
 #define MV_ALL_NC(M, NAME, ...) \
     M(NAME##_c1, __VA_ARGS__, 1) M(NAME##_c4, __VA_ARGS__, 4) M(NAME##_c8, __VA_ARGS__, 8)

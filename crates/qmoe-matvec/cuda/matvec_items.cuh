@@ -53,8 +53,12 @@ __device__ __forceinline__ void mv_bytes_to_f(uint32_t v, float bias, float* q) 
 
 // ---------------------------------------------------------------------------------------------
 // Per-qtype item decoding. Each traits struct has: BLOCK_BYTES, BLOCK_WEIGHTS, ITEMS (per block),
-// Raw (one item's bytes in registers), load(block, sub), scale(raw, sub, j) and min(raw, sub, j)
-// for run j, decode(raw, j, q[8]) and xoff(sub, j) (run j's first weight within the block).
+// Raw (one item's bytes in registers), load(block, sub), scale(raw, j) and min(raw, j) for run j,
+// decode(raw, j, q[8]), xbase(sub) (the item's first weight within its block) and xrun(j) (run
+// j's first weight relative to xbase, in the PADDED activation index of matvec.cu: an item's runs
+// span at most two 64-weight chunks, so the offset is a constant per run). Q4_K, the one qtype
+// with mins, also has srun(j): run j's index among the activation run sums, relative to the
+// item's first run (all four in one 256-weight block, so padding does not move them).
 
 struct MvQ4K {
     static constexpr int BLOCK_BYTES = 144;
@@ -105,9 +109,10 @@ struct MvQ4K {
         mv_bytes_to_f((w.x >> sh) & 0x0F0F0F0Fu, 8388608.0f, q);
         mv_bytes_to_f((w.y >> sh) & 0x0F0F0F0Fu, 8388608.0f, q + 4);
     }
-    __device__ static int xoff(int p, int j) {
-        return 64 * (p >> 1) + 16 * (p & 1) + 8 * (j & 1) + 32 * (j >> 1);
-    }
+    // Runs 8(j%2) + 32(j/2) after the item's 16 * p%2 within chunk p/2: all four in one chunk.
+    __device__ static int xbase(int p) { return 64 * (p >> 1) + 16 * (p & 1); }
+    __device__ static constexpr int xrun(int j) { return 8 * (j & 1) + 32 * (j >> 1); }
+    __device__ static constexpr int srun(int j) { return (j & 1) + 4 * (j >> 1); }
 };
 
 struct MvQ6K {
@@ -151,7 +156,10 @@ struct MvQ6K {
         mv_bytes_to_f(ux, 8388640.0f, q);
         mv_bytes_to_f(uy, 8388640.0f, q + 4);
     }
-    __device__ static int xoff(int p, int j) { return 128 * (p >> 2) + 8 * (p & 3) + 32 * j; }
+    // Runs at 32j after 128h + l0 (l0 <= 24): runs 0, 1 in the item's chunk, 2, 3 in the next
+    // one, 4 floats of padding further on.
+    __device__ static int xbase(int p) { return 128 * (p >> 2) + 8 * (p & 3); }
+    __device__ static constexpr int xrun(int j) { return 32 * j + 4 * (j >> 1); }
 };
 
 struct MvQ80 {
@@ -183,7 +191,9 @@ struct MvQ80 {
         mv_bytes_to_f(r.qs[j].x ^ 0x80808080u, 8388736.0f, q);
         mv_bytes_to_f(r.qs[j].y ^ 0x80808080u, 8388736.0f, q + 4);
     }
-    __device__ static int xoff(int, int j) { return 8 * j; }
+    // The block's 32 weights start a 32-aligned half of a chunk.
+    __device__ static int xbase(int) { return 0; }
+    __device__ static constexpr int xrun(int j) { return 8 * j; }
 };
 
 #endif  // QMOE_MATVEC_ITEMS_CUH

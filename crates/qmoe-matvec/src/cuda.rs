@@ -108,8 +108,12 @@ pub fn shape(cols: usize) -> (u32, u32) {
 /// Columns per staging pass of the variant `nc_index` picks.
 const NC: [usize; 3] = [1, 4, 8];
 
-/// Dynamic shared memory a launch may use: two blocks still fit an SM (228 KB).
+/// Dynamic shared memory a launch aims to stay under: two blocks still fit a Hopper SM (228 KB,
+/// less each block's static part and the 1 KB the driver reserves).
 const MAX_SMEM_BYTES: usize = 110 * 1024;
+
+/// Static shared memory of a matvec kernel, rounded up (resources.txt: 1040 bytes).
+const STATIC_SMEM_BYTES: usize = 2048;
 
 /// Weight bytes one block's tile aims at: enough in flight per SM (3 blocks) to cover DRAM
 /// latency at full bandwidth, few enough that the Qwen3 expert launches fill the GPU in one wave.
@@ -127,19 +131,26 @@ fn kpad(k: usize) -> usize {
     k + k.div_ceil(64) * 4
 }
 
+/// Floats the run sums of one staged vector take (`mv_kspad`: K/8 sums, 4 floats of padding per
+/// 32).
+fn kspad(k: usize) -> usize {
+    let n = k / 8;
+    n + n.div_ceil(32) * 4
+}
+
 /// Shared bytes of one warp's region for `wr` rows of `row_bytes` (`mv_region_bytes` in
 /// matvec.cu: the 16-byte alignment slack included).
 fn region_bytes(wr: usize, row_bytes: usize) -> usize {
     (wr * row_bytes + 31) & !15
 }
 
-/// Launch plan of one matvec: rows per tile, stage flag, dynamic shared bytes, block geometry.
+/// Launch plan of one matvec: variant, rows per tile, dynamic shared bytes, block geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Plan {
+pub(crate) struct Plan {
+    /// Index into [`NC`] of the variant launched.
+    nci: usize,
     /// Rows per tile T = passes × rows per pass.
     tile_rows: u32,
-    /// 1 when the activations are staged in shared memory, 0 when read from global memory.
-    stage: u32,
     /// Dynamic shared memory bytes.
     smem: u32,
     /// log2 of the lanes per row G.
@@ -148,63 +159,84 @@ struct Plan {
     tiles: u32,
 }
 
-/// The plan for `rows` rows of `cols` weights read from the matrices whose row sizes are
-/// `row_bytes` (gate and up for the fused kernel, one otherwise), variant `nci`.
-fn plan(nci: usize, cols: usize, rows: usize, row_bytes: &[usize]) -> Plan {
+/// Why no plan exists: the smallest launch (one staged vector, one tile pass) needs `need`
+/// dynamic shared bytes and the device allows `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NoPlan {
+    pub need: usize,
+    pub limit: usize,
+}
+
+/// Dynamic shared bytes a block may use on `gpu`: [`MAX_SMEM_BYTES`], or less where the device
+/// allows less (99 KB per block on Ada and consumer Blackwell).
+pub(crate) fn smem_budget(gpu: &Gpu) -> usize {
+    MAX_SMEM_BYTES.min(
+        gpu.info()
+            .max_shared_per_block
+            .saturating_sub(STATIC_SMEM_BYTES),
+    )
+}
+
+/// The plan for `b` vectors times `rows` rows of `cols` weights read from the matrices whose row
+/// sizes are `row_bytes` (gate and up for the fused kernel, one otherwise), within `budget`
+/// dynamic shared bytes: the variant with the smallest NC ≥ b whose staged vectors and at least
+/// one tile pass fit (else a smaller NC, more column passes), and as many tile passes as aim at
+/// [`TILE_TARGET_BYTES`] and fit.
+pub(crate) fn plan(
+    b: usize,
+    cols: usize,
+    rows: usize,
+    row_bytes: &[usize],
+    budget: usize,
+) -> Result<Plan, NoPlan> {
     let (g, pass_rows) = shape(cols);
     let (pass_rows, wr) = (pass_rows as usize, 32 / g as usize);
     let per_pass: usize = row_bytes.iter().map(|&rb| pass_rows * rb).sum();
+    let pass_smem = WARPS
+        * row_bytes
+            .iter()
+            .map(|&rb| region_bytes(wr, rb))
+            .sum::<usize>();
+    let x_smem = |nci: usize| NC[nci] * (kpad(cols) + kspad(cols)) * 4;
     let passes = (TILE_TARGET_BYTES / per_pass)
         .clamp(1, MAX_PASSES)
         .min(rows.div_ceil(pass_rows).max(1));
-    let t = passes * pass_rows;
-    let region: usize = row_bytes.iter().map(|&rb| region_bytes(wr, rb)).sum();
-    let tiles_bytes = WARPS * passes * region;
-    let x_bytes = NC[nci] * kpad(cols) * 4;
-    let stage = x_bytes + tiles_bytes <= MAX_SMEM_BYTES;
-    let smem = tiles_bytes + if stage { x_bytes } else { 0 };
-    Plan {
-        tile_rows: t as u32,
-        stage: stage as u32,
-        smem: smem as u32,
-        glog: g.trailing_zeros(),
-        tiles: rows.div_ceil(t) as u32,
+    for nci in (0..=nc_index(b)).rev() {
+        let x = x_smem(nci);
+        if x + pass_smem > budget {
+            continue;
+        }
+        let passes = passes.min((budget - x) / pass_smem);
+        let t = passes * pass_rows;
+        return Ok(Plan {
+            nci,
+            tile_rows: t as u32,
+            smem: (x + passes * pass_smem) as u32,
+            glog: g.trailing_zeros(),
+            tiles: rows.div_ceil(t) as u32,
+        });
     }
-}
-
-/// The kernel function, allowed `smem` bytes of dynamic shared memory (above the 48 KB default
-/// the driver needs to be told).
-fn function(gpu: &Gpu, name: &str, smem: u32) -> Result<qmoe_gpu::cuda::CudaFunction> {
-    let f = gpu.function(&PTX, name)?;
-    // The 48 KB default covers static + dynamic shared memory (the kernels' static part is
-    // ~1 KB), so raise the limit well before that.
-    if smem > 40 * 1024 {
-        f.set_attribute(
-            qmoe_gpu::cuda::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            smem as i32,
-        )
-        .map_err(qmoe_gpu::GpuError::driver(format!(
-            "shared memory size of {name}"
-        )))?;
-    }
-    Ok(f)
+    Err(NoPlan {
+        need: x_smem(0) + pass_smem,
+        limit: budget,
+    })
 }
 
 /// # Safety
-/// `w` is a 2-D tensor of a supported qtype; `x` holds ≥ b·K and `y` ≥ b·R elements; b·K fits u32.
+/// `w` is a 2-D tensor of a supported qtype; `x` holds ≥ b·K and `y` ≥ b·R elements; b·K fits
+/// u32; `p` is [`plan`]'s for this launch.
 pub(crate) unsafe fn launch_dense(
     gpu: &Gpu,
     w: &DeviceQTensor,
     x: &CudaSlice<f32>,
     b: usize,
     y: &mut CudaSlice<f32>,
+    p: Plan,
 ) -> Result<()> {
-    let nci = nc_index(b);
-    let name = DENSE[qindex(w.qtype())][nci];
-    let p = plan(nci, w.cols(), w.rows(), &[w.row_bytes()]);
-    let f = function(gpu, name, p.smem)?;
+    let name = DENSE[qindex(w.qtype())][p.nci];
+    let f = gpu.function(&PTX, name)?;
     let cfg = grid((p.tiles, 1, 1), THREADS, p.smem);
-    let (glog, t, stage) = (p.glog, p.tile_rows, p.stage);
+    let (glog, t) = (p.glog, p.tile_rows);
     let (rows, row_bytes, cols, b) = (
         w.rows() as u32,
         w.row_bytes() as u32,
@@ -219,17 +251,16 @@ pub(crate) unsafe fn launch_dense(
         .arg(&cols)
         .arg(&glog)
         .arg(&t)
-        .arg(&stage)
         .arg(x)
         .arg(&b)
         .arg(y);
-    // SAFETY: (w, rows, row_bytes, K, glog, T, stage, x, B, y) matches MV_DENSE; sizes per this fn's contract.
+    // SAFETY: (w, rows, row_bytes, K, glog, T, x, B, y) matches MV_DENSE; sizes per this fn's contract.
     unsafe { launch(&mut args, cfg, name) }
 }
 
 /// # Safety
 /// `w` is a 3-D tensor of a supported qtype; `ids` ≥ b·k, `x` ≥ (b or b·k)·K, `y` ≥ b·k·R
-/// elements; 1 ≤ b·k ≤ MAX_TASKS.
+/// elements; 1 ≤ b·k ≤ MAX_TASKS; `p` is [`plan`]'s for this launch.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn launch_indexed(
     gpu: &Gpu,
@@ -240,13 +271,12 @@ pub(crate) unsafe fn launch_indexed(
     x_per_slot: bool,
     b: usize,
     y: &mut CudaSlice<f32>,
+    p: Plan,
 ) -> Result<()> {
-    let nci = nc_index(b);
-    let name = INDEXED[qindex(w.qtype())][nci];
-    let p = plan(nci, w.cols(), w.rows(), &[w.row_bytes()]);
-    let f = function(gpu, name, p.smem)?;
+    let name = INDEXED[qindex(w.qtype())][p.nci];
+    let f = gpu.function(&PTX, name)?;
     let cfg = grid((p.tiles, (b * k) as u32, 1), THREADS, p.smem);
-    let (glog, t, stage) = (p.glog, p.tile_rows, p.stage);
+    let (glog, t) = (p.glog, p.tile_rows);
     let expert_bytes = w.expert_bytes() as u64;
     let (experts, rows, row_bytes, cols) = (
         w.experts() as u32,
@@ -265,7 +295,6 @@ pub(crate) unsafe fn launch_indexed(
         .arg(&cols)
         .arg(&glog)
         .arg(&t)
-        .arg(&stage)
         .arg(ids)
         .arg(&tasks)
         .arg(&k)
@@ -278,7 +307,7 @@ pub(crate) unsafe fn launch_indexed(
 
 /// # Safety
 /// `gate` and `up` are 3-D tensors of equal shape and supported qtypes; `ids` ≥ b·k, `x` ≥ b·H,
-/// `act` ≥ b·k·I elements; 1 ≤ b·k ≤ MAX_TASKS.
+/// `act` ≥ b·k·I elements; 1 ≤ b·k ≤ MAX_TASKS; `p` is [`plan`]'s for this launch.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn launch_gate_up(
     gpu: &Gpu,
@@ -289,18 +318,12 @@ pub(crate) unsafe fn launch_gate_up(
     x: &CudaSlice<f32>,
     b: usize,
     act: &mut CudaSlice<f32>,
+    p: Plan,
 ) -> Result<()> {
-    let nci = nc_index(b);
-    let name = GATE_UP[qindex(gate.qtype())][qindex(up.qtype())][nci];
-    let p = plan(
-        nci,
-        gate.cols(),
-        gate.rows(),
-        &[gate.row_bytes(), up.row_bytes()],
-    );
-    let f = function(gpu, name, p.smem)?;
+    let name = GATE_UP[qindex(gate.qtype())][qindex(up.qtype())][p.nci];
+    let f = gpu.function(&PTX, name)?;
     let cfg = grid((p.tiles, (b * k) as u32, 1), THREADS, p.smem);
-    let (glog, t, stage) = (p.glog, p.tile_rows, p.stage);
+    let (glog, t) = (p.glog, p.tile_rows);
     let (g_eb, g_rb) = (gate.expert_bytes() as u64, gate.row_bytes() as u32);
     let (u_eb, u_rb) = (up.expert_bytes() as u64, up.row_bytes() as u32);
     let (experts, rows, cols) = (
@@ -322,7 +345,6 @@ pub(crate) unsafe fn launch_gate_up(
         .arg(&cols)
         .arg(&glog)
         .arg(&t)
-        .arg(&stage)
         .arg(ids)
         .arg(&tasks)
         .arg(&k)
@@ -356,25 +378,55 @@ mod tests {
         assert_eq!(shape(32), (1, 256));
     }
 
+    const BUDGET: usize = MAX_SMEM_BYTES;
+
     #[test]
     fn plans_fit_shared_memory_and_fill_the_gpu_for_qwen_shapes() {
         assert_eq!(kpad(2048), 2048 + 32 * 4);
         assert_eq!(kpad(32), 36);
+        assert_eq!(kspad(2048), 256 + 8 * 4);
+        assert_eq!(kspad(768), 96 + 3 * 4);
+        assert_eq!(kspad(32), 4 + 4);
         // gate+up, K = 2048 Q4_K (1152 B per row and matrix): 16 rows per pass, 2 rows per
-        // warp, one-pass tiles, 48 tiles per expert; x (8.5 KB) staged.
-        let p = plan(0, 2048, 768, &[1152, 1152]);
-        assert_eq!((p.tile_rows, p.tiles, p.stage, p.glog), (16, 48, 1, 4));
-        assert_eq!(p.smem as usize, 8 * 2 * 2320 + 2176 * 4);
+        // warp, one-pass tiles, 48 tiles per expert; x (8.5 KB) and its run sums (1.1 KB) staged.
+        let p = plan(1, 2048, 768, &[1152, 1152], BUDGET).unwrap();
+        assert_eq!((p.nci, p.tile_rows, p.tiles, p.glog), (0, 16, 48, 4));
+        assert_eq!(p.smem as usize, 8 * 2 * 2320 + (2176 + 288) * 4);
         // down, K = 768 Q6_K (630 B rows): 64 rows per pass, one pass, 32 tiles per expert.
-        let p = plan(0, 768, 2048, &[630]);
-        assert_eq!((p.tile_rows, p.tiles, p.stage, p.glog), (64, 32, 1, 2));
+        let p = plan(1, 768, 2048, &[630], BUDGET).unwrap();
+        assert_eq!((p.nci, p.tile_rows, p.tiles, p.glog), (0, 64, 32, 2));
         // Output head Q6_K K = 2048: one pass of 16 rows.
-        let p = plan(0, 2048, 151936, &[1680]);
+        let p = plan(1, 2048, 151936, &[1680], BUDGET).unwrap();
         assert_eq!((p.tile_rows, p.tiles), (16, 9496));
         // A tiny matrix gets one pass-sized tile.
-        assert_eq!(plan(0, 32, 1, &[18]).tiles, 1);
-        // Every plan stays within the limit; eight 16 K-wide vectors are read from global.
-        assert!(plan(2, 4096, 4096, &[2304]).smem as usize <= MAX_SMEM_BYTES);
-        assert_eq!(plan(2, 16384, 64, &[9216]).stage, 0);
+        assert_eq!(plan(1, 32, 1, &[18], BUDGET).unwrap().tiles, 1);
+    }
+
+    #[test]
+    fn plans_fall_back_to_fewer_columns_then_refuse() {
+        // B = 8 at K = 2048: eight staged vectors (78.8 KB) and the gate+up pass (37 KB) exceed
+        // 110 KB, so the NC = 4 variant runs two column passes.
+        let p = plan(8, 2048, 768, &[1152, 1152], BUDGET).unwrap();
+        assert_eq!(p.nci, 1);
+        assert!(p.smem as usize <= BUDGET);
+        // B = 8, K = 4096 dense: NC = 4 with a two-pass tile, still within the budget.
+        let p = plan(8, 4096, 4096, &[2304], BUDGET).unwrap();
+        assert!(p.nci < 2 && p.smem as usize <= BUDGET, "{p:?}");
+        // Ada's 99 KB per block: B = 4 at K = 2048 still runs NC = 4 (39 KB + 37 KB).
+        let ada = 99 * 1024 - STATIC_SMEM_BYTES;
+        assert_eq!(plan(4, 2048, 768, &[1152, 1152], ada).unwrap().nci, 1);
+        // Every plan of every B and Qwen shape fits its budget.
+        for budget in [ada, BUDGET] {
+            for b in 1..=8 {
+                for (k, rows, rb) in [(2048, 768, vec![1152, 1152]), (768, 2048, vec![630])] {
+                    let p = plan(b, k, rows, &rb, budget).unwrap();
+                    assert!(p.smem as usize <= budget && p.nci <= nc_index(b), "{p:?}");
+                }
+            }
+        }
+        // K = 65536 Q8_0 rows (69632 B): one pass of 8 rows alone is 557 KB.
+        let e = plan(1, 65536, 64, &[69632], BUDGET).unwrap_err();
+        assert_eq!(e.limit, BUDGET);
+        assert!(e.need > BUDGET, "{e:?}");
     }
 }

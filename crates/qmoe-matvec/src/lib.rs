@@ -4,13 +4,14 @@
 //! launch) and gate+up with a SwiGLU epilogue (the MoE expert's first half in one launch).
 //!
 //! Key design decision: every qtype is cut into items of 32 weights and every item into four runs
-//! of 8, so one inner loop serves all qtypes and both Qwen3 shapes. A group of G lanes (G chosen
-//! from K on the host: 8 at K = 768, 32 at K = 2048) shares two rows and S warps split
-//! a row's K when rows are few, so a warp covers several
-//! rows when rows are short; a lane decodes a run of both rows once and reuses each activation
-//! load for both. Scales and mins are factored out of the inner sums (exact in f32), which makes
-//! the error bound γ(K)·Σ(|d·sc·q| + |dmin·m|)·|x| — see [`reference::error_bound`], the one
-//! place the tolerance is derived.
+//! of 8, so one inner loop serves all qtypes and both Qwen3 shapes. A group of G lanes owns a row
+//! (G chosen from K on the host so each lane has ≥ 4 items: 4 at K = 768, 16 at K = 2048); each
+//! warp streams the rows it computes into shared memory with `cp.async` while the block stages
+//! the activation vectors (and, for Q4_K's mins, the sum of every run of 8 activations). Scales
+//! and mins are factored out of the inner sums (exact in f32), which makes the error bound
+//! γ(K)·Σ(|d·sc·q| + |dmin·m|)·|x| — see [`reference::error_bound`], the one place the tolerance
+//! is derived. A row whose staged vector and one pass of rows exceed the device's shared memory
+//! per block is refused before launch ([`MatvecError::RowTooLong`]).
 //!
 //! **Invariant:** the public functions validate every shape, qtype, count and buffer length
 //! before launching and never read device data on the host, so the decode path can be captured
@@ -93,6 +94,27 @@ pub enum MatvecError {
         /// Elements present.
         len: usize,
     },
+    /// A row is too long for the device's shared memory: the kernels stage one activation vector
+    /// and one pass of rows per block in shared memory.
+    #[error(
+        "{op}: tensor {name}: rows of {cols} weights ({row_bytes} bytes) need {need} bytes of \
+         shared memory per block (one staged activation vector and one pass of rows); \
+         this device allows {limit}"
+    )]
+    RowTooLong {
+        /// The public function.
+        op: &'static str,
+        /// Tensor name.
+        name: String,
+        /// Weights per row (K).
+        cols: usize,
+        /// Bytes per row.
+        row_bytes: usize,
+        /// Dynamic shared bytes the smallest launch needs.
+        need: usize,
+        /// Dynamic shared bytes the device allows a block.
+        limit: usize,
+    },
     /// A device call failed.
     #[error("{op}: {source}")]
     Gpu {
@@ -164,6 +186,27 @@ fn buffer(op: &'static str, buffer: &'static str, needed: usize, len: usize) -> 
     Ok(())
 }
 
+/// The launch plan for `b` vectors over `w`'s rows (and `up`'s, for the fused kernel).
+fn plan(
+    op: &'static str,
+    gpu: &Gpu,
+    b: usize,
+    w: &DeviceQTensor,
+    up: Option<&DeviceQTensor>,
+) -> Result<cuda::Plan> {
+    let mut row_bytes = vec![w.row_bytes()];
+    row_bytes.extend(up.map(|u| u.row_bytes()));
+    let budget = cuda::smem_budget(gpu);
+    cuda::plan(b, w.cols(), w.rows(), &row_bytes, budget).map_err(|e| MatvecError::RowTooLong {
+        op,
+        name: w.name().to_string(),
+        cols: w.cols(),
+        row_bytes: row_bytes.iter().sum(),
+        need: e.need,
+        limit: e.limit,
+    })
+}
+
 /// Activation offsets (`t * K`) are u32 in the kernels.
 fn offsets(op: &'static str, what: &'static str, vectors: usize, k_cols: usize) -> Result<()> {
     let max = u32::MAX as usize / k_cols.max(1);
@@ -185,9 +228,10 @@ pub fn matvec_gpu(
     offsets(OP, "b", b, w.cols())?;
     buffer(OP, "x", b * w.cols(), x.len())?;
     buffer(OP, "y", b * w.rows(), y.len())?;
+    let p = plan(OP, gpu, b, w, None)?;
     // SAFETY: qtype supported, w 2-D with expert_bytes == rows * row_bytes bytes on the device,
-    // x ≥ b·K and y ≥ b·R elements, b·K fits u32: all checked above.
-    unsafe { cuda::launch_dense(gpu, w, x, b, y) }
+    // x ≥ b·K and y ≥ b·R elements, b·K fits u32: all checked above; p is this launch's plan.
+    unsafe { cuda::launch_dense(gpu, w, x, b, y, p) }
         .map_err(|source| MatvecError::Gpu { op: OP, source })
 }
 
@@ -220,9 +264,12 @@ pub fn matvec_indexed_gpu(
     buffer(OP, "ids", b * k, ids.len())?;
     buffer(OP, "x", xv * w.cols(), x.len())?;
     buffer(OP, "y", b * k * w.rows(), y.len())?;
+    // Columns per expert: the tasks that chose it, at most b (a token picks an expert once).
+    let p = plan(OP, gpu, b, w, None)?;
     // SAFETY: qtype supported; w is [E, R, K] with E·expert_bytes device bytes; ids ≥ b·k, x ≥
-    // (b or b·k)·K, y ≥ b·k·R elements; b·k ≤ MAX_TASKS; ids are range-checked in the kernel.
-    unsafe { cuda::launch_indexed(gpu, w, ids, k, x, x_per_slot, b, y) }
+    // (b or b·k)·K, y ≥ b·k·R elements; b·k ≤ MAX_TASKS; ids are range-checked in the kernel;
+    // p is this launch's plan.
+    unsafe { cuda::launch_indexed(gpu, w, ids, k, x, x_per_slot, b, y, p) }
         .map_err(|source| MatvecError::Gpu { op: OP, source })
 }
 
@@ -262,9 +309,11 @@ pub fn gate_up_swiglu_gpu(
     buffer(OP, "ids", b * k, ids.len())?;
     buffer(OP, "x", b * gate.cols(), x.len())?;
     buffer(OP, "act", b * k * gate.rows(), act.len())?;
+    let p = plan(OP, gpu, b, gate, Some(up))?;
     // SAFETY: both qtypes supported, gate and up are [E, I, H] of equal shape on the device;
-    // ids ≥ b·k, x ≥ b·H, act ≥ b·k·I elements; b·k ≤ MAX_TASKS; ids range-checked in the kernel.
-    unsafe { cuda::launch_gate_up(gpu, gate, up, ids, k, x, b, act) }
+    // ids ≥ b·k, x ≥ b·H, act ≥ b·k·I elements; b·k ≤ MAX_TASKS; ids range-checked in the kernel;
+    // p is this launch's plan.
+    unsafe { cuda::launch_gate_up(gpu, gate, up, ids, k, x, b, act, p) }
         .map_err(|source| MatvecError::Gpu { op: OP, source })
 }
 

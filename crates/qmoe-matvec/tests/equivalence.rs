@@ -424,6 +424,24 @@ fn gpu_validation_errors_before_launch() {
         gate_up_swiglu_gpu(&gpu, &w3, &w3, &ids, 2, &x, 2, &mut small),
         Err(MatvecError::Buffer { buffer: "act", .. })
     ));
+    // A row too long for shared memory (one pass of 8 Q8_0 rows of 65536 weights is 557 KB) is
+    // refused before launch, naming the tensor.
+    let wide = QTensor::new(
+        "blk.0.wide",
+        QType::Q8_0,
+        &[8, 65536],
+        vec![0u8; 8 * 2048 * 34],
+    )
+    .unwrap()
+    .upload(&gpu)
+    .unwrap();
+    let xw = gpu.upload(&vec![1.0f32; 65536]).unwrap();
+    let err = matvec_gpu(&gpu, &wide, &xw, 1, &mut y).unwrap_err();
+    assert!(
+        matches!(&err, MatvecError::RowTooLong { name, cols: 65536, .. } if name == "blk.0.wide"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("blk.0.wide"), "{err}");
     // Nothing above launched: y is still poisoned.
     assert!(gpu.download(&y).unwrap().iter().all(|v| v.is_nan()));
     assert_eq!(launch_shape(768), (4, 64), "K = 768 packs 8 rows per warp");
