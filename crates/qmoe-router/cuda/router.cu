@@ -68,14 +68,18 @@ __device__ __forceinline__ void router_row_partials(const float* __restrict__ wr
 
 // Softmax + top-k + renormalisation of one token, by one warp. `lrow` holds the token's E logits.
 // NaN policy: any non-finite logit → ids 0..k-1 (always valid indices) and all-NaN weights.
+// PER_LANE ≥ ceil(e / 32) experts per lane: the kernel instantiates 4 (E ≤ 128, Qwen3) and 16
+// (E ≤ 512) so a 128-expert router does not pay for 512 in every top-k round. Lanes hold the
+// same experts in the same order either way, so the result does not depend on PER_LANE.
+template <int PER_LANE>
 __device__ __forceinline__ void router_token_tail(const float* lrow, uint32_t e, uint32_t k,
                                                   uint32_t norm, uint32_t* __restrict__ ids,
                                                   float* __restrict__ weights) {
     const uint32_t lane = threadIdx.x & 31u;
-    float p[QMOE_ROUTER_PER_LANE];
+    float p[PER_LANE];
     bool bad = false;
 #pragma unroll
-    for (int j = 0; j < QMOE_ROUTER_PER_LANE; ++j) {
+    for (int j = 0; j < PER_LANE; ++j) {
         const uint32_t i = (uint32_t)j * 32u + lane;
         p[j] = -INFINITY;
         if (i < e) {
@@ -92,7 +96,7 @@ __device__ __forceinline__ void router_token_tail(const float* lrow, uint32_t e,
     }
     float m = -INFINITY;
 #pragma unroll
-    for (int j = 0; j < QMOE_ROUTER_PER_LANE; ++j) m = fmaxf(m, p[j]);
+    for (int j = 0; j < PER_LANE; ++j) m = fmaxf(m, p[j]);
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(FULL_MASK, m, off));
     // exp(l - m) ∈ (0, 1], the maximum gives exactly 1, so 1 ≤ s ≤ E: no overflow, no 0 sum.
@@ -100,7 +104,7 @@ __device__ __forceinline__ void router_token_tail(const float* lrow, uint32_t e,
     // (a + b == b + a exactly).
     float s = 0.0f;
 #pragma unroll
-    for (int j = 0; j < QMOE_ROUTER_PER_LANE; ++j) {
+    for (int j = 0; j < PER_LANE; ++j) {
         const uint32_t i = (uint32_t)j * 32u + lane;
         if (i < e) {
             p[j] = expf(__fsub_rn(p[j], m));
@@ -110,7 +114,7 @@ __device__ __forceinline__ void router_token_tail(const float* lrow, uint32_t e,
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) s = __fadd_rn(s, __shfl_xor_sync(FULL_MASK, s, off));
 #pragma unroll
-    for (int j = 0; j < QMOE_ROUTER_PER_LANE; ++j) {
+    for (int j = 0; j < PER_LANE; ++j) {
         const uint32_t i = (uint32_t)j * 32u + lane;
         // Taken or absent experts are marked -1 (< every probability).
         p[j] = (i < e) ? __fdiv_rn(p[j], s) : -1.0f;
@@ -124,7 +128,7 @@ __device__ __forceinline__ void router_token_tail(const float* lrow, uint32_t e,
         float bv = -2.0f;
         uint32_t bi = 0xffffffffu;
 #pragma unroll
-        for (int j = 0; j < QMOE_ROUTER_PER_LANE; ++j) {
+        for (int j = 0; j < PER_LANE; ++j) {
             if (p[j] > bv) {  // strict: a lower j (lower index) wins ties within the lane
                 bv = p[j];
                 bi = (uint32_t)j * 32u + lane;
@@ -140,7 +144,7 @@ __device__ __forceinline__ void router_token_tail(const float* lrow, uint32_t e,
             }
         }
 #pragma unroll
-        for (int j = 0; j < QMOE_ROUTER_PER_LANE; ++j) {
+        for (int j = 0; j < PER_LANE; ++j) {
             if ((uint32_t)j * 32u + lane == bi) p[j] = -1.0f;
         }
         sum_sel = __fadd_rn(sum_sel, bv);
@@ -206,7 +210,11 @@ qmoe_router_f32(const float* __restrict__ wr, const float* __restrict__ x, uint3
     __threadfence();
     if (warp < nt) {
         const uint32_t t = tok0 + warp;
-        router_token_tail(qmoe_router_scratch + (size_t)t * e, e, k, norm, ids + (size_t)t * k,
-                          weights + (size_t)t * k);
+        const float* lrow = qmoe_router_scratch + (size_t)t * e;
+        if (e <= 128u) {
+            router_token_tail<4>(lrow, e, k, norm, ids + (size_t)t * k, weights + (size_t)t * k);
+        } else {
+            router_token_tail<QMOE_ROUTER_PER_LANE>(lrow, e, k, norm, ids + (size_t)t * k, weights + (size_t)t * k);
+        }
     }
 }
