@@ -4,26 +4,29 @@
 //   indexed  y[b, s, R]    = W[ids[b, s]] . x[b or (b,s)]  all selected experts in one launch
 //   fused    act[b, s, I]  = swiglu(Wg[e] . x[b], Wu[e] . x[b]), e = ids[b, s]
 //
-// Layout (v8). Every qtype is cut into "items" of 32 weights (Q4_K and Q6_K: 8 items per
-// 256-weight super-block; Q8_0: one item per block), so a row of K weights has K/32 items
-// whatever the qtype. A group of G lanes owns one row (G a power of two <= 32 chosen by the host
-// so each lane has >= 4 items: G = 4 for K = 768, 16 for K = 2048); lane l of the group takes
+// Layout (v9). Every qtype is cut into "items" of 32 weights (Q6_K: 8 items per 256-weight
+// super-block; Q8_0: one item per block) or, for Q4_K, 64 (4 per super-block: one item per
+// pair of sub-blocks, so their scales are decoded once), so a row of K weights has K/32 (K/64)
+// items. A group of G lanes owns one row (G a power of two <= 32 chosen by the host so each lane
+// has >= 4 32-weight items' worth: G = 4 for K = 768, 16 for K = 2048); lane l of the group takes
 // items l, l + G, ... A warp thus covers 32/G rows, a 256-thread block 256/G rows per pass.
 // Decode GEMVs are bound by the weight bytes in flight: each warp streams the rows it computes
 // into shared memory with cp.async (see "Weight tiles" below) while the block stages the
 // activation vectors it needs in shared memory (one coalesced pass; the index is padded by 4
 // floats per 64 so the lanes of a quarter-warp hit distinct banks), together with the sum of
-// every run of 8 consecutive activations. Each item is split into 4 "runs" of 8 consecutive
-// weights; per run and column the lane reads 8 activations (two float4 at a constant offset from
-// the item's first) and accumulates. Group partial sums meet by xor-shuffles.
+// every run of 8 consecutive activations. Each item is split into "runs" of 8 consecutive
+// weights (RUNS = 4, Q4_K 8); per run and column the lane reads 8 activations (two float4 at a
+// constant offset from the item's first) and accumulates. Group partial sums meet by
+// xor-shuffles.
 //
 // Evaluation order (the error bound in src/reference.rs is derived from it): per run, per
 // column, s = sum_8 q_i x_i (an FMA chain; q exact small integers), then acc = fma(d*sc, s, acc)
 // and, for Q4_K, acc = fma(-(dmin*m), sx, acc) with sx = sum_8 x_i (a chain of 7 additions, done
 // once per activation vector when it is staged instead of once per row). d*sc and dmin*m are
 // exact in f32 (11-bit f16 significand times a <= 8-bit integer), so the only roundings are the
-// accumulation's: at most 8 (run chain) + 2 (scale, min) + 2 * 4 * ceil(K/32/G) (lane chain) +
-// log2(G) (shuffles) <= K/4 + 15 <= K per term for K >= 32. The terms being summed are d*sc*q*x
+// accumulation's: at most 8 (run chain) + 2 (scale, min) + 2 * (runs per lane: at most
+// K/(8G) + RUNS) (lane chain) + log2(G) (shuffles), so <= K/4 + 23 <= K for K >= 32 and, with
+// Q4_K's 8-run items, <= K/4 + 31 <= K for its K >= 256. The terms being summed are d*sc*q*x
 // and dmin*m*x separately (the min is factored out), hence the bound
 // gamma(K) * sum (|d*sc*q| + |dmin*m|) |x|. FMA contraction is therefore harmless here and allowed.
 //
@@ -33,8 +36,10 @@
 // task selected the same expert; otherwise it computes every later task with that expert as extra
 // columns, so an expert chosen by several tokens is read once.
 //
-// Shared memory is written only between two __syncthreads (staging) and read only after the
-// second; no lane reads a slot another lane writes without a barrier in between (racecheck).
+// Shared memory: staged x and run sums are written only between two __syncthreads and read only
+// after the second; a weight region is written (cp.async) and read by one warp only, after that
+// warp's wait and __syncwarp. No lane reads a slot another lane writes without a barrier or wait
+// in between (racecheck).
 
 #include <stdint.h>
 
@@ -88,8 +93,10 @@ struct MvCols {
 
 // Stages the nc x rows src(0..nc) (each K floats) and their run sums: thread i takes run i
 // (8 activations, two float4), stores it padded and stores s = x0 + x1 + ... + x7 summed left
-// to right. All threads; ends with a barrier. Before
-// calling it again the caller puts a barrier so the previous pass is done reading.
+// to right. Plain loads, issued after the tile's cp.async: copying x with cp.async ahead of the
+// tile (so it would not queue behind the weights) measured 0.5-1 us slower per gate+up launch on
+// the H200 (BENCHMARKS.md, v9). All threads; ends with a barrier. Before calling it again the
+// caller puts a barrier so the previous pass is done reading.
 template <int NC, class Src>
 __device__ __forceinline__ MvCols mv_stage(float* smem, const float* __restrict__ x, Src src, int nc,
                                           uint32_t K) {
@@ -125,7 +132,7 @@ __device__ __forceinline__ float mv_item(const uint8_t* blk, int sub, const floa
                                          float a) {
     const typename QT::Raw raw = QT::load(blk, sub);
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
+    for (int j = 0; j < QT::RUNS; j++) {
         float q[8];
         QT::decode(raw, j, q);
         const float4 x0 = *reinterpret_cast<const float4*>(xi + QT::xrun(j));
@@ -143,7 +150,8 @@ __device__ __forceinline__ float mv_item(const uint8_t* blk, int sub, const floa
 // This lane's part of row . x_c: items lig, lig + G, ... in order (the lane chain).
 template <class QT>
 __device__ __forceinline__ float mv_lane_dot(const uint8_t* __restrict__ rowp, uint32_t lig, uint32_t G,
-                                             uint32_t items, const float* xc, const float* sc) {
+                                             uint32_t K, const float* xc, const float* sc) {
+    const uint32_t items = K / (8 * QT::RUNS);
     float a = 0.0f;
 #pragma unroll 2
     for (uint32_t it = lig; it < items; it += G) {
@@ -159,13 +167,13 @@ __device__ __forceinline__ float mv_lane_dot(const uint8_t* __restrict__ rowp, u
 // gets the sum). One column at a time (nc is block-uniform): the registers stay those of one dot
 // product, and a lane re-reads its items from shared memory per column.
 template <class QT, int NC>
-__device__ __forceinline__ void mv_row(const uint8_t* __restrict__ rowp, uint32_t items, const MvLane& L,
+__device__ __forceinline__ void mv_row(const uint8_t* __restrict__ rowp, uint32_t K, const MvLane& L,
                                        const MvCols& cols, int nc, float acc[NC]) {
 #pragma unroll
     for (int c = 0; c < NC; c++) acc[c] = 0.0f;
 #pragma unroll 1
     for (int c = 0; c < nc; c++) {
-        float a = mv_lane_dot<QT>(rowp, L.lig, L.G, items, cols.xs + c * cols.kp, cols.sums + c * cols.sp);
+        float a = mv_lane_dot<QT>(rowp, L.lig, L.G, K, cols.xs + c * cols.kp, cols.sums + c * cols.sp);
         for (uint32_t off = L.G >> 1; off > 0; off >>= 1) a += __shfl_xor_sync(MV_FULL, a, off);
 #pragma unroll
         for (int cc = 0; cc < NC; cc++)
@@ -272,9 +280,10 @@ __device__ __forceinline__ const uint8_t* mv_landed(const uint8_t* region, const
     return region + ((reinterpret_cast<uintptr_t>(base) + (uintptr_t)first * row_bytes) & 15);
 }
 
-// Waits for pass p's group (P groups committed in pass order) and makes it visible to the warp.
-__device__ __forceinline__ void mv_wait_pass(uint32_t P, uint32_t p) {
-    switch (P - 1 - p) {
+// Waits until at most n (0..2 * MV_MAX_PASSES) of this thread's newest commit groups are in
+// flight (cp.async.wait_group takes an immediate).
+__device__ __forceinline__ void mv_cp_wait_n(uint32_t n) {
+    switch (n) {
         case 0: mv_cp_wait<0>(); break;
         case 1: mv_cp_wait<1>(); break;
         case 2: mv_cp_wait<2>(); break;
@@ -282,8 +291,23 @@ __device__ __forceinline__ void mv_wait_pass(uint32_t P, uint32_t p) {
         case 4: mv_cp_wait<4>(); break;
         case 5: mv_cp_wait<5>(); break;
         case 6: mv_cp_wait<6>(); break;
-        default: mv_cp_wait<7>(); break;
+        case 7: mv_cp_wait<7>(); break;
+        case 8: mv_cp_wait<8>(); break;
+        case 9: mv_cp_wait<9>(); break;
+        case 10: mv_cp_wait<10>(); break;
+        case 11: mv_cp_wait<11>(); break;
+        case 12: mv_cp_wait<12>(); break;
+        case 13: mv_cp_wait<13>(); break;
+        case 14: mv_cp_wait<14>(); break;
+        case 15: mv_cp_wait<15>(); break;
+        default: mv_cp_wait<16>(); break;
     }
+}
+
+// Waits for group g of the n weight groups committed last (g = 0 the oldest) and makes it
+// visible to the warp.
+__device__ __forceinline__ void mv_wait_group(uint32_t n, uint32_t g) {
+    mv_cp_wait_n(n - 1 - g);
     __syncwarp();
 }
 
@@ -331,9 +355,8 @@ struct MvWarpRows {
 };
 
 // The body every kernel shares: column passes of NC vectors over a tile already in flight.
-// For each pass the block stages x rows src(c0 .. c0 + nc); then each warp computes its rows of
-// every tile pass with mv_row and `emit(c0, nc, r, acc)` for a row r < nrows (called by the
-// group's lane 0; `rows_fn(p, &n, &r)` runs one pass, see the callers).
+// For each pass the block stages x rows src(c0 .. c0 + nc), then runs `pass(cols, c0, nc)`, in
+// which each warp computes its rows of every tile pass.
 template <int NC, class Src, class Pass>
 __device__ __forceinline__ void mv_columns(float* smem, const float* __restrict__ x, uint32_t ncols,
                                            uint32_t K, Src src, Pass pass) {
@@ -353,7 +376,7 @@ __device__ void mv_dense(const uint8_t* __restrict__ w, uint32_t rows, uint32_t 
     float* smem = reinterpret_cast<float*>(mv_smem);
     uint8_t* tiles = reinterpret_cast<uint8_t*>(smem + NC * (mv_kpad(K) + mv_kspad(K)));
     const MvLane L = mv_lane(glog);
-    const uint32_t r0 = blockIdx.x * T, items = K / 32;
+    const uint32_t r0 = blockIdx.x * T;
     MvWarpRows W;
     W.init(tiles, mv_region_bytes(32 >> glog, row_bytes), w + (size_t)r0 * row_bytes, row_bytes,
            min(T, rows - r0), T, L);
@@ -363,12 +386,12 @@ __device__ void mv_dense(const uint8_t* __restrict__ w, uint32_t rows, uint32_t 
     }
     mv_columns<NC>(smem, x, B, K, [](uint32_t c) { return c; }, [&](const MvCols& cols, uint32_t c0, int nc) {
         for (uint32_t p = 0; p < W.P; p++) {
-            mv_wait_pass(W.P, p);
+            mv_wait_group(W.P, p);
             uint32_t n, r;
             const uint8_t* rowp = W.row(p, L, &n, &r);
             if (n == 0) continue;  // warp-uniform
             float acc[NC];
-            mv_row<QT, NC>(rowp, items, L, cols, nc, acc);
+            mv_row<QT, NC>(rowp, K, L, cols, nc, acc);
             if (L.lig == 0 && r < W.nrows) {
 #pragma unroll
                 for (int c = 0; c < NC; c++)
@@ -389,29 +412,29 @@ __device__ void mv_indexed(const uint8_t* __restrict__ w, unsigned long long exp
     float* smem = reinterpret_cast<float*>(mv_smem);
     uint8_t* tiles = reinterpret_cast<uint8_t*>(smem + NC * (mv_kpad(K) + mv_kspad(K)));
     const MvLane L = mv_lane(glog);
-    const uint32_t r0 = blockIdx.x * T, nrows = min(T, rows - r0), items = K / 32;
+    const uint32_t r0 = blockIdx.x * T, nrows = min(T, rows - r0);
     uint32_t e;
     const uint32_t n = mv_expert_tasks(ids, n_tasks, n_experts, s_task, y, rows, r0, nrows, &e);
     if (n == 0) return;  // block-uniform
     MvWarpRows W;
     W.init(tiles, mv_region_bytes(32 >> glog, row_bytes), w + (size_t)e * expert_bytes + (size_t)r0 * row_bytes,
            row_bytes, nrows, T, L);
-    for (uint32_t p = 0; p < W.P; p++) {
-        W.fetch_pass(p);
-        mv_cp_commit();
-    }
     const auto src = [&](uint32_t c) {
         const uint32_t t = s_task[min(c, n - 1)];
         return x_per_slot ? t : t / k;
     };
+    for (uint32_t p = 0; p < W.P; p++) {
+        W.fetch_pass(p);
+        mv_cp_commit();
+    }
     mv_columns<NC>(smem, x, n, K, src, [&](const MvCols& cols, uint32_t c0, int nc) {
         for (uint32_t p = 0; p < W.P; p++) {
-            mv_wait_pass(W.P, p);
+            mv_wait_group(W.P, p);
             uint32_t nr, r;
             const uint8_t* rowp = W.row(p, L, &nr, &r);
             if (nr == 0) continue;
             float acc[NC];
-            mv_row<QT, NC>(rowp, items, L, cols, nc, acc);
+            mv_row<QT, NC>(rowp, K, L, cols, nc, acc);
             if (L.lig == 0 && r < nrows) {
 #pragma unroll
                 for (int c = 0; c < NC; c++)
@@ -434,32 +457,35 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, unsigned long long g_
     float* smem = reinterpret_cast<float*>(mv_smem);
     uint8_t* tiles = reinterpret_cast<uint8_t*>(smem + NC * (mv_kpad(K) + mv_kspad(K)));
     const MvLane L = mv_lane(glog);
-    const uint32_t r0 = blockIdx.x * T, nrows = min(T, rows - r0), items = K / 32;
+    const uint32_t r0 = blockIdx.x * T, nrows = min(T, rows - r0);
     uint32_t e;
     const uint32_t n = mv_expert_tasks(ids, n_tasks, n_experts, s_task, act, rows, r0, nrows, &e);
     if (n == 0) return;
-    // Per warp and pass: gate's region, then up's. Both matrices' rows in flight at once.
+    // Per warp and pass: gate's region, then up's, each its own commit group, so a warp computes
+    // its gate rows while its up rows still stream in. Both matrices' rows in flight at once.
     const uint32_t wr = 32 >> glog;
     const uint32_t rg = mv_region_bytes(wr, g_row_bytes), R = rg + mv_region_bytes(wr, u_row_bytes);
     MvWarpRows G, U;
     G.init(tiles, R, wg + (size_t)e * g_expert_bytes + (size_t)r0 * g_row_bytes, g_row_bytes, nrows, T, L);
     U.init(tiles + rg, R, wu + (size_t)e * u_expert_bytes + (size_t)r0 * u_row_bytes, u_row_bytes, nrows, T, L);
+    const auto src = [&](uint32_t c) { return s_task[min(c, n - 1)] / k; };
     for (uint32_t p = 0; p < G.P; p++) {
         G.fetch_pass(p);
+        mv_cp_commit();
         U.fetch_pass(p);
         mv_cp_commit();
     }
-    const auto src = [&](uint32_t c) { return s_task[min(c, n - 1)] / k; };
     mv_columns<NC>(smem, x, n, K, src, [&](const MvCols& cols, uint32_t c0, int nc) {
         for (uint32_t p = 0; p < G.P; p++) {
-            mv_wait_pass(G.P, p);
             uint32_t nr, r;
             const uint8_t* gp = G.row(p, L, &nr, &r);
             const uint8_t* up = U.row(p, L, &nr, &r);
-            if (nr == 0) continue;
+            if (nr == 0) continue;  // warp-uniform; the later passes have no rows either
             float g[NC], u[NC];
-            mv_row<QG, NC>(gp, items, L, cols, nc, g);
-            mv_row<QU, NC>(up, items, L, cols, nc, u);
+            mv_wait_group(2 * G.P, 2 * p);
+            mv_row<QG, NC>(gp, K, L, cols, nc, g);
+            mv_wait_group(2 * G.P, 2 * p + 1);
+            mv_row<QU, NC>(up, K, L, cols, nc, u);
             if (L.lig == 0 && r < nrows) {
 #pragma unroll
                 for (int c = 0; c < NC; c++)

@@ -53,41 +53,44 @@ __device__ __forceinline__ void mv_bytes_to_f(uint32_t v, float bias, float* q) 
 
 // ---------------------------------------------------------------------------------------------
 // Per-qtype item decoding. Each traits struct has: BLOCK_BYTES, BLOCK_WEIGHTS, ITEMS (per block),
-// Raw (one item's bytes in registers), load(block, sub), scale(raw, j) and min(raw, j) for run j,
+// RUNS (runs of 8 weights per item: 4, or 8 for Q4_K's 64-weight items), Raw (one item's bytes
+// in registers), load(block, sub), scale(raw, j) and min(raw, j) for run j,
 // decode(raw, j, q[8]), xbase(sub) (the item's first weight within its block) and xrun(j) (run
 // j's first weight relative to xbase, in the PADDED activation index of matvec.cu: an item's runs
 // span at most two 64-weight chunks, so the offset is a constant per run). Q4_K, the one qtype
 // with mins, also has srun(j): run j's index among the activation run sums, relative to the
-// item's first run (all four in one 256-weight block, so padding does not move them).
+// item's first run (all of them in one 256-weight block, so padding does not move them).
 
 struct MvQ4K {
     static constexpr int BLOCK_BYTES = 144;
     static constexpr int BLOCK_WEIGHTS = 256;
-    static constexpr int ITEMS = 8;
+    static constexpr int ITEMS = 4;
+    static constexpr int RUNS = 8;
     static constexpr bool HAS_MIN = true;
-    // Item p: qs[16p .. 16p + 16] (chunk p/2, bytes l0 = 16(p%2) ..), low nibbles are weights
-    // 64(p/2) + l0 + 0..16 of sub-block 2(p/2), high nibbles 64(p/2) + 32 + l0 + 0..16 of
-    // sub-block 2(p/2) + 1.
+    // Item p is chunk p: qs[32p .. 32p + 32], whose low nibbles are weights 64p + 0..32
+    // (sub-block 2p) and high nibbles weights 64p + 32..64 (sub-block 2p + 1). One item of 64
+    // weights, not two of 32, so the two sub-blocks' scales are decoded once for 64 weights.
     struct Raw {
-        uint4 qs;
+        uint4 q0, q1;          // qs[32p .. 32p + 16], qs[32p + 16 .. 32p + 32]
         float a0, b0, a1, b1;  // d*sc and dmin*m of the two sub-blocks
     };
     __device__ static Raw load(const uint8_t* block, int p) {
         const qmoe_block_q4_k* b = reinterpret_cast<const qmoe_block_q4_k*>(block);
         Raw r;
-        // Both 16-byte aligned: rows are whole 144-byte (9 x 16) blocks, and a tile keeps its
-        // global alignment mod 16 in shared memory. The header (d, dmin, scales) is one load.
-        r.qs = *reinterpret_cast<const uint4*>(b->qs + 16 * p);
+        // 16-byte aligned: rows are whole 144-byte (9 x 16) blocks, and a tile keeps its global
+        // alignment mod 16 in shared memory. The header (d, dmin, scales) is one load.
+        r.q0 = *reinterpret_cast<const uint4*>(b->qs + 32 * p);
+        r.q1 = *reinterpret_cast<const uint4*>(b->qs + 32 * p + 16);
         const uint4 h = *reinterpret_cast<const uint4*>(b);
         const float d = __half2float(__ushort_as_half((unsigned short)(h.x & 0xFFFFu)));
         const float dmin = __half2float(__ushort_as_half((unsigned short)(h.x >> 16)));
         // qmoe_q4k_scale_min on registers: scales[0..4] = h.y, [4..8] = h.z, [8..12] = h.w.
-        // Item p's sub-blocks 2(p/2), 2(p/2)+1 are both < 4 (p < 4) or both >= 4.
+        // Sub-blocks 2p, 2p + 1 are both < 4 (p < 2) or both >= 4.
         uint32_t sc0, m0, sc1, m1;
-        const int j0 = 2 * (p >> 1) & 3;
+        const int j0 = 2 * p & 3;
         const uint32_t a0 = (h.y >> (8 * j0)) & 0xFFu, a1 = (h.y >> (8 * j0 + 8)) & 0xFFu;
         const uint32_t z0 = (h.z >> (8 * j0)) & 0xFFu, z1 = (h.z >> (8 * j0 + 8)) & 0xFFu;
-        if (p < 4) {
+        if (p < 2) {
             sc0 = a0 & 63; m0 = z0 & 63; sc1 = a1 & 63; m1 = z1 & 63;
         } else {
             const uint32_t w0 = (h.w >> (8 * j0)) & 0xFFu, w1 = (h.w >> (8 * j0 + 8)) & 0xFFu;
@@ -100,25 +103,31 @@ struct MvQ4K {
         r.b1 = dmin * mv_u2f(m1, 8388608.0f);
         return r;
     }
-    __device__ static float scale(const Raw& r, int j) { return j < 2 ? r.a0 : r.a1; }
-    __device__ static float min(const Raw& r, int j) { return j < 2 ? r.b0 : r.b1; }
-    // Run j: 0 = low nibbles of bytes 0..8, 1 = low of 8..16, 2 = high of 0..8, 3 = high of 8..16.
+    __device__ static float scale(const Raw& r, int j) { return j < 4 ? r.a0 : r.a1; }
+    __device__ static float min(const Raw& r, int j) { return j < 4 ? r.b0 : r.b1; }
+    // Run j: bytes 8(j%4) .. 8(j%4) + 8, low nibbles for j < 4 (weights 8j ..), high for j >= 4
+    // (weights 32 + 8(j - 4) ..): run j is always weights 8j .. 8j + 8 of the item.
     __device__ static void decode(const Raw& r, int j, float q[8]) {
-        const uint2 w = (j & 1) ? make_uint2(r.qs.z, r.qs.w) : make_uint2(r.qs.x, r.qs.y);
-        const int sh = (j >> 1) ? 4 : 0;
-        mv_bytes_to_f((w.x >> sh) & 0x0F0F0F0Fu, 8388608.0f, q);
-        mv_bytes_to_f((w.y >> sh) & 0x0F0F0F0Fu, 8388608.0f, q + 4);
+        const int w = j & 3;
+        const uint2 v = w == 0 ? make_uint2(r.q0.x, r.q0.y)
+                      : w == 1 ? make_uint2(r.q0.z, r.q0.w)
+                      : w == 2 ? make_uint2(r.q1.x, r.q1.y)
+                               : make_uint2(r.q1.z, r.q1.w);
+        const int sh = (j >> 2) ? 4 : 0;
+        mv_bytes_to_f((v.x >> sh) & 0x0F0F0F0Fu, 8388608.0f, q);
+        mv_bytes_to_f((v.y >> sh) & 0x0F0F0F0Fu, 8388608.0f, q + 4);
     }
-    // Runs 8(j%2) + 32(j/2) after the item's 16 * p%2 within chunk p/2: all four in one chunk.
-    __device__ static int xbase(int p) { return 64 * (p >> 1) + 16 * (p & 1); }
-    __device__ static constexpr int xrun(int j) { return 8 * (j & 1) + 32 * (j >> 1); }
-    __device__ static constexpr int srun(int j) { return (j & 1) + 4 * (j >> 1); }
+    // The item is one whole 64-weight chunk: runs at 8j, no padding inside.
+    __device__ static int xbase(int p) { return 64 * p; }
+    __device__ static constexpr int xrun(int j) { return 8 * j; }
+    __device__ static constexpr int srun(int j) { return j; }
 };
 
 struct MvQ6K {
     static constexpr int BLOCK_BYTES = 210;
     static constexpr int BLOCK_WEIGHTS = 256;
     static constexpr int ITEMS = 8;
+    static constexpr int RUNS = 4;
     static constexpr bool HAS_MIN = false;
     // Item p: half h = p/4, l0 = 8(p%4). Run j (0..4) is weights 128h + 32j + l0 + 0..8: low
     // nibble (j < 2) or high nibble (j >= 2) of ql[64h + 32(j%2) + l0 + i], high bits
@@ -166,6 +175,7 @@ struct MvQ80 {
     static constexpr int BLOCK_BYTES = 34;
     static constexpr int BLOCK_WEIGHTS = 32;
     static constexpr int ITEMS = 1;
+    static constexpr int RUNS = 4;
     static constexpr bool HAS_MIN = false;
     // The item is the whole block; run j is qs[8j .. 8j + 8].
     struct Raw {

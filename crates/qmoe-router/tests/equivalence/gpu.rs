@@ -383,7 +383,8 @@ fn gpu_config() -> ProptestConfig {
 /// Random shapes: E 1..=512 (mostly small), H with and without the float4 path, k from 1 to E,
 /// B across group (8) boundaries; realistic data or exact logits from the shared strategy.
 fn gpu_case() -> impl Strategy<Value = Case> {
-    let e = prop_oneof![3 => 1usize..=64, 1 => 65usize..=512, 1 => Just(128usize), 1 => Just(129usize)];
+    let e =
+        prop_oneof![3 => 1usize..=64, 1 => 65usize..=512, 1 => Just(128usize), 1 => Just(129usize)];
     (
         e,
         0usize..300,
