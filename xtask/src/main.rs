@@ -31,7 +31,7 @@ enum Command {
     /// Compile every crates/*/cuda/*.cu to PTX for sm_89, sm_90 and sm_120 and write the
     /// per-kernel ptxas resource report (registers, shared memory, stack, spills).
     Ptx(ptx::Ptx),
-    /// Run the GPU test suites (the #[ignore]d ones) with one architecture's PTX forced, or
+    /// Run the GPU test suites (the `#[ignore]`d ones) with one architecture's PTX forced, or
     /// build a self-contained bundle of them for a GPU machine without a Rust toolchain.
     TestGpu(test_gpu::TestGpu),
     /// Hammer one op's property tests alone with many cases.

@@ -8,11 +8,11 @@
 use half::f16;
 use proptest::prelude::*;
 
-/// Q4_K block bytes (d, dmin, scales[12], qs[128]).
+/// Q4_K block bytes (`d`, `dmin`, `scales[12]`, `qs[128]`).
 pub const Q4_K_BYTES: usize = 144;
-/// Q6_K block bytes (ql[128], qh[64], scales[16], d).
+/// Q6_K block bytes (`ql[128]`, `qh[64]`, `scales[16]`, `d`).
 pub const Q6_K_BYTES: usize = 210;
-/// Q8_0 block bytes (d, qs[32]).
+/// Q8_0 block bytes (`d`, `qs[32]`).
 pub const Q8_0_BYTES: usize = 34;
 
 /// A finite f16 scale, weighted toward the realistic range but covering the extremes:

@@ -90,9 +90,10 @@ fn nc_index(b: usize) -> usize {
     }
 }
 
-/// Lanes per row group for a row of `items` 32-weight items: the largest power of two ≤ 32 that
-/// leaves each lane at least 4 items (24 items → 4, 64 → 16, 128 → 32), so a lane's fixed per-row
-/// work (addressing, the shuffle reduction, the store) is spread over ≥ 128 weights.
+/// Lanes per row group for a row of `items` 32-weight units (K / 32, whatever the qtype; a Q4_K
+/// item of 64 weights counts as two): the largest power of two ≤ 32 that leaves each lane at
+/// least 4 units (24 → 4, 64 → 16, 128 → 32), so a lane's fixed per-row work (addressing, the
+/// shuffle reduction, the store) is spread over ≥ 128 weights.
 pub fn group_lanes(items: usize) -> u32 {
     let cap = (items / 4).clamp(1, 32);
     1u32 << (usize::BITS - 1 - cap.leading_zeros())
