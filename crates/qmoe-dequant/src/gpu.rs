@@ -8,7 +8,7 @@ use crate::{DequantError, DeviceQTensor, QType};
 /// The PTX of `cuda/dequant.cu` for every target.
 pub const PTX: qmoe_gpu::PtxSet = qmoe_gpu::embed_ptx!("dequant");
 
-/// Every entry point this crate launches, indexed by [`kernel_index`].
+/// Every entry point this crate launches, indexed by `kernel_index`.
 pub const KERNELS: &[&str] = &[
     "qmoe_dequant_f32_f32",
     "qmoe_dequant_f32_f16",

@@ -3,7 +3,7 @@
 //! quantizers, and the CUDA dequant kernels.
 //!
 //! Key design decision: a block layout is written down exactly twice — once in Rust
-//! ([`reference`], plain loops) and once for the device (`cuda/kquants.cuh`, included by every
+//! ([`reference`](mod@reference), plain loops) and once for the device (`cuda/kquants.cuh`, included by every
 //! kernel crate) — and both compute each weight in GGML's f32 operation order with no fused
 //! multiply-add, so reference, GPU and the GGML authors' `gguf` package agree bit for bit.
 //! Tensors carry their [`QType`] at run time, and every kernel dispatches on it rather than on
