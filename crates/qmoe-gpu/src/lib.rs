@@ -25,8 +25,6 @@ pub use timing::{median, Timing};
 
 /// Re-exports of the cudarc types that launchers need, so kernel crates depend on one version.
 pub mod cuda {
-    /// Function attributes (e.g. the dynamic shared memory limit) for `CudaFunction::set_attribute`.
-    pub use cudarc::driver::sys::CUfunction_attribute;
     pub use cudarc::driver::{
         CudaFunction, CudaGraph, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr,
         DevicePtrMut, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg, ValidAsZeroBits,

@@ -46,7 +46,6 @@
 #include "../../qmoe-dequant/cuda/kquants.cuh"
 #include "../../qmoe-swiglu/cuda/swiglu.cuh"
 
-#define MV_MAXC 8          // largest NC (activation vectors per pass over the weights)
 #define MV_MAX_TASKS 256   // B * k limit of the indexed kernels (checked on the host)
 #define MV_FULL 0xffffffffu
 #define MV_THREADS 256

@@ -3,10 +3,10 @@
 //! expert-indexed (`[E, R, K]` with device-resident router ids, all selected experts in one
 //! launch) and gate+up with a SwiGLU epilogue (the MoE expert's first half in one launch).
 //!
-//! Key design decision: every qtype is cut into items of 32 weights and every item into four runs
-//! of 8, so one inner loop serves all qtypes and both Qwen3 shapes. A group of G lanes owns a row
-//! (G chosen from K on the host so each lane has ≥ 4 items: 4 at K = 768, 16 at K = 2048); each
-//! warp streams the rows it computes into shared memory with `cp.async` while the block stages
+//! Key design decision: every qtype is cut into items (32 weights; 64 for Q4_K, one pair of
+//! sub-blocks sharing a scale header) and every item into runs of 8, so one inner loop serves all
+//! qtypes and both Qwen3 shapes. A group of G lanes owns a row (G chosen from K on the host so
+//! each lane has ≥ 128 weights: 4 at K = 768, 16 at K = 2048); each warp streams the rows it computes into shared memory with `cp.async` while the block stages
 //! the activation vectors (and, for Q4_K's mins, the sum of every run of 8 activations). Scales
 //! and mins are factored out of the inner sums (exact in f32), which makes the error bound
 //! γ(K)·Σ(|d·sc·q| + |dmin·m|)·|x| — see [`reference::error_bound`], the one place the tolerance
