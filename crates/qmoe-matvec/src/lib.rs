@@ -194,10 +194,11 @@ fn plan(
     w: &DeviceQTensor,
     up: Option<&DeviceQTensor>,
 ) -> Result<cuda::Plan> {
-    let mut row_bytes = vec![w.row_bytes()];
-    row_bytes.extend(up.map(|u| u.row_bytes()));
+    // On every launch: a slice of a stack array, no allocation.
+    let both = [w.row_bytes(), up.map_or(0, |u| u.row_bytes())];
+    let row_bytes = &both[..1 + usize::from(up.is_some())];
     let budget = cuda::smem_budget(gpu);
-    cuda::plan(b, w.cols(), w.rows(), &row_bytes, budget).map_err(|e| MatvecError::RowTooLong {
+    cuda::plan(b, w.cols(), w.rows(), row_bytes, budget).map_err(|e| MatvecError::RowTooLong {
         op,
         name: w.name().to_string(),
         cols: w.cols(),
