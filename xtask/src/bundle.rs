@@ -95,19 +95,22 @@ pub fn build(sh: &Shell, dir: &Path) -> Result<()> {
         let short = name.rsplit('.').next().unwrap_or(name);
         std::fs::copy(exe, dir.join("bin").join(short))?;
     }
-    // The PTX (for run.sh's ptxas check of targets the device can't run) travels compressed:
-    // unrolled GEMVs make megabytes of it per architecture.
+    // The plain PTX (for run.sh's ptxas check of targets the device can't run), inflated from
+    // the committed .ptx.z files, travels as one xz archive.
+    let plain = dir.join("ptx-plain");
+    crate::ptx::unpack(&root.join("kernels-ptx"), &plain.join("kernels-ptx"))?;
     cmd!(
         sh,
-        "tar -C {root} -cJf {dir}/kernels-ptx.tar.xz kernels-ptx"
+        "tar -C {plain} -cJf {dir}/kernels-ptx.tar.xz kernels-ptx"
     )
     .run()?;
+    std::fs::remove_dir_all(&plain)?;
     for extra in ["fixtures", "scripts"] {
         if root.join(extra).exists() {
             cmd!(sh, "cp -r {root}/{extra} {dir}/{extra}").run()?;
         }
     }
-    std::fs::write(dir.join("run.sh"), RUN_SH)?;
+    std::fs::write(dir.join("run.sh"), run_sh())?;
     cmd!(sh, "chmod +x {dir}/run.sh").run()?;
     let size: u64 = cmd!(sh, "du -sb {dir}")
         .read()?
@@ -141,11 +144,19 @@ pub fn build(sh: &Shell, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `RUN_SH` with the target list of `qmoe_ptx_build::ARCHES` filled in.
+fn run_sh() -> String {
+    let names: Vec<&str> = qmoe_ptx_build::ARCHES.iter().map(|a| a.name).collect();
+    RUN_SH
+        .replace("@ARCHES@", &names.join(" "))
+        .replace("@ARCH_ALTS@", &names.join("|"))
+}
+
 /// The bundle's driver. Runs every test executable's ignored (GPU) tests per arch, or checks
 /// with ptxas where the device cannot run the arch, and ends with one summary table.
 const RUN_SH: &str = r#"#!/usr/bin/env bash
 # qmoe GPU bundle: run on a GPU machine with no Rust toolchain.
-#   bash run.sh [--arch sm_89|sm_90|sm_120|all] [--sanitize | --tool memcheck|racecheck] [--bench]
+#   bash run.sh [--arch @ARCH_ALTS@|all] [--sanitize | --tool memcheck|racecheck] [--bench]
 #               [--filter SUBSTR] [--skip TEST_SUBSTR]... [--timeout SECS]
 # --filter keeps the executables whose name contains SUBSTR; --skip is passed to each test
 # executable (libtest --skip: e.g. --skip heavy leaves out the 48-layer tests, slow under a
@@ -169,7 +180,7 @@ while [ $# -gt 0 ]; do
 done
 case "$TOOLS" in memcheck|racecheck|"memcheck racecheck") ;; *) echo "run.sh: --tool is memcheck or racecheck" >&2; exit 2;; esac
 TO=(); [ -n "$LIMIT" ] && TO=(timeout "$LIMIT")
-[ "$ARCH" = all ] && ARCHS="sm_89 sm_90 sm_120" || ARCHS=$ARCH
+[ "$ARCH" = all ] && ARCHS="@ARCHES@" || ARCHS=$ARCH
 export QMOE_REQUIRE_GPU=1 QMOE_FIXTURES="$HERE/fixtures" QMOE_BIN="$HERE/bin/qmoe"
 LOGS=${OUT:-$HERE}/logs; mkdir -p "$LOGS"
 CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
@@ -230,7 +241,7 @@ exit $FAIL
 
 #[cfg(test)]
 mod tests {
-    use super::RUN_SH;
+    use super::run_sh;
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
     use std::process::Command;
@@ -275,7 +286,7 @@ mod tests {
         for d in ["tests", "benches", "bin", "ptx/kernels-ptx/sm_120"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
-        std::fs::write(dir.join("run.sh"), RUN_SH).unwrap();
+        std::fs::write(dir.join("run.sh"), run_sh()).unwrap();
         std::fs::write(dir.join("ptx/kernels-ptx/sm_120/a.ptx"), "x").unwrap();
         let tar = Command::new("tar")
             .arg("-C")

@@ -17,6 +17,8 @@ impl Ci {
         cmd!(sh, "cargo fmt --all -- --check").run()?;
         step("cargo clippy --all-targets -D warnings");
         cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?;
+        step("gen --check");
+        crate::gen::Gen::check().run(sh)?;
         step("ptx --check");
         crate::ptx::Ptx::check().run(sh)?;
         step("cargo test --workspace (GPU tests are #[ignore]d here)");

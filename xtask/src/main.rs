@@ -7,6 +7,7 @@ mod bench;
 mod bundle;
 mod ci;
 mod fuzz;
+mod gen;
 mod nvcc;
 mod oracle;
 mod ptx;
@@ -28,7 +29,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compile every crates/*/cuda/*.cu to PTX for sm_89, sm_90 and sm_120 and write the
+    /// Write the kernel instance files and the launchers' name, dispatch and launch-parameter
+    /// tables from the one table in xtask/src/gen/table.rs (`--check`: fail if stale).
+    Gen(gen::Gen),
+    /// Compile every crates/*/cuda/*.cu to PTX for every target architecture and write the
     /// per-kernel ptxas resource report (registers, shared memory, stack, spills).
     Ptx(ptx::Ptx),
     /// Run the GPU test suites (the `#[ignore]`d ones) with one architecture's PTX forced, or
@@ -56,6 +60,7 @@ fn run() -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(project_root());
     match cli.command {
+        Command::Gen(c) => c.run(&sh),
         Command::Ptx(c) => c.run(&sh),
         Command::TestGpu(c) => c.run(&sh),
         Command::Fuzz(c) => c.run(&sh),

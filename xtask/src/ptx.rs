@@ -1,5 +1,10 @@
-//! `cargo xtask ptx [--check]`: every `crates/*/cuda/*.cu` → `kernels-ptx/<sm_XX>/<stem>.ptx`
-//! for each target, plus `kernels-ptx/<sm_XX>/resources.txt` from `ptxas -v`.
+//! `cargo xtask ptx [--check]`: every `crates/*/cuda/*.cu` compiled for each target of
+//! `qmoe_ptx_build::ARCHES` (the one list) and committed as `kernels-ptx/<sm_XX>/<stem>.ptx.z`
+//! (zlib-deflated PTX), with two reviewable text files per target: `manifest.txt` (each plain
+//! PTX's size and SHA-256) and `resources.txt` (`ptxas -v`: registers, shared memory, stack and
+//! spills per kernel). The plain PTX is also left in `target/ptx/<sm_XX>/` to read or
+//! disassemble. `--check` recompiles into a temporary folder and fails, naming each file, when
+//! a manifest or report differs or a committed `.ptx.z` does not inflate to its manifest entry.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,12 +14,7 @@ use xshell::{cmd, Shell};
 
 use crate::nvcc::{self, Toolchain};
 
-/// The targets, as (folder, nvcc virtual arch, ptxas real arch).
-pub const ARCHS: [(&str, &str, &str); 3] = [
-    ("sm_89", "compute_89", "sm_89"),
-    ("sm_90", "compute_90", "sm_90"),
-    ("sm_120", "compute_120", "sm_120"),
-];
+use qmoe_ptx_build::ARCHES;
 
 /// Options of `cargo xtask ptx`.
 #[derive(clap::Args)]
@@ -62,17 +62,26 @@ impl Ptx {
                 bail!("--only {stem}: no crates/*/cuda/{stem}.cu");
             }
         }
-        let out = if self.check {
+        let root = crate::project_root();
+        let committed = root.join("kernels-ptx");
+        // Plain PTX goes to target/ptx (to read), or a temporary folder for --check.
+        let plain = if self.check {
             let tmp = std::env::temp_dir().join(format!("qmoe-ptx-check-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&tmp);
             tmp
         } else {
-            crate::project_root().join("kernels-ptx")
+            root.join("target").join("ptx")
         };
-        generate(sh, &tools, &sources, &out, self.only.is_none())?;
+        if self.only.is_some() {
+            // Keep the other sources' plain PTX in sync with what is committed, so the reports
+            // below still cover every kernel.
+            unpack(&committed, &plain)?;
+        }
+        generate(sh, &tools, &sources, &plain, self.only.is_none())?;
         if self.check {
-            let stale = compare(&crate::project_root().join("kernels-ptx"), &out)?;
-            let _ = std::fs::remove_dir_all(&out);
+            let mut stale = compare(&committed, &plain)?;
+            stale.extend(check_packed(&committed)?);
+            let _ = std::fs::remove_dir_all(&plain);
             if !stale.is_empty() {
                 bail!(
                     "committed PTX is stale; run `cargo xtask ptx` and commit:\n  {}",
@@ -80,14 +89,17 @@ impl Ptx {
                 );
             }
             eprintln!(
-                "ptx --check: kernels-ptx/ is up to date ({} sources, 3 targets)",
-                sources.len()
+                "ptx --check: kernels-ptx/ is up to date ({} sources, {} targets)",
+                sources.len(),
+                ARCHES.len()
             );
         } else {
+            pack(&plain, &committed)?;
             eprintln!(
-                "ptx: wrote kernels-ptx/ for {} sources ({})",
+                "ptx: wrote kernels-ptx/ for {} sources ({}); plain PTX in {}",
                 sources.len(),
-                tools.release
+                tools.release,
+                plain.display()
             );
         }
         Ok(())
@@ -136,7 +148,8 @@ pub fn generate(
 ) -> Result<()> {
     let root = crate::project_root();
     let nvcc = &tools.nvcc;
-    for (folder, virt, real) in ARCHS {
+    for arch in ARCHES {
+        let (folder, virt, real) = (arch.name, arch.virt, arch.name);
         let dir = out.join(folder);
         std::fs::create_dir_all(&dir)?;
         if all {
@@ -191,8 +204,116 @@ pub fn generate(
             dir.join("resources.txt"),
             render_report(folder, &tools.release, &report),
         )?;
+        std::fs::write(
+            dir.join("manifest.txt"),
+            render_manifest(folder, &ptx_files)?,
+        )?;
     }
     Ok(())
+}
+
+/// The plain PTX files of one folder, sorted.
+fn ptx_files(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| dir.display().to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(ext))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `manifest.txt`: one line per PTX file — its name, size and SHA-256 of the plain text.
+fn render_manifest(folder: &str, files: &[PathBuf]) -> Result<String> {
+    let mut s = format!(
+        "# plain PTX of kernels-ptx/{folder}/*.ptx.z (inflated): bytes and SHA-256; \
+         regenerate with `cargo xtask ptx`\n"
+    );
+    for f in files {
+        let text = std::fs::read(f)?;
+        let name = f.file_name().unwrap().to_string_lossy();
+        s += &format!("{name:<16} {:>9} {}\n", text.len(), sha256_hex(&text));
+    }
+    Ok(s)
+}
+
+/// Writes `committed/<arch>/`: every plain `<stem>.ptx` of `plain/<arch>/` deflated to
+/// `<stem>.ptx.z`, plus the manifest and the report; removes `.ptx.z` files with no source.
+fn pack(plain: &Path, committed: &Path) -> Result<()> {
+    for arch in ARCHES {
+        let (src, dst) = (plain.join(arch.name), committed.join(arch.name));
+        std::fs::create_dir_all(&dst)?;
+        for old in ptx_files(&dst, ".ptx.z")?
+            .into_iter()
+            .chain(ptx_files(&dst, ".ptx")?)
+        {
+            std::fs::remove_file(old)?;
+        }
+        for f in ptx_files(&src, ".ptx")? {
+            let text = std::fs::read(&f)?;
+            let name = f.file_name().unwrap().to_string_lossy().to_string();
+            let packed = miniz_oxide::deflate::compress_to_vec_zlib(&text, 10);
+            std::fs::write(dst.join(format!("{name}.z")), packed)?;
+        }
+        for report in ["manifest.txt", "resources.txt"] {
+            std::fs::copy(src.join(report), dst.join(report))?;
+        }
+    }
+    Ok(())
+}
+
+/// Inflates every committed `.ptx.z` into `plain/<arch>/<stem>.ptx`.
+pub fn unpack(committed: &Path, plain: &Path) -> Result<()> {
+    for arch in ARCHES {
+        let (src, dst) = (committed.join(arch.name), plain.join(arch.name));
+        std::fs::create_dir_all(&dst)?;
+        for f in ptx_files(&src, ".ptx.z")? {
+            let text = inflate(&f)?;
+            let name = f.file_name().unwrap().to_string_lossy();
+            std::fs::write(dst.join(name.trim_end_matches(".z")), text)?;
+        }
+    }
+    Ok(())
+}
+
+fn inflate(path: &Path) -> Result<Vec<u8>> {
+    let packed = std::fs::read(path)?;
+    miniz_oxide::inflate::decompress_to_vec_zlib(&packed)
+        .map_err(|e| anyhow::anyhow!("{}: not zlib data: {e:?}", path.display()))
+}
+
+/// Names every committed `.ptx.z` that does not inflate to the text its manifest line hashes.
+fn check_packed(committed: &Path) -> Result<Vec<String>> {
+    let mut bad = Vec::new();
+    for arch in ARCHES {
+        let dir = committed.join(arch.name);
+        let manifest = std::fs::read_to_string(dir.join("manifest.txt")).unwrap_or_default();
+        for f in ptx_files(&dir, ".ptx.z")? {
+            let name = f.file_name().unwrap().to_string_lossy().to_string();
+            let plain_name = name.trim_end_matches(".z");
+            let want = manifest
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(plain_name))
+                .and_then(|l| l.split_whitespace().nth(2));
+            let got = inflate(&f).map(|t| sha256_hex(&t)).ok();
+            if want.is_none() || got.as_deref() != want {
+                bad.push(format!(
+                    "kernels-ptx/{}/{name} does not inflate to its manifest entry",
+                    arch.name
+                ));
+            }
+        }
+    }
+    Ok(bad)
 }
 
 /// Parses `ptxas -v` output into (kernel, resources), in order of appearance.
@@ -241,13 +362,13 @@ fn render_report(folder: &str, release: &str, rows: &[(String, String, Resources
 /// Names every file that differs between the committed and the fresh tree, or exists in one only.
 fn compare(committed: &Path, fresh: &Path) -> Result<Vec<String>> {
     let mut stale = Vec::new();
-    for (folder, _, _) in ARCHS {
+    for folder in ARCHES.iter().map(|a| a.name) {
         let list = |dir: &Path| -> Vec<String> {
             let mut v: Vec<String> = std::fs::read_dir(dir)
                 .map(|rd| {
                     rd.flatten()
                         .map(|e| e.file_name().to_string_lossy().to_string())
-                        .filter(|n| n.ends_with(".ptx") || n == "resources.txt")
+                        .filter(|n| n == "manifest.txt" || n == "resources.txt")
                         .collect()
                 })
                 .unwrap_or_default();
@@ -265,7 +386,7 @@ fn compare(committed: &Path, fresh: &Path) -> Result<Vec<String>> {
             match (old, new) {
                 (Some(o), Some(n)) if o == n => {}
                 (Some(_), Some(_)) => stale.push(format!(
-                    "kernels-ptx/{folder}/{name} differs from its source"
+                    "kernels-ptx/{folder}/{name} differs from what the sources produce"
                 )),
                 (None, Some(_)) => stale.push(format!("kernels-ptx/{folder}/{name} is missing")),
                 (Some(_), None) => stale.push(format!(
@@ -335,29 +456,59 @@ mod compare_tests {
         let committed = tree(
             "old",
             &[
-                ("sm_90", "a.ptx", "old"),
-                ("sm_90", "b.ptx", "same"),
-                ("sm_89", "gone.ptx", "x"),
+                ("sm_90", "manifest.txt", "old"),
+                ("sm_90", "resources.txt", "same"),
+                ("sm_89", "manifest.txt", "x"),
             ],
         );
         let fresh = tree(
             "new",
             &[
-                ("sm_90", "a.ptx", "new"),
-                ("sm_90", "b.ptx", "same"),
-                ("sm_120", "c.ptx", "y"),
+                ("sm_90", "manifest.txt", "new"),
+                ("sm_90", "resources.txt", "same"),
+                ("sm_120", "manifest.txt", "y"),
             ],
         );
         let stale = compare(&committed, &fresh).unwrap();
         assert_eq!(
             stale,
             vec![
-                "kernels-ptx/sm_89/gone.ptx has no source any more",
-                "kernels-ptx/sm_90/a.ptx differs from its source",
-                "kernels-ptx/sm_120/c.ptx is missing",
+                "kernels-ptx/sm_89/manifest.txt has no source any more",
+                "kernels-ptx/sm_90/manifest.txt differs from what the sources produce",
+                "kernels-ptx/sm_120/manifest.txt is missing",
             ]
         );
         let _ = std::fs::remove_dir_all(committed);
         let _ = std::fs::remove_dir_all(fresh);
+    }
+
+    #[test]
+    fn pack_then_check_round_trips_and_catches_a_corrupt_file() {
+        let plain = tree("plain", &[]);
+        for arch in ARCHES {
+            let dir = plain.join(arch.name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let text = format!(".target {}\n.entry k()\n", arch.name);
+            std::fs::write(dir.join("k.ptx"), &text).unwrap();
+            let files = vec![dir.join("k.ptx")];
+            std::fs::write(
+                dir.join("manifest.txt"),
+                render_manifest(arch.name, &files).unwrap(),
+            )
+            .unwrap();
+            std::fs::write(dir.join("resources.txt"), "r").unwrap();
+        }
+        let committed = tree("packed", &[]);
+        pack(&plain, &committed).unwrap();
+        assert!(check_packed(&committed).unwrap().is_empty());
+        assert!(compare(&committed, &plain).unwrap().is_empty());
+        let z = committed.join("sm_90").join("k.ptx.z");
+        std::fs::write(&z, miniz_oxide::deflate::compress_to_vec_zlib(b"other", 6)).unwrap();
+        assert_eq!(
+            check_packed(&committed).unwrap(),
+            vec!["kernels-ptx/sm_90/k.ptx.z does not inflate to its manifest entry"]
+        );
+        let _ = std::fs::remove_dir_all(plain);
+        let _ = std::fs::remove_dir_all(committed);
     }
 }

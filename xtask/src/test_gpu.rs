@@ -1,16 +1,18 @@
-//! `cargo xtask test-gpu --arch sm_89|sm_90|sm_120|all [--bundle DIR] [--sanitize]`.
+//! `cargo xtask test-gpu --arch <target>|all [--bundle DIR] [--sanitize]`, the targets being
+//! those of `qmoe_ptx_build::ARCHES`.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use xshell::{cmd, Shell};
 
-use crate::ptx::ARCHS;
+use qmoe_ptx_build::ARCHES;
 
 /// Options of `cargo xtask test-gpu`.
 #[derive(clap::Args)]
 pub struct TestGpu {
-    /// Which PTX target to force: sm_89, sm_90, sm_120 or all.
+    /// Which PTX target to force (sm_80, sm_89, sm_90, sm_120: every entry of the target list)
+    /// or all.
     #[arg(long, default_value = "all")]
     arch: String,
     /// Build a self-contained bundle into DIR instead of running here (no GPU needed).
@@ -24,11 +26,14 @@ pub struct TestGpu {
 /// Expands `--arch` into folder names, refusing unknown ones.
 pub fn archs(arg: &str) -> Result<Vec<&'static str>> {
     if arg == "all" {
-        return Ok(ARCHS.iter().map(|a| a.0).collect());
+        return Ok(ARCHES.iter().map(|a| a.name).collect());
     }
-    match ARCHS.iter().find(|a| a.0 == arg) {
-        Some(a) => Ok(vec![a.0]),
-        None => bail!("unknown --arch {arg:?}: use sm_89, sm_90, sm_120 or all"),
+    match ARCHES.iter().find(|a| a.name == arg) {
+        Some(a) => Ok(vec![a.name]),
+        None => {
+            let names: Vec<&str> = ARCHES.iter().map(|a| a.name).collect();
+            bail!("unknown --arch {arg:?}: use {} or all", names.join(", "))
+        }
     }
 }
 
@@ -93,7 +98,9 @@ impl TestGpu {
 pub fn ptxas_check(sh: &Shell, arch: &str) -> Result<()> {
     let tools = crate::nvcc::find(sh)?;
     let ptxas = &tools.ptxas;
-    let dir = crate::project_root().join("kernels-ptx").join(arch);
+    let plain = std::env::temp_dir().join(format!("qmoe-ptxas-{}", std::process::id()));
+    crate::ptx::unpack(&crate::project_root().join("kernels-ptx"), &plain)?;
+    let dir = plain.join(arch);
     let mut n = 0;
     for e in std::fs::read_dir(&dir)?.flatten() {
         let path = e.path();

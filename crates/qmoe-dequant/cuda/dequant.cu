@@ -4,15 +4,18 @@
 // output) consecutive outputs starting at 4g or 8g, which always lie in one block since block
 // sizes are multiples of 8, and writes them with one 16-byte store, so a warp writes 512
 // contiguous bytes. A warp's 128 weights read 64 (Q4_K) to 96 (Q6_K) contiguous quant bytes plus
-// the block header, which the L1 shares across the warp. The element values come from
-// kquants.cuh, which rounds every step explicitly (__fmul_rn/__fsub_rn), so the f32 result is
-// bit-identical to the Rust reference; f16/bf16 outputs then round that f32 to nearest even.
+// the block header, which the L1 shares across the warp. The element values come from each
+// type's QT::dequant (qtypes/<type>.cuh), which rounds every step explicitly (__fmul_rn /
+// __fsub_rn), so the f32 result is bit-identical to the Rust reference; f16/bf16 outputs then
+// round that f32 to nearest even. Which (type, output) kernels exist is the generated
+// QMOE_DEQUANT_INSTANCES list (dequant.gen.cuh); every kernel takes one DequantParams.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
 
-#include "kquants.cuh"
+#include "dequant.gen.cuh"
+#include "qtypes.gen.cuh"
 
 struct qmoe_out_f32 {
     static __device__ __forceinline__ void store4(float* out, uint64_t i, float a, float b,
@@ -67,50 +70,37 @@ struct qmoe_out_bf16 {
     }
 };
 
-struct qmoe_in_q4k {
-    static constexpr int QK = QMOE_QK_K;
-    typedef qmoe_block_q4_k block;
-    static __device__ __forceinline__ float at(const block* b, int i) { return qmoe_dequant_q4k(b, i); }
-};
-struct qmoe_in_q6k {
-    static constexpr int QK = QMOE_QK_K;
-    typedef qmoe_block_q6_k block;
-    static __device__ __forceinline__ float at(const block* b, int i) { return qmoe_dequant_q6k(b, i); }
-};
-struct qmoe_in_q8_0 {
-    static constexpr int QK = QMOE_QK8_0;
-    typedef qmoe_block_q8_0 block;
-    static __device__ __forceinline__ float at(const block* b, int i) { return qmoe_dequant_q8_0(b, i); }
-};
-
 // Block formats, f32 output: n4 = numel / 4 groups of four outputs (one 16-byte store).
-template <class In, class Out, class T>
-__device__ __forceinline__ void qmoe_dequant_blocks4(const uint8_t* in, T* out, uint64_t n4) {
+template <class QT, class Out, class T>
+__device__ __forceinline__ void qmoe_dequant_blocks4(const uint8_t* __restrict__ in, T* __restrict__ out,
+                                                      uint64_t n4) {
     const uint64_t g = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (g >= n4) {
         return;
     }
     const uint64_t i = 4 * g;
-    const typename In::block* b = reinterpret_cast<const typename In::block*>(in) + i / In::QK;
-    const int w = (int)(i % In::QK);
-    Out::store4(out, i, In::at(b, w), In::at(b, w + 1), In::at(b, w + 2), In::at(b, w + 3));
+    const typename QT::block* b = reinterpret_cast<const typename QT::block*>(in) + i / QT::BLOCK_WEIGHTS;
+    const int w = (int)(i % QT::BLOCK_WEIGHTS);
+    Out::store4(out, i, QT::dequant(b, w), QT::dequant(b, w + 1), QT::dequant(b, w + 2),
+                QT::dequant(b, w + 3));
 }
 
 // Block formats, f16/bf16 output: n8 = numel / 8 groups of eight outputs, so each thread still
 // writes one 16-byte store (8 consecutive outputs never cross a block: blocks are 32 or 256).
-template <class In, class Out, class T>
-__device__ __forceinline__ void qmoe_dequant_blocks8(const uint8_t* in, T* out, uint64_t n8) {
+template <class QT, class Out, class T>
+__device__ __forceinline__ void qmoe_dequant_blocks8(const uint8_t* __restrict__ in, T* __restrict__ out,
+                                                      uint64_t n8) {
     const uint64_t g = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (g >= n8) {
         return;
     }
     const uint64_t i = 8 * g;
-    const typename In::block* b = reinterpret_cast<const typename In::block*>(in) + i / In::QK;
-    const int w = (int)(i % In::QK);
+    const typename QT::block* b = reinterpret_cast<const typename QT::block*>(in) + i / QT::BLOCK_WEIGHTS;
+    const int w = (int)(i % QT::BLOCK_WEIGHTS);
     float v[8];
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
-        v[k] = In::at(b, w + k);
+        v[k] = QT::dequant(b, w + k);
     }
     Out::store8(out, i, v);
 }
@@ -126,36 +116,20 @@ __device__ __forceinline__ float qmoe_load_bf16(const uint8_t* in, uint64_t i) {
     return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(in)[i]);
 }
 
-#define QMOE_DEQUANT_BLOCKS(NAME, IN, OUT, T, N)                                              \
-    extern "C" __global__ void NAME(const uint8_t* __restrict__ in, T* __restrict__ out,     \
-                                    uint64_t groups) {                                        \
-        qmoe_dequant_blocks##N<IN, OUT, T>(in, out, groups);                                  \
+// One kernel per generated instance: BLOCKS(name, QT, Out, T, outputs per thread) for block
+// formats, FLOAT(name, load, Out, T) for plain floats.
+#define QMOE_DEQUANT_BLOCKS(NAME, QT, OUT, T, N)                                              \
+    extern "C" __global__ void NAME(const DequantParams p) {                                  \
+        qmoe_dequant_blocks##N<QT, OUT, T>(reinterpret_cast<const uint8_t*>(p.input),            \
+                                           reinterpret_cast<T*>(p.out), p.groups);            \
     }
 
 #define QMOE_DEQUANT_FLOAT(NAME, LOAD, OUT, T)                                                \
-    extern "C" __global__ void NAME(const uint8_t* __restrict__ in, T* __restrict__ out,     \
-                                    uint64_t n) {                                             \
+    extern "C" __global__ void NAME(const DequantParams p) {                                  \
         const uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;                   \
-        if (i < n) {                                                                          \
-            OUT::store1(out, i, LOAD(in, i));                                                 \
+        if (i < p.groups) {                                                                   \
+            OUT::store1(reinterpret_cast<T*>(p.out), i, LOAD(p.input, i));                       \
         }                                                                                     \
     }
 
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q4_k_f32, qmoe_in_q4k, qmoe_out_f32, float, 4)
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q4_k_f16, qmoe_in_q4k, qmoe_out_f16, uint16_t, 8)
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q4_k_bf16, qmoe_in_q4k, qmoe_out_bf16, uint16_t, 8)
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q6_k_f32, qmoe_in_q6k, qmoe_out_f32, float, 4)
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q6_k_f16, qmoe_in_q6k, qmoe_out_f16, uint16_t, 8)
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q6_k_bf16, qmoe_in_q6k, qmoe_out_bf16, uint16_t, 8)
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q8_0_f32, qmoe_in_q8_0, qmoe_out_f32, float, 4)
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q8_0_f16, qmoe_in_q8_0, qmoe_out_f16, uint16_t, 8)
-QMOE_DEQUANT_BLOCKS(qmoe_dequant_q8_0_bf16, qmoe_in_q8_0, qmoe_out_bf16, uint16_t, 8)
-QMOE_DEQUANT_FLOAT(qmoe_dequant_f32_f32, qmoe_load_f32, qmoe_out_f32, float)
-QMOE_DEQUANT_FLOAT(qmoe_dequant_f32_f16, qmoe_load_f32, qmoe_out_f16, uint16_t)
-QMOE_DEQUANT_FLOAT(qmoe_dequant_f32_bf16, qmoe_load_f32, qmoe_out_bf16, uint16_t)
-QMOE_DEQUANT_FLOAT(qmoe_dequant_f16_f32, qmoe_load_f16, qmoe_out_f32, float)
-QMOE_DEQUANT_FLOAT(qmoe_dequant_f16_f16, qmoe_load_f16, qmoe_out_f16, uint16_t)
-QMOE_DEQUANT_FLOAT(qmoe_dequant_f16_bf16, qmoe_load_f16, qmoe_out_bf16, uint16_t)
-QMOE_DEQUANT_FLOAT(qmoe_dequant_bf16_f32, qmoe_load_bf16, qmoe_out_f32, float)
-QMOE_DEQUANT_FLOAT(qmoe_dequant_bf16_f16, qmoe_load_bf16, qmoe_out_f16, uint16_t)
-QMOE_DEQUANT_FLOAT(qmoe_dequant_bf16_bf16, qmoe_load_bf16, qmoe_out_bf16, uint16_t)
+QMOE_DEQUANT_INSTANCES(QMOE_DEQUANT_BLOCKS, QMOE_DEQUANT_FLOAT)

@@ -12,13 +12,13 @@
 #![deny(missing_docs)]
 
 mod error;
-mod gpu;
+mod launch;
 mod qtype;
 pub mod quantize;
 pub mod reference;
 mod tensor;
 
 pub use error::DequantError;
-pub use gpu::{dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, KERNELS, PTX};
+pub use launch::{dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, KERNELS, PTX};
 pub use qtype::QType;
 pub use tensor::{DeviceQTensor, QTensor, DEVICE_PAD};

@@ -2,54 +2,69 @@ use std::fmt;
 
 use crate::{GpuError, Result};
 
-/// Environment variable that forces one PTX target (`sm_89`, `sm_90`, `sm_120`).
+/// Environment variable that forces one PTX target (`sm_80`, `sm_89`, `sm_90`, `sm_120`).
 pub const PTX_ARCH_ENV: &str = "QMOE_PTX_ARCH";
 
-/// A PTX target qmoe ships. Ordered by compute capability.
+/// The number of PTX targets qmoe ships (`qmoe_ptx_build::ARCHES`, the one list).
+pub const N_ARCHES: usize = qmoe_ptx_build::ARCHES.len();
+
+/// A PTX target qmoe ships: an entry of `qmoe_ptx_build::ARCHES`, the one list of targets.
+/// Ordered by compute capability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum PtxArch {
-    /// Ada (compute_89): RTX 4090, L4, L40S; JIT-runs on any cc ≥ 8.9.
-    Sm89,
-    /// Hopper (compute_90): H100, H200.
-    Sm90,
-    /// Blackwell consumer / GB10 (compute_120).
-    Sm120,
-}
+pub struct PtxArch(u8);
 
 impl PtxArch {
     /// Every target, lowest first.
-    pub const ALL: [PtxArch; 3] = [PtxArch::Sm89, PtxArch::Sm90, PtxArch::Sm120];
+    pub const ALL: [PtxArch; N_ARCHES] = {
+        let mut all = [PtxArch(0); N_ARCHES];
+        let mut i = 0;
+        while i < N_ARCHES {
+            all[i] = PtxArch(i as u8);
+            i += 1;
+        }
+        all
+    };
+
+    fn spec(self) -> &'static qmoe_ptx_build::Arch {
+        &qmoe_ptx_build::ARCHES[self.0 as usize]
+    }
+
+    /// Position in [`PtxArch::ALL`].
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
 
     /// The folder name under `kernels-ptx/` (`sm_90`).
     pub fn name(self) -> &'static str {
-        match self {
-            PtxArch::Sm89 => "sm_89",
-            PtxArch::Sm90 => "sm_90",
-            PtxArch::Sm120 => "sm_120",
-        }
+        self.spec().name
+    }
+
+    /// The GPUs this target is for, in words.
+    pub fn gpus(self) -> &'static str {
+        self.spec().gpus
     }
 
     /// The minimum compute capability (major, minor) that can run this PTX.
     pub fn compute_capability(self) -> (u32, u32) {
-        match self {
-            PtxArch::Sm89 => (8, 9),
-            PtxArch::Sm90 => (9, 0),
-            PtxArch::Sm120 => (12, 0),
-        }
+        self.spec().cc
     }
 
-    /// Parses `sm_89` / `sm_90` / `sm_120` (also `89`, `compute_90`).
+    /// Parses `sm_90` (also `90`, `compute_90`), for any target in the list.
     pub fn parse(value: &str) -> Result<PtxArch> {
         let v = value.trim().to_ascii_lowercase();
         let digits = v.trim_start_matches("sm_").trim_start_matches("compute_");
-        match digits {
-            "89" => Ok(PtxArch::Sm89),
-            "90" => Ok(PtxArch::Sm90),
-            "120" => Ok(PtxArch::Sm120),
-            _ => Err(GpuError::UnknownArch {
+        PtxArch::ALL
+            .into_iter()
+            .find(|a| a.name().trim_start_matches("sm_") == digits)
+            .ok_or_else(|| GpuError::UnknownArch {
                 value: value.to_string(),
-            }),
-        }
+            })
+    }
+
+    /// The names of every target, for messages ("sm_80, sm_89, sm_90, sm_120").
+    pub fn names() -> String {
+        let v: Vec<&str> = PtxArch::ALL.iter().map(|a| a.name()).collect();
+        v.join(", ")
     }
 
     /// The highest target whose PTX a device of compute capability `cc` can run, if any.
@@ -65,6 +80,11 @@ impl PtxArch {
     pub fn runs_on(self, cc: (u32, u32)) -> bool {
         self.compute_capability() <= cc
     }
+
+    /// The lowest target.
+    pub fn lowest() -> PtxArch {
+        PtxArch::ALL[0]
+    }
 }
 
 impl fmt::Display for PtxArch {
@@ -73,40 +93,31 @@ impl fmt::Display for PtxArch {
     }
 }
 
-/// One kernel source's PTX for every target, embedded (zlib-deflated) with
+/// One kernel source's PTX for every target, embedded (zlib-deflated, as committed) with
 /// [`crate::embed_ptx!`].
 #[derive(Debug, Clone, Copy)]
 pub struct PtxSet {
     /// The `.cu` file stem; also the module-cache key.
     pub name: &'static str,
-    /// `kernels-ptx/sm_89/<name>.ptx`, deflated.
-    pub sm_89: &'static [u8],
-    /// `kernels-ptx/sm_90/<name>.ptx`, deflated.
-    pub sm_90: &'static [u8],
-    /// `kernels-ptx/sm_120/<name>.ptx`, deflated.
-    pub sm_120: &'static [u8],
+    /// `kernels-ptx/<arch>/<name>.ptx.z` for each entry of [`PtxArch::ALL`], in order.
+    pub packed: &'static [&'static [u8]],
 }
 
 impl PtxSet {
     /// The PTX text for one target (inflated; done once per module load).
     pub fn for_arch(&self, arch: PtxArch) -> Result<String> {
-        let packed = match arch {
-            PtxArch::Sm89 => self.sm_89,
-            PtxArch::Sm90 => self.sm_90,
-            PtxArch::Sm120 => self.sm_120,
-        };
-        let bytes = miniz_oxide::inflate::decompress_to_vec_zlib(packed).map_err(|e| {
-            GpuError::CorruptPtx {
-                module: self.name,
-                arch,
-                why: format!("{e:?}"),
-            }
-        })?;
-        String::from_utf8(bytes).map_err(|e| GpuError::CorruptPtx {
+        let corrupt = |why: String| GpuError::CorruptPtx {
             module: self.name,
             arch,
-            why: e.to_string(),
-        })
+            why,
+        };
+        let packed = self
+            .packed
+            .get(arch.index())
+            .ok_or_else(|| corrupt("no PTX embedded for this target".into()))?;
+        let bytes = miniz_oxide::inflate::decompress_to_vec_zlib(packed)
+            .map_err(|e| corrupt(format!("{e:?}")))?;
+        String::from_utf8(bytes).map_err(|e| corrupt(e.to_string()))
     }
 
     /// The `.entry` names of one target's PTX.
@@ -180,27 +191,48 @@ impl PtxSet {
 mod tests {
     use super::*;
 
+    fn arch(name: &str) -> PtxArch {
+        PtxArch::parse(name).unwrap()
+    }
+
     #[test]
     fn best_target_is_highest_not_above_capability() {
-        assert_eq!(PtxArch::best_for((8, 6)), None);
-        assert_eq!(PtxArch::best_for((8, 9)), Some(PtxArch::Sm89));
-        assert_eq!(PtxArch::best_for((9, 0)), Some(PtxArch::Sm90));
-        assert_eq!(PtxArch::best_for((10, 0)), Some(PtxArch::Sm90));
-        assert_eq!(PtxArch::best_for((12, 1)), Some(PtxArch::Sm120));
+        assert_eq!(PtxArch::best_for((7, 5)), None);
+        assert_eq!(PtxArch::best_for((8, 0)), Some(arch("sm_80")));
+        assert_eq!(PtxArch::best_for((8, 6)), Some(arch("sm_80")));
+        assert_eq!(PtxArch::best_for((8, 9)), Some(arch("sm_89")));
+        assert_eq!(PtxArch::best_for((9, 0)), Some(arch("sm_90")));
+        assert_eq!(PtxArch::best_for((10, 0)), Some(arch("sm_90")));
+        assert_eq!(PtxArch::best_for((12, 1)), Some(arch("sm_120")));
     }
 
     #[test]
     fn parse_accepts_spellings_and_rejects_others() {
-        assert_eq!(PtxArch::parse("sm_90").unwrap(), PtxArch::Sm90);
-        assert_eq!(PtxArch::parse("compute_89").unwrap(), PtxArch::Sm89);
-        assert_eq!(PtxArch::parse("120").unwrap(), PtxArch::Sm120);
-        let err = PtxArch::parse("sm_80").unwrap_err().to_string();
-        assert!(err.contains("sm_80"), "{err}");
+        assert_eq!(arch("sm_90").name(), "sm_90");
+        assert_eq!(arch("compute_89"), arch("sm_89"));
+        assert_eq!(arch("120").compute_capability(), (12, 0));
+        assert_eq!(arch("80").compute_capability(), (8, 0));
+        let err = PtxArch::parse("sm_75").unwrap_err().to_string();
+        assert!(
+            err.contains("sm_75") && err.contains("sm_80, sm_89"),
+            "{err}"
+        );
     }
 
     #[test]
-    fn sm120_does_not_run_on_hopper() {
-        assert!(!PtxArch::Sm120.runs_on((9, 0)));
-        assert!(PtxArch::Sm89.runs_on((9, 0)));
+    fn targets_follow_the_one_list_in_order() {
+        assert_eq!(PtxArch::ALL.len(), qmoe_ptx_build::ARCHES.len());
+        for (a, spec) in PtxArch::ALL.iter().zip(qmoe_ptx_build::ARCHES) {
+            assert_eq!(a.name(), spec.name);
+        }
+        assert!(PtxArch::ALL.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn newer_targets_do_not_run_on_older_devices() {
+        assert!(!arch("sm_120").runs_on((9, 0)));
+        assert!(arch("sm_89").runs_on((9, 0)));
+        assert!(arch("sm_80").runs_on((8, 6)));
+        assert!(!arch("sm_89").runs_on((8, 6)));
     }
 }

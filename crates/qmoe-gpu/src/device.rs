@@ -289,7 +289,7 @@ fn select_arch(info: &DeviceInfo, forced: Option<&str>) -> Result<PtxArch> {
                 Err(refuse(arch))
             }
         }
-        None => PtxArch::best_for(info.compute_capability).ok_or_else(|| refuse(PtxArch::Sm89)),
+        None => PtxArch::best_for(info.compute_capability).ok_or_else(|| refuse(PtxArch::lowest())),
     }
 }
 
@@ -311,15 +311,21 @@ mod tests {
 
     #[test]
     fn selection_defaults_to_highest_runnable() {
-        assert_eq!(select_arch(&hopper(), None).unwrap(), PtxArch::Sm90);
-        assert_eq!(select_arch(&hopper(), Some("")).unwrap(), PtxArch::Sm90);
+        assert_eq!(
+            select_arch(&hopper(), None).unwrap(),
+            PtxArch::parse("sm_90").unwrap()
+        );
+        assert_eq!(
+            select_arch(&hopper(), Some("")).unwrap(),
+            PtxArch::parse("sm_90").unwrap()
+        );
     }
 
     #[test]
     fn forcing_a_lower_target_is_allowed() {
         assert_eq!(
             select_arch(&hopper(), Some("sm_89")).unwrap(),
-            PtxArch::Sm89
+            PtxArch::parse("sm_89").unwrap()
         );
     }
 
@@ -332,10 +338,14 @@ mod tests {
             err.contains("sm_120") && err.contains("12.0") && err.contains("9.0"),
             "{err}"
         );
+        // Below the lowest target (sm_80): refused, naming the device's capability.
         let mut old = hopper();
-        old.compute_capability = (8, 0);
+        old.compute_capability = (7, 5);
         let err = select_arch(&old, None).unwrap_err().to_string();
-        assert!(err.contains("8.0"), "{err}");
+        assert!(err.contains("7.5") && err.contains("sm_80"), "{err}");
+        // An Ampere card gets the sm_80 PTX.
+        old.compute_capability = (8, 6);
+        assert_eq!(select_arch(&old, None).unwrap().name(), "sm_80");
     }
 
     #[test]

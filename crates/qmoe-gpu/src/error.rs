@@ -27,7 +27,10 @@ pub enum GpuError {
         source: DriverError,
     },
     /// `QMOE_PTX_ARCH` names an architecture qmoe has no PTX for.
-    #[error("QMOE_PTX_ARCH={value:?} is not a known target (use sm_89, sm_90 or sm_120)")]
+    #[error(
+        "QMOE_PTX_ARCH={value:?} is not a known target (use one of {})",
+        crate::PtxArch::names()
+    )]
     UnknownArch {
         /// The value found in the environment.
         value: String,

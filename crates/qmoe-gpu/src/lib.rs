@@ -18,7 +18,7 @@ pub mod launch;
 pub mod selftest;
 mod timing;
 
-pub use arch::{PtxArch, PtxSet, PTX_ARCH_ENV};
+pub use arch::{PtxArch, PtxSet, N_ARCHES, PTX_ARCH_ENV};
 pub use device::{gpu_available, test_gpu, DeviceInfo, Gpu, REQUIRE_GPU_ENV};
 pub use error::{GpuError, Result};
 pub use timing::{median, Timing};
@@ -34,35 +34,18 @@ pub mod cuda {
 /// A typed device buffer: `n` elements of `T` in device memory, freed on drop.
 pub type DeviceBuffer<T> = cudarc::driver::CudaSlice<T>;
 
-/// Embeds a kernel source's PTX for every target architecture, deflated.
+/// Embeds a kernel source's committed PTX for every target architecture, deflated.
 ///
-/// `embed_ptx!("selftest")` embeds `kernels-ptx/{sm_89,sm_90,sm_120}/selftest.ptx` (workspace
-/// root) as compressed by the calling crate's `build.rs`, which must call
-/// `qmoe_ptx_build::embed(&["selftest"])`. A missing PTX file fails that build script, naming the
-/// file and `cargo xtask ptx`, the command that makes it.
+/// `embed_ptx!("selftest")` embeds `kernels-ptx/<arch>/selftest.ptx.z` (workspace root) for
+/// every target of `qmoe_ptx_build::ARCHES`, through the include list the calling crate's
+/// `build.rs` writes with `qmoe_ptx_build::embed(&["selftest"])`. A missing PTX file fails that
+/// build script, naming the file and `cargo xtask ptx`, the command that makes it.
 #[macro_export]
 macro_rules! embed_ptx {
     ($stem:literal) => {
         $crate::PtxSet {
             name: $stem,
-            sm_89: include_bytes!(concat!(
-                env!("OUT_DIR"),
-                "/qmoe-ptx/",
-                $stem,
-                ".sm_89.ptx.z"
-            )),
-            sm_90: include_bytes!(concat!(
-                env!("OUT_DIR"),
-                "/qmoe-ptx/",
-                $stem,
-                ".sm_90.ptx.z"
-            )),
-            sm_120: include_bytes!(concat!(
-                env!("OUT_DIR"),
-                "/qmoe-ptx/",
-                $stem,
-                ".sm_120.ptx.z"
-            )),
+            packed: &include!(concat!(env!("OUT_DIR"), "/qmoe-ptx/", $stem, ".rs")),
         }
     };
 }

@@ -4,6 +4,9 @@
 //   indexed  y[b, s, R]    = W[ids[b, s]] . x[b or (b,s)]  all selected experts in one launch
 //   fused    act[b, s, I]  = swiglu(Wg[e] . x[b], Wu[e] . x[b]), e = ids[b, s]
 //
+// The per-type part (block layout, item decoding) is each type's traits struct QT in
+// qmoe-dequant/cuda/qtypes/<type>.cuh; everything here is a template over it.
+//
 // Layout (v9). Every qtype is cut into "items" of 32 weights (Q6_K: 8 items per 256-weight
 // super-block; Q8_0: one item per block) or, for Q4_K, 64 (4 per super-block: one item per
 // pair of sub-blocks, so their scales are decoded once), so a row of K weights has K/32 (K/64)
@@ -43,14 +46,13 @@
 
 #include <stdint.h>
 
-#include "../../qmoe-dequant/cuda/kquants.cuh"
+#include "../../qmoe-dequant/cuda/qtypes.gen.cuh"
 #include "../../qmoe-swiglu/cuda/swiglu.cuh"
+// MV_THREADS, MV_MAX_TASKS, MV_MAX_PASSES, the launch-parameter structs and the instance list,
+// generated from the one table (xtask/src/gen/table.rs) that also writes the Rust side.
+#include "matvec.gen.cuh"
 
-#define MV_MAX_TASKS 256   // B * k limit of the indexed kernels (checked on the host)
 #define MV_FULL 0xffffffffu
-#define MV_THREADS 256
-
-#include "matvec_items.cuh"
 
 // Padded shared-memory index of activation i (see the header): 4 floats of padding per 64.
 __device__ __forceinline__ uint32_t mv_pad(uint32_t i) { return i + ((i >> 6) << 2); }
@@ -248,8 +250,6 @@ __device__ __forceinline__ void mv_cp_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
-#define MV_MAX_PASSES 8
-
 // Bytes of one warp's region for one pass: 32/G rows plus the alignment slack.
 __device__ __forceinline__ uint32_t mv_region_bytes(uint32_t wr, uint32_t row_bytes) {
     return (wr * row_bytes + 31) & ~15u;
@@ -444,10 +444,11 @@ __device__ void mv_indexed(const uint8_t* __restrict__ w, unsigned long long exp
 }
 
 // act[t, row] = qmoe_swiglu(gate[e] . x[t / k], up[e] . x[t / k]) for every task t with expert e.
-template <class QG, class QU, int NC>
-__device__ void mv_gate_up(const uint8_t* __restrict__ wg, unsigned long long g_expert_bytes,
-                           uint32_t g_row_bytes, const uint8_t* __restrict__ wu,
-                           unsigned long long u_expert_bytes, uint32_t u_row_bytes,
+// Gate and up share one type (what real files use; the host runs a mixed pair as two indexed
+// launches and the standalone SwiGLU), so one instance per type, not per pair of types.
+template <class QT, int NC>
+__device__ void mv_gate_up(const uint8_t* __restrict__ wg, const uint8_t* __restrict__ wu,
+                           unsigned long long expert_bytes, uint32_t row_bytes,
                            uint32_t n_experts, uint32_t rows, uint32_t K, uint32_t glog,
                            uint32_t T, const uint32_t* __restrict__ ids, uint32_t n_tasks,
                            uint32_t k, const float* __restrict__ x, float* __restrict__ act) {
@@ -463,10 +464,10 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, unsigned long long g_
     // Per warp and pass: gate's region, then up's, each its own commit group, so a warp computes
     // its gate rows while its up rows still stream in. Both matrices' rows in flight at once.
     const uint32_t wr = 32 >> glog;
-    const uint32_t rg = mv_region_bytes(wr, g_row_bytes), R = rg + mv_region_bytes(wr, u_row_bytes);
+    const uint32_t rg = mv_region_bytes(wr, row_bytes), R = 2 * rg;
     MvWarpRows G, U;
-    G.init(tiles, R, wg + (size_t)e * g_expert_bytes + (size_t)r0 * g_row_bytes, g_row_bytes, nrows, T, L);
-    U.init(tiles + rg, R, wu + (size_t)e * u_expert_bytes + (size_t)r0 * u_row_bytes, u_row_bytes, nrows, T, L);
+    G.init(tiles, R, wg + (size_t)e * expert_bytes + (size_t)r0 * row_bytes, row_bytes, nrows, T, L);
+    U.init(tiles + rg, R, wu + (size_t)e * expert_bytes + (size_t)r0 * row_bytes, row_bytes, nrows, T, L);
     const auto src = [&](uint32_t c) { return s_task[min(c, n - 1)] / k; };
     for (uint32_t p = 0; p < G.P; p++) {
         G.fetch_pass(p);
@@ -482,9 +483,9 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, unsigned long long g_
             if (nr == 0) continue;  // warp-uniform; the later passes have no rows either
             float g[NC], u[NC];
             mv_wait_group(2 * G.P, 2 * p);
-            mv_row<QG, NC>(gp, K, L, cols, nc, g);
+            mv_row<QT, NC>(gp, K, L, cols, nc, g);
             mv_wait_group(2 * G.P, 2 * p + 1);
-            mv_row<QU, NC>(up, K, L, cols, nc, u);
+            mv_row<QT, NC>(up, K, L, cols, nc, u);
             if (L.lig == 0 && r < nrows) {
 #pragma unroll
                 for (int c = 0; c < NC; c++)
@@ -495,7 +496,8 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, unsigned long long g_
 }
 
 // ---------------------------------------------------------------------------------------------
-// Entry points (names listed once in src/cuda.rs KERNELS).
+// Entry points: the generated MV_INSTANCES list (matvec.gen.cuh), whose names, dispatch and
+// parameter structs the Rust launcher includes from the same table (src/launch.gen.rs).
 
 // Every kernel exists for NC = 1, 4, 8 columns per staging pass (suffix _c1/_c4/_c8): the host
 // picks the smallest NC >= B whose staged vectors fit the device's shared memory beside the tile
@@ -510,43 +512,18 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, unsigned long long g_
 #define MV_MIN_BLOCKS(NC) ((NC) == 1 ? 3 : 2)
 #endif
 #define MV_DENSE(NAME, QT, NC)                                                                    \
-    extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(                              \
-        const uint8_t* w, uint32_t rows, uint32_t row_bytes, uint32_t K, uint32_t glog,            \
-        uint32_t T, const float* x, uint32_t B, float* y) {                                       \
-        mv_dense<QT, NC>(w, rows, row_bytes, K, glog, T, x, B, y);                                \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(const MvDenseParams p) { \
+        mv_dense<QT, NC>(p.w, p.rows, p.row_bytes, p.k, p.glog, p.tile_rows, p.x, p.b, p.y);     \
     }
 #define MV_INDEXED(NAME, QT, NC)                                                                  \
-    extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(                              \
-        const uint8_t* w, unsigned long long expert_bytes, uint32_t n_experts, uint32_t rows,      \
-        uint32_t row_bytes, uint32_t K, uint32_t glog, uint32_t T, const uint32_t* ids,            \
-        uint32_t n_tasks, uint32_t k, const float* x, uint32_t x_per_slot, float* y) {             \
-        mv_indexed<QT, NC>(w, expert_bytes, n_experts, rows, row_bytes, K, glog, T, ids, n_tasks,  \
-                           k, x, x_per_slot, y);                                                  \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(const MvIndexedParams p) { \
+        mv_indexed<QT, NC>(p.w, p.expert_bytes, p.n_experts, p.rows, p.row_bytes, p.k, p.glog,      \
+                           p.tile_rows, p.ids, p.n_tasks, p.top_k, p.x, p.x_per_slot, p.y);        \
     }
-#define MV_GATE_UP(NAME, QG, QU, NC)                                                              \
-    extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(                              \
-        const uint8_t* wg, unsigned long long g_expert_bytes, uint32_t g_row_bytes,                \
-        const uint8_t* wu, unsigned long long u_expert_bytes, uint32_t u_row_bytes,                \
-        uint32_t n_experts, uint32_t rows, uint32_t K, uint32_t glog, uint32_t T,                  \
-        const uint32_t* ids, uint32_t n_tasks, uint32_t k, const float* x, float* act) {           \
-        mv_gate_up<QG, QU, NC>(wg, g_expert_bytes, g_row_bytes, wu, u_expert_bytes, u_row_bytes,   \
-                               n_experts, rows, K, glog, T, ids, n_tasks, k, x, act);             \
+#define MV_GATE_UP(NAME, QT, NC)                                                                  \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(const MvGateUpParams p) { \
+        mv_gate_up<QT, NC>(p.wg, p.wu, p.expert_bytes, p.row_bytes, p.n_experts, p.rows, p.k,       \
+                           p.glog, p.tile_rows, p.ids, p.n_tasks, p.top_k, p.x, p.act);            \
     }
-#define MV_ALL_NC(M, NAME, ...) \
-    M(NAME##_c1, __VA_ARGS__, 1) M(NAME##_c4, __VA_ARGS__, 4) M(NAME##_c8, __VA_ARGS__, 8)
 
-MV_ALL_NC(MV_DENSE, qmoe_matvec_q4_k, MvQ4K)
-MV_ALL_NC(MV_DENSE, qmoe_matvec_q6_k, MvQ6K)
-MV_ALL_NC(MV_DENSE, qmoe_matvec_q8_0, MvQ80)
-MV_ALL_NC(MV_INDEXED, qmoe_matvec_indexed_q4_k, MvQ4K)
-MV_ALL_NC(MV_INDEXED, qmoe_matvec_indexed_q6_k, MvQ6K)
-MV_ALL_NC(MV_INDEXED, qmoe_matvec_indexed_q8_0, MvQ80)
-MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q4_k_q4_k, MvQ4K, MvQ4K)
-MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q4_k_q6_k, MvQ4K, MvQ6K)
-MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q4_k_q8_0, MvQ4K, MvQ80)
-MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q6_k_q4_k, MvQ6K, MvQ4K)
-MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q6_k_q6_k, MvQ6K, MvQ6K)
-MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q6_k_q8_0, MvQ6K, MvQ80)
-MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q8_0_q4_k, MvQ80, MvQ4K)
-MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q8_0_q6_k, MvQ80, MvQ6K)
-MV_ALL_NC(MV_GATE_UP, qmoe_gate_up_swiglu_q8_0_q8_0, MvQ80, MvQ80)
+MV_INSTANCES(MV_DENSE, MV_INDEXED, MV_GATE_UP)

@@ -19,23 +19,27 @@
 //! (token, slot), never an out-of-bounds read.
 #![deny(missing_docs)]
 
-mod cuda;
+mod launch;
 pub mod reference;
 
-pub use cuda::{KERNELS, PTX};
+pub use launch::{KERNELS, PTX, QTYPES};
 
 use qmoe_dequant::{DeviceQTensor, QType};
 use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::Gpu;
 
-/// The largest `b * k` (tokens × slots) one indexed launch accepts (the kernel's task list).
-pub const MAX_TASKS: usize = 256;
+/// The largest `b * k` (tokens × slots) one indexed launch accepts (the kernel's task list;
+/// generated with the device side from the kernel table).
+pub const MAX_TASKS: usize = launch::MAX_TASKS;
 
 /// Everything that can go wrong before or during a matvec launch.
 #[derive(Debug, thiserror::Error)]
 pub enum MatvecError {
     /// The tensor's qtype has no matvec kernel.
-    #[error("{op}: tensor {name}: {qtype} has no matvec kernel (q4_k, q6_k and q8_0 do)")]
+    #[error(
+        "{op}: tensor {name}: {qtype} has no matvec kernel (these do: {})",
+        type_list()
+    )]
     UnsupportedQType {
         /// The public function.
         op: &'static str,
@@ -115,6 +119,15 @@ pub enum MatvecError {
         /// Dynamic shared bytes the device allows a block.
         limit: usize,
     },
+    /// The SwiGLU launch of the unfused gate+up path failed.
+    #[error("{op}: swiglu")]
+    Swiglu {
+        /// The public function.
+        op: &'static str,
+        /// The SwiGLU error.
+        #[source]
+        source: qmoe_swiglu::SwigluError,
+    },
     /// A device call failed.
     #[error("{op}: {source}")]
     Gpu {
@@ -129,15 +142,21 @@ pub enum MatvecError {
 /// Result with [`MatvecError`].
 pub type Result<T, E = MatvecError> = std::result::Result<T, E>;
 
+/// The matvec types, for messages ("q8_0, q4_k, q6_k").
+fn type_list() -> String {
+    let names: Vec<&str> = QTYPES.iter().map(|q| q.name()).collect();
+    names.join(", ")
+}
+
 fn supported(op: &'static str, w: &DeviceQTensor) -> Result<()> {
-    match w.qtype() {
-        QType::Q4_K | QType::Q6_K | QType::Q8_0 => Ok(()),
-        qtype => Err(MatvecError::UnsupportedQType {
-            op,
-            name: w.name().to_string(),
-            qtype,
-        }),
+    if QTYPES.contains(&w.qtype()) {
+        return Ok(());
     }
+    Err(MatvecError::UnsupportedQType {
+        op,
+        name: w.name().to_string(),
+        qtype: w.qtype(),
+    })
 }
 
 fn dims(op: &'static str, w: &DeviceQTensor, n: usize, expected: &'static str) -> Result<()> {
@@ -193,12 +212,12 @@ fn plan(
     b: usize,
     w: &DeviceQTensor,
     up: Option<&DeviceQTensor>,
-) -> Result<cuda::Plan> {
+) -> Result<launch::Plan> {
     // On every launch: a slice of a stack array, no allocation.
     let both = [w.row_bytes(), up.map_or(0, |u| u.row_bytes())];
     let row_bytes = &both[..1 + usize::from(up.is_some())];
-    let budget = cuda::smem_budget(gpu);
-    cuda::plan(b, w.cols(), w.rows(), row_bytes, budget).map_err(|e| MatvecError::RowTooLong {
+    let budget = launch::smem_budget(gpu);
+    launch::plan(b, w.cols(), w.rows(), row_bytes, budget).map_err(|e| MatvecError::RowTooLong {
         op,
         name: w.name().to_string(),
         cols: w.cols(),
@@ -232,7 +251,7 @@ pub fn matvec_gpu(
     let p = plan(OP, gpu, b, w, None)?;
     // SAFETY: qtype supported, w 2-D with expert_bytes == rows * row_bytes bytes on the device,
     // x ≥ b·K and y ≥ b·R elements, b·K fits u32: all checked above; p is this launch's plan.
-    unsafe { cuda::launch_dense(gpu, w, x, b, y, p) }
+    unsafe { launch::launch_dense(gpu, w, x, b, y, p) }
         .map_err(|source| MatvecError::Gpu { op: OP, source })
 }
 
@@ -270,14 +289,19 @@ pub fn matvec_indexed_gpu(
     // SAFETY: qtype supported; w is [E, R, K] with E·expert_bytes device bytes; ids ≥ b·k, x ≥
     // (b or b·k)·K, y ≥ b·k·R elements; b·k ≤ MAX_TASKS; ids are range-checked in the kernel;
     // p is this launch's plan.
-    unsafe { cuda::launch_indexed(gpu, w, ids, k, x, x_per_slot, b, y, p) }
+    unsafe { launch::launch_indexed(gpu, w, ids, k, x, x_per_slot, b, y, p) }
         .map_err(|source| MatvecError::Gpu { op: OP, source })
 }
 
 /// Fused gate+up with SwiGLU: `act[t, s, :] = silu(Wg[e] · x_t) ⊙ (Wu[e] · x_t)` with
-/// `e = ids[t, s]`, in one launch. `gate` and `up` are `[E, I, H]` with the same shape and each
-/// its own qtype; `x` is `[b, H]`; `act` is `[b, k, I]`. The epilogue is qmoe-swiglu's device
-/// function. An id ≥ E makes that (token, slot)'s outputs NaN.
+/// `e = ids[t, s]`. `gate` and `up` are `[E, I, H]` with the same shape; `x` is `[b, H]`; `act`
+/// is `[b, k, I]`. The epilogue is qmoe-swiglu's device function. An id ≥ E makes that
+/// (token, slot)'s outputs NaN.
+///
+/// When gate and up have one type (every llama.cpp mix) this is one launch. A mixed pair runs
+/// [`gate_up_swiglu_unfused_gpu`] instead, with two scratch buffers allocated here for the call
+/// (so, unlike the fused path, it cannot be captured into a CUDA graph: callers that capture,
+/// like the layer, pass their own buffers to the unfused function).
 #[allow(clippy::too_many_arguments)]
 pub fn gate_up_swiglu_gpu(
     gpu: &Gpu,
@@ -310,16 +334,59 @@ pub fn gate_up_swiglu_gpu(
     buffer(OP, "ids", b * k, ids.len())?;
     buffer(OP, "x", b * gate.cols(), x.len())?;
     buffer(OP, "act", b * k * gate.rows(), act.len())?;
+    if gate.qtype() != up.qtype() {
+        let n = b * k * gate.rows();
+        let gpu_err = |source| MatvecError::Gpu { op: OP, source };
+        let mut g = gpu.poisoned_f32(n).map_err(gpu_err)?;
+        let mut u = gpu.poisoned_f32(n).map_err(gpu_err)?;
+        return gate_up_swiglu_unfused_gpu(gpu, gate, up, ids, k, x, b, &mut g, &mut u, act);
+    }
     let p = plan(OP, gpu, b, gate, Some(up))?;
     // SAFETY: both qtypes supported, gate and up are [E, I, H] of equal shape on the device;
     // ids ≥ b·k, x ≥ b·H, act ≥ b·k·I elements; b·k ≤ MAX_TASKS; ids range-checked in the kernel;
     // p is this launch's plan.
-    unsafe { cuda::launch_gate_up(gpu, gate, up, ids, k, x, b, act, p) }
+    unsafe { launch::launch_gate_up(gpu, gate, up, ids, k, x, b, act, p) }
         .map_err(|source| MatvecError::Gpu { op: OP, source })
+}
+
+/// Gate+up with SwiGLU as three launches: `gate_out = Wg[e] · x_t` and `up_out = Wu[e] · x_t`
+/// (two indexed matvecs, `[b, k, I]` each), then `act = silu(gate_out) ⊙ up_out` with
+/// qmoe-swiglu's standalone kernel — the same device function as the fused epilogue, so the
+/// result equals the fused kernel's. The path for gate and up of different types; graph
+/// capturable (the caller owns every buffer).
+#[allow(clippy::too_many_arguments)]
+pub fn gate_up_swiglu_unfused_gpu(
+    gpu: &Gpu,
+    gate: &DeviceQTensor,
+    up: &DeviceQTensor,
+    ids: &CudaSlice<u32>,
+    k: usize,
+    x: &CudaSlice<f32>,
+    b: usize,
+    gate_out: &mut CudaSlice<f32>,
+    up_out: &mut CudaSlice<f32>,
+    act: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "gate_up_swiglu_unfused_gpu";
+    if gate.shape() != up.shape() {
+        return Err(MatvecError::GateUpMismatch {
+            op: OP,
+            gate: gate.name().to_string(),
+            gate_shape: gate.shape().to_vec(),
+            up: up.name().to_string(),
+            up_shape: up.shape().to_vec(),
+        });
+    }
+    let n = b * k * gate.rows();
+    buffer(OP, "act", n, act.len())?;
+    matvec_indexed_gpu(gpu, gate, ids, k, x, false, b, gate_out)?;
+    matvec_indexed_gpu(gpu, up, ids, k, x, false, b, up_out)?;
+    qmoe_swiglu::swiglu_gpu(gpu, gate_out, up_out, n, act)
+        .map_err(|e| MatvecError::Swiglu { op: OP, source: e })
 }
 
 /// The launch geometry the kernels use for a row length `cols`: (lanes per row G, rows per
 /// 256-thread block). Public for benchmarks and tests.
 pub fn launch_shape(cols: usize) -> (u32, u32) {
-    cuda::shape(cols)
+    launch::shape(cols)
 }

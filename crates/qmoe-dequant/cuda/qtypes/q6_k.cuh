@@ -1,0 +1,87 @@
+// qtypes/q6_k.cuh: GGML Q6_K (docs/kquants.md): 210 bytes per 256 weights — 128 bytes of low
+// 4 bits, 64 bytes of high 2 bits, 16 int8 sub-block scales, f16 d last (so blocks are only
+// 2-byte aligned). The interface is described in common.cuh.
+#ifndef QMOE_QTYPE_Q6_K_CUH
+#define QMOE_QTYPE_Q6_K_CUH
+
+#include "common.cuh"
+
+struct QtQ6K {
+    struct block {
+        uint8_t ql[128];    // low 4 bits of the quants
+        uint8_t qh[64];     // high 2 bits of the quants
+        int8_t scales[16];  // 16 sub-blocks of 16 weights, int8 scales
+        half d;             // super-block scale
+    };
+    static constexpr int BLOCK_BYTES = 210;
+    static constexpr int BLOCK_WEIGHTS = 256;
+
+    // The signed 6-bit quant (-32..31) of weight i (0..256).
+    __device__ static __forceinline__ int quant(const block* b, int i) {
+        const int h = i >> 7;        // half: 128 weights
+        const int r = i & 127;
+        const int quarter = r >> 5;  // which of q1..q4
+        const int l = r & 31;
+        const uint8_t* ql = b->ql + 64 * h;
+        const uint8_t* qh = b->qh + 32 * h;
+        const int lo = (quarter & 1) ? ql[l + 32] : ql[l];
+        const int lo4 = (quarter >> 1) ? (lo >> 4) : (lo & 0x0F);
+        const int hi2 = (qh[l] >> (2 * quarter)) & 3;
+        return (lo4 | (hi2 << 4)) - 32;
+    }
+
+    // Weight i (0..256): (d * sc) * q, sc the int8 scale of its 16-weight sub-block.
+    __device__ static __forceinline__ float dequant(const block* b, int i) {
+        const float d1 = __fmul_rn(__half2float(b->d), (float)b->scales[i >> 4]);
+        return __fmul_rn(d1, (float)quant(b, i));
+    }
+
+    // ---- f32 matvec items -------------------------------------------------------------------
+    static constexpr int ITEMS = 8;
+    static constexpr int RUNS = 4;
+    static constexpr bool HAS_MIN = false;
+    // Item p: half h = p/4, l0 = 8(p%4). Run j (0..4) is weights 128h + 32j + l0 + 0..8: low
+    // nibble (j < 2) or high nibble (j >= 2) of ql[64h + 32(j%2) + l0 + i], high bits
+    // (qh[32h + l0 + i] >> 2j) & 3, scale scales[8h + l0/16 + 2j].
+    struct Raw {
+        uint2 qla, qlb, qh;
+        float a[4];  // d*sc per run, exact (11-bit significand times an 8-bit integer)
+    };
+    __device__ static Raw load(const uint8_t* bytes, int p) {
+        const block* b = reinterpret_cast<const block*>(bytes);
+        const int h = p >> 2;
+        const int l0 = 8 * (p & 3);
+        Raw r;
+        // Blocks are 210 bytes, so only 2-byte alignment is guaranteed. The last word read
+        // ends at most at qh + 32h + l0 + 10 <= byte 194 of the block.
+        r.qla = qt_ld8_a2(b->ql + 64 * h + l0);
+        r.qlb = qt_ld8_a2(b->ql + 64 * h + 32 + l0);
+        r.qh = qt_ld8_a2(b->qh + 32 * h + l0);
+        const float d = __half2float(b->d);
+        const signed char* sc = reinterpret_cast<const signed char*>(b->scales) + 8 * h + (l0 >> 4);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            r.a[j] = d * (float)sc[2 * j];
+        }
+        return r;
+    }
+    __device__ static float scale(const Raw& r, int j) { return r.a[j]; }
+    __device__ static float min(const Raw&, int) { return 0.0f; }
+    __device__ static void decode(const Raw& r, int j, float q[8]) {
+        const uint2 ql = (j & 1) ? r.qlb : r.qla;
+        const int sh = (j >> 1) ? 4 : 0;
+        // Per byte: low 4 bits from ql, bits 4..5 from qh >> 2j; then (0..63) - 32, exact.
+        const uint32_t ux = ((ql.x >> sh) & 0x0F0F0F0Fu) | (((r.qh.x >> (2 * j)) & 0x03030303u) << 4);
+        const uint32_t uy = ((ql.y >> sh) & 0x0F0F0F0Fu) | (((r.qh.y >> (2 * j)) & 0x03030303u) << 4);
+        qt_bytes_to_f(ux, 8388640.0f, q);
+        qt_bytes_to_f(uy, 8388640.0f, q + 4);
+    }
+    // Runs at 32j after 128h + l0 (l0 <= 24): runs 0, 1 in the item's chunk, 2, 3 in the next
+    // one, 4 floats of padding further on.
+    __device__ static int xbase(int p) { return 128 * (p >> 2) + 8 * (p & 3); }
+    __device__ static constexpr int xrun(int j) { return 32 * j + 4 * (j >> 1); }
+    __device__ static constexpr int srun(int) { return 0; }
+};
+static_assert(sizeof(QtQ6K::block) == QtQ6K::BLOCK_BYTES, "q6_k block must be 210 bytes");
+
+#endif  // QMOE_QTYPE_Q6_K_CUH

@@ -1,0 +1,256 @@
+//! The one table of quant types × kernel families × variants, the launch-parameter structs and
+//! the constants the host and the device share. `cargo xtask gen` turns it into the `.gen.cuh`
+//! instance files the kernels include and the `.gen.rs` files the launchers include; adding a
+//! quant type to the kernels is one [`QTypeRow`] here (plus its header and reference).
+
+/// A kernel family the table instantiates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Whole-tensor dequantization to f32 / f16 / bf16 (`dequant.cu`).
+    Dequant,
+    /// Dense, expert-indexed and (same-type) fused gate+up f32 GEMV (`matvec.cu`).
+    Matvec,
+}
+
+/// One tensor element type.
+#[derive(Debug, Clone, Copy)]
+pub struct QTypeRow {
+    /// Lowercase name, as in kernel names and `QType::name` ("q4_k").
+    pub name: &'static str,
+    /// The `qmoe_quant::QType` variant ("Q4_K").
+    pub rust: &'static str,
+    /// Block formats: the traits struct of `qmoe-dequant/cuda/qtypes/<name>.cuh`. Float types:
+    /// `None` (they are read element by element, see `load`).
+    pub traits: Option<&'static str>,
+    /// Float types: the device function that loads element i as f32.
+    pub load: Option<&'static str>,
+    /// The families this type is instantiated for.
+    pub families: &'static [Family],
+}
+
+impl QTypeRow {
+    /// Whether `f` is instantiated for this type.
+    pub fn has(&self, f: Family) -> bool {
+        self.families.contains(&f)
+    }
+}
+
+/// Every type, in `QType` order of appearance in generated code.
+pub const QTYPES: &[QTypeRow] = &[
+    QTypeRow {
+        name: "f32",
+        rust: "F32",
+        traits: None,
+        load: Some("qmoe_load_f32"),
+        families: &[Family::Dequant],
+    },
+    QTypeRow {
+        name: "f16",
+        rust: "F16",
+        traits: None,
+        load: Some("qmoe_load_f16"),
+        families: &[Family::Dequant],
+    },
+    QTypeRow {
+        name: "bf16",
+        rust: "BF16",
+        traits: None,
+        load: Some("qmoe_load_bf16"),
+        families: &[Family::Dequant],
+    },
+    QTypeRow {
+        name: "q8_0",
+        rust: "Q8_0",
+        traits: Some("QtQ8_0"),
+        load: None,
+        families: &[Family::Dequant, Family::Matvec],
+    },
+    QTypeRow {
+        name: "q4_k",
+        rust: "Q4_K",
+        traits: Some("QtQ4K"),
+        load: None,
+        families: &[Family::Dequant, Family::Matvec],
+    },
+    QTypeRow {
+        name: "q6_k",
+        rust: "Q6_K",
+        traits: Some("QtQ6K"),
+        load: None,
+        families: &[Family::Dequant, Family::Matvec],
+    },
+];
+
+/// Dequant output types: (name, C storage type, Rust `OutType` variant, outputs per thread of a
+/// block format — one 16-byte store).
+pub const DEQUANT_OUTS: &[(&str, &str, &str, u32)] = &[
+    ("f32", "float", "F32", 4),
+    ("f16", "uint16_t", "F16", 8),
+    ("bf16", "uint16_t", "BF16", 8),
+];
+
+/// Matvec columns-per-staging-pass variants (suffix `_c<NC>`).
+pub const MATVEC_NC: &[u32] = &[1, 4, 8];
+
+/// A field type of a launch-parameter struct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ty {
+    /// A device pointer (`CUdeviceptr` on the host), with its C pointee spelling.
+    Ptr(&'static str),
+    /// `uint64_t` / `u64`.
+    U64,
+    /// `uint32_t` / `u32`.
+    U32,
+}
+
+impl Ty {
+    /// Size and alignment in bytes (both sides: LP64 pointers, naturally aligned integers).
+    pub fn size(self) -> usize {
+        match self {
+            Ty::Ptr(_) | Ty::U64 => 8,
+            Ty::U32 => 4,
+        }
+    }
+}
+
+/// A `#[repr(C)]` launch-parameter struct shared by the host and the device.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamStruct {
+    /// The type name on both sides.
+    pub name: &'static str,
+    /// One line on what it launches.
+    pub doc: &'static str,
+    /// (field, type, doc), in layout order.
+    pub fields: &'static [(&'static str, Ty, &'static str)],
+}
+
+/// One generated pair of files: the device side (`.gen.cuh`) and the host side (`.gen.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Unit {
+    /// The kernel family.
+    pub family: Family,
+    /// `crates/<crate>/cuda/<stem>.gen.cuh`.
+    pub cuh: &'static str,
+    /// `crates/<crate>/src/<stem>.gen.rs`.
+    pub rs: &'static str,
+    /// The launch-parameter structs.
+    pub params: &'static [ParamStruct],
+    /// Shared integer constants: (C macro name, Rust const name, value, doc).
+    pub consts: &'static [(&'static str, &'static str, u32, &'static str)],
+}
+
+/// Dequant's generated files.
+pub const DEQUANT: Unit = Unit {
+    family: Family::Dequant,
+    cuh: "crates/qmoe-dequant/cuda/dequant.gen.cuh",
+    rs: "crates/qmoe-dequant/src/launch.gen.rs",
+    params: &[ParamStruct {
+        name: "DequantParams",
+        doc: "Every dequant kernel: a whole tensor's bytes in, `groups` threads' outputs.",
+        fields: &[
+            ("input", Ty::Ptr("const uint8_t"), "the tensor's bytes"),
+            (
+                "out",
+                Ty::Ptr("void"),
+                "numel outputs of the kernel's output type",
+            ),
+            (
+                "groups",
+                Ty::U64,
+                "threads with work: numel / outputs per thread",
+            ),
+        ],
+    }],
+    consts: &[("QMOE_DEQUANT_THREADS", "THREADS", 256, "threads per block")],
+};
+
+/// Matvec's generated files.
+pub const MATVEC: Unit = Unit {
+    family: Family::Matvec,
+    cuh: "crates/qmoe-matvec/cuda/matvec.gen.cuh",
+    rs: "crates/qmoe-matvec/src/launch.gen.rs",
+    params: &[
+        ParamStruct {
+            name: "MvDenseParams",
+            doc: "Dense y[c, R] = W[R, K] · x[c, K] for c < B.",
+            fields: &[
+                ("w", Ty::Ptr("const uint8_t"), "the [R, K] weights"),
+                ("x", Ty::Ptr("const float"), "B vectors of K"),
+                ("y", Ty::Ptr("float"), "B vectors of R"),
+                ("rows", Ty::U32, "R"),
+                ("row_bytes", Ty::U32, "bytes of one row"),
+                ("k", Ty::U32, "K"),
+                ("glog", Ty::U32, "log2 of the lanes per row"),
+                ("tile_rows", Ty::U32, "rows per block tile T"),
+                ("b", Ty::U32, "B"),
+            ],
+        },
+        ParamStruct {
+            name: "MvIndexedParams",
+            doc: "Expert-indexed y[t, R] = W[ids[t]] · x[t / k or t] for every task t < n_tasks.",
+            fields: &[
+                ("w", Ty::Ptr("const uint8_t"), "the [E, R, K] weights"),
+                ("ids", Ty::Ptr("const uint32_t"), "n_tasks expert ids"),
+                ("x", Ty::Ptr("const float"), "activation vectors of K"),
+                ("y", Ty::Ptr("float"), "n_tasks vectors of R"),
+                ("expert_bytes", Ty::U64, "bytes of one expert"),
+                ("n_experts", Ty::U32, "E"),
+                ("rows", Ty::U32, "R"),
+                ("row_bytes", Ty::U32, "bytes of one row"),
+                ("k", Ty::U32, "K"),
+                ("glog", Ty::U32, "log2 of the lanes per row"),
+                ("tile_rows", Ty::U32, "rows per block tile T"),
+                ("n_tasks", Ty::U32, "tokens x slots"),
+                ("top_k", Ty::U32, "slots per token"),
+                (
+                    "x_per_slot",
+                    Ty::U32,
+                    "1: x[t] per task; 0: x[t / top_k] per token",
+                ),
+            ],
+        },
+        ParamStruct {
+            name: "MvGateUpParams",
+            doc: "Fused act[t, I] = swiglu(Wg[e] · x[t / k], Wu[e] · x[t / k]), e = ids[t]; gate \
+                  and up share one type and shape.",
+            fields: &[
+                ("wg", Ty::Ptr("const uint8_t"), "the [E, I, H] gate weights"),
+                ("wu", Ty::Ptr("const uint8_t"), "the [E, I, H] up weights"),
+                ("ids", Ty::Ptr("const uint32_t"), "n_tasks expert ids"),
+                ("x", Ty::Ptr("const float"), "tokens' vectors of H"),
+                ("act", Ty::Ptr("float"), "n_tasks vectors of I"),
+                (
+                    "expert_bytes",
+                    Ty::U64,
+                    "bytes of one expert of either matrix",
+                ),
+                ("row_bytes", Ty::U32, "bytes of one row of either matrix"),
+                ("n_experts", Ty::U32, "E"),
+                ("rows", Ty::U32, "I"),
+                ("k", Ty::U32, "H"),
+                ("glog", Ty::U32, "log2 of the lanes per row"),
+                ("tile_rows", Ty::U32, "rows per block tile T"),
+                ("n_tasks", Ty::U32, "tokens x slots"),
+                ("top_k", Ty::U32, "slots per token"),
+            ],
+        },
+    ],
+    consts: &[
+        ("MV_THREADS", "THREADS", 256, "threads per block"),
+        (
+            "MV_MAX_TASKS",
+            "MAX_TASKS",
+            256,
+            "largest tokens x slots of one indexed launch (the block's task list)",
+        ),
+        (
+            "MV_MAX_PASSES",
+            "MAX_PASSES",
+            8,
+            "most row passes a block tile is cut into",
+        ),
+    ],
+};
+
+/// Every generated unit.
+pub const UNITS: &[Unit] = &[DEQUANT, MATVEC];
