@@ -5,7 +5,7 @@ use qmoe_dequant::DeviceQTensor;
 use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::Gpu;
 
-use crate::kernels::{combine_gpu, combine_norm_gpu, rmsnorm_gpu, NextNorm, COMBINE_NORM_THREADS};
+use crate::launch::{combine_gpu, combine_norm_gpu, rmsnorm_gpu, NextNorm, COMBINE_NORM_THREADS};
 use crate::{ops, DeviceMoeLayer, LayerError, LayerTrace, MoeConfig, Result};
 
 /// The five launches of one forward, in order (names for per-kernel timings).

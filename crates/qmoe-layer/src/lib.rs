@@ -19,7 +19,7 @@
 mod config;
 mod error;
 mod forward;
-pub mod kernels;
+pub mod launch;
 mod ops;
 pub mod reference;
 mod stack;
