@@ -10,7 +10,7 @@ use qmoe_gpu::Gpu;
 
 use crate::launch::{combine_gpu, combine_norm_gpu, rmsnorm_gpu, NextNorm, COMBINE_NORM_THREADS};
 use crate::trace::UnknownStage;
-use crate::{ops, DeviceMoeLayer, LayerError, LayerTrace, MoeConfig, Result};
+use crate::{ops, DeviceMoeLayer, LayerError, LayerTrace, MoeConfig, Result, Stage};
 
 /// One of the five launches of a forward (what per-kernel timings are taken of). Not the same
 /// thing as a traced [`Stage`]: the fused gate+up+SwiGLU launch fills three of those.
@@ -302,9 +302,17 @@ impl DeviceMoeLayer {
                 b,
                 &mut ws.act,
             ),
-            ForwardStage::Down => {
-                ops::matvec_indexed_gpu(gpu, down, &ws.ids, k, &ws.act, true, b, &mut ws.down)
-            }
+            ForwardStage::Down => ops::matvec_indexed_gpu(
+                gpu,
+                ForwardStage::Down.name(),
+                down,
+                &ws.ids,
+                k,
+                &ws.act,
+                true,
+                b,
+                &mut ws.down,
+            ),
             ForwardStage::Combine => {
                 combine_gpu(gpu, h_in, &ws.down, &ws.weights, b, k, h_out, &mut ws.ffn)
             }
@@ -356,6 +364,7 @@ impl DeviceMoeLayer {
         self.launch_forward(gpu, down, h_in, h_out, ws, true)?;
         ops::matvec_indexed_gpu(
             gpu,
+            Stage::Gate.name(),
             &self.gate,
             &ws.ids,
             k,
@@ -364,7 +373,17 @@ impl DeviceMoeLayer {
             b,
             &mut ws.gate_t,
         )?;
-        ops::matvec_indexed_gpu(gpu, &self.up, &ws.ids, k, &ws.xn, false, b, &mut ws.up_t)?;
+        ops::matvec_indexed_gpu(
+            gpu,
+            Stage::Up.name(),
+            &self.up,
+            &ws.ids,
+            k,
+            &ws.xn,
+            false,
+            b,
+            &mut ws.up_t,
+        )?;
         Ok(LayerTrace {
             b,
             hidden: self.cfg.hidden,

@@ -100,7 +100,7 @@ fn matvec_indexed_f32(
                 std::collections::hash_map::Entry::Vacant(v) => {
                     let ex = w
                         .expert(e as usize)
-                        .map_err(|err| LayerError::tensor(w.name(), err.to_string()))?;
+                        .map_err(LayerError::dequant(w.name(), "QTensor::expert"))?;
                     v.insert(ex.dequantize())
                 }
             };
