@@ -13,8 +13,8 @@ use half::f16;
 use qmoe_dequant::{QTensor, QType};
 use qmoe_gpu::Gpu;
 use qmoe_layer::{
-    layer_ref, LayerWorkspace, MoeConfig, MoeLayerStack, MoeLayerWeights, RefPrecision,
-    StackWorkspace, FORWARD_STAGES,
+    layer_ref, ForwardStage, LayerWorkspace, MoeConfig, MoeLayerStack, MoeLayerWeights,
+    RefPrecision, StackWorkspace,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -228,7 +228,7 @@ fn gpu_layer(_c: &mut Criterion) {
             for l in stack.device_layers() {
                 l.forward(&gpu, &hin, &mut hout, &mut lws).unwrap();
             }
-            for (s, name) in FORWARD_STAGES.iter().enumerate() {
+            for s in ForwardStage::ALL {
                 let us = graph_us(&gpu, 100, || {
                     for l in stack.device_layers() {
                         l.forward_stage(&gpu, s, &hin, &mut hout, &mut lws)?;
@@ -236,7 +236,7 @@ fn gpu_layer(_c: &mut Criterion) {
                     Ok(())
                 }) / SETS as f64;
                 line(serde_json::json!({
-                    "op": "moe_layer_stage", "stage": name, "qtype": down_type.to_string(), "down": down_type.to_string(),
+                    "op": "moe_layer_stage", "stage": s.name(), "qtype": down_type.to_string(), "down": down_type.to_string(),
                     "graph": true, "shape": "H2048 I768 E128 k8", "b": b, "card": card, "arch": arch,
                     "bytes": 0, "median_us": us, "gbps": 0.0, "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 0.0,
                 }));

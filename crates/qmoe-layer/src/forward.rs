@@ -1,15 +1,86 @@
 //! The GPU forward of one layer: five launches on the device's stream, no host synchronisation,
 //! every buffer preallocated in a [`LayerWorkspace`] so the step can be captured in a CUDA graph.
 
+use std::fmt;
+use std::str::FromStr;
+
 use qmoe_dequant::DeviceQTensor;
 use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::Gpu;
 
-use crate::kernels::{combine_gpu, combine_norm_gpu, rmsnorm_gpu, NextNorm, COMBINE_NORM_THREADS};
-use crate::{ops, DeviceMoeLayer, LayerError, LayerTrace, MoeConfig, Result};
+use crate::launch::{combine_gpu, combine_norm_gpu, rmsnorm_gpu, NextNorm, COMBINE_NORM_THREADS};
+use crate::trace::UnknownStage;
+use crate::{ops, DeviceMoeLayer, LayerError, LayerTrace, MoeConfig, Result, Stage};
 
-/// The five launches of one forward, in order (names for per-kernel timings).
-pub const FORWARD_STAGES: [&str; 5] = ["rmsnorm", "router", "gate_up_swiglu", "down", "combine"];
+/// One of the five launches of a forward (what per-kernel timings are taken of). Not the same
+/// thing as a traced [`Stage`]: the fused gate+up+SwiGLU launch fills three of those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ForwardStage {
+    /// RMSNorm of the input hidden state.
+    RmsNorm,
+    /// Router logits, softmax, top-k and renormalise (one kernel).
+    Router,
+    /// Gate and up projections of the selected experts with the SwiGLU epilogue.
+    GateUpSwiglu,
+    /// Down projection of the selected experts.
+    Down,
+    /// Weighted sum over the k slots plus the residual.
+    Combine,
+}
+
+impl ForwardStage {
+    /// Every launch, in the order a forward enqueues them.
+    pub const ALL: [ForwardStage; 5] = [
+        ForwardStage::RmsNorm,
+        ForwardStage::Router,
+        ForwardStage::GateUpSwiglu,
+        ForwardStage::Down,
+        ForwardStage::Combine,
+    ];
+
+    /// The launch's name in timings and benchmark output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ForwardStage::RmsNorm => "rmsnorm",
+            ForwardStage::Router => "router",
+            ForwardStage::GateUpSwiglu => "gate_up_swiglu",
+            ForwardStage::Down => "down",
+            ForwardStage::Combine => "combine",
+        }
+    }
+}
+
+impl fmt::Display for ForwardStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ForwardStage {
+    type Err = UnknownStage;
+
+    fn from_str(s: &str) -> std::result::Result<ForwardStage, UnknownStage> {
+        ForwardStage::ALL
+            .into_iter()
+            .find(|st| st.name() == s)
+            .ok_or_else(|| UnknownStage {
+                name: s.to_string(),
+                expected: &FORWARD_STAGES,
+            })
+    }
+}
+
+/// Names of the five launches of one forward, in order. Derived from [`ForwardStage::ALL`] and
+/// [`ForwardStage::name`]; prefer [`ForwardStage`].
+pub const FORWARD_STAGES: [&str; 5] = {
+    let mut names = [""; 5];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = ForwardStage::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
 /// Every intermediate buffer of one layer's forward for a fixed batch size `b`, allocated once.
 /// One workspace serves every layer of a stack with the same config (layers run in sequence).
@@ -139,7 +210,7 @@ impl DeviceMoeLayer {
         ws: &mut LayerWorkspace,
         logits: bool,
     ) -> Result<()> {
-        for stage in 0..FORWARD_STAGES.len() {
+        for stage in ForwardStage::ALL {
             self.launch_stage(gpu, stage, down, h_in, h_out, ws, logits)?;
         }
         Ok(())
@@ -159,12 +230,18 @@ impl DeviceMoeLayer {
         skip_norm: bool,
         next: Option<(&CudaSlice<f32>, f32)>,
     ) -> Result<()> {
-        let first = if skip_norm { 1 } else { 0 };
-        for stage in first..FORWARD_STAGES.len() - 1 {
+        if !skip_norm {
+            self.launch_stage(gpu, ForwardStage::RmsNorm, down, h_in, h_out, ws, false)?;
+        }
+        for stage in [
+            ForwardStage::Router,
+            ForwardStage::GateUpSwiglu,
+            ForwardStage::Down,
+        ] {
             self.launch_stage(gpu, stage, down, h_in, h_out, ws, false)?;
         }
         match next {
-            None => self.launch_stage(gpu, 4, down, h_in, h_out, ws, false),
+            None => self.launch_stage(gpu, ForwardStage::Combine, down, h_in, h_out, ws, false),
             Some((weight, eps)) => combine_norm_gpu(
                 gpu,
                 h_in,
@@ -185,12 +262,12 @@ impl DeviceMoeLayer {
         }
     }
 
-    /// Launch `stage` (an index into [`FORWARD_STAGES`]) of the forward alone.
+    /// Launch `stage` of the forward alone.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn launch_stage(
         &self,
         gpu: &Gpu,
-        stage: usize,
+        stage: ForwardStage,
         down: &DeviceQTensor,
         h_in: &CudaSlice<f32>,
         h_out: &mut CudaSlice<f32>,
@@ -199,8 +276,10 @@ impl DeviceMoeLayer {
     ) -> Result<()> {
         let (b, k) = (ws.b, self.cfg.top_k);
         match stage {
-            0 => rmsnorm_gpu(gpu, h_in, &self.ffn_norm, b, self.cfg.rms_eps, &mut ws.xn),
-            1 => {
+            ForwardStage::RmsNorm => {
+                rmsnorm_gpu(gpu, h_in, &self.ffn_norm, b, self.cfg.rms_eps, &mut ws.xn)
+            }
+            ForwardStage::Router => {
                 let lg = if logits { Some(&mut ws.logits) } else { None };
                 ops::router_gpu(
                     gpu,
@@ -213,7 +292,7 @@ impl DeviceMoeLayer {
                     lg,
                 )
             }
-            2 => ops::gate_up_swiglu_gpu(
+            ForwardStage::GateUpSwiglu => ops::gate_up_swiglu_gpu(
                 gpu,
                 &self.gate,
                 &self.up,
@@ -223,29 +302,35 @@ impl DeviceMoeLayer {
                 b,
                 &mut ws.act,
             ),
-            3 => ops::matvec_indexed_gpu(gpu, down, &ws.ids, k, &ws.act, true, b, &mut ws.down),
-            _ => combine_gpu(gpu, h_in, &ws.down, &ws.weights, b, k, h_out, &mut ws.ffn),
+            ForwardStage::Down => ops::matvec_indexed_gpu(
+                gpu,
+                ForwardStage::Down.name(),
+                down,
+                &ws.ids,
+                k,
+                &ws.act,
+                true,
+                b,
+                &mut ws.down,
+            ),
+            ForwardStage::Combine => {
+                combine_gpu(gpu, h_in, &ws.down, &ws.weights, b, k, h_out, &mut ws.ffn)
+            }
         }
     }
 
-    /// Benchmark hook: enqueues only stage `stage` of [`FORWARD_STAGES`] (its inputs are
+    /// Benchmark hook: enqueues only launch `stage` of the forward (its inputs are
     /// whatever the workspace holds from the previous forward), so per-kernel times can be taken.
     #[doc(hidden)]
     pub fn forward_stage(
         &self,
         gpu: &Gpu,
-        stage: usize,
+        stage: ForwardStage,
         h_in: &CudaSlice<f32>,
         h_out: &mut CudaSlice<f32>,
         ws: &mut LayerWorkspace,
     ) -> Result<()> {
         self.check_call("forward_stage", h_in, h_out, ws)?;
-        if stage >= FORWARD_STAGES.len() {
-            return Err(LayerError::arg(
-                "forward_stage",
-                format!("stage {stage} of 5"),
-            ));
-        }
         self.launch_stage(gpu, stage, &self.down, h_in, h_out, ws, false)
     }
 
@@ -279,6 +364,7 @@ impl DeviceMoeLayer {
         self.launch_forward(gpu, down, h_in, h_out, ws, true)?;
         ops::matvec_indexed_gpu(
             gpu,
+            Stage::Gate.name(),
             &self.gate,
             &ws.ids,
             k,
@@ -287,7 +373,17 @@ impl DeviceMoeLayer {
             b,
             &mut ws.gate_t,
         )?;
-        ops::matvec_indexed_gpu(gpu, &self.up, &ws.ids, k, &ws.xn, false, b, &mut ws.up_t)?;
+        ops::matvec_indexed_gpu(
+            gpu,
+            Stage::Up.name(),
+            &self.up,
+            &ws.ids,
+            k,
+            &ws.xn,
+            false,
+            b,
+            &mut ws.up_t,
+        )?;
         Ok(LayerTrace {
             b,
             hidden: self.cfg.hidden,
@@ -316,5 +412,25 @@ impl DeviceMoeLayer {
         ws: &mut LayerWorkspace,
     ) -> Result<LayerTrace> {
         self.forward_traced_with(gpu, &self.down, h_in, h_out, ws)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_stage_names_are_derived_from_the_enum_in_order() {
+        assert_eq!(
+            FORWARD_STAGES,
+            ["rmsnorm", "router", "gate_up_swiglu", "down", "combine"]
+        );
+        for s in ForwardStage::ALL {
+            assert_eq!(s.to_string(), s.name());
+            assert_eq!(s.name().parse::<ForwardStage>(), Ok(s));
+        }
+        let err = "gate".parse::<ForwardStage>().unwrap_err();
+        assert_eq!(err.name, "gate");
+        assert!(err.to_string().contains("rmsnorm, router"), "{err}");
     }
 }

@@ -19,7 +19,7 @@
 mod config;
 mod error;
 mod forward;
-pub mod kernels;
+pub mod launch;
 mod ops;
 pub mod reference;
 mod stack;
@@ -28,8 +28,8 @@ mod weights;
 
 pub use config::{q4_k_m_down_type, q4_k_m_more_bits, MoeConfig, MAX_BATCH};
 pub use error::{LayerError, Result};
-pub use forward::{LayerWorkspace, FORWARD_STAGES};
+pub use forward::{ForwardStage, LayerWorkspace, FORWARD_STAGES};
 pub use reference::{layer_ref, layer_ref_traced, RefPrecision};
 pub use stack::{wrong_down_type, Fault, MoeLayerStack, StackGraph, StackWorkspace};
-pub use trace::{LayerTrace, STAGE_NAMES};
+pub use trace::{LayerTrace, Stage, UnknownStage, STAGE_NAMES};
 pub use weights::{DeviceMoeLayer, MoeLayerWeights, EXPERT_QTYPES};

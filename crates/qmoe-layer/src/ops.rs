@@ -1,11 +1,12 @@
 //! The one place this crate calls the op crates (router, matvec, swiglu), so their signatures are
-//! adapted here and nowhere else. Every error is wrapped with the op's name.
+//! adapted here and nowhere else. Every error is kept typed as the source of a [`LayerError`] that
+//! names the layer stage which made the call.
 
 use qmoe_dequant::{DeviceQTensor, QTensor};
 use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::Gpu;
 
-use crate::{LayerError, MoeConfig, Result};
+use crate::{ForwardStage, LayerError, MoeConfig, Result};
 
 /// Router on the device: ids and weights [b, k], logits [b, E] when asked for.
 #[allow(clippy::too_many_arguments)]
@@ -20,7 +21,7 @@ pub(crate) fn router_gpu(
     logits: Option<&mut CudaSlice<f32>>,
 ) -> Result<()> {
     qmoe_router::router_gpu(gpu, &cfg.router_config(), wr, x, b, ids, weights, logits)
-        .map_err(LayerError::op("router_gpu"))
+        .map_err(LayerError::router(ForwardStage::Router.name()))
 }
 
 /// Fused gate + up + SwiGLU for the selected experts: act [b, k, I].
@@ -36,13 +37,15 @@ pub(crate) fn gate_up_swiglu_gpu(
     act: &mut CudaSlice<f32>,
 ) -> Result<()> {
     qmoe_matvec::gate_up_swiglu_gpu(gpu, gate, up, ids, k, x, b, act)
-        .map_err(LayerError::op("gate_up_swiglu_gpu"))
+        .map_err(LayerError::matvec(ForwardStage::GateUpSwiglu.name()))
 }
 
 /// Expert-indexed matvec: y [b, k, R]; x is [b, K] shared by the slots or [b, k, K] per slot.
+/// `stage` names the layer stage it computes (the down launch, or a traced gate/up), for errors.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matvec_indexed_gpu(
     gpu: &Gpu,
+    stage: &'static str,
     w: &DeviceQTensor,
     ids: &CudaSlice<u32>,
     k: usize,
@@ -52,7 +55,7 @@ pub(crate) fn matvec_indexed_gpu(
     y: &mut CudaSlice<f32>,
 ) -> Result<()> {
     qmoe_matvec::matvec_indexed_gpu(gpu, w, ids, k, x, x_per_slot, b, y)
-        .map_err(LayerError::op("matvec_indexed_gpu"))
+        .map_err(LayerError::matvec(stage))
 }
 
 /// Router reference: (logits [b, E], ids [b, k], weights [b, k]).
@@ -63,7 +66,7 @@ pub(crate) fn router_ref(
     b: usize,
 ) -> Result<(Vec<f32>, Vec<u32>, Vec<f32>)> {
     let out = qmoe_router::router_ref(&cfg.router_config(), wr, x, b)
-        .map_err(LayerError::op("router_ref"))?;
+        .map_err(LayerError::router("router (reference)"))?;
     Ok((out.logits, out.ids, out.weights))
 }
 
@@ -104,4 +107,81 @@ pub(crate) fn silu_f64(x: f64) -> f64 {
 /// SwiGLU reference on f32 inputs, element-wise (f64 inside, one rounding, like the kernel).
 pub(crate) fn swiglu_ref(gate: &[f32], up: &[f32]) -> Vec<f32> {
     qmoe_swiglu::swiglu_ref(gate, up)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    fn cfg() -> MoeConfig {
+        MoeConfig {
+            hidden: 256,
+            intermediate: 256,
+            n_experts: 4,
+            top_k: 2,
+            norm_topk_prob: true,
+            rms_eps: 1e-6,
+        }
+    }
+
+    #[test]
+    fn router_errors_are_the_typed_source() {
+        let c = cfg();
+        // x one element short of [b 1, hidden 256].
+        let err = router_ref(&c, &[0.0; 4 * 256], &[0.0; 255], 1).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                LayerError::Router {
+                    stage: "router (reference)",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let cause = err
+            .source()
+            .and_then(|s| s.downcast_ref::<qmoe_router::RouterError>())
+            .expect("source() is the RouterError");
+        assert!(
+            matches!(cause, qmoe_router::RouterError::Length { len: 255, .. }),
+            "{cause:?}"
+        );
+        assert!(!err.to_string().contains("255"), "{err}");
+        assert!(err.chain_string().contains("255"), "{}", err.chain_string());
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+    fn matvec_errors_are_the_typed_source() {
+        let gpu = qmoe_gpu::test_gpu();
+        let w = QTensor::new(
+            "blk.0.ffn_down_exps.weight",
+            qmoe_dequant::QType::Q8_0,
+            &[4, 256, 256],
+            vec![0u8; 4 * 256 * 272],
+        )
+        .unwrap()
+        .upload(&gpu)
+        .unwrap();
+        let ids = gpu.zeros::<u32>(2).unwrap();
+        let x = gpu.poisoned_f32(2 * 256).unwrap();
+        // y one element short of [b 1, k 2, rows 256].
+        let mut y = gpu.poisoned_f32(2 * 256 - 1).unwrap();
+        let err = matvec_indexed_gpu(&gpu, "down", &w, &ids, 2, &x, true, 1, &mut y).unwrap_err();
+        assert!(
+            matches!(&err, LayerError::Matvec { stage: "down", .. }),
+            "{err:?}"
+        );
+        let cause = err
+            .source()
+            .and_then(|s| s.downcast_ref::<qmoe_matvec::MatvecError>())
+            .expect("source() is the MatvecError");
+        assert!(
+            matches!(cause, qmoe_matvec::MatvecError::Buffer { .. }),
+            "{cause:?}"
+        );
+    }
 }

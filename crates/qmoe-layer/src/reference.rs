@@ -10,11 +10,63 @@
 //!   the router's reference is used as is). It reproduces the *size* of the kernels' f32
 //!   rounding, not their exact summation order, so `qmoe bisect` can tell "as far off as f32
 //!   accumulation makes it" from a real divergence.
+//!
+//! [`rmsnorm_ref`] and [`combine_ref`] are also the references of the layer's own kernels
+//! (`cuda/layer.cu`, launched by [`crate::launch`]).
 
 use qmoe_dequant::QTensor;
 
-use crate::kernels::{combine_ref, rmsnorm_ref};
 use crate::{ops, LayerError, LayerTrace, MoeLayerWeights, Result};
+
+/// RMSNorm reference: `y[t, i] = x[t, i] / sqrt(mean_i(x²) + eps) · w[i]` over `b` rows of
+/// `w.len()`, entirely in f64 and rounded once (what the kernel computes, up to the f64
+/// summation order).
+pub fn rmsnorm_ref(x: &[f32], w: &[f32], b: usize, eps: f32) -> Vec<f32> {
+    let h = w.len();
+    assert_eq!(x.len(), b * h, "rmsnorm_ref: x must be [b, h]");
+    let mut y = vec![0f32; b * h];
+    for t in 0..b {
+        let row = &x[t * h..(t + 1) * h];
+        let mut ss = 0f64;
+        for &v in row {
+            ss += v as f64 * v as f64;
+        }
+        let scale = 1.0 / (ss / h as f64 + eps as f64).sqrt();
+        for i in 0..h {
+            y[t * h + i] = (row[i] as f64 * scale * w[i] as f64) as f32;
+        }
+    }
+    y
+}
+
+/// Weighted sum + residual reference: `ffn[t, i] = Σ_j wts[t, j] · down[t, j, i]` (j ascending,
+/// f64, each product and sum rounded in f64, no FMA) and `out = h + ffn` (added to the unrounded
+/// f64 sum). Bit-identical to the kernel. Returns `(ffn, out)`, each [b, hdim].
+pub fn combine_ref(
+    h: &[f32],
+    down: &[f32],
+    wts: &[f32],
+    b: usize,
+    k: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let hdim = h.len() / b.max(1);
+    assert_eq!(h.len(), b * hdim);
+    assert_eq!(down.len(), b * k * hdim);
+    assert_eq!(wts.len(), b * k);
+    let mut ffn = vec![0f32; b * hdim];
+    let mut out = vec![0f32; b * hdim];
+    for t in 0..b {
+        for i in 0..hdim {
+            let mut acc = 0f64;
+            for j in 0..k {
+                acc += wts[t * k + j] as f64 * down[(t * k + j) * hdim + i] as f64;
+            }
+            ffn[t * hdim + i] = acc as f32;
+            out[t * hdim + i] = (h[t * hdim + i] as f64 + acc) as f32;
+        }
+    }
+    (ffn, out)
+}
 
 /// Which CPU path to run (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +100,7 @@ fn matvec_indexed_f32(
                 std::collections::hash_map::Entry::Vacant(v) => {
                     let ex = w
                         .expert(e as usize)
-                        .map_err(|err| LayerError::tensor(w.name(), err.to_string()))?;
+                        .map_err(LayerError::dequant(w.name(), "QTensor::expert"))?;
                     v.insert(ex.dequantize())
                 }
             };
@@ -165,4 +217,32 @@ pub fn layer_ref(
     p: RefPrecision,
 ) -> Result<Vec<f32>> {
     Ok(layer_ref_traced(w, h, b, p)?.residual_out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rmsnorm_by_hand() {
+        // x = (3, 4): mean square 12.5, eps 0 → scale 1/√12.5.
+        let y = rmsnorm_ref(&[3.0, 4.0], &[1.0, 2.0], 1, 0.0);
+        let s = 1.0 / 12.5f64.sqrt();
+        assert_eq!(y, vec![(3.0 * s) as f32, (8.0 * s) as f32]);
+    }
+
+    #[test]
+    fn rmsnorm_survives_huge_activations() {
+        // 1e30² overflows f32 but not f64: the normalised row is still ±1-sized.
+        let y = rmsnorm_ref(&[1e30, -1e30], &[1.0, 1.0], 1, 1e-6);
+        assert_eq!(y, vec![1.0, -1.0]);
+    }
+
+    #[test]
+    fn combine_by_hand() {
+        // b 1, k 2, hdim 2: ffn = 0.5·(1, 2) + 0.25·(4, 8) = (1.5, 3); out = h + ffn.
+        let (ffn, out) = combine_ref(&[10.0, 20.0], &[1.0, 2.0, 4.0, 8.0], &[0.5, 0.25], 1, 2);
+        assert_eq!(ffn, vec![1.5, 3.0]);
+        assert_eq!(out, vec![11.5, 23.0]);
+    }
 }

@@ -57,7 +57,10 @@ pub fn wrong_down_type(down: &QTensor<'_>) -> Result<QTensor<'static>> {
         &shape,
         bytes,
     )
-    .map_err(|e| LayerError::tensor(down.name(), e.to_string()))
+    .map_err(LayerError::dequant(
+        down.name(),
+        "QTensor::new (fault view)",
+    ))
 }
 
 /// Device buffers of a stack's forward for a fixed batch size: one [`LayerWorkspace`] shared by
@@ -251,7 +254,7 @@ impl<'a> MoeLayerStack<'a> {
                 let t = wrong_down_type(self.layers[i].down())?;
                 self.fault_down[i] = Some(
                     t.upload(gpu)
-                        .map_err(|e| LayerError::tensor(t.name(), e.to_string()))?,
+                        .map_err(LayerError::dequant(t.name(), "QTensor::upload"))?,
                 );
             }
         }

@@ -112,7 +112,7 @@ impl<'a> MoeLayerWeights<'a> {
         check_expert(&down, [e, h, i])?;
         for t in [&gate, &up, &down] {
             t.validate_finite()
-                .map_err(|err| LayerError::tensor(t.name(), err.to_string()))?;
+                .map_err(LayerError::dequant(t.name(), "QTensor::validate_finite"))?;
         }
         Ok(MoeLayerWeights {
             cfg,
@@ -201,7 +201,7 @@ impl<'a> MoeLayerWeights<'a> {
     pub fn upload(&self, gpu: &Gpu) -> Result<DeviceMoeLayer> {
         let up = |t: &QTensor<'_>| {
             t.upload(gpu)
-                .map_err(|e| LayerError::tensor(t.name(), e.to_string()))
+                .map_err(LayerError::dequant(t.name(), "QTensor::upload"))
         };
         Ok(DeviceMoeLayer {
             cfg: self.cfg,
@@ -252,5 +252,63 @@ impl DeviceMoeLayer {
 
     pub(crate) fn down_tensor(&self) -> &DeviceQTensor {
         self.down_fault.as_ref().unwrap_or(&self.down)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use qmoe_dequant::DequantError;
+
+    use super::*;
+
+    #[test]
+    fn a_non_finite_scale_is_refused_with_the_dequant_error_as_source() {
+        let cfg = MoeConfig {
+            hidden: 256,
+            intermediate: 256,
+            n_experts: 2,
+            top_k: 1,
+            norm_topk_prob: true,
+            rms_eps: 1e-6,
+        };
+        // Q8_0: 34-byte blocks of 32 weights (f16 scale first), 8 blocks per 256-wide row.
+        let bytes = 2 * 256 * 8 * 34;
+        let t = |name: &str, mut b: Vec<u8>, inf: bool| {
+            if inf {
+                // f16 +inf (0x7c00, little-endian) as the first block's scale.
+                b[0..2].copy_from_slice(&[0x00, 0x7c]);
+            }
+            QTensor::new(name, QType::Q8_0, &[2, 256, 256], b).unwrap()
+        };
+        let err = MoeLayerWeights::new(
+            cfg,
+            vec![1.0; 256],
+            vec![0.0; 2 * 256],
+            t("blk.1.ffn_gate_exps.weight", vec![0; bytes], false),
+            t("blk.1.ffn_up_exps.weight", vec![0; bytes], false),
+            t("blk.1.ffn_down_exps.weight", vec![0; bytes], true),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, LayerError::Dequant { tensor, op: "QTensor::validate_finite", .. }
+                if tensor == "blk.1.ffn_down_exps.weight"),
+            "{err:?}"
+        );
+        let cause = err
+            .source()
+            .and_then(|s| s.downcast_ref::<DequantError>())
+            .expect("source() is the DequantError");
+        assert!(
+            matches!(cause, DequantError::NonFiniteScale { block: 0, .. }),
+            "{cause:?}"
+        );
+        // The layer's message names the tensor and the call; the cause is printed once.
+        assert_eq!(
+            err.to_string(),
+            "tensor blk.1.ffn_down_exps.weight: QTensor::validate_finite"
+        );
+        assert_eq!(err.chain_string().matches(&cause.to_string()).count(), 1);
     }
 }

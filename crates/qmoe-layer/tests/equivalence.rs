@@ -8,7 +8,7 @@ mod support;
 use proptest::prelude::*;
 use qmoe_check::Thresholds;
 use qmoe_dequant::{QTensor, QType};
-use qmoe_layer::kernels::{combine_ref, rmsnorm_ref};
+use qmoe_layer::reference::{combine_ref, rmsnorm_ref};
 use qmoe_layer::{
     layer_ref_traced, q4_k_m_down_type, MoeConfig, MoeLayerStack, MoeLayerWeights, RefPrecision,
     EXPERT_QTYPES,

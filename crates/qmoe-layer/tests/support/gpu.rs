@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use qmoe_check::{compare, Thresholds};
 use qmoe_dequant::QType;
-use qmoe_layer::kernels::{combine_ref, rmsnorm_ref};
+use qmoe_layer::reference::{combine_ref, rmsnorm_ref};
 use qmoe_layer::{
     layer_ref_traced, q4_k_m_down_type, Fault, LayerWorkspace, MoeConfig, MoeLayerStack,
     MoeLayerWeights, RefPrecision, StackWorkspace, EXPERT_QTYPES,
@@ -84,7 +84,7 @@ fn gpu_layer_kernels_match_references() {
             .collect();
         let (xd, wd) = (gpu.upload(&x).unwrap(), gpu.upload(&w).unwrap());
         let mut y = gpu.poisoned_f32(b * h).unwrap();
-        qmoe_layer::kernels::rmsnorm_gpu(&gpu, &xd, &wd, b, 1e-6, &mut y).unwrap();
+        qmoe_layer::launch::rmsnorm_gpu(&gpu, &xd, &wd, b, 1e-6, &mut y).unwrap();
         let got = gpu.download(&y).unwrap();
         let want = rmsnorm_ref(&x, &w, b, 1e-6);
         for (i, (g, e)) in got.iter().zip(&want).enumerate() {
@@ -102,7 +102,7 @@ fn gpu_layer_kernels_match_references() {
             gpu.poisoned_f32(b * h).unwrap(),
             gpu.poisoned_f32(b * h).unwrap(),
         );
-        qmoe_layer::kernels::combine_gpu(&gpu, &xd, &dd, &wtd, b, k, &mut out, &mut ffn).unwrap();
+        qmoe_layer::launch::combine_gpu(&gpu, &xd, &dd, &wtd, b, k, &mut out, &mut ffn).unwrap();
         let (fr, or) = combine_ref(&x, &down, &wts, b, k);
         assert_eq!(gpu.download(&ffn).unwrap(), fr, "combine ffn b={b} h={h}");
         assert_eq!(gpu.download(&out).unwrap(), or, "combine out b={b} h={h}");
@@ -300,7 +300,7 @@ fn gpu_fault_wrong_down_type_is_visible_at_that_layer_only() {
 #[test]
 #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
 fn gpu_combine_fused_with_next_norm_matches_references() {
-    use qmoe_layer::kernels::{combine_norm_gpu, NextNorm};
+    use qmoe_layer::launch::{combine_norm_gpu, NextNorm};
     let gpu = qmoe_gpu::test_gpu();
     let mut r = rng(12);
     for (b, h, k) in [(1usize, 2048usize, 8usize), (3, 256, 2), (8, 768, 8)] {

@@ -1,5 +1,5 @@
-//! The layer's own kernels (`cuda/layer.cu`): RMSNorm and the weighted sum + residual add, with
-//! their scalar references.
+//! The launcher of the layer's own kernels (`cuda/layer.cu`): RMSNorm, the weighted sum +
+//! residual add, and the two fused. Their scalar references live in [`crate::reference`].
 
 use qmoe_gpu::cuda::{CudaSlice, PushKernelArg};
 use qmoe_gpu::launch::{grid, grid_1d, launch};
@@ -33,56 +33,6 @@ fn check_len(op: &'static str, what: &str, len: usize, want: usize) -> Result<()
     Ok(())
 }
 
-/// RMSNorm reference: `y[t, i] = x[t, i] / sqrt(mean_i(x²) + eps) · w[i]` over `b` rows of
-/// `w.len()`, entirely in f64 and rounded once (what the kernel computes, up to the f64
-/// summation order).
-pub fn rmsnorm_ref(x: &[f32], w: &[f32], b: usize, eps: f32) -> Vec<f32> {
-    let h = w.len();
-    assert_eq!(x.len(), b * h, "rmsnorm_ref: x must be [b, h]");
-    let mut y = vec![0f32; b * h];
-    for t in 0..b {
-        let row = &x[t * h..(t + 1) * h];
-        let mut ss = 0f64;
-        for &v in row {
-            ss += v as f64 * v as f64;
-        }
-        let scale = 1.0 / (ss / h as f64 + eps as f64).sqrt();
-        for i in 0..h {
-            y[t * h + i] = (row[i] as f64 * scale * w[i] as f64) as f32;
-        }
-    }
-    y
-}
-
-/// Weighted sum + residual reference: `ffn[t, i] = Σ_j wts[t, j] · down[t, j, i]` (j ascending,
-/// f64, each product and sum rounded in f64, no FMA) and `out = h + ffn` (added to the unrounded
-/// f64 sum). Bit-identical to the kernel. Returns `(ffn, out)`, each [b, hdim].
-pub fn combine_ref(
-    h: &[f32],
-    down: &[f32],
-    wts: &[f32],
-    b: usize,
-    k: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    let hdim = h.len() / b.max(1);
-    assert_eq!(h.len(), b * hdim);
-    assert_eq!(down.len(), b * k * hdim);
-    assert_eq!(wts.len(), b * k);
-    let mut ffn = vec![0f32; b * hdim];
-    let mut out = vec![0f32; b * hdim];
-    for t in 0..b {
-        for i in 0..hdim {
-            let mut acc = 0f64;
-            for j in 0..k {
-                acc += wts[t * k + j] as f64 * down[(t * k + j) * hdim + i] as f64;
-            }
-            ffn[t * hdim + i] = acc as f32;
-            out[t * hdim + i] = (h[t * hdim + i] as f64 + acc) as f32;
-        }
-    }
-    (ffn, out)
-}
-
 /// # Safety
 /// `x`, `y` hold `b * h` f32, `w` holds `h`; `b ≥ 1`, `h ≥ 1`.
 unsafe fn launch_rmsnorm(
@@ -105,7 +55,8 @@ unsafe fn launch_rmsnorm(
     Ok(())
 }
 
-/// RMSNorm on the device: `y = rmsnorm(x) · w` for `b` rows of `w.len()` (see [`rmsnorm_ref`]).
+/// RMSNorm on the device: `y = rmsnorm(x) · w` for `b` rows of `w.len()` (see
+/// [`crate::reference::rmsnorm_ref`]).
 pub fn rmsnorm_gpu(
     gpu: &Gpu,
     x: &CudaSlice<f32>,
@@ -188,8 +139,8 @@ fn check_combine(
     Ok(hdim)
 }
 
-/// Weighted sum over the k slots plus residual on the device (see [`combine_ref`]):
-/// `ffn = Σ_j wts[:, j] · down[:, j, :]`, `out = h + ffn`.
+/// Weighted sum over the k slots plus residual on the device (see
+/// [`crate::reference::combine_ref`]): `ffn = Σ_j wts[:, j] · down[:, j, :]`, `out = h + ffn`.
 #[allow(clippy::too_many_arguments)]
 pub fn combine_gpu(
     gpu: &Gpu,
@@ -294,28 +245,5 @@ mod tests {
     #[test]
     fn kernel_table_matches_every_arch_ptx() {
         PTX.assert_entries(KERNELS);
-    }
-
-    #[test]
-    fn rmsnorm_by_hand() {
-        // x = (3, 4): mean square 12.5, eps 0 → scale 1/√12.5.
-        let y = rmsnorm_ref(&[3.0, 4.0], &[1.0, 2.0], 1, 0.0);
-        let s = 1.0 / 12.5f64.sqrt();
-        assert_eq!(y, vec![(3.0 * s) as f32, (8.0 * s) as f32]);
-    }
-
-    #[test]
-    fn rmsnorm_survives_huge_activations() {
-        // 1e30² overflows f32 but not f64: the normalised row is still ±1-sized.
-        let y = rmsnorm_ref(&[1e30, -1e30], &[1.0, 1.0], 1, 1e-6);
-        assert_eq!(y, vec![1.0, -1.0]);
-    }
-
-    #[test]
-    fn combine_by_hand() {
-        // b 1, k 2, hdim 2: ffn = 0.5·(1, 2) + 0.25·(4, 8) = (1.5, 3); out = h + ffn.
-        let (ffn, out) = combine_ref(&[10.0, 20.0], &[1.0, 2.0, 4.0, 8.0], &[0.5, 0.25], 1, 2);
-        assert_eq!(ffn, vec![1.5, 3.0]);
-        assert_eq!(out, vec![11.5, 23.0]);
     }
 }
