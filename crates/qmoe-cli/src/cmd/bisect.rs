@@ -10,12 +10,12 @@ use anyhow::{bail, Context, Result};
 use qmoe_check::Thresholds;
 use qmoe_gguf::synth::{Preset, TypeScheme};
 use qmoe_gpu::env;
-use qmoe_layer::{LayerTrace, MoeConfig, RefPrecision};
+use qmoe_layer::{LayerTrace, RefPrecision};
 
-use crate::bisect::engine::{self, LayerPath, LayerTypes, Mode, ModeRun, Settings};
+use crate::bisect::engine::{self, LayerPath, Mode, ModeRun, Settings};
 use crate::bisect::model::{self, Model};
+use crate::bisect::output::{self, Facts, Report};
 use crate::bisect::paths::{self, CpuPath, GpuPath, Shared};
-use crate::bisect::report::{self, ModelFacts};
 
 /// Find the first layer and sub-stage where the GPU leaves the reference.
 #[derive(clap::Args, Debug)]
@@ -104,12 +104,13 @@ pub fn run(args: &Args) -> Result<bool> {
     };
     let mut out = std::io::stdout().lock();
     if !args.json {
-        write_header(&mut out, args, &setup, &modes, &device_line).context("stdout")?;
+        output::write_header(&mut out, args, &setup.facts, &modes, &device_line)
+            .context("stdout")?;
     }
     let runs = run_stack(args, setup.paths, &setup.facts, &modes, &settings)?;
     let report = Report::new(&setup.facts, runs);
     if args.json {
-        write_json(
+        output::write_json(
             &mut out,
             args,
             &setup.facts,
@@ -118,7 +119,7 @@ pub fn run(args: &Args) -> Result<bool> {
             &report,
         )
     } else {
-        write_text(&mut out, &setup.facts, &report)
+        output::write_text(&mut out, &setup.facts, &report)
     }
     .and_then(|()| out.flush())
     .context("stdout")?;
@@ -163,22 +164,6 @@ fn open_candidate(cpu: bool) -> (Option<qmoe_gpu::Gpu>, String) {
                 env::no_gpu_line(&why)
             ),
         ),
-    }
-}
-
-/// What the report says about the model, apart from the weights.
-struct Facts {
-    description: String,
-    n_layers_total: usize,
-    layers: Vec<usize>,
-    types: Vec<LayerTypes>,
-    cfg: MoeConfig,
-    candidate: String,
-}
-
-impl Facts {
-    fn types_of(&self, layer: usize) -> LayerTypes {
-        self.types[self.layers.iter().position(|&x| x == layer).unwrap_or(0)]
     }
 }
 
@@ -239,33 +224,6 @@ impl<'a> Setup<'a> {
     }
 }
 
-fn write_header(
-    out: &mut impl Write,
-    args: &Args,
-    setup: &Setup<'_>,
-    modes: &[Mode],
-    device_line: &str,
-) -> std::io::Result<()> {
-    let f = &setup.facts;
-    writeln!(out, "{device_line}")?;
-    writeln!(
-        out,
-        "model: {}, layers {} of {}, B = {}, hidden-state seed {}, modes {}",
-        f.description,
-        report::ranges(&f.layers),
-        f.n_layers_total,
-        args.tokens,
-        args.seed,
-        modes
-            .iter()
-            .map(|m| format!("{m:?}").to_lowercase())
-            .collect::<Vec<_>>()
-            .join(" + ")
-    )?;
-    // The header shows before the layers run, which takes a while.
-    out.flush()
-}
-
 /// Runs both paths layer by layer, writing `--dump` files and moving the progress bar.
 fn run_stack(
     args: &Args,
@@ -309,83 +267,6 @@ fn run_stack(
         bar.finish_and_clear();
     }
     Ok(runs)
-}
-
-/// Each mode's run with its summary and diagnosis.
-struct Report {
-    runs: Vec<ModeRun>,
-    summaries: Vec<report::Summary>,
-    diagnoses: Vec<Option<String>>,
-}
-
-impl Report {
-    fn new(facts: &Facts, runs: Vec<ModeRun>) -> Report {
-        let types_of = |l: usize| facts.types_of(l);
-        let model = ModelFacts {
-            types: &types_of,
-            hidden: facts.cfg.hidden,
-            inter: facts.cfg.intermediate,
-            experts: facts.cfg.n_experts,
-        };
-        Report {
-            summaries: runs.iter().map(report::summarize).collect(),
-            diagnoses: runs.iter().map(|r| report::diagnose(r, &model)).collect(),
-            runs,
-        }
-    }
-
-    fn all_match(&self) -> bool {
-        self.diagnoses.iter().all(Option::is_none)
-    }
-}
-
-fn write_json(
-    out: &mut impl Write,
-    args: &Args,
-    f: &Facts,
-    device_line: &str,
-    settings: &Settings,
-    r: &Report,
-) -> std::io::Result<()> {
-    let cfg = &f.cfg;
-    let doc = serde_json::json!({
-        "device": device_line,
-        "candidate": f.candidate,
-        "reference": "reference (f64)",
-        "model": { "description": f.description, "layers_total": f.n_layers_total, "hidden": cfg.hidden,
-                   "intermediate": cfg.intermediate, "experts": cfg.n_experts, "top_k": cfg.top_k },
-        "layers": f.layers.iter().map(|&l| { let t = f.types_of(l); serde_json::json!({
-            "layer": l, "gate": t.gate.name(), "up": t.up.name(), "down": t.down.name() }) }).collect::<Vec<_>>(),
-        "tokens": args.tokens,
-        "seed": args.seed,
-        "thresholds": settings.thresholds,
-        "modes": r.runs.iter().zip(&r.summaries).zip(&r.diagnoses).map(|((run, s), d)| serde_json::json!({
-            "mode": run.mode, "layers": run.layers, "summary": s, "diagnosis": d })).collect::<Vec<_>>(),
-        "all_match": r.all_match(),
-    });
-    serde_json::to_writer_pretty(&mut *out, &doc)?;
-    writeln!(out)
-}
-
-fn write_text(out: &mut impl Write, f: &Facts, r: &Report) -> std::io::Result<()> {
-    writeln!(out)?;
-    write!(out, "{}", report::table(&r.runs, &|l| f.types_of(l)))?;
-    writeln!(out)?;
-    for s in &r.summaries {
-        write!(out, "{}", report::summary_text(s))?;
-    }
-    writeln!(out)?;
-    if r.all_match() {
-        writeln!(
-            out,
-            "verdict: every stage of every layer MATCH ({} vs f64 reference)",
-            f.candidate
-        )?;
-    }
-    for d in r.diagnoses.iter().flatten() {
-        writeln!(out, "diagnosis: {d}")?;
-    }
-    Ok(())
 }
 
 /// Loads the stack: a file's layers (errors name the file) or the synthetic model.
