@@ -36,7 +36,7 @@ Without a usable GPU it compares the kernel-precision CPU path (f32 accumulation
 reference instead, and says so.
 
 Exit status: 0 when every stage of every layer MATCHes, 1 on any DIVERGE / NaN / expert-choice \
-difference, 2 on an error.
+difference, 2 on an error, 141 when stdout is closed before the report is written.
 
 Examples:
   qmoe bisect                                  # synthetic model, layers 0..8, free and forced
