@@ -13,6 +13,7 @@
 
 mod arch;
 mod device;
+pub mod env;
 mod error;
 pub mod launch;
 pub mod selftest;

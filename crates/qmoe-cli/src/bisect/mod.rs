@@ -2,6 +2,7 @@
 
 pub mod engine;
 pub mod model;
+pub mod output;
 pub mod paths;
 pub mod report;
 #[cfg(test)]

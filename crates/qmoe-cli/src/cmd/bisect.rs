@@ -9,12 +9,13 @@ use std::rc::Rc;
 use anyhow::{bail, Context, Result};
 use qmoe_check::Thresholds;
 use qmoe_gguf::synth::{Preset, TypeScheme};
+use qmoe_gpu::env;
 use qmoe_layer::{LayerTrace, RefPrecision};
 
-use crate::bisect::engine::{self, LayerPath, Mode, Settings};
+use crate::bisect::engine::{self, LayerPath, Mode, ModeRun, Settings};
 use crate::bisect::model::{self, Model};
+use crate::bisect::output::{self, Facts, Report};
 use crate::bisect::paths::{self, CpuPath, GpuPath, Shared};
-use crate::bisect::report::{self, ModelFacts};
 
 /// Find the first layer and sub-stage where the GPU leaves the reference.
 #[derive(clap::Args, Debug)]
@@ -35,7 +36,7 @@ Without a usable GPU it compares the kernel-precision CPU path (f32 accumulation
 reference instead, and says so.
 
 Exit status: 0 when every stage of every layer MATCHes, 1 on any DIVERGE / NaN / expert-choice \
-difference, 2 on an error.
+difference, 2 on an error, 141 when stdout is closed before the report is written.
 
 Examples:
   qmoe bisect                                  # synthetic model, layers 0..8, free and forced
@@ -85,71 +86,11 @@ pub struct Args {
 
 /// Runs the command; Ok(true) when everything matched.
 pub fn run(args: &Args) -> Result<bool> {
-    if !(1..=qmoe_layer::MAX_BATCH).contains(&args.tokens) {
-        bail!(
-            "--tokens {}: B must be 1..={}",
-            args.tokens,
-            qmoe_layer::MAX_BATCH
-        );
-    }
-    if !(args.threshold > 0.0 && args.threshold <= 1.0) {
-        bail!("--threshold {}: a cosine in (0, 1]", args.threshold);
-    }
-    let file = match &args.model {
-        Some(p) => Some(qmoe_gguf::GgufFile::open(p)?), // its errors name the file
-        None => None,
-    };
+    check_args(args)?;
+    let file = args.model.as_deref().map(super::open_gguf).transpose()?;
     let model = load(args, file.as_ref())?;
-    let gpu = if args.cpu {
-        Err("--cpu given".to_string())
-    } else {
-        qmoe_gpu::Gpu::new(0).map_err(|e| e.to_string())
-    };
-    let device_line = match &gpu {
-        Ok(g) => format!(
-            "device: {} (cc {}.{}, {} PTX): comparing the GPU with the f64 CPU reference",
-            g.info().name,
-            g.info().compute_capability.0,
-            g.info().compute_capability.1,
-            g.arch()
-        ),
-        Err(why) => format!(
-            "no GPU ({why}): comparing the kernel-precision CPU path (f32 accumulation) with the f64 reference instead"
-        ),
-    };
-    let cfg = *model.stack.config();
-    let facts_types = model.types.clone();
-    let layers = model.layers.clone();
-    let desc = model.description.clone();
-    let total = model.n_layers_total;
-    let shared = Rc::new(RefCell::new(Shared {
-        stack: model.stack,
-        layers: layers.clone(),
-        faults: Vec::new(),
-    }));
-    if let Some(l) = args.inject_wrong_down_type {
-        let i = layers
-            .iter()
-            .position(|&x| x == l)
-            .with_context(|| format!("--inject-wrong-down-type {l}: layer not in the run"))?;
-        paths::inject(&shared, i);
-    }
-    let mut reference = CpuPath {
-        precision: RefPrecision::F64,
-        shared: shared.clone(),
-    };
-    let mut candidate: Box<dyn LayerPath + '_> = match gpu {
-        Ok(g) => Box::new(GpuPath {
-            gpu: g,
-            shared: shared.clone(),
-        }),
-        Err(_) => Box::new(CpuPath {
-            precision: RefPrecision::KernelF32,
-            shared: shared.clone(),
-        }),
-    };
-    let b = args.tokens;
-    let h0 = model::hidden_states(args.seed, b, cfg.hidden);
+    let (gpu, device_line) = open_candidate(args.cpu);
+    let setup = Setup::new(args, model, gpu)?;
     let modes = match args.mode {
         Some(m) => vec![m],
         None => vec![Mode::Free, Mode::Forced],
@@ -161,41 +102,159 @@ pub fn run(args: &Args) -> Result<bool> {
         },
         tie_margin: 1e-6,
     };
+    let mut out = std::io::stdout().lock();
     if !args.json {
-        println!("{device_line}");
-        println!(
-            "model: {desc}, layers {} of {total}, B = {b}, hidden-state seed {}, modes {}",
-            report::ranges(&layers),
-            args.seed,
-            modes
-                .iter()
-                .map(|m| format!("{m:?}").to_lowercase())
-                .collect::<Vec<_>>()
-                .join(" + ")
+        output::write_header(&mut out, args, &setup.facts, &modes, &device_line)
+            .context("stdout")?;
+    }
+    let runs = run_stack(args, setup.paths, &setup.facts, &modes, &settings)?;
+    let report = Report::new(&setup.facts, runs);
+    if args.json {
+        output::write_json(
+            &mut out,
+            args,
+            &setup.facts,
+            &device_line,
+            &settings,
+            &report,
+        )
+    } else {
+        output::write_text(&mut out, &setup.facts, &report)
+    }
+    .and_then(|()| out.flush())
+    .context("stdout")?;
+    Ok(report.all_match())
+}
+
+/// Refuses flag values the run cannot use, naming the flag.
+fn check_args(args: &Args) -> Result<()> {
+    if !(1..=qmoe_layer::MAX_BATCH).contains(&args.tokens) {
+        bail!(
+            "--tokens {}: B must be 1..={}",
+            args.tokens,
+            qmoe_layer::MAX_BATCH
         );
     }
-    let bar = progress(layers.len() as u64, args.json);
-    let cand_label = candidate.label().to_string();
-    let plan = engine::Plan {
-        layers: &layers,
-        h0: &h0,
-        b,
-        modes: &modes,
+    if !(args.threshold > 0.0 && args.threshold <= 1.0) {
+        bail!("--threshold {}: a cosine in (0, 1]", args.threshold);
+    }
+    Ok(())
+}
+
+/// The GPU to compare, or none, and the line that says which (the device line of `qmoe env`, so
+/// both commands describe a device and its PTX choice alike).
+fn open_candidate(cpu: bool) -> (Option<qmoe_gpu::Gpu>, String) {
+    let gpu = if cpu {
+        Err("--cpu given".to_string())
+    } else {
+        qmoe_gpu::Gpu::new(0).map_err(|e| e.to_string())
     };
+    match gpu {
+        Ok(g) => {
+            let line = format!(
+                "{}: comparing the GPU with the f64 CPU reference",
+                env::device_line(g.info(), &env::PtxChoice::of(&g))
+            );
+            (Some(g), line)
+        }
+        Err(why) => (
+            None,
+            format!(
+                "{}: comparing the kernel-precision CPU path (f32 accumulation) with the f64 reference instead",
+                env::no_gpu_line(&why)
+            ),
+        ),
+    }
+}
+
+/// The two paths over one shared stack.
+struct Paths<'a> {
+    reference: CpuPath<'a>,
+    candidate: Box<dyn LayerPath + 'a>,
+}
+
+struct Setup<'a> {
+    facts: Facts,
+    paths: Paths<'a>,
+}
+
+impl<'a> Setup<'a> {
+    /// Shares the model's stack between the reference and the candidate (the GPU when there is
+    /// one), with the test-only fault injected.
+    fn new(args: &Args, model: Model<'a>, gpu: Option<qmoe_gpu::Gpu>) -> Result<Setup<'a>> {
+        let cfg = *model.stack.config();
+        let shared = Rc::new(RefCell::new(Shared {
+            stack: model.stack,
+            layers: model.layers.clone(),
+            faults: Vec::new(),
+        }));
+        if let Some(l) = args.inject_wrong_down_type {
+            let i =
+                model.layers.iter().position(|&x| x == l).with_context(|| {
+                    format!("--inject-wrong-down-type {l}: layer not in the run")
+                })?;
+            paths::inject(&shared, i);
+        }
+        let reference = CpuPath {
+            precision: RefPrecision::F64,
+            shared: shared.clone(),
+        };
+        let candidate: Box<dyn LayerPath + 'a> = match gpu {
+            Some(gpu) => Box::new(GpuPath { gpu, shared }),
+            None => Box::new(CpuPath {
+                precision: RefPrecision::KernelF32,
+                shared,
+            }),
+        };
+        let facts = Facts {
+            description: model.description,
+            n_layers_total: model.n_layers_total,
+            layers: model.layers,
+            types: model.types,
+            cfg,
+            candidate: candidate.label().to_string(),
+        };
+        Ok(Setup {
+            facts,
+            paths: Paths {
+                reference,
+                candidate,
+            },
+        })
+    }
+}
+
+/// Runs both paths layer by layer, writing `--dump` files and moving the progress bar.
+fn run_stack(
+    args: &Args,
+    mut paths: Paths<'_>,
+    facts: &Facts,
+    modes: &[Mode],
+    settings: &Settings,
+) -> Result<Vec<ModeRun>> {
+    let h0 = model::hidden_states(args.seed, args.tokens, facts.cfg.hidden);
+    let plan = engine::Plan {
+        layers: &facts.layers,
+        h0: &h0,
+        b: args.tokens,
+        modes,
+    };
+    let bar = progress(facts.layers.len() as u64, args.json);
+    let label = &facts.candidate;
     let runs = engine::run(
-        candidate.as_mut(),
-        &mut reference,
+        paths.candidate.as_mut(),
+        &mut paths.reference,
         plan,
-        &settings,
+        settings,
         |layer, tr_ref, cands| {
             if let Some(dir) = &args.dump {
                 dump(dir, layer, "reference", tr_ref)?;
                 for (mode, tr) in cands {
-                    let label = match mode {
-                        Mode::Free => cand_label.clone(),
-                        Mode::Forced => format!("{cand_label}-forced"),
+                    let name = match mode {
+                        Mode::Free => label.clone(),
+                        Mode::Forced => format!("{label}-forced"),
                     };
-                    dump(dir, layer, &label, tr)?;
+                    dump(dir, layer, &name, tr)?;
                 }
             }
             if let Some(bar) = &bar {
@@ -207,72 +266,44 @@ pub fn run(args: &Args) -> Result<bool> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let types_of = |l: usize| facts_types[layers.iter().position(|&x| x == l).unwrap_or(0)];
-    let facts = ModelFacts {
-        types: &types_of,
-        hidden: cfg.hidden,
-        inter: cfg.intermediate,
-        experts: cfg.n_experts,
-    };
-    let summaries: Vec<_> = runs.iter().map(report::summarize).collect();
-    let diagnoses: Vec<_> = runs.iter().map(|r| report::diagnose(r, &facts)).collect();
-    let all_match = diagnoses.iter().all(Option::is_none);
-    if args.json {
-        let doc = serde_json::json!({
-            "device": device_line,
-            "candidate": cand_label,
-            "reference": "reference (f64)",
-            "model": { "description": desc, "layers_total": total, "hidden": cfg.hidden,
-                       "intermediate": cfg.intermediate, "experts": cfg.n_experts, "top_k": cfg.top_k },
-            "layers": layers.iter().map(|&l| { let t = types_of(l); serde_json::json!({
-                "layer": l, "gate": t.gate.name(), "up": t.up.name(), "down": t.down.name() }) }).collect::<Vec<_>>(),
-            "tokens": b,
-            "seed": args.seed,
-            "thresholds": settings.thresholds,
-            "modes": runs.iter().zip(&summaries).zip(&diagnoses).map(|((r, s), d)| serde_json::json!({
-                "mode": r.mode, "layers": r.layers, "summary": s, "diagnosis": d })).collect::<Vec<_>>(),
-            "all_match": all_match,
-        });
-        serde_json::to_writer_pretty(std::io::stdout().lock(), &doc)?;
-        println!();
-    } else {
-        println!();
-        print!("{}", report::table(&runs, &types_of));
-        println!();
-        for s in &summaries {
-            print!("{}", report::summary_text(s));
-        }
-        println!();
-        if all_match {
-            println!(
-                "verdict: every stage of every layer MATCH ({} vs f64 reference)",
-                cand_label
-            );
-        }
-        for d in diagnoses.iter().flatten() {
-            println!("diagnosis: {d}");
-        }
-    }
-    std::io::stdout().flush()?;
-    Ok(all_match)
+    Ok(runs)
 }
 
+/// Loads the stack: a file's layers (errors name the file) or the synthetic model.
 fn load<'a>(args: &Args, file: Option<&'a qmoe_gguf::GgufFile>) -> Result<Model<'a>> {
-    match file {
-        Some(f) => {
-            let total = qmoe_gguf::Qwen3MoeHparams::from_file(f)?.n_layers;
-            let layers = model::parse_range(args.layers.as_deref().unwrap_or(".."), total)?;
-            model::from_gguf(f, layers)
+    match (file, &args.model) {
+        (Some(f), Some(path)) => {
+            let name = || path.display().to_string();
+            let total = qmoe_gguf::Qwen3MoeHparams::from_file(f)
+                .with_context(name)?
+                .n_layers;
+            let layers = layer_range(args.layers.as_deref().unwrap_or(".."), total)?;
+            model::from_gguf(f, layers).with_context(name)
         }
-        None => {
-            let preset = Preset::parse(&args.preset).context("preset")?;
-            let scheme = TypeScheme::parse(&args.types).context("types")?;
+        _ => {
+            let preset = Preset::parse(&args.preset)
+                .with_context(|| format!("--preset {}: unknown", args.preset))?;
+            let scheme = TypeScheme::parse(&args.types)
+                .with_context(|| format!("--types {}: unknown", args.types))?;
             let total = preset.hparams().n_layers;
             let default = if total >= 8 { "0..8" } else { ".." };
-            let layers = model::parse_range(args.layers.as_deref().unwrap_or(default), total)?;
+            let layers = layer_range(args.layers.as_deref().unwrap_or(default), total)?;
             model::synthetic(preset, layers, args.seed, scheme)
         }
     }
+}
+
+/// [`model::parse_range`], its number-parsing errors named after the flag they came from.
+fn layer_range(text: &str, total: usize) -> Result<Vec<usize>> {
+    model::parse_range(text, total).map_err(|e| {
+        if e.to_string().contains("--layers") {
+            e
+        } else {
+            e.context(format!(
+                "--layers {text:?}: expected A..B, A..=B, A.., ..B or N"
+            ))
+        }
+    })
 }
 
 fn progress(n: u64, json: bool) -> Option<indicatif::ProgressBar> {

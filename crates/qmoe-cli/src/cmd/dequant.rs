@@ -4,7 +4,6 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use qmoe_gguf::GgufFile;
 
 /// Dequantize one tensor to an f32 .npy file.
 #[derive(clap::Args)]
@@ -31,7 +30,7 @@ pub struct Args {
 /// Runs the command.
 pub fn run(args: &Args) -> Result<()> {
     let ctx = || args.file.display().to_string();
-    let file = GgufFile::open(&args.file).with_context(ctx)?;
+    let file = super::open_gguf(&args.file)?;
     let t = file.tensor(&args.tensor).with_context(ctx)?;
     let out = std::fs::File::create(&args.out)
         .with_context(|| format!("{}: cannot create", args.out.display()))?;

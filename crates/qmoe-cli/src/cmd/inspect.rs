@@ -1,5 +1,6 @@
 //! `qmoe inspect FILE [--json]`: metadata, tensor table, and per-family type mix.
 
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -34,13 +35,15 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: &Args) -> Result<()> {
-    let file = GgufFile::open(&args.file).with_context(|| args.file.display().to_string())?;
+    let file = super::open_gguf(&args.file)?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&file, args))?);
+        serde_json::to_writer_pretty(&mut out, &to_json(&file, args)).context("stdout")?;
+        writeln!(out).context("stdout")?;
     } else {
-        print_text(&file, args);
+        write_text(&mut out, &file, args).context("stdout")?;
     }
-    Ok(())
+    out.flush().context("stdout")
 }
 
 fn to_json(file: &GgufFile, args: &Args) -> serde_json::Value {
@@ -122,8 +125,9 @@ fn head(a: &MetaArray) -> MetaArray {
     }
 }
 
-fn print_text(file: &GgufFile, args: &Args) {
-    println!(
+fn write_text(out: &mut impl Write, file: &GgufFile, args: &Args) -> std::io::Result<()> {
+    writeln!(
+        out,
         "{}: GGUF v{}, {} bytes, {} metadata entries, {} tensors, alignment {}, data at byte {}",
         args.file.display(),
         file.version(),
@@ -132,8 +136,8 @@ fn print_text(file: &GgufFile, args: &Args) {
         file.tensor_infos().len(),
         file.alignment(),
         file.data_offset()
-    );
-    println!("\nmetadata:");
+    )?;
+    writeln!(out, "\nmetadata:")?;
     let kw = file
         .metadata()
         .iter()
@@ -145,9 +149,9 @@ fn print_text(file: &GgufFile, args: &Args) {
             MetaValue::Array(a) => format!("{} {}", v.describe(), a.display(ARRAY_HEAD)),
             _ => v.describe(),
         };
-        println!("  {k:kw$}  {shown}");
+        writeln!(out, "  {k:kw$}  {shown}")?;
     }
-    println!("\ntensors:");
+    writeln!(out, "\ntensors:")?;
     let nw = file
         .tensor_infos()
         .iter()
@@ -155,10 +159,11 @@ fn print_text(file: &GgufFile, args: &Args) {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!(
+    writeln!(
+        out,
         "  {:nw$}  {:7}  {:24}  {:>12}  {:>12}",
         "name", "type", "ggml dims (fastest first)", "bytes", "offset"
-    );
+    )?;
     for t in file.tensor_infos() {
         let dims = format!(
             "{{{}}}",
@@ -168,26 +173,29 @@ fn print_text(file: &GgufFile, args: &Args) {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        println!(
+        writeln!(
+            out,
             "  {:nw$}  {:7}  {:24}  {:>12}  {:>12}",
             t.name,
             t.ggml_type.name(),
             dims,
             t.nbytes,
             file.data_offset() + t.offset
-        );
+        )?;
     }
     let mix = type_mix(file.tensor_infos());
     if !mix.is_empty() {
-        println!("\ntype mix across layers:");
+        writeln!(out, "\ntype mix across layers:")?;
         for m in &mix {
-            println!("  {m}");
+            writeln!(out, "  {m}")?;
         }
     }
     if let Ok(hp) = Qwen3MoeHparams::from_file(file) {
-        println!(
+        writeln!(
+            out,
             "\nqwen3moe: {} layers, hidden {}, {} experts (top-{}), expert ffn {}, rms eps {:e}, norm_topk_prob {}",
             hp.n_layers, hp.hidden, hp.n_experts, hp.top_k, hp.expert_ffn, hp.rms_eps, hp.norm_topk_prob
-        );
+        )?;
     }
+    Ok(())
 }

@@ -1,0 +1,266 @@
+//! `qmoe bisect`: the README's main command, its JSON, the fault it exists to find, and its
+//! errors. Without a GPU (CI) the candidate is the kernel-precision CPU path.
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::common::{
+    assert_quiet_close, closed_reader, cut, fails, json, llama, ok, path, qmoe, read_npy, tiny,
+};
+
+/// `bisect --json ARGS`: its status and its report, which must be JSON whatever the status.
+fn report(args: &[&str]) -> (i32, Value) {
+    let out = qmoe()
+        .arg("bisect")
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "bisect --json is not JSON ({e}):\n{text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), doc)
+}
+
+fn diagnosis(doc: &Value, mode: &str) -> String {
+    doc["modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mode"] == mode)
+        .map(|m| m["diagnosis"].as_str().unwrap_or("").to_string())
+        .unwrap()
+}
+
+#[test]
+fn help_states_the_exit_statuses() {
+    let h = ok(&["bisect", "--help"]);
+    assert!(h.contains("Examples:") && h.contains("Exit status"), "{h}");
+}
+
+#[test]
+fn synthetic_tiny_matches_and_the_json_says_so() {
+    let (code, doc) = report(&["--preset", "tiny", "--cpu", "--tokens", "3"]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["all_match"], true);
+    assert!(doc["device"]
+        .as_str()
+        .unwrap()
+        .contains("no GPU (--cpu given)"));
+    assert_eq!(doc["tokens"], 3);
+    let modes = doc["modes"].as_array().unwrap();
+    assert_eq!(modes.len(), 2, "free and forced by default");
+    for m in modes {
+        let layers = m["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 4, "tiny has 4 layers");
+        for l in layers {
+            for st in l["stages"].as_array().unwrap() {
+                assert_eq!(st["verdict"], "MATCH", "{st:#}");
+            }
+        }
+        assert!(m["diagnosis"].is_null());
+    }
+}
+
+#[test]
+fn text_report_names_what_it_compared_and_exits_0() {
+    let text = ok(&["bisect", "--preset", "tiny", "--cpu", "--mode", "forced"]);
+    assert!(
+        text.contains("comparing the kernel-precision CPU path"),
+        "{text}"
+    );
+    assert!(text.contains("every stage of every layer MATCH"), "{text}");
+}
+
+#[test]
+fn a_file_bisects_the_layers_asked_for() {
+    let dir = TempDir::new().unwrap();
+    let file = tiny(&dir, 3);
+    let (code, doc) = report(&[&file, "--cpu", "--layers", "1..=2", "--mode", "free"]);
+    assert_eq!(code, 0, "{doc:#}");
+    let layers: Vec<u64> = doc["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["layer"].as_u64().unwrap())
+        .collect();
+    assert_eq!(layers, [1, 2]);
+    assert_eq!(doc["model"]["layers_total"], 3);
+}
+
+#[test]
+fn wrong_down_type_at_layer_6_is_found_at_layer_6_on_cpu() {
+    // The Qwen3-30B-A3B Q4_K_M mix: layers 4-5 have Q6_K down, 6-7 Q4_K. Layer 6's down bytes
+    // read as Q6_K reproduce "first NaN at layer 6".
+    let (code, doc) = report(&["--cpu", "--layers", "4..8", "--inject-wrong-down-type", "6"]);
+    assert_eq!(code, 1, "a fault must exit 1");
+    assert_eq!(doc["all_match"], false);
+    for mode in ["free", "forced"] {
+        let d = diagnosis(&doc, mode);
+        assert!(d.contains("router MATCH"), "{d}");
+        assert!(d.contains("expert_down NAN_GPU at layer 6"), "{d}");
+        assert!(d.contains("layers 4–5 MATCH"), "{d}");
+        assert!(
+            d.contains("down Q4_K") && d.contains("had down Q6_K"),
+            "{d}"
+        );
+        assert!(
+            d.contains("Q4_K down kernel (qmoe-matvec indexed, K=768)"),
+            "{d}"
+        );
+    }
+    let forced = doc["modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mode"] == "forced")
+        .unwrap();
+    assert_eq!(forced["summary"]["first_nan_candidate"]["expert_down"], 6);
+    assert!(forced["summary"]["first_nan_candidate"]
+        .get("router_logits")
+        .is_none());
+    // Forced mode isolates the layer: 7 gets the reference's input and matches again.
+    assert_eq!(forced["summary"]["failing_layers"], serde_json::json!([6]));
+}
+
+#[test]
+fn dump_writes_every_stage_of_every_path_as_npy() {
+    let dir = TempDir::new().unwrap();
+    let d = path(&dir, "dump");
+    ok(&[
+        "bisect", "--preset", "tiny", "--cpu", "--layers", "1", "--dump", &d,
+    ]);
+    let root = dir.path().join("dump").join("layer-000");
+    for p in ["reference", "cpu-f32", "cpu-f32-forced"] {
+        for stage in ["ffn_out", "expert_down", "topk_ids", "router_logits"] {
+            let f = root.join(p).join(format!("{stage}.npy"));
+            let bytes = std::fs::read(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            assert!(bytes.starts_with(b"\x93NUMPY"), "{}", f.display());
+        }
+    }
+    // tiny: H 256, B 1 → ffn_out is 1×256 f32.
+    let (shape, values) = read_npy(&root.join("reference/ffn_out.npy"));
+    assert_eq!((shape, values.len()), (vec![1, 256], 256));
+}
+
+#[test]
+fn bad_files_name_the_file() {
+    let dir = TempDir::new().unwrap();
+    // Issue 17: the OS error was printed twice.
+    let e = fails(
+        &["bisect", "/nonexistent.gguf"],
+        &["/nonexistent.gguf", "No such file"],
+    );
+    assert_eq!(e.matches("os error 2").count(), 1, "{e}");
+    fails(&["bisect", &path(&dir, "")], &["is a directory"]);
+    let file = tiny(&dir, 1);
+    fails(
+        &["bisect", &cut(&dir, &file, 100)],
+        &["cut-100.gguf", "truncated"],
+    );
+    fails(
+        &["bisect", &llama(&dir), "--cpu"],
+        &["llama.gguf", "general.architecture", "qwen3moe", "llama"],
+    );
+}
+
+#[test]
+fn bad_ranges_and_flags_name_the_flag() {
+    for (range, why) in [
+        ("40..60", "0..48"),
+        ("5..2", "non-empty"),
+        ("x..3", "expected A..B"),
+        ("many", "expected A..B"),
+    ] {
+        fails(
+            &["bisect", "--cpu", "--layers", range],
+            &["--layers", range, why],
+        );
+    }
+    let dir = TempDir::new().unwrap();
+    fails(
+        &["bisect", &tiny(&dir, 2), "--cpu", "--layers", "1..3"],
+        &["--layers 1..3", "0..2"],
+    );
+    fails(&["bisect", "--tokens", "9"], &["--tokens 9"]);
+    fails(&["bisect", "--tokens", "0"], &["--tokens 0"]);
+    fails(&["bisect", "--threshold", "1.5"], &["--threshold 1.5"]);
+    fails(&["bisect", "--threshold", "nan"], &["--threshold NaN"]);
+    fails(&["bisect", "--mode", "both"], &["--mode", "both"]);
+    fails(&["bisect", "--preset", "huge"], &["--preset", "huge"]);
+    fails(
+        &[
+            "bisect",
+            "--preset",
+            "tiny",
+            "--cpu",
+            "--layers",
+            "2",
+            "--inject-wrong-down-type",
+            "3",
+        ],
+        &["--inject-wrong-down-type 3"],
+    );
+    fails(&["bisect", "--jsonn"], &["--jsonn"]);
+}
+
+#[test]
+fn a_reader_that_closes_early_ends_it_quietly() {
+    // The header is flushed before the layers run; whether the table still fits the pipe when
+    // the reader leaves depends on timing, so 0 is accepted next to 141.
+    let out = closed_reader(&["bisect", "--preset", "tiny", "--cpu", "--layers", "2"]);
+    assert_quiet_close(&out, false);
+    let out = closed_reader(&[
+        "bisect", "--preset", "tiny", "--cpu", "--layers", "2", "--json",
+    ]);
+    assert_quiet_close(&out, false);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_48_layer_synthetic_model_matches_everywhere() {
+    let _gpu = qmoe_gpu::test_gpu();
+    let (code, doc) = report(&["--layers", "48", "--tokens", "2"]);
+    assert!(
+        doc["device"].as_str().unwrap().starts_with("device:"),
+        "{}",
+        doc["device"]
+    );
+    assert_eq!(code, 0, "{:#}", doc["modes"]);
+    assert_eq!(doc["modes"][0]["layers"].as_array().unwrap().len(), 48);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_wrong_down_type_at_layer_6_is_found_at_layer_6() {
+    let _gpu = qmoe_gpu::test_gpu();
+    let (code, doc) = report(&["--layers", "0..8", "--inject-wrong-down-type", "6"]);
+    assert!(doc["device"].as_str().unwrap().starts_with("device:"));
+    assert_eq!(code, 1);
+    for mode in ["free", "forced"] {
+        let d = diagnosis(&doc, mode);
+        assert!(
+            d.contains("router MATCH") && d.contains("at layer 6"),
+            "{d}"
+        );
+        assert!(d.contains("layers 0–5 MATCH") && d.contains("down"), "{d}");
+    }
+}
+
+#[test]
+fn its_device_line_is_the_one_env_prints() {
+    // Without --cpu: the GPU when there is one, else the reason there is none, in env's words.
+    let env = json(&["env", "--quick", "--json"]);
+    let line = env["device_line"].as_str().unwrap();
+    let (code, doc) = report(&["--preset", "tiny", "--layers", "1", "--mode", "forced"]);
+    assert_eq!(code, 0, "{doc:#}");
+    let device = doc["device"].as_str().unwrap();
+    assert!(
+        device.starts_with(&format!("{line}: comparing")),
+        "bisect: {device}\nenv: {line}"
+    );
+}
