@@ -1,5 +1,5 @@
 // kquants.cuh: the one place the device side writes down the GGML block layouts of
-// docs/kquants.md (Q4_K, Q6_K, Q8_0) and how one weight is recovered from its block.
+// ../../../docs/kquants.md (Q4_K, Q6_K, Q8_0) and how one weight is recovered from its block.
 //
 // Every later kernel (dequant, matvec, layer) includes this header, so a layout is written once.
 // The per-element functions compute in exactly the order of the Rust reference

@@ -131,7 +131,7 @@ struct MvQ6K {
     static constexpr bool HAS_MIN = false;
     // Item p: half h = p/4, l0 = 8(p%4). Run j (0..4) is weights 128h + 32j + l0 + 0..8: low
     // nibble (j < 2) or high nibble (j >= 2) of ql[64h + 32(j%2) + l0 + i], high bits
-    // (qh[32h + l0 + i] >> 2j) & 3, scale scales[8h + l0/16 + 2j] (docs/kquants.md, Q6_K).
+    // (qh[32h + l0 + i] >> 2j) & 3, scale scales[8h + l0/16 + 2j] (../../../docs/kquants.md, Q6_K).
     struct Raw {
         uint2 qla, qlb, qh;
         float a[4];  // d*sc per run, exact (11-bit significand times an 8-bit integer)
