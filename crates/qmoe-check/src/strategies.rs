@@ -1,8 +1,8 @@
 //! Proptest strategies shared by every kernel suite: k-quant blocks as raw bytes (valid and
 //! adversarial), f16 scales across their range, activations with outliers, router logits.
 //!
-//! Blocks are produced as bytes with the layouts of `docs/kquants.md` (this crate sits above
-//! qmoe-dequant, so it knows sizes and field offsets, not types). Every block has finite f16
+//! Blocks are produced as bytes with the layouts of `../../../docs/kquants.md` (this crate sits
+//! above qmoe-dequant, so it knows sizes and field offsets, not types). Every block has finite f16
 //! scales: non-finite ones are a load-time error, tested separately.
 
 use half::f16;

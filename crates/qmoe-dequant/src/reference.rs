@@ -1,4 +1,4 @@
-//! Scalar reference dequantization: the formulas of `docs/kquants.md` as plain loops.
+//! Scalar reference dequantization: the formulas of `../../../docs/kquants.md` as plain loops.
 //!
 //! Every value is computed in f32 in GGML's operation order (which is also the order of the
 //! `gguf` Python package's numpy code and of `cuda/kquants.cuh`), so the reference, the oracle

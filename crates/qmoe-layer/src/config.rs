@@ -91,8 +91,8 @@ impl MoeConfig {
     }
 }
 
-/// Whether layer `layer` of `n_layers` is a "more bits" layer of a Q4_K_M file (kquants.md):
-/// i < n/8, i ≥ 7n/8, or (i − n/8) % 3 == 2.
+/// Whether layer `layer` of `n_layers` is a "more bits" layer of a Q4_K_M file
+/// (`../../../docs/kquants.md`): i < n/8, i ≥ 7n/8, or (i − n/8) % 3 == 2.
 pub fn q4_k_m_more_bits(layer: usize, n_layers: usize) -> bool {
     let n8 = n_layers / 8;
     layer < n8 || layer >= 7 * n_layers / 8 || (layer - n8) % 3 == 2

@@ -101,8 +101,9 @@ pub fn random_blocks(qtype: QType, n: usize, std: f32, r: &mut ChaCha8Rng) -> Ve
                 for s in &mut sc {
                     *s = r.gen_range(32..64);
                 }
-                // Pack scales and mins (m = sc) per kquants.md: j < 4 in the low 6 bits of q[j]
-                // and q[j+4]; j ≥ 4 split over q[j+4] nibbles and the top bits of q[j-4], q[j].
+                // Pack scales and mins (m = sc) per ../../../../docs/kquants.md: j < 4 in the
+                // low 6 bits of q[j] and q[j+4]; j ≥ 4 split over q[j+4] nibbles and the top
+                // bits of q[j-4], q[j].
                 let q = &mut block[4..16];
                 for j in 0..4 {
                     q[j] = (sc[j] & 63) | ((sc[j + 4] >> 4) << 6);

@@ -36,7 +36,8 @@ fn qtype_table() {
 
 #[test]
 fn byte_length_error_names_tensor_and_sizes() {
-    // A Q6_K-sized down projection declared Q4_K: the layer-6 failure of kquants.md.
+    // A Q6_K-sized down projection declared Q4_K: the layer-6 failure of
+    // ../../../../docs/kquants.md.
     let bytes = vec![0u8; 2 * 2048 * 3 * 210];
     let err = QTensor::new(
         "blk.6.ffn_down_exps.weight",
