@@ -301,6 +301,7 @@ impl DeviceMoeLayer {
                 &ws.xn,
                 b,
                 &mut ws.act,
+                (&mut ws.gate_t, &mut ws.up_t),
             ),
             ForwardStage::Down => ops::matvec_indexed_gpu(
                 gpu,

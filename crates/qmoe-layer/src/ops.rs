@@ -24,7 +24,8 @@ pub(crate) fn router_gpu(
         .map_err(LayerError::router(ForwardStage::Router.name()))
 }
 
-/// Fused gate + up + SwiGLU for the selected experts: act [b, k, I].
+/// Gate + up + SwiGLU for the selected experts: act [b, k, I]; `scratch` holds [b, k, I] each
+/// for the unfused path of a mixed gate/up pair.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gate_up_swiglu_gpu(
     gpu: &Gpu,
@@ -35,9 +36,17 @@ pub(crate) fn gate_up_swiglu_gpu(
     x: &CudaSlice<f32>,
     b: usize,
     act: &mut CudaSlice<f32>,
+    scratch: (&mut CudaSlice<f32>, &mut CudaSlice<f32>),
 ) -> Result<()> {
-    qmoe_matvec::gate_up_swiglu_gpu(gpu, gate, up, ids, k, x, b, act)
-        .map_err(LayerError::matvec(ForwardStage::GateUpSwiglu.name()))
+    // One fused launch when gate and up share a type (every llama.cpp mix); a mixed pair takes
+    // the unfused path through the workspace's own buffers, so the forward stays capturable.
+    if gate.qtype() == up.qtype() {
+        qmoe_matvec::gate_up_swiglu_gpu(gpu, gate, up, ids, k, x, b, act)
+    } else {
+        let (g, u) = scratch;
+        qmoe_matvec::gate_up_swiglu_unfused_gpu(gpu, gate, up, ids, k, x, b, g, u, act)
+    }
+    .map_err(LayerError::matvec(ForwardStage::GateUpSwiglu.name()))
 }
 
 /// Expert-indexed matvec: y [b, k, R]; x is [b, K] shared by the slots or [b, k, K] per slot.
