@@ -5,7 +5,7 @@
 //! Every expert matrix has its own RNG stream, seeded from (seed, layer, projection, expert), so a
 //! layer is the same whether it is generated in memory or for a file, on one thread or many.
 
-use qmoe_dequant::{QTensor, QType};
+use qmoe_quant::{QTensor, QType};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -263,7 +263,7 @@ pub fn expert_bytes(
     outliers: bool,
 ) -> Vec<u8> {
     let w = expert_weights(hp, layer, seed, proj, expert, outliers);
-    qmoe_dequant::quantize::quantize(qtype, &w)
+    qmoe_quant::quantize::quantize(qtype, &w)
 }
 
 /// `ffn_norm` of layer `layer`: 1 + N(0, 0.1²) per element.

@@ -1,6 +1,6 @@
 //! One layer's weights: validated on the host, uploaded once, reused on the device.
 
-use qmoe_dequant::{DeviceQTensor, QTensor, QType};
+use qmoe_dequant::{DeviceQTensor, QTensor, QType, Upload};
 use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::Gpu;
 
