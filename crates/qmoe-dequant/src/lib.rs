@@ -19,5 +19,5 @@ mod tensor;
 
 pub use error::DequantError;
 pub use gpu::{dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, KERNELS, PTX};
-pub use qmoe_quant::{dims, layout, quantize, reference, QTensor, QType, QuantError};
+pub use qmoe_quant::{dims, layout, mix, quantize, reference, QTensor, QType, QuantError};
 pub use tensor::{DeviceQTensor, Upload, DEVICE_PAD};

@@ -1,10 +1,11 @@
 //! qmoe-quant: the GGML tensor formats qmoe reads (Q4_K, Q6_K, Q8_0, F32, F16, BF16) as plain
 //! host code: [`QType`], the validated host [`QTensor`], each block's byte [`layout`], the scalar
-//! [`reference`](mod@reference) dequantizer, the reference [`quantize`]rs, and, behind the `strategies` feature, proptest strategies
+//! [`reference`](mod@reference) dequantizer, the reference [`quantize`]rs, the per-model type
+//! rules of llama.cpp's mixes ([`mix`]) and, behind the `strategies` feature, proptest strategies
 //! that generate block bytes.
 //!
 //! Key design decision: everything a format *is* lives here, and this crate needs no GPU — no
-//! cudarc anywhere in its dependency tree (a test checks it). The GGUF reader, its fuzz target
+//! cudarc anywhere in its dependency tree. The GGUF reader, its fuzz target
 //! and the comparison crate depend on it alone; qmoe-dequant adds the device tensor and kernels
 //! on top and re-exports this crate's items. A block's field offsets are stated once, in
 //! [`layout`], and every host reader and writer of block bytes indexes through them; the one other
@@ -16,6 +17,7 @@
 
 mod error;
 pub mod layout;
+pub mod mix;
 mod qtype;
 pub mod quantize;
 pub mod reference;
