@@ -5,7 +5,7 @@
 //! that generate block bytes.
 //!
 //! Key design decision: everything a format *is* lives here, and this crate needs no GPU — no
-//! cudarc anywhere in its dependency tree. The GGUF reader, its fuzz target
+//! cudarc anywhere in its dependency tree (a test checks it). The GGUF reader, its fuzz target
 //! and the comparison crate depend on it alone; qmoe-dequant adds the device tensor and kernels
 //! on top and re-exports this crate's items. A block's field offsets are stated once, in
 //! [`layout`], and every host reader and writer of block bytes indexes through them; the one other
