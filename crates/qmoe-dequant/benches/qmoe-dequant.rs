@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use qmoe_dequant::{dequantize_gpu, dequantize_gpu_f16, DequantError, QTensor, QType};
+use qmoe_dequant::{dequantize_gpu, dequantize_gpu_f16, DequantError, QTensor, QType, Upload};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 

@@ -6,8 +6,8 @@
 //!   absolute data offsets)
 //! - `write-sample OUT.gguf [ALIGNMENT]`: a file with every metadata type and every tensor type
 
-use qmoe_dequant::{QTensor, QType};
 use qmoe_gguf::{GgufBuilder, GgufFile, MetaArray, MetaValue};
+use qmoe_quant::{QTensor, QType};
 use serde_json::{json, Value};
 
 fn main() {

@@ -256,7 +256,7 @@ pub enum GgufError {
         /// The tensor.
         tensor: String,
         /// The underlying error.
-        source: qmoe_dequant::DequantError,
+        source: qmoe_quant::QuantError,
     },
     /// The writer was driven out of order (wrong tensor, wrong byte count).
     #[error("writer: {0}")]

@@ -1,9 +1,9 @@
 //! Every ggml tensor type a GGUF file may name, with its block geometry.
 //!
 //! The reader knows all of them so that `qmoe inspect` can describe any real file; only the types
-//! `qmoe_dequant::QType` covers can become tensors to compute with.
+//! `qmoe_quant::QType` covers can become tensors to compute with.
 
-use qmoe_dequant::QType;
+use qmoe_quant::QType;
 
 /// A ggml tensor type id that some ggml version defines.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]

@@ -4,7 +4,7 @@
 //! Key design decision: a GGUF header is untrusted input. The parser ([`parse_header`]) checks every
 //! count, length, dimension product and data range against the bytes actually present before it
 //! allocates or slices, and reports failures as a [`GgufError`] naming the field and its byte
-//! offset; after that, tensors are handed out as [`QTensor`](qmoe_dequant::QTensor)s that borrow
+//! offset; after that, tensors are handed out as [`QTensor`](qmoe_quant::QTensor)s that borrow
 //! their bytes from the map, each carrying the type the file gives it, never an assumed one.
 //!
 //! Shapes: GGUF lists dims fastest first (`ne0` = row length); `QTensor` shapes are outermost

@@ -4,7 +4,7 @@
 //! The layer type proper lives in `qmoe-layer`; until it does, a layer is handed out as host
 //! [`QTensor`]s borrowing from the file.
 
-use qmoe_dequant::QTensor;
+use qmoe_quant::QTensor;
 use serde_json::json;
 
 use crate::error::{GgufError, Result};

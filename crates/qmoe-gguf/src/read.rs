@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use qmoe_dequant::QTensor;
+use qmoe_quant::QTensor;
 
 use crate::error::{GgufError, Result};
 use crate::parse::{parse_header, Header, TensorInfo};

@@ -5,7 +5,7 @@
 //! Every expert matrix has its own RNG stream, seeded from (seed, layer, projection, expert), so a
 //! layer is the same whether it is generated in memory or for a file, on one thread or many.
 
-use qmoe_dequant::{QTensor, QType};
+use qmoe_quant::{QTensor, QType};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -126,17 +126,9 @@ impl TypeScheme {
     }
 }
 
-/// The type of `ffn_down_exps` in layer `layer` of `n_layers` under Q4_K_M (llama.cpp's
-/// `use_more_bits`): Q6_K when `layer < n/8`, `layer >= 7n/8` or `(layer - n/8) % 3 == 2`, in
-/// integer arithmetic; otherwise Q4_K.
-pub fn q4_k_m_down_type(layer: usize, n_layers: usize) -> QType {
-    let eighth = n_layers / 8;
-    if layer < eighth || layer >= 7 * n_layers / 8 || (layer - eighth) % 3 == 2 {
-        QType::Q6_K
-    } else {
-        QType::Q4_K
-    }
-}
+/// The Q4_K_M rule for `ffn_down_exps`, defined once in qmoe-quant (and re-exported here for
+/// the generator's callers).
+pub use qmoe_quant::mix::q4_k_m_down_type;
 
 /// One of the three expert projections.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -263,7 +255,7 @@ pub fn expert_bytes(
     outliers: bool,
 ) -> Vec<u8> {
     let w = expert_weights(hp, layer, seed, proj, expert, outliers);
-    qmoe_dequant::quantize::quantize(qtype, &w)
+    qmoe_quant::quantize::quantize(qtype, &w)
 }
 
 /// `ffn_norm` of layer `layer`: 1 + N(0, 0.1²) per element.

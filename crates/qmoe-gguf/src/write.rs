@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use qmoe_dequant::QTensor;
+use qmoe_quant::QTensor;
 
 use crate::error::{GgufError, Result};
 use crate::ggml::GgmlType;

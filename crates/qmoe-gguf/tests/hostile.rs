@@ -6,9 +6,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
-use qmoe_dequant::{QTensor, QType};
 use qmoe_gguf::synth::{write_model, Preset, SynthSpec, TypeScheme};
 use qmoe_gguf::{to_bytes, GgufError, GgufFile, MetaArray, MetaValue, Qwen3MoeView};
+use qmoe_quant::{QTensor, QType};
 
 /// Records the largest single allocation request, so a header that lies about a count and makes
 /// the reader reserve gigabytes shows up even when the machine could satisfy it.

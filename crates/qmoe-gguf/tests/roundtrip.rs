@@ -2,13 +2,13 @@
 //! type rule, the Qwen3-MoE view, and the committed fixtures.
 
 use proptest::prelude::*;
-use qmoe_dequant::{QTensor, QType};
 use qmoe_gguf::synth::{
     model_builder, q4_k_m_down_type, synth_layer, Preset, SynthSpec, TypeScheme,
 };
 use qmoe_gguf::{
     to_bytes, GgmlType, GgufBuilder, GgufError, GgufFile, MetaArray, MetaValue, Qwen3MoeView,
 };
+use qmoe_quant::{QTensor, QType};
 
 fn kv(k: &str, v: MetaValue) -> (String, MetaValue) {
     (k.to_string(), v)

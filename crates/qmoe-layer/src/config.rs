@@ -1,7 +1,5 @@
 //! The layer's configuration and the Q4_K_M per-layer type rule.
 
-use qmoe_dequant::QType;
-
 use crate::{LayerError, Result};
 
 /// Sizes and options of one Qwen3-MoE FFN layer.
@@ -91,44 +89,13 @@ impl MoeConfig {
     }
 }
 
-/// Whether layer `layer` of `n_layers` is a "more bits" layer of a Q4_K_M file
-/// (`../../../docs/kquants.md`): i < n/8, i ≥ 7n/8, or (i − n/8) % 3 == 2.
-pub fn q4_k_m_more_bits(layer: usize, n_layers: usize) -> bool {
-    let n8 = n_layers / 8;
-    layer < n8 || layer >= 7 * n_layers / 8 || (layer - n8) % 3 == 2
-}
-
-/// The `ffn_down_exps` qtype of layer `layer` in a Q4_K_M file of `n_layers` layers: Q6_K on the
-/// "more bits" layers, Q4_K elsewhere (gate and up are always Q4_K).
-pub fn q4_k_m_down_type(layer: usize, n_layers: usize) -> QType {
-    if q4_k_m_more_bits(layer, n_layers) {
-        QType::Q6_K
-    } else {
-        QType::Q4_K
-    }
-}
+// The Q4_K_M per-layer type rule is defined once, in qmoe-quant's `mix` module (re-exported by
+// qmoe-dequant); it stays reachable here for the layer stacks' callers.
+pub use qmoe_dequant::mix::{q4_k_m_down_type, q4_k_m_more_bits};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn q4_k_m_rule_for_48_layers_matches_kquants_md() {
-        let q6: Vec<usize> = (0..48)
-            .filter(|&i| q4_k_m_down_type(i, 48) == QType::Q6_K)
-            .collect();
-        let mut want: Vec<usize> = (0..6).collect();
-        want.extend((8..42).step_by(3));
-        want.extend(42..48);
-        assert_eq!(q6, want);
-        assert_eq!(
-            q4_k_m_down_type(6, 48),
-            QType::Q4_K,
-            "layer 6 is the first q4_k"
-        );
-        assert_eq!(q4_k_m_down_type(7, 48), QType::Q4_K);
-        assert_eq!(q4_k_m_down_type(8, 48), QType::Q6_K);
-    }
 
     #[test]
     fn validate_names_the_bad_field() {

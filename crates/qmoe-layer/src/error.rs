@@ -137,15 +137,15 @@ impl LayerError {
     }
 
     /// Wraps a qmoe-dequant error from call `op` on tensor `tensor`.
-    pub(crate) fn dequant(
+    pub(crate) fn dequant<E: Into<qmoe_dequant::DequantError>>(
         tensor: impl Into<String>,
         op: &'static str,
-    ) -> impl FnOnce(qmoe_dequant::DequantError) -> LayerError {
+    ) -> impl FnOnce(E) -> LayerError {
         let tensor = tensor.into();
         move |source| LayerError::Dequant {
             tensor,
             op,
-            source: Box::new(source),
+            source: Box::new(source.into()),
         }
     }
 

@@ -122,6 +122,8 @@ pub(crate) fn swiglu_ref(gate: &[f32], up: &[f32]) -> Vec<f32> {
 mod tests {
     use std::error::Error as _;
 
+    use qmoe_dequant::Upload as _;
+
     use super::*;
 
     fn cfg() -> MoeConfig {

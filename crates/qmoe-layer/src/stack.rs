@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use qmoe_dequant::{DeviceQTensor, QTensor, QType};
+use qmoe_dequant::{DeviceQTensor, QTensor, QType, Upload};
 use qmoe_gpu::cuda::{CudaGraph, CudaSlice};
 use qmoe_gpu::{Gpu, GpuError};
 

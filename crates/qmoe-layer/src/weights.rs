@@ -1,6 +1,6 @@
 //! One layer's weights: validated on the host, uploaded once, reused on the device.
 
-use qmoe_dequant::{DeviceQTensor, QTensor, QType};
+use qmoe_dequant::{DeviceQTensor, QTensor, QType, Upload};
 use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::Gpu;
 
@@ -301,7 +301,10 @@ mod tests {
             .and_then(|s| s.downcast_ref::<DequantError>())
             .expect("source() is the DequantError");
         assert!(
-            matches!(cause, DequantError::NonFiniteScale { block: 0, .. }),
+            matches!(
+                cause,
+                DequantError::Quant(qmoe_dequant::QuantError::NonFiniteScale { block: 0, .. })
+            ),
             "{cause:?}"
         );
         // The layer's message names the tensor and the call; the cause is printed once.

@@ -8,7 +8,7 @@
 //! the fused gate+up (and a mixed-type gate/up pair) and whole traced layers, every stage.
 
 use half::f16;
-use qmoe_dequant::{QTensor, QType};
+use qmoe_dequant::{QTensor, QType, Upload as _};
 use qmoe_layer::{MoeConfig, MoeLayerStack, MoeLayerWeights};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

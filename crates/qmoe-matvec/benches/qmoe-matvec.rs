@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use qmoe_dequant::{DeviceQTensor, QTensor, QType};
+use qmoe_dequant::{DeviceQTensor, QTensor, QType, Upload};
 use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::Gpu;
 use rand::{Rng, RngCore, SeedableRng};

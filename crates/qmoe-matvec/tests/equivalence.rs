@@ -11,7 +11,7 @@ mod gen;
 use gen::{check, Style};
 use proptest::prelude::*;
 use qmoe_check::strategies::{blocks, q4_k_block, q6_k_block, q8_0_block};
-use qmoe_dequant::{QTensor, QType};
+use qmoe_dequant::{QTensor, QType, Upload};
 use qmoe_matvec::reference::{
     error_bound, error_bound_indexed, gamma, gate_up_swiglu_bound, gate_up_swiglu_ref,
     matvec_indexed_ref, matvec_ref,

@@ -11,6 +11,7 @@
 
 use anyhow::{bail, Context, Result};
 use half::f16;
+use qmoe_dequant::layout::{q4_k, q6_k, q8_0, F16_BYTES};
 use qmoe_dequant::{QTensor, QType};
 use qmoe_gguf::synth::{Preset, TypeScheme};
 use qmoe_gguf::{GgufFile, Qwen3MoeHparams, Qwen3MoeView};
@@ -95,16 +96,15 @@ pub fn random_blocks(qtype: QType, n: usize, std: f32, r: &mut ChaCha8Rng) -> Ve
                 // value = d·sc·q − dmin·m with q uniform 0..15 (σ 4.61); dmin = 7.5·d and m = sc
                 // centre it; sc in 32..63 (mean 47.5).
                 let d = std / (47.5 * 4.61);
-                block[0..2].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
-                block[2..4].copy_from_slice(&f16::from_f32(7.5 * d).to_bits().to_le_bytes());
+                put_f16(block, q4_k::D, d);
+                put_f16(block, q4_k::DMIN, 7.5 * d);
                 let mut sc = [0u8; 8];
                 for s in &mut sc {
                     *s = r.gen_range(32..64);
                 }
-                // Pack scales and mins (m = sc) per ../../../../docs/kquants.md: j < 4 in the
-                // low 6 bits of q[j] and q[j+4]; j ≥ 4 split over q[j+4] nibbles and the top
-                // bits of q[j-4], q[j].
-                let q = &mut block[4..16];
+                // Pack scales and mins (m = sc) per docs/kquants.md: j < 4 in the low 6 bits of q[j]
+                // and q[j+4]; j ≥ 4 split over q[j+4] nibbles and the top bits of q[j-4], q[j].
+                let q = &mut block[q4_k::SCALES];
                 for j in 0..4 {
                     q[j] = (sc[j] & 63) | ((sc[j + 4] >> 4) << 6);
                     q[j + 4] = (sc[j] & 63) | ((sc[j + 4] >> 4) << 6);
@@ -114,20 +114,25 @@ pub fn random_blocks(qtype: QType, n: usize, std: f32, r: &mut ChaCha8Rng) -> Ve
             QType::Q6_K => {
                 // value = d·sc·(q − 32), q uniform 0..63 (σ 18.5); sc in ±(40..80) (mean 60).
                 let d = std / (60.0 * 18.5);
-                for s in &mut block[192..208] {
+                for s in &mut block[q6_k::SCALES] {
                     let v: i8 = r.gen_range(40..80);
                     *s = (if r.gen::<bool>() { v } else { -v }) as u8;
                 }
-                block[208..210].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+                put_f16(block, q6_k::D, d);
             }
             QType::Q8_0 => {
                 let d = std / 73.6; // q uniform over int8 (σ ≈ 73.6)
-                block[0..2].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+                put_f16(block, q8_0::D, d);
             }
             other => panic!("random_blocks: {other} is not a block type"),
         }
     }
     out
+}
+
+/// Stores `v` rounded to f16, little-endian, at byte `at` of a block.
+fn put_f16(block: &mut [u8], at: usize, v: f32) {
+    block[at..at + F16_BYTES].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
 }
 
 fn normals(r: &mut ChaCha8Rng, n: usize, std: f32) -> Vec<f32> {

@@ -4,7 +4,9 @@
 use half::{bf16, f16};
 use proptest::prelude::*;
 use qmoe_check::strategies::{blocks, q4_k_block, q6_k_block, q8_0_block};
-use qmoe_dequant::{dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, QTensor, QType};
+use qmoe_dequant::{
+    dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, QTensor, QType, Upload,
+};
 use qmoe_gpu::Gpu;
 
 use super::naive;

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use qmoe_dequant::QType;
+use qmoe_quant::QType;
 
 use super::{ffn_norm, parallel_experts, router, Preset, Proj, TypeScheme};
 use crate::error::Result;

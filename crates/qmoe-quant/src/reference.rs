@@ -9,6 +9,7 @@
 
 use half::{bf16, f16};
 
+use crate::layout::{q4_k, q6_k, q8_0};
 use crate::QType;
 
 /// Q4_K sub-block `j` (0..8) scale and min from the 12 packed scale bytes.
@@ -31,11 +32,11 @@ pub fn f16_at(bytes: &[u8], at: usize) -> f32 {
 
 /// Dequantizes one 144-byte Q4_K block into `out[..256]`.
 pub fn q4_k_block(block: &[u8], out: &mut [f32]) {
-    assert_eq!(block.len(), 144, "q4_k block is 144 bytes");
-    let d = f16_at(block, 0);
-    let dmin = f16_at(block, 2);
-    let scales = &block[4..16];
-    let qs = &block[16..144];
+    assert_eq!(block.len(), q4_k::BLOCK_BYTES, "q4_k block is 144 bytes");
+    let d = f16_at(block, q4_k::D);
+    let dmin = f16_at(block, q4_k::DMIN);
+    let scales = &block[q4_k::SCALES];
+    let qs = &block[q4_k::QS];
     for c in 0..4 {
         let (sc_lo, m_lo) = q4_k_scale_min(2 * c, scales);
         let (sc_hi, m_hi) = q4_k_scale_min(2 * c + 1, scales);
@@ -53,12 +54,13 @@ pub fn q4_k_block(block: &[u8], out: &mut [f32]) {
 
 /// Dequantizes one 210-byte Q6_K block into `out[..256]`.
 pub fn q6_k_block(block: &[u8], out: &mut [f32]) {
-    assert_eq!(block.len(), 210, "q6_k block is 210 bytes");
-    let d = f16_at(block, 208);
+    assert_eq!(block.len(), q6_k::BLOCK_BYTES, "q6_k block is 210 bytes");
+    let d = f16_at(block, q6_k::D);
+    let (ql, qh, sc) = (&block[q6_k::QL], &block[q6_k::QH], &block[q6_k::SCALES]);
     for h in 0..2 {
-        let ql = &block[64 * h..64 * h + 64];
-        let qh = &block[128 + 32 * h..128 + 32 * h + 32];
-        let sc = &block[192 + 8 * h..192 + 8 * h + 8];
+        let ql = &ql[64 * h..64 * h + 64];
+        let qh = &qh[32 * h..32 * h + 32];
+        let sc = &sc[8 * h..8 * h + 8];
         for l in 0..32 {
             let is = l / 16;
             let q1 = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i32 - 32;
@@ -76,10 +78,10 @@ pub fn q6_k_block(block: &[u8], out: &mut [f32]) {
 
 /// Dequantizes one 34-byte Q8_0 block into `out[..32]`.
 pub fn q8_0_block(block: &[u8], out: &mut [f32]) {
-    assert_eq!(block.len(), 34, "q8_0 block is 34 bytes");
-    let d = f16_at(block, 0);
-    for i in 0..32 {
-        out[i] = d * block[2 + i] as i8 as f32;
+    assert_eq!(block.len(), q8_0::BLOCK_BYTES, "q8_0 block is 34 bytes");
+    let d = f16_at(block, q8_0::D);
+    for (o, &q) in out[..q8_0::BLOCK_WEIGHTS].iter_mut().zip(&block[q8_0::QS]) {
+        *o = d * q as i8 as f32;
     }
 }
 

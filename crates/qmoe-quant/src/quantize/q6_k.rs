@@ -2,7 +2,8 @@
 
 use half::f16;
 
-use super::{clamp_fast, lanes_sum, nearest, round_fast};
+use super::{clamp_fast, lanes_sum, nearest, put_f16, round_fast};
+use crate::layout::q6_k;
 
 /// Best symmetric scale for `x ≈ scale * l`, `l` in `-nmax..nmax`, weighting each value by its
 /// square, over candidate inverse scales near `-nmax / max` (the largest magnitude maps to
@@ -54,7 +55,7 @@ fn scale_search(x: &[f32; 16], nmax: i32) -> f32 {
 
 /// One Q6_K block: a searched signed scale per 16-weight sub-block, int8 scales relative to an
 /// f16 super-block scale, then the 6-bit integers against the stored scales.
-pub fn q6_k_block(x: &[f32; 256]) -> [u8; 210] {
+pub fn q6_k_block(x: &[f32; 256]) -> [u8; q6_k::BLOCK_BYTES] {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked on the line above.
@@ -69,12 +70,12 @@ pub fn q6_k_block(x: &[f32; 256]) -> [u8; 210] {
 /// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn q6_k_block_avx2(x: &[f32; 256]) -> [u8; 210] {
+unsafe fn q6_k_block_avx2(x: &[f32; 256]) -> [u8; q6_k::BLOCK_BYTES] {
     q6_k_block_body(x)
 }
 
 #[inline(always)]
-pub(super) fn q6_k_block_body(x: &[f32; 256]) -> [u8; 210] {
+pub(super) fn q6_k_block_body(x: &[f32; 256]) -> [u8; q6_k::BLOCK_BYTES] {
     let mut scales = [0.0f32; 16];
     for (ib, s) in scales.iter_mut().enumerate() {
         *s = scale_search(x[16 * ib..16 * ib + 16].try_into().expect("16"), 32);
@@ -85,7 +86,7 @@ pub(super) fn q6_k_block_body(x: &[f32; 256]) -> [u8; 210] {
             max_scale = s;
         }
     }
-    let mut out = [0u8; 210];
+    let mut out = [0u8; q6_k::BLOCK_BYTES];
     if max_scale == 0.0 {
         // All-zero block: d = 0, zero scales, every quant 0 (stored as 32).
         fill_q6(&mut out, &[32u8; 256]);
@@ -93,7 +94,7 @@ pub(super) fn q6_k_block_body(x: &[f32; 256]) -> [u8; 210] {
     }
     // As for Q4_K, the int8 scales are chosen against the f16-rounded super-block scale.
     let d = f16::from_f32(max_scale / -128.0);
-    out[208..210].copy_from_slice(&d.to_bits().to_le_bytes());
+    put_f16(&mut out, q6_k::D, d);
     let df = d.to_f32();
     let mut l = [32u8; 256];
     for ib in 0..16 {
@@ -102,7 +103,7 @@ pub(super) fn q6_k_block_body(x: &[f32; 256]) -> [u8; 210] {
         } else {
             0
         };
-        out[192 + ib] = ls as u8;
+        out[q6_k::SCALES][ib] = ls as u8;
         let dl = df * ls as f32;
         if dl == 0.0 {
             continue;
@@ -119,14 +120,14 @@ pub(super) fn q6_k_block_body(x: &[f32; 256]) -> [u8; 210] {
 }
 
 /// Packs 256 unsigned 6-bit quants into a Q6_K block's `ql` and `qh`.
-fn fill_q6(out: &mut [u8; 210], l: &[u8; 256]) {
+fn fill_q6(out: &mut [u8; q6_k::BLOCK_BYTES], l: &[u8; 256]) {
     for h in 0..2 {
         for i in 0..32 {
             let base = 128 * h + i;
             let (q1, q2, q3, q4) = (l[base], l[base + 32], l[base + 64], l[base + 96]);
-            out[64 * h + i] = (q1 & 0x0F) | ((q3 & 0x0F) << 4);
-            out[64 * h + i + 32] = (q2 & 0x0F) | ((q4 & 0x0F) << 4);
-            out[128 + 32 * h + i] =
+            out[q6_k::QL][64 * h + i] = (q1 & 0x0F) | ((q3 & 0x0F) << 4);
+            out[q6_k::QL][64 * h + i + 32] = (q2 & 0x0F) | ((q4 & 0x0F) << 4);
+            out[q6_k::QH][32 * h + i] =
                 (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
         }
     }

@@ -1,8 +1,8 @@
 //! CPU tests: types, tensor validation, reference vs naive re-derivation, quantizer error.
 
 use proptest::prelude::*;
-use qmoe_check::strategies::{blocks, q4_k_block, q6_k_block, q8_0_block};
-use qmoe_dequant::{reference, DequantError, QTensor, QType};
+use qmoe_quant::strategies::{blocks, q4_k_block, q6_k_block, q8_0_block};
+use qmoe_quant::{reference, QTensor, QType, QuantError};
 
 use super::naive;
 
@@ -63,7 +63,7 @@ fn shape_errors() {
     assert!(
         matches!(
             err,
-            DequantError::RowNotBlockMultiple {
+            QuantError::RowNotBlockMultiple {
                 cols: 100,
                 block: 256,
                 ..
@@ -78,7 +78,7 @@ fn shape_errors() {
     for shape in [&[][..], &[0, 256], &[1, 1, 1, 256]] {
         let err = QTensor::new("x", QType::Q4_K, shape, vec![]).unwrap_err();
         assert!(
-            matches!(err, DequantError::BadShape { .. }),
+            matches!(err, QuantError::BadShape { .. }),
             "{shape:?}: {err}"
         );
     }
@@ -86,7 +86,7 @@ fn shape_errors() {
     assert!(
         matches!(
             err,
-            DequantError::ValueCount {
+            QuantError::ValueCount {
                 expected: 512,
                 actual: 256,
                 ..
@@ -159,7 +159,7 @@ fn validate_finite_names_first_bad_block() {
         let bad = QTensor::new("blk.3.ffn_down_exps.weight", qtype, &[4, 256], bytes).unwrap();
         let err = bad.validate_finite().unwrap_err();
         assert!(
-            matches!(err, DequantError::NonFiniteScale { block: 2, .. }),
+            matches!(err, QuantError::NonFiniteScale { block: 2, .. }),
             "{err}"
         );
         assert_eq!(
@@ -313,7 +313,7 @@ proptest! {
 /// The bytes do not depend on the thread count or on the AVX2 build of the search.
 #[test]
 fn quantizer_is_deterministic_across_threads_and_builds() {
-    use qmoe_dequant::quantize;
+    use qmoe_quant::quantize;
     let x = naive::normal(9, 256 * 37);
     for t in [QType::Q4_K, QType::Q6_K, QType::Q8_0, QType::BF16] {
         let one = quantize::quantize_with_threads(t, &x, 1);

@@ -9,12 +9,18 @@
 
 use half::{bf16, f16};
 
+use crate::layout::{q4_k, q8_0, F16_BYTES};
 use crate::QType;
 
 mod q6_k;
 
 pub use q6_k::q6_k_block;
 use q6_k::q6_k_block_body;
+
+/// Stores `v` little-endian at byte `at` of a block.
+fn put_f16(block: &mut [u8], at: usize, v: f16) {
+    block[at..at + F16_BYTES].copy_from_slice(&v.to_bits().to_le_bytes());
+}
 
 /// Rounds half away from zero, like C's `roundf`, to an `i32`.
 fn nearest(x: f32) -> i32 {
@@ -86,25 +92,25 @@ fn quantize_serial(qtype: QType, values: &[f32], out: &mut [u8]) {
 #[doc(hidden)]
 pub mod portable {
     /// Baseline-build Q4_K block quantizer.
-    pub fn q4_k_block(x: &[f32; 256]) -> [u8; 144] {
+    pub fn q4_k_block(x: &[f32; 256]) -> [u8; crate::layout::q4_k::BLOCK_BYTES] {
         super::q4_k_block_body(x)
     }
 
     /// Baseline-build Q6_K block quantizer.
-    pub fn q6_k_block(x: &[f32; 256]) -> [u8; 210] {
+    pub fn q6_k_block(x: &[f32; 256]) -> [u8; crate::layout::q6_k::BLOCK_BYTES] {
         super::q6_k_block_body(x)
     }
 }
 
 /// One Q8_0 block: `d = amax / 127`, `q = round(x / d)`.
-pub fn q8_0_block(x: &[f32; 32]) -> [u8; 34] {
+pub fn q8_0_block(x: &[f32; 32]) -> [u8; q8_0::BLOCK_BYTES] {
     let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let mut out = [0u8; 34];
-    out[0..2].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
-    for i in 0..32 {
-        out[2 + i] = nearest(x[i] * id).clamp(-127, 127) as i8 as u8;
+    let mut out = [0u8; q8_0::BLOCK_BYTES];
+    put_f16(&mut out, q8_0::D, f16::from_f32(d));
+    for (o, &v) in out[q8_0::QS].iter_mut().zip(x) {
+        *o = nearest(v * id).clamp(-127, 127) as i8 as u8;
     }
     out
 }
@@ -226,7 +232,7 @@ fn scale_min_search(x: &[f32; 32], w: &[f32; 32], nmax: u8) -> (f32, f32) {
 
 /// One Q4_K block: per 32-weight sub-block a searched scale and min, then 6-bit scales and mins
 /// relative to f16 super-block scales, then the final 4-bit integers against the stored scales.
-pub fn q4_k_block(x: &[f32; 256]) -> [u8; 144] {
+pub fn q4_k_block(x: &[f32; 256]) -> [u8; q4_k::BLOCK_BYTES] {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked on the line above.
@@ -244,12 +250,12 @@ pub fn q4_k_block(x: &[f32; 256]) -> [u8; 144] {
 /// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn q4_k_block_avx2(x: &[f32; 256]) -> [u8; 144] {
+unsafe fn q4_k_block_avx2(x: &[f32; 256]) -> [u8; q4_k::BLOCK_BYTES] {
     q4_k_block_body(x)
 }
 
 #[inline(always)]
-fn q4_k_block_body(x: &[f32; 256]) -> [u8; 144] {
+fn q4_k_block_body(x: &[f32; 256]) -> [u8; q4_k::BLOCK_BYTES] {
     let mut scales = [0.0f32; 8];
     let mut mins = [0.0f32; 8];
     let mut w = [0.0f32; 32];
@@ -281,12 +287,12 @@ fn q4_k_block_body(x: &[f32; 256]) -> [u8; 144] {
         ls[j] = six_bit(scales[j], d);
         lm[j] = six_bit(mins[j], dmin);
     }
-    let mut out = [0u8; 144];
-    out[0..2].copy_from_slice(&d.to_bits().to_le_bytes());
-    out[2..4].copy_from_slice(&dmin.to_bits().to_le_bytes());
+    let mut out = [0u8; q4_k::BLOCK_BYTES];
+    put_f16(&mut out, q4_k::D, d);
+    put_f16(&mut out, q4_k::DMIN, dmin);
     // Pack: j < 4 in the low 6 bits of q[j] (scale) and q[j+4] (min); j >= 4 in q[j+4]'s two
     // nibbles, with the high two bits in the top of q[j-4] (scale) and q[j] (min).
-    let q = &mut out[4..16];
+    let q = &mut out[q4_k::SCALES];
     for j in 0..8 {
         if j < 4 {
             q[j] = ls[j];
@@ -311,9 +317,10 @@ fn q4_k_block_body(x: &[f32; 256]) -> [u8; 144] {
             l[32 * j + i] = round_fast(clamp_fast(v, 0.0, 15.0)) as u8;
         }
     }
+    let qs = &mut out[q4_k::QS];
     for c in 0..4 {
         for i in 0..32 {
-            out[16 + 32 * c + i] = l[64 * c + i] | (l[64 * c + 32 + i] << 4);
+            qs[32 * c + i] = l[64 * c + i] | (l[64 * c + 32 + i] << 4);
         }
     }
     out

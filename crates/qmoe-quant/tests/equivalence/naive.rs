@@ -1,5 +1,5 @@
 //! An independent re-derivation of each weight, one element at a time by index, in the style
-//! of `cuda/kquants.cuh` (not the reference's chunked loops), so a shared indexing mistake is
+//! of `qmoe-dequant/cuda/kquants.cuh` (not the reference's chunked loops), so a shared indexing mistake is
 //! unlikely. Also the host twin of the device helpers' index arithmetic.
 
 use half::f16;

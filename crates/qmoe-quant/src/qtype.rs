@@ -1,5 +1,7 @@
 //! The tensor element types qmoe reads, with GGML's ids and block geometry.
 
+use crate::layout;
+
 /// A tensor's element type: GGML's quantized block formats and the plain float types.
 ///
 /// Carries GGML's type id, how many weights a block holds and how many bytes it takes, so every
@@ -53,8 +55,9 @@ impl QType {
     pub const fn block_weights(self) -> usize {
         match self {
             QType::F32 | QType::F16 | QType::BF16 => 1,
-            QType::Q8_0 => 32,
-            QType::Q4_K | QType::Q6_K => 256,
+            QType::Q8_0 => layout::q8_0::BLOCK_WEIGHTS,
+            QType::Q4_K => layout::q4_k::BLOCK_WEIGHTS,
+            QType::Q6_K => layout::q6_k::BLOCK_WEIGHTS,
         }
     }
 
@@ -63,9 +66,9 @@ impl QType {
         match self {
             QType::F32 => 4,
             QType::F16 | QType::BF16 => 2,
-            QType::Q8_0 => 34,
-            QType::Q4_K => 144,
-            QType::Q6_K => 210,
+            QType::Q8_0 => layout::q8_0::BLOCK_BYTES,
+            QType::Q4_K => layout::q4_k::BLOCK_BYTES,
+            QType::Q6_K => layout::q6_k::BLOCK_BYTES,
         }
     }
 

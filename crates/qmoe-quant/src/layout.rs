@@ -1,0 +1,144 @@
+//! Block geometry and field byte offsets of each quantized type, stated once.
+//!
+//! The reference dequantizer, the quantizers, [`QTensor::validate_finite`](crate::QTensor::validate_finite),
+//! the proptest block strategies and `qmoe bisect`'s synthetic blocks all index blocks through
+//! these constants, so a field cannot move in one place and not in another. The device side has
+//! its own copy in `qmoe-dequant/cuda/kquants.cuh`; the GPU equivalence tests keep the two equal.
+//! All multi-byte fields are little-endian; `f16` is IEEE half precision.
+
+use std::ops::Range;
+
+use crate::QType;
+
+/// Q4_K: 256 weights in a 144-byte super-block of eight 32-weight sub-blocks, each with a
+/// 6-bit scale and a 6-bit min.
+pub mod q4_k {
+    use std::ops::Range;
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 256;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 144;
+    /// `d`, f16: the super-block scale of the sub-block scales.
+    pub const D: usize = 0;
+    /// `dmin`, f16: the super-block scale of the sub-block mins.
+    pub const DMIN: usize = 2;
+    /// `scales[12]`: eight 6-bit scales and eight 6-bit mins, packed.
+    pub const SCALES: Range<usize> = 4..16;
+    /// `qs[128]`: 256 four-bit quants, two per byte.
+    pub const QS: Range<usize> = 16..144;
+}
+
+/// Q6_K: 256 weights in a 210-byte super-block of sixteen 16-weight sub-blocks, each with an
+/// int8 scale.
+pub mod q6_k {
+    use std::ops::Range;
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 256;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 210;
+    /// `ql[128]`: the low four bits of the 256 quants.
+    pub const QL: Range<usize> = 0..128;
+    /// `qh[64]`: the high two bits of the 256 quants.
+    pub const QH: Range<usize> = 128..192;
+    /// `scales[16]`: int8 sub-block scales.
+    pub const SCALES: Range<usize> = 192..208;
+    /// `d`, f16: the super-block scale.
+    pub const D: usize = 208;
+}
+
+/// Q8_0: 32 weights in a 34-byte block with one f16 scale.
+pub mod q8_0 {
+    use std::ops::Range;
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 32;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 34;
+    /// `d`, f16: the block scale.
+    pub const D: usize = 0;
+    /// `qs[32]`: int8 quants.
+    pub const QS: Range<usize> = 2..34;
+}
+
+/// Bytes of one `f16` field.
+pub const F16_BYTES: usize = 2;
+
+/// The f16 scale fields of a block of `qtype`, as (name used in messages, byte offset): the
+/// fields that must be finite for the block to decode to finite values. Empty for float types.
+pub const fn f16_scales(qtype: QType) -> &'static [(&'static str, usize)] {
+    match qtype {
+        QType::Q4_K => &[("d", q4_k::D), ("dmin", q4_k::DMIN)],
+        QType::Q6_K => &[("d", q6_k::D)],
+        QType::Q8_0 => &[("d", q8_0::D)],
+        QType::F32 | QType::F16 | QType::BF16 => &[],
+    }
+}
+
+/// Every field of a block of `qtype` as (name, byte range), in storage order; empty for float
+/// types. The layout test checks they tile the block exactly.
+pub fn fields(qtype: QType) -> Vec<(&'static str, Range<usize>)> {
+    let f16 = |at: usize| at..at + F16_BYTES;
+    match qtype {
+        QType::Q4_K => vec![
+            ("d", f16(q4_k::D)),
+            ("dmin", f16(q4_k::DMIN)),
+            ("scales", q4_k::SCALES),
+            ("qs", q4_k::QS),
+        ],
+        QType::Q6_K => vec![
+            ("ql", q6_k::QL),
+            ("qh", q6_k::QH),
+            ("scales", q6_k::SCALES),
+            ("d", f16(q6_k::D)),
+        ],
+        QType::Q8_0 => vec![("d", f16(q8_0::D)), ("qs", q8_0::QS)],
+        QType::F32 | QType::F16 | QType::BF16 => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_tile_each_block_exactly() {
+        for qtype in QType::ALL.into_iter().filter(|t| t.is_quantized()) {
+            let mut end = 0;
+            for (name, range) in fields(qtype) {
+                assert_eq!(
+                    range.start, end,
+                    "{qtype}: field {name} leaves a gap or overlaps"
+                );
+                end = range.end;
+            }
+            assert_eq!(
+                end,
+                qtype.block_bytes(),
+                "{qtype}: fields do not fill the block"
+            );
+            for &(name, at) in f16_scales(qtype) {
+                assert!(
+                    fields(qtype)
+                        .iter()
+                        .any(|(n, r)| *n == name && r.start == at),
+                    "{qtype}: scale {name}@{at} is not a field"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn offsets_match_ggml() {
+        assert_eq!(
+            (q4_k::D, q4_k::DMIN, q4_k::SCALES, q4_k::QS),
+            (0, 2, 4..16, 16..144)
+        );
+        assert_eq!(
+            (q6_k::QL, q6_k::QH, q6_k::SCALES, q6_k::D),
+            (0..128, 128..192, 192..208, 208)
+        );
+        assert_eq!((q8_0::D, q8_0::QS), (0, 2..34));
+    }
+}

@@ -1,0 +1,112 @@
+//! Proptest strategies for quantized blocks as raw bytes (valid and adversarial), with f16 scales
+//! across their whole finite range; the kernel crates' suites reach them through
+//! `qmoe_check::strategies`.
+//!
+//! Blocks are built field by field from [`layout`](crate::layout). Every block has finite f16
+//! scales: non-finite ones are a load-time error ([`QTensor::validate_finite`](crate::QTensor::validate_finite)),
+//! tested separately.
+
+use half::f16;
+use proptest::prelude::*;
+
+use crate::layout::{q4_k, q6_k, q8_0, F16_BYTES};
+
+/// Q4_K block bytes (`d`, `dmin`, `scales[12]`, `qs[128]`).
+pub const Q4_K_BYTES: usize = q4_k::BLOCK_BYTES;
+/// Q6_K block bytes (`ql[128]`, `qh[64]`, `scales[16]`, `d`).
+pub const Q6_K_BYTES: usize = q6_k::BLOCK_BYTES;
+/// Q8_0 block bytes (`d`, `qs[32]`).
+pub const Q8_0_BYTES: usize = q8_0::BLOCK_BYTES;
+
+/// A finite f16 scale, weighted toward the realistic range but covering the extremes:
+/// 65504 (largest), subnormals, the smallest normal, zero, negative.
+pub fn f16_scale() -> impl Strategy<Value = f16> + Clone {
+    prop_oneof![
+        6 => (1e-4f32..0.1f32).prop_map(f16::from_f32),
+        1 => Just(f16::MAX),
+        1 => Just(f16::from_bits(0x0001)), // smallest subnormal
+        1 => Just(f16::from_bits(0x03ff)), // largest subnormal
+        1 => Just(f16::MIN_POSITIVE),
+        1 => Just(f16::ZERO),
+        1 => (-0.1f32..-1e-4f32).prop_map(f16::from_f32),
+        1 => any::<u16>()
+            .prop_map(f16::from_bits)
+            .prop_filter("finite", |h| h.is_finite()),
+    ]
+}
+
+/// A realistic f16 scale only (what a quantizer produces for weights of size ~0.01..1).
+pub fn f16_scale_realistic() -> impl Strategy<Value = f16> + Clone {
+    (1e-4f32..0.05f32).prop_map(f16::from_f32)
+}
+
+fn put_f16(bytes: &mut [u8], at: usize, v: f16) {
+    bytes[at..at + F16_BYTES].copy_from_slice(&v.to_bits().to_le_bytes());
+}
+
+/// Payload bytes: uniformly random, or one of the adversarial fills (all 0xff: every nibble 15
+/// and every 6-bit scale 63; all zero: zero scales).
+fn payload(len: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        6 => proptest::collection::vec(any::<u8>(), len),
+        1 => Just(vec![0xffu8; len]),
+        1 => Just(vec![0u8; len]),
+    ]
+}
+
+/// One Q4_K block with d and dmin from `scale` (dmin may exceed d).
+pub fn q4_k_block_with(
+    scale: impl Strategy<Value = f16> + Clone,
+) -> impl Strategy<Value = Vec<u8>> {
+    // The payload is everything after the two f16 scales: `scales` and `qs`, contiguous.
+    let body = q4_k::SCALES.start..q4_k::QS.end;
+    (scale.clone(), scale, payload(body.len())).prop_map(move |(d, dmin, payload)| {
+        let mut b = vec![0u8; Q4_K_BYTES];
+        put_f16(&mut b, q4_k::D, d);
+        put_f16(&mut b, q4_k::DMIN, dmin);
+        b[body.clone()].copy_from_slice(&payload);
+        b
+    })
+}
+
+/// One Q6_K block with d from `scale`.
+pub fn q6_k_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
+    // The payload is everything before the f16 scale: `ql`, `qh` and `scales`, contiguous.
+    let body = q6_k::QL.start..q6_k::SCALES.end;
+    (scale, payload(body.len())).prop_map(move |(d, payload)| {
+        let mut b = vec![0u8; Q6_K_BYTES];
+        b[body.clone()].copy_from_slice(&payload);
+        put_f16(&mut b, q6_k::D, d);
+        b
+    })
+}
+
+/// One Q8_0 block with d from `scale`.
+pub fn q8_0_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
+    (scale, payload(q8_0::QS.len())).prop_map(|(d, qs)| {
+        let mut b = vec![0u8; Q8_0_BYTES];
+        put_f16(&mut b, q8_0::D, d);
+        b[q8_0::QS].copy_from_slice(&qs);
+        b
+    })
+}
+
+/// A Q4_K block over the whole finite f16 scale range, adversarial payloads included.
+pub fn q4_k_block() -> impl Strategy<Value = Vec<u8>> {
+    q4_k_block_with(f16_scale())
+}
+
+/// A Q6_K block over the whole finite f16 scale range.
+pub fn q6_k_block() -> impl Strategy<Value = Vec<u8>> {
+    q6_k_block_with(f16_scale())
+}
+
+/// A Q8_0 block over the whole finite f16 scale range.
+pub fn q8_0_block() -> impl Strategy<Value = Vec<u8>> {
+    q8_0_block_with(f16_scale())
+}
+
+/// `n` blocks of `block` concatenated.
+pub fn blocks<S: Strategy<Value = Vec<u8>>>(block: S, n: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(block, n).prop_map(|v| v.concat())
+}

@@ -1,0 +1,8 @@
+//! qmoe-quant equivalence suite (CPU): the reference against an independent per-element
+//! re-derivation, quantizer error bounds, tensor validation. The GPU kernels are checked against
+//! the same reference in qmoe-dequant's suite.
+
+mod equivalence {
+    pub mod cpu;
+    pub mod naive;
+}

@@ -1,0 +1,40 @@
+//! The block strategies produce what they promise: right sizes, finite scales, the extremes.
+
+use half::f16;
+use proptest::prelude::*;
+use qmoe_quant::layout::{q4_k, q6_k, q8_0};
+use qmoe_quant::strategies::*;
+
+proptest! {
+    #[test]
+    fn blocks_have_their_sizes_and_finite_scales(
+        q4 in q4_k_block(), q6 in q6_k_block(), q8 in q8_0_block()
+    ) {
+        prop_assert_eq!(q4.len(), Q4_K_BYTES);
+        prop_assert_eq!(q6.len(), Q6_K_BYTES);
+        prop_assert_eq!(q8.len(), Q8_0_BYTES);
+        let h = |b: &[u8], at: usize| f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]]));
+        prop_assert!(h(&q4, q4_k::D).is_finite() && h(&q4, q4_k::DMIN).is_finite());
+        prop_assert!(h(&q6, q6_k::D).is_finite());
+        prop_assert!(h(&q8, q8_0::D).is_finite());
+    }
+}
+
+#[test]
+fn scale_strategy_reaches_the_extremes() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, TestRunner};
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        proptest::test_runner::TestRng::deterministic_rng(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+        ),
+    );
+    let (mut max, mut sub) = (false, false);
+    for _ in 0..2000 {
+        let v = f16_scale().new_tree(&mut runner).unwrap().current();
+        max |= v == f16::MAX;
+        sub |= v.to_f32() != 0.0 && v.to_f32().abs() < f16::MIN_POSITIVE.to_f32();
+    }
+    assert!(max && sub, "f16_scale must produce 65504 and subnormals");
+}
