@@ -6,6 +6,7 @@ use xshell::{cmd, Shell};
 /// op name → (package, integration-test target holding its proptest suite).
 pub const OPS: &[(&str, &str, &str)] = &[
     ("check", "qmoe-check", "strategies"),
+    ("quant", "qmoe-quant", "equivalence"),
     ("dequant", "qmoe-dequant", "equivalence"),
     ("matvec", "qmoe-matvec", "equivalence"),
     ("swiglu", "qmoe-swiglu", "equivalence"),
@@ -17,7 +18,8 @@ pub const OPS: &[(&str, &str, &str)] = &[
 /// Options of `cargo xtask fuzz`.
 #[derive(clap::Args)]
 pub struct Fuzz {
-    /// The op: check, dequant, matvec, swiglu, router, layer, gguf.
+    /// The op: check, quant (reference dequant and quantizers, CPU), dequant (GPU), matvec,
+    /// swiglu, router, layer, gguf.
     op: String,
     /// Cases per property (PROPTEST_CASES).
     #[arg(long, default_value_t = 10_000)]
