@@ -214,7 +214,7 @@ proptest! {
         // cut at k falling inside a group or between groups.
         let e = perm.len();
         let (logits, want) = tied_logits(&levels, &perm, k);
-        let case = identity_case(cfg(e, e + 2, k, norm), &[logits.clone()]);
+        let case = identity_case(cfg(e, e + 2, k, norm), std::slice::from_ref(&logits));
         let r = router_ref(&case.cfg, &case.wr, &case.x, 1).unwrap();
         prop_assert_eq!(&r.ids, &want, "logits {:?}", logits);
     }
