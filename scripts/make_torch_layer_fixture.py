@@ -44,10 +44,14 @@ def field(reader, key):
 
 
 def load_inputs(d):
+    import importlib.metadata
+
     import gguf
 
-    if getattr(gguf, "__version__", None) not in (None, "0.19.0"):
-        print(f"warning: gguf {gguf.__version__}, the fixture was specified against 0.19.0")
+    version = importlib.metadata.version("gguf")
+    print(f"gguf {version}, numpy {np.__version__}")
+    if version != "0.19.0":
+        raise SystemExit(f"gguf {version}: this fixture is specified against gguf==0.19.0")
     path = os.path.join(d, "layer.gguf")
     reader = gguf.GGUFReader(path)
     arch = "qwen3moe"
