@@ -245,6 +245,31 @@ fn dims_whose_product_overflows() {
 }
 
 #[test]
+fn element_count_above_i64_max_is_refused_by_that_check_alone() {
+    // dims_whose_product_overflows's i64 case also overflows the byte size, so it cannot tell
+    // whether the element-count check ran. Here the count fits in u64, exceeds i64::MAX, and the
+    // row is not Q4_K-block-aligned: the i64 check is the first to fire, and without it the
+    // parser would report RowNotBlockAligned instead. Dims start at byte 24 (magic, version,
+    // counts) + 8 + 1 (the name "t") = 33.
+    const Q4_K: u32 = 12;
+    for dims in [vec![(1u64 << 63) + 128], vec![96, 1 << 57]] {
+        let n: u64 = dims.iter().product();
+        assert!(n > i64::MAX as u64 && dims[0] % 256 != 0);
+        let mut r = Raw::header(3, 1, 0);
+        r.info("t", &dims, Q4_K, 0).pad(32);
+        let e = r.parse().unwrap_err();
+        assert!(
+            matches!(&e, GgufError::DimsOverflow { tensor, offset: 33, dims: d } if tensor == "t" && *d == dims),
+            "{dims:?}: {e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("tensor t: dims {dims:?} at byte 33 overflow (element count or byte size exceeds 2^63)")
+        );
+    }
+}
+
+#[test]
 fn data_past_the_end() {
     // The data section is cut short by one byte.
     let mut r = valid();

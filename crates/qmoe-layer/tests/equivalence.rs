@@ -1,5 +1,6 @@
-//! The MoE layer's equivalence suite. CPU here: validation errors, the reference layer's
-//! precisions and stage structure. GPU (in support/gpu.rs and support/heavy.rs): stage-by-stage
+//! The MoE layer's equivalence suite. CPU here: absolute hand-worked references (RMSNorm where ε
+//! matters, SwiGLU's orientation), validation errors, the reference layer's precisions and stage
+//! structure. GPU (in support/gpu.rs and support/heavy.rs): stage-by-stage
 //! against the reference, every qtype triple, graph replay, bad calls, fault injection, the
 //! 48-layer Qwen3-30B-A3B run, adversarial magnitudes, and the dump for the PyTorch cross-check.
 
@@ -28,6 +29,129 @@ fn small_cfg(h: usize, i: usize, e: usize, k: usize) -> MoeConfig {
 
 fn hidden(seed: u64, b: usize, h: usize) -> Vec<f32> {
     normals(&mut rng(seed), b * h, 1.0)
+}
+
+// ---------------------------------------------------------------- CPU: absolute references
+// Values worked out by hand from the formulas (RMSNorm where ε matters, SwiGLU's orientation
+// silu(gate)·up), never by calling the code under test: comparing the two reference precisions
+// with each other cannot see a mistake both share.
+
+/// ε = 2⁻²⁰, exact in f32 and f64, so the hand values below are exact.
+const EPS: f32 = 1.0 / 1_048_576.0;
+
+#[test]
+fn rmsnorm_where_epsilon_matters_by_hand() {
+    // x = 2⁻¹⁰·(1, −2, 0, 0): mean(x²) = 2⁻²⁰·5/4 = 2⁻²²·5, plus ε = 2⁻²²·4 gives 2⁻²²·9, whose
+    // root is 3·2⁻¹¹. So y = x / (3·2⁻¹¹) · w = (2/3)·(1, −2, 0, 0)·w, and with w = (3, 1.5, 7, 9):
+    // y = (2, −2, 0, 0) exactly. Without ε the root would be √5·2⁻¹¹ and y₀ = 6/√5 ≈ 2.68.
+    let s = 1.0 / 1024.0;
+    let y = rmsnorm_ref(&[s, -2.0 * s, 0.0, 0.0], &[3.0, 1.5, 7.0, 9.0], 1, EPS);
+    assert_eq!(y, vec![2.0, -2.0, 0.0, 0.0]);
+
+    // A zero row: mean(x²) = 0, so the scale is 1/√ε = 1024 and y = 0·1024·w = 0 (without ε:
+    // 0·∞ = NaN). Two rows, so the zero row must not borrow the other row's mean.
+    let y = rmsnorm_ref(
+        &[0.0, 0.0, 0.0, 0.0, s, -2.0 * s, 0.0, 0.0],
+        &[3.0, 1.5, 7.0, 9.0],
+        2,
+        EPS,
+    );
+    assert_eq!(y, vec![0.0, 0.0, 0.0, 0.0, 2.0, -2.0, 0.0, 0.0]);
+}
+
+/// A layer of H = I = 256, E = 4, k = 2 with ε = 2⁻²⁰ and every RMSNorm weight 1.25.
+fn layer_with_norm_weight_1_25() -> MoeLayerWeights<'static> {
+    let cfg = MoeConfig {
+        hidden: 256,
+        intermediate: 256,
+        n_experts: 4,
+        top_k: 2,
+        norm_topk_prob: true,
+        rms_eps: EPS,
+    };
+    let l = random_layer(cfg, [QType::Q4_K, QType::Q8_0, QType::Q6_K], 5, 0);
+    MoeLayerWeights::new(
+        cfg,
+        vec![1.25; 256],
+        l.router().to_vec(),
+        l.gate().clone(),
+        l.up().clone(),
+        l.down().clone(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn layer_rmsnorm_stage_where_epsilon_matters_by_hand() {
+    // Token 0 is a zero row (ffn_norm must be 0, not NaN). Token 1 is 2⁻¹⁰·(6, −6, 6, −6, 0, …):
+    // mean(x²) = 2⁻²⁰·144/256 = 2⁻²⁸·144, plus ε = 2⁻²⁸·256 gives 2⁻²⁸·400, root 20·2⁻¹⁴;
+    // y = 2⁻¹⁰·a / (20·2⁻¹⁴)·1.25 = a exactly: (6, −6, 6, −6, 0, …). Without ε, y₀ = 10.
+    let l = layer_with_norm_weight_1_25();
+    let mut h = vec![0f32; 512];
+    let a = [6.0, -6.0, 6.0, -6.0];
+    for (i, v) in a.iter().enumerate() {
+        h[256 + i] = v / 1024.0;
+    }
+    let mut want = vec![0f32; 512];
+    want[256..260].copy_from_slice(&a);
+    for p in [RefPrecision::F64, RefPrecision::KernelF32] {
+        let t = layer_ref_traced(&l, &h, 2, p).unwrap();
+        assert_eq!(t.ffn_norm, want, "{p:?}");
+        assert!(t.residual_out.iter().all(|v| v.is_finite()), "{p:?}");
+    }
+}
+
+/// silu(g)·u from the textbook definition g / (1 + e^(−g)) · u, in f64.
+fn swiglu_by_definition(g: f64, u: f64) -> f64 {
+    g / (1.0 + (-g).exp()) * u
+}
+
+#[test]
+fn swiglu_orientation_in_both_layer_reference_paths() {
+    // act must be silu(gate)·up, not silu(up)·gate: the two differ for any g ≠ u, and the random
+    // layer's gate and up outputs are independent. The trace stores gate and up rounded to f32,
+    // so recomputing from them is off by at most the effect of those two roundings (relative
+    // u = 2⁻²⁴ each: ≤ |silu′(g)|·|g|·u·|up| ≤ 1.1·|g|·u·|up| through silu, |silu(g)|·u·|up|
+    // through up) plus act's own rounding (u·|act|) and the f64 evaluation (negligible). The
+    // tolerance below is twice that sum; a swapped act misses it by orders of magnitude.
+    let cfg = MoeConfig {
+        hidden: 256,
+        intermediate: 256,
+        n_experts: 8,
+        top_k: 2,
+        norm_topk_prob: true,
+        rms_eps: 1e-6,
+    };
+    let l = random_layer(cfg, [QType::Q4_K, QType::Q6_K, QType::Q8_0], 17, 0);
+    let h = normals(&mut rng(4), 3 * 256, 1.0);
+    let u32 = 2f64.powi(-24);
+    for p in [RefPrecision::F64, RefPrecision::KernelF32] {
+        let t = layer_ref_traced(&l, &h, 3, p).unwrap();
+        let mut asymmetric = 0;
+        for i in 0..t.act.len() {
+            let (g, u) = (t.gate[i] as f64, t.up[i] as f64);
+            let want = swiglu_by_definition(g, u);
+            let silu = g / (1.0 + (-g).exp());
+            let tol = 2.0 * u32 * ((1.1 * g.abs() + silu.abs()) * u.abs() + want.abs()) + 1e-45;
+            let d = (t.act[i] as f64 - want).abs();
+            assert!(
+                d <= tol,
+                "{p:?} act[{i}] = {:e}, silu(gate)·up = {want:e} (gate {g:e}, up {u:e}); \
+                 silu(up)·gate would be {:e}",
+                t.act[i],
+                swiglu_by_definition(u, g)
+            );
+            if (swiglu_by_definition(u, g) - want).abs() > 1e3 * tol {
+                asymmetric += 1;
+            }
+        }
+        // The check has teeth only where the two orientations differ: most elements.
+        assert!(
+            asymmetric > t.act.len() / 2,
+            "{p:?}: {asymmetric} of {}",
+            t.act.len()
+        );
+    }
 }
 
 // ---------------------------------------------------------------- CPU: validation and reference

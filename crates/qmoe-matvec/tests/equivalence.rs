@@ -1,7 +1,9 @@
-//! qmoe-matvec equivalence. CPU: the f64 reference against a naive dequantize-then-dot, and a
-//! CPU emulation of the kernels' evaluation order against the reference within the derived bound
-//! (this also checks the kernels' block-layout mapping). GPU (ignored without a device): every
-//! kernel against the reference within the bound, random and adversarial, outputs poisoned.
+//! qmoe-matvec equivalence. CPU: the f64 reference against a naive dequantize-then-dot; the bound
+//! pinned to its formula on hand-worked rows; a CPU emulation of the kernels' arithmetic against
+//! the reference within the derived bound (this also checks the kernels' block-layout mapping),
+//! and on an adversarial row reaching a fixed fraction of it (so the bound is not loose). GPU
+//! (ignored without a device): every kernel against the reference within the bound, random and
+//! adversarial, outputs poisoned; and the kernels bit-identical to the emulation.
 
 #[path = "support/emulate.rs"]
 mod emulate;
@@ -62,19 +64,37 @@ proptest! {
     }
 
     #[test]
-    fn kernel_order_emulation_within_bound((w, x, b) in small_case(), glog in 0..6u32, slog in 0..4u32) {
+    fn kernel_order_emulation_within_bound((w, x, b) in small_case(), glog in 0..6u32, kernel_g in any::<bool>()) {
+        // The bound's derivation holds for every group size, not only the one the host picks.
         let want = matvec_ref(&w, &x, b);
         let bound = error_bound(&w, &x, b);
         let (r, k) = (w.rows(), w.cols());
-        let g = (1usize << glog).min((k / 32).next_power_of_two());
-        let s = 1usize << slog;
+        let g = if kernel_g { emulate::kernel_lanes(k) } else { 1usize << glog };
         let mut got = Vec::new();
         for c in 0..b {
             for i in 0..r {
-                got.push(emulate::row(w.qtype(), &w.bytes()[i * w.row_bytes()..(i + 1) * w.row_bytes()], &x[c * k..(c + 1) * k], g, s));
+                got.push(emulate::row(w.qtype(), &w.bytes()[i * w.row_bytes()..(i + 1) * w.row_bytes()], &x[c * k..(c + 1) * k], g));
             }
         }
-        check(&format!("emulated {} g={g} s={s}", w.qtype()), &got, &want, &bound);
+        check(&format!("emulated {} g={g}", w.qtype()), &got, &want, &bound);
+    }
+
+    #[test]
+    fn adversarial_row_reaches_a_fixed_fraction_of_the_bound(
+        qi in 0..3usize, d_exp in -6..6i32, big_exp in -20..20i32, negative in any::<bool>(), lane_pick in 0..32usize,
+    ) {
+        let q = QTYPES[qi];
+        let (w, x, lane) = adversarial_row(q, d_exp, big_exp, negative, lane_pick);
+        let got = emulate::kernel_row(q, w.bytes(), &x) as f64;
+        let want = matvec_ref(&w, &x, 1)[0];
+        let bound = error_bound(&w, &x, 1)[0];
+        let frac = (got - want).abs() / bound;
+        // Observed: 0.0859 for Q6_K and Q8_0 (22 dropped terms of just under u·|big| each,
+        // against γ(256)·|big|, so ≈ 22/256) and 0.0856 for Q4_K (γ(257)), the same for every
+        // exponent, sign and lane. A bound 2× too loose would put this at 0.043; one more
+        // than 12× too tight above 1 (smaller errors in the bound's formula are caught by
+        // error_bound_is_its_formula_on_hand_worked_rows).
+        prop_assert!((0.085..=1.0).contains(&frac), "{} lane {}: |got - want| / bound = {}", q, lane, frac);
     }
 
     #[test]
@@ -128,8 +148,236 @@ fn q4_k_bound_counts_mins_separately() {
     assert!(error_bound(&w, &x, 1)[0] > 0.0);
 }
 
+/// γ(n) written out from its definition, n·u / (1 − n·u) with u = 2⁻²⁴, independently of
+/// `reference::gamma`.
+fn gamma_by_hand(n: usize) -> f64 {
+    let nu = n as f64 * 2f64.powi(-24);
+    nu / (1.0 - nu)
+}
+
+fn put_f16(block: &mut [u8], at: usize, v: f32) {
+    block[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes());
+}
+
+/// One Q6_K block whose 256 weights are all d·1·1: every scale 1, every quant 1 (low nibble 1,
+/// high bits 0b10, so (1 | 2 << 4) − 32 = 1).
+fn q6_k_ones(d: f32, sc: i8) -> Vec<u8> {
+    let mut block = vec![0u8; 210];
+    block[0..128].fill(0x11);
+    block[128..192].fill(0xAA);
+    block[192..208].fill(sc as u8);
+    put_f16(&mut block, 208, d);
+    block
+}
+
+/// One Q4_K block with every sub-block's scale `sc` and min `m` (both < 16) and every quant 1.
+fn q4_k_uniform(d: f32, dmin: f32, sc: u8, m: u8) -> Vec<u8> {
+    let mut block = vec![0u8; 144];
+    put_f16(&mut block, 0, d);
+    put_f16(&mut block, 2, dmin);
+    // Sub-blocks 0..4: scales[j] = sc, scales[j + 4] = m; sub-blocks 4..8 take their low four
+    // bits from the nibbles of scales[8..12] (the high bits from scales[0..8] >> 6, here 0).
+    block[4..8].fill(sc);
+    block[8..12].fill(m);
+    block[12..16].fill(sc | (m << 4));
+    block[16..].fill(0x11);
+    block
+}
+
+/// Q8_0 blocks of one row: block i has scale `d[i]` and quants `q`.
+fn q8_0_blocks(d: &[f32], q: &[i8; 32]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for &di in d {
+        let mut block = vec![0u8; 34];
+        put_f16(&mut block, 0, di);
+        for (i, &v) in q.iter().enumerate() {
+            block[2 + i] = v as u8;
+        }
+        bytes.extend(block);
+    }
+    bytes
+}
+
+#[test]
+fn error_bound_is_its_formula_on_hand_worked_rows() {
+    // Q8_0, K = 32, d = 0.5, q_i = i − 16: Σ|w| = 0.5·(16 + 15 + … + 1 + 0 + 1 + … + 15) =
+    // 0.5·(136 + 120) = 128. Column 0 has x = 1 (M = 128), column 1 x = −2 (M = 256).
+    let q: [i8; 32] = std::array::from_fn(|i| i as i8 - 16);
+    let w = QTensor::new("w8", QType::Q8_0, &[1, 32], q8_0_blocks(&[0.5], &q)).unwrap();
+    let x: Vec<f32> = [vec![1.0; 32], vec![-2.0; 32]].concat();
+    assert_eq!(
+        error_bound(&w, &x, 2),
+        vec![gamma_by_hand(32) * 128.0, gamma_by_hand(32) * 256.0]
+    );
+
+    // Q6_K, K = 256, d = 0.25, every scale 4 and quant 1: w = 1; |x| = 0.5 → M = 128, γ(256).
+    let w = QTensor::new("w6", QType::Q6_K, &[1, 256], q6_k_ones(0.25, 4)).unwrap();
+    let x: Vec<f32> = (0..256)
+        .map(|i| if i % 2 == 0 { 0.5 } else { -0.5 })
+        .collect();
+    assert_eq!(error_bound(&w, &x, 1), vec![gamma_by_hand(256) * 128.0]);
+
+    // Q4_K, K = 256, d = 1, dmin = 0.5, sc = 2, m = 3, q = 1: each weight is 2 − 1.5 = 0.5,
+    // but the kernel adds d·sc·q·x and dmin·m·x separately, so each counts 2 + 1.5 = 3.5:
+    // M = 256·3.5 = 896, and γ(K + 1) for the reference's own rounding of the weight.
+    let w = QTensor::new("w4", QType::Q4_K, &[1, 256], q4_k_uniform(1.0, 0.5, 2, 3)).unwrap();
+    let x = vec![1.0f32; 256];
+    assert_eq!(matvec_ref(&w, &x, 1), vec![128.0]);
+    assert_eq!(error_bound(&w, &x, 1), vec![gamma_by_hand(257) * 896.0]);
+
+    // Indexed: experts of d = 0.5 (M = 128) and d = 1 (M = 256), ids [1, 0] for one token.
+    let bytes = [q8_0_blocks(&[0.5], &q), q8_0_blocks(&[1.0], &q)].concat();
+    let w = QTensor::new("w8e", QType::Q8_0, &[2, 1, 32], bytes).unwrap();
+    assert_eq!(
+        error_bound_indexed(&w, &[1, 0], 2, &[1.0; 32], false, 1),
+        vec![gamma_by_hand(32) * 256.0, gamma_by_hand(32) * 128.0]
+    );
+}
+
+/// A [1, 256] row of `q` whose every weight is d = 2^d_exp, and activations that make the
+/// kernel's evaluation order lose as much as it can: on one lane (`lane_pick` mod G), the
+/// first term of its first run is ±big (a power of two) and every later term on that lane is
+/// just under what one rounding can drop — 7 terms of just under ½ulp(big) in the first run's
+/// FMA chain, then 8 terms of just under ½ulp(big)/8 per later run, so each later run's sum is
+/// dropped by the lane chain's FMA. Every other activation is 0. Returns (w, x, lane).
+fn adversarial_row(
+    q: QType,
+    d_exp: i32,
+    big_exp: i32,
+    negative: bool,
+    lane_pick: usize,
+) -> (QTensor<'static>, Vec<f32>, usize) {
+    const K: usize = 256;
+    let d = 2f32.powi(d_exp);
+    let bytes = match q {
+        QType::Q4_K => q4_k_uniform(d, 1.0, 1, 0),
+        QType::Q6_K => q6_k_ones(d, 1),
+        _ => q8_0_blocks(&[d; K / 32], &[1; 32]),
+    };
+    let w = QTensor::new("adversarial", q, &[1, K], bytes).unwrap();
+    let g = emulate::kernel_lanes(K);
+    let lane = lane_pick % g;
+    let sign = if negative { -1.0 } else { 1.0 };
+    let big = sign * 2f32.powi(big_exp);
+    let just_under = 1.0 - 2f32.powi(-20);
+    let t1 = big * 2f32.powi(-24) * just_under;
+    let t8 = big * 2f32.powi(-27) * just_under;
+    let mut x = vec![0f32; K];
+    let mut first = true;
+    for it in emulate::lane_items(q, K, g, lane) {
+        for r in emulate::item_runs(q, w.bytes(), it) {
+            let v = &mut x[r.x0..r.x0 + 8];
+            if first {
+                v[0] = big;
+                v[1..].fill(t1);
+                first = false;
+            } else {
+                v.fill(t8);
+            }
+        }
+    }
+    (w, x, lane)
+}
+
+#[test]
+fn emulation_uses_the_kernels_group_sizes() {
+    // group_lanes(K / 32) from src/cuda.rs, through the public launch_shape.
+    assert_eq!(emulate::kernel_lanes(768), 4);
+    assert_eq!(emulate::kernel_lanes(2048), 16);
+    assert_eq!(emulate::kernel_lanes(256), 2);
+    assert_eq!(emulate::kernel_lanes(32), 1);
+}
+
 // ------------------------------------------------------------------------------------------
 // GPU tests.
+
+/// Asserts `got` equals `want` bit for bit (NaN matches any NaN: the payload is not arithmetic).
+#[track_caller]
+fn assert_bit_identical(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let bad: Vec<String> = (0..got.len())
+        .filter(|&i| {
+            got[i].to_bits() != want[i].to_bits() && !(got[i].is_nan() && want[i].is_nan())
+        })
+        .take(10)
+        .map(|i| {
+            format!(
+                "  [{i}] gpu {:e} ({:#010x}) emulation {:e} ({:#010x})",
+                got[i],
+                got[i].to_bits(),
+                want[i],
+                want[i].to_bits()
+            )
+        })
+        .collect();
+    assert!(bad.is_empty(), "{what}: the GPU differs from the emulation (tests/support/emulate.rs no longer models cuda/matvec.cu):\n{}", bad.join("\n"));
+}
+
+/// The emulation of an [E, R, K] tensor's expert `e` row `r` against `x`.
+fn emulate_expert_row(w: &QTensor<'_>, e: usize, r: usize, x: &[f32]) -> f32 {
+    let rb = w.row_bytes();
+    let at = e * w.expert_bytes() + r * rb;
+    emulate::kernel_row(w.qtype(), &w.bytes()[at..at + rb], x)
+}
+
+// This test is what keeps tests/support/emulate.rs true: when the kernels' arithmetic changes,
+// it fails until the emulation models the new order.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_kernels_are_bit_identical_to_the_emulation() {
+    let gpu = qmoe_gpu::test_gpu();
+    let (e, r, k) = (5, 70, 2);
+    for q in QTYPES {
+        for cols in [768, 2048] {
+            for b in [1, 4] {
+                for (seed, style) in [(1, Style::Realistic), (2, Style::Adversarial)] {
+                    let what = format!("{q} K={cols} B={b} {style:?}");
+                    let w = gen::tensor(q, &[e, r, cols], seed + cols as u64, style);
+
+                    // Dense, on expert 3 as a 2-D tensor.
+                    let x = gen::activations(b * cols, seed);
+                    let dense = w.expert(3).unwrap();
+                    let got = run_dense(&gpu, &dense, &x, b);
+                    let want: Vec<f32> = (0..b)
+                        .flat_map(|c| (0..r).map(move |i| (c, i)))
+                        .map(|(c, i)| emulate_expert_row(&w, 3, i, &x[c * cols..(c + 1) * cols]))
+                        .collect();
+                    assert_bit_identical(&format!("dense {what}"), &got, &want);
+
+                    // Indexed, shared and per-slot activations; token 1 repeats token 0's
+                    // experts so the de-duplicated (multi-column) path is covered.
+                    let ids: Vec<u32> = [4u32, 1, 1, 4, 0, 2, 3, 0][..b * k].to_vec();
+                    for per_slot in [false, true] {
+                        let xv = if per_slot { b * k } else { b };
+                        let x = gen::activations(xv * cols, seed + 10);
+                        let dw = w.upload(&gpu).unwrap();
+                        let (dids, dx) = (gpu.upload(&ids).unwrap(), gpu.upload(&x).unwrap());
+                        let mut y = gpu.poisoned_f32(b * k * r).unwrap();
+                        matvec_indexed_gpu(&gpu, &dw, &dids, k, &dx, per_slot, b, &mut y).unwrap();
+                        let got = gpu.download(&y).unwrap();
+                        let want: Vec<f32> = (0..b * k)
+                            .flat_map(|t| (0..r).map(move |i| (t, i)))
+                            .map(|(t, i)| {
+                                let xi = if per_slot { t } else { t / k };
+                                emulate_expert_row(
+                                    &w,
+                                    ids[t] as usize,
+                                    i,
+                                    &x[xi * cols..(xi + 1) * cols],
+                                )
+                            })
+                            .collect();
+                        assert_bit_identical(
+                            &format!("indexed per_slot={per_slot} {what}"),
+                            &got,
+                            &want,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
 
 fn gpu_config() -> ProptestConfig {
     let mut c = ProptestConfig::default();

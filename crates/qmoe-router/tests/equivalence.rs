@@ -141,6 +141,38 @@ fn small_case() -> impl Strategy<Value = Case> {
         })
 }
 
+/// Logits with many exact ties: expert `perm[i]` gets level `levels[i]` (small integers, so
+/// equal levels are bit-identical logits), and the ids the tie-break rule demands: levels from
+/// the highest down, and within one level the experts in ascending index order, the first k.
+fn tied_logits(levels: &[u8], perm: &[usize], k: usize) -> (Vec<f32>, Vec<u32>) {
+    let mut logits = vec![0f32; perm.len()];
+    for (i, &e) in perm.iter().enumerate() {
+        logits[e] = levels[i] as f32;
+    }
+    let mut want = Vec::new();
+    for level in (0..=u8::MAX).rev() {
+        for (e, &l) in logits.iter().enumerate() {
+            if l == level as f32 {
+                want.push(e as u32);
+            }
+        }
+    }
+    want.truncate(k);
+    (logits, want)
+}
+
+/// (levels, a permutation of 0..e, k) with e in 2..=64 and 2–4 distinct levels, so every
+/// selection cuts through or spans groups of equal logits.
+fn tie_case() -> impl Strategy<Value = (Vec<u8>, Vec<usize>, usize)> {
+    (2usize..=64, 2u8..=4).prop_flat_map(|(e, n_levels)| {
+        (
+            prop::collection::vec(0..n_levels, e),
+            Just((0..e).collect::<Vec<usize>>()).prop_shuffle(),
+            1..=e,
+        )
+    })
+}
+
 proptest! {
     #[test]
     fn reference_matches_straightforward_f64(case in small_case()) {
@@ -173,6 +205,18 @@ proptest! {
         prop_assert_eq!(&r.ids, &(0..k as u32).collect::<Vec<_>>());
         let want = if norm { 1.0 / k as f32 } else { 1.0 / e as f32 };
         prop_assert!(r.weights.iter().all(|&w| (w - want).abs() <= want * 1.2e-7));
+    }
+
+    #[test]
+    fn permuted_equal_logits_follow_the_tie_break_rule((levels, perm, k) in tie_case(), norm in any::<bool>()) {
+        // Independent of equal_logits_pick_the_lowest_indices (one all-equal group at indices
+        // 0..e): groups of equal logits scattered over the experts by a permutation, with the
+        // cut at k falling inside a group or between groups.
+        let e = perm.len();
+        let (logits, want) = tied_logits(&levels, &perm, k);
+        let case = identity_case(cfg(e, e + 2, k, norm), std::slice::from_ref(&logits));
+        let r = router_ref(&case.cfg, &case.wr, &case.x, 1).unwrap();
+        prop_assert_eq!(&r.ids, &want, "logits {:?}", logits);
     }
 
     #[test]

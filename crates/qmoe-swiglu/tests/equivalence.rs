@@ -76,6 +76,29 @@ fn reference_vector_matches_elementwise() {
     assert_eq!(r[3], f32::INFINITY);
 }
 
+#[test]
+fn orientation_is_silu_of_gate_times_up_by_hand() {
+    // silu(0) = 0, so (gate 0, up 5) gives 0 while the swapped silu(5)·0 is also 0: useless.
+    // Use g = ln 3 (sigmoid = 3/4) and u = −4: silu(g)·u = ln 3·(3/4)·(−4) = −3·ln 3
+    // ≈ −3.2958; swapped, silu(−4)·ln 3 = −4/(1 + e⁴)·ln 3 ≈ −0.0790. And g = 0, u = 7: 0 vs 7/2.
+    let g = 3f64.ln() as f32;
+    let want = (-3.0 * (g as f64)) as f32;
+    let got = swiglu_one_ref(g, -4.0);
+    assert!(
+        ulp_distance(got, want).is_some_and(|d| d <= 1),
+        "silu(ln 3)·(−4) = {got:e}, want {want:e}"
+    );
+    assert_eq!(swiglu_one_ref(0.0, 7.0), 0.0);
+    assert_eq!(swiglu_ref(&[0.0, 0.0], &[7.0, -7.0]), vec![0.0, -0.0]);
+    let v = swiglu_ref(&[g, 0.0], &[-4.0, 7.0]);
+    assert!(
+        ulp_distance(v[0], want).is_some_and(|d| d <= 1),
+        "{:e}",
+        v[0]
+    );
+    assert_eq!(v[1], 0.0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // GPU
 

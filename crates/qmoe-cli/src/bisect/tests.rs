@@ -108,6 +108,11 @@ fn facts(types: &dyn Fn(usize) -> LayerTypes) -> ModelFacts<'_> {
 }
 
 fn run_toy(fault: Option<(usize, &'static str, f32)>) -> Vec<ModeRun> {
+    run_toy_layers((0..8).collect(), fault)
+}
+
+/// Both modes over the model layers `layers` (in order), with `fault` planted in the candidate.
+fn run_toy_layers(layers: Vec<usize>, fault: Option<(usize, &'static str, f32)>) -> Vec<ModeRun> {
     let mut cand = Toy {
         label: "gpu",
         fault,
@@ -116,7 +121,6 @@ fn run_toy(fault: Option<(usize, &'static str, f32)>) -> Vec<ModeRun> {
         label: "reference",
         fault: None,
     };
-    let layers: Vec<usize> = (0..8).collect();
     let h0 = vec![0.5f32; B * H];
     let plan = Plan {
         layers: &layers,
@@ -284,4 +288,68 @@ fn topk_margin_by_hand() {
     let m = topk_margin(&[0.0, 3f32.ln()], 1);
     assert!((m - 0.5).abs() < 1e-6, "{m}");
     assert_eq!(topk_margin(&[0.0, 1.0], 2), 1.0);
+}
+
+/// Asserts a NaN planted in `layer`'s down output is reported there, in both modes, by the
+/// summary and the diagnosis, with `earlier` (a `ranges` text, or None) said to MATCH.
+#[track_caller]
+fn assert_nan_down_found_at(runs: &[ModeRun], layer: usize, earlier: Option<&str>) {
+    for r in runs {
+        let s = summarize(r);
+        assert_eq!(
+            s.first_nan_candidate.get("expert_down"),
+            Some(&layer),
+            "{s:?}"
+        );
+        assert_eq!(s.first_nan_candidate.get("ffn_out"), Some(&layer), "{s:?}");
+        assert_eq!(s.failing_layers.first(), Some(&layer), "{s:?}");
+        let d = diagnose(r, &facts(&q4km)).unwrap();
+        assert!(
+            d.contains(&format!("expert_down NAN_GPU at layer {layer}")),
+            "{d}"
+        );
+        match earlier {
+            Some(e) => assert!(d.contains(&format!(", layers {e} MATCH")), "{d}"),
+            None => assert!(!d.contains("MATCH:") && !d.contains(", layers "), "{d}"),
+        }
+    }
+}
+
+#[test]
+fn fault_at_layer_0_is_found_at_layer_0() {
+    let runs = run_toy(Some((0, "expert_down", f32::NAN)));
+    assert_nan_down_found_at(&runs, 0, None);
+    let forced = runs.iter().find(|r| r.mode == Mode::Forced).unwrap();
+    assert_eq!(summarize(forced).failing_layers, vec![0]);
+    let d = diagnose(forced, &facts(&q4km)).unwrap();
+    assert!(
+        d.contains("layer 0 — its types are gate Q4_K, up Q4_K, down Q6_K"),
+        "{d}"
+    );
+}
+
+#[test]
+fn fault_at_the_last_layer_is_found_there() {
+    let runs = run_toy(Some((7, "expert_down", f32::NAN)));
+    assert_nan_down_found_at(&runs, 7, Some("0–6"));
+    for r in &runs {
+        assert_eq!(summarize(r).failing_layers, vec![7]);
+    }
+}
+
+#[test]
+fn ranges_that_start_past_layer_0_report_model_layer_numbers() {
+    // Layers 3..8: a fault at the range's first layer has nothing before it ...
+    let runs = run_toy_layers((3..8).collect(), Some((3, "expert_down", f32::NAN)));
+    assert_nan_down_found_at(&runs, 3, None);
+    // ... and one further in names the model layers before it, not stack indices.
+    let runs = run_toy_layers((3..8).collect(), Some((5, "expert_down", f32::NAN)));
+    assert_nan_down_found_at(&runs, 5, Some("3–4"));
+    let forced = runs.iter().find(|r| r.mode == Mode::Forced).unwrap();
+    assert_eq!(summarize(forced).failing_layers, vec![5]);
+    // And with no fault, every layer of the range matches.
+    for r in &run_toy_layers((3..8).collect(), None) {
+        assert!(r.layers.iter().all(|l| l.first_failure().is_none()));
+        assert_eq!(r.layers.first().map(|l| l.layer), Some(3));
+    }
 }

@@ -1,116 +1,175 @@
-//! A CPU emulation of the kernels' evaluation order (item → run mapping, f32 FMA chains, lane
-//! chains, xor-shuffle reduction), written from `cuda/matvec.cu` line by line. It lets the CPU
-//! suite check two things no GPU is needed for: that the kernel's block-layout mapping agrees
-//! with qmoe-dequant's reference, and that the derived bound holds for this evaluation order.
+//! A CPU emulation of the matvec kernels' arithmetic, operation for operation, so that the CPU
+//! suite can check what no GPU is needed for: that the kernels' block-layout mapping agrees with
+//! qmoe-dequant's reference, that the derived bound holds for this evaluation order, and that the
+//! bound is not loose (an adversarial row reaches a stated fraction of it).
+//!
+//! What it models (v9 kernels), and nothing else:
+//! - `cuda/matvec.cu`: `mv_stage` (each run sum `sx` = x0 + x1 + … + x7, left to right, in f32),
+//!   `mv_item` (per run: `s` = an FMA chain over the 8 q·x in order, then `a = fma(d·sc, s, a)`
+//!   and, for Q4_K only, `a = fma(−(dmin·m), sx, a)`), `mv_lane_dot` (lane `l` of a group of G
+//!   takes items l, l + G, … of the row, in order, into one accumulator starting at 0) and
+//!   `mv_row` (the xor-shuffle butterfly `a += shfl_xor(a, off)` for off = G/2, …, 1; the
+//!   stored value is lane 0's). The dense, indexed and fused kernels all call `mv_row`, so one
+//!   row model serves the three (the fused kernel then applies qmoe-swiglu to two such rows).
+//! - `cuda/matvec_items.cuh`: the `MvQ4K`, `MvQ6K` and `MvQ80` traits — Q4_K items of 64
+//!   weights (one 64-weight chunk, 8 runs; runs 0..4 are the low nibbles with sub-block 2p's
+//!   scale and min, runs 4..8 the high nibbles with sub-block 2p + 1's), Q6_K items of 32 (item
+//!   p of a super-block: half p/4, l0 = 8(p%4); run j is weights 128h + 32j + l0 + 0..8 with
+//!   scale `scales[8h + l0/16 + 2j]`), Q8_0 items of one 32-weight block (run j is qs[8j..8j+8]).
+//!   d·sc and dmin·m are formed as f32 products (exact: an 11-bit significand times a small
+//!   integer).
+//! - G is the kernels' own: `qmoe_matvec::launch_shape(K).0` (`group_lanes(K/32)` in
+//!   `src/cuda.rs`), see [`kernel_lanes`].
+//!
+//! Shared-memory padding, tiling, cp.async and the column loop move data but do no arithmetic,
+//! so they are not modelled. **This model is only true while the GPU test
+//! `gpu_kernels_are_bit_identical_to_the_emulation` (tests/equivalence.rs) passes**: it compares
+//! every kernel's output with this emulation bit for bit, and it is what keeps the emulation
+//! honest whenever the kernel's arithmetic changes — change this file in the same commit.
 
 use qmoe_dequant::reference::{f16_at, q4_k_scale_min};
 use qmoe_dequant::QType;
 
-/// One run: its 8 quants (exact small integers), scale, min and first weight within the block.
-struct Run {
-    q: [f32; 8],
-    scale: f32,
-    min: f32,
-    xoff: usize,
+/// One run of 8 consecutive weights as the kernel evaluates it.
+pub struct Run {
+    /// The 8 quants (exact small integers, as the kernel decodes them).
+    pub q: [f32; 8],
+    /// d·sc in f32.
+    pub scale: f32,
+    /// dmin·m in f32 (Q4_K; 0 for the other qtypes, whose kernels skip the min step).
+    pub min: f32,
+    /// The run's first weight within the row.
+    pub x0: usize,
 }
 
-fn run(qtype: QType, block: &[u8], sub: usize, j: usize) -> Run {
-    let mut q = [0f32; 8];
+/// Weights per item (`8 · RUNS` in `matvec_items.cuh`).
+pub fn item_weights(qtype: QType) -> usize {
+    match qtype {
+        QType::Q4_K => 64,
+        QType::Q6_K | QType::Q8_0 => 32,
+        other => panic!("no matvec kernel for {other}"),
+    }
+}
+
+/// The kernels' lanes per row group for a row of `cols` weights.
+pub fn kernel_lanes(cols: usize) -> usize {
+    qmoe_matvec::launch_shape(cols).0 as usize
+}
+
+/// The runs of item `it` of `row` (the row's bytes), in the kernel's order.
+pub fn item_runs(qtype: QType, row: &[u8], it: usize) -> Vec<Run> {
+    let (bb, bw) = (qtype.block_bytes(), qtype.block_weights());
+    let per_block = bw / item_weights(qtype);
+    let (b, p) = (it / per_block, it % per_block);
+    let block = &row[b * bb..(b + 1) * bb];
+    let base = b * bw;
+    let mut runs = Vec::new();
     match qtype {
         QType::Q4_K => {
-            let d = f16_at(block, 0);
-            let dmin = f16_at(block, 2);
-            let (sc, m) = q4_k_scale_min(2 * (sub >> 1) + (j >> 1), &block[4..16]);
-            let qs = &block[16 + 16 * sub + 8 * (j & 1)..];
-            for (i, v) in q.iter_mut().enumerate() {
-                *v = ((qs[i] >> (4 * (j >> 1))) & 0xF) as f32;
-            }
-            Run {
-                q,
-                scale: d * sc as f32,
-                min: dmin * m as f32,
-                xoff: 64 * (sub >> 1) + 16 * (sub & 1) + 8 * (j & 1) + 32 * (j >> 1),
+            let (d, dmin) = (f16_at(block, 0), f16_at(block, 2));
+            for j in 0..8 {
+                let (sc, m) = q4_k_scale_min(2 * p + j / 4, &block[4..16]);
+                let qs = &block[16 + 32 * p + 8 * (j % 4)..];
+                let mut q = [0f32; 8];
+                for (i, v) in q.iter_mut().enumerate() {
+                    *v = ((qs[i] >> (4 * (j / 4))) & 0x0F) as f32;
+                }
+                runs.push(Run {
+                    q,
+                    scale: d * sc as f32,
+                    min: dmin * m as f32,
+                    x0: base + 64 * p + 8 * j,
+                });
             }
         }
         QType::Q6_K => {
-            let (h, l0) = (sub >> 2, 8 * (sub & 3));
-            let ql = &block[64 * h + 32 * (j & 1) + l0..];
-            let qh = &block[128 + 32 * h + l0..];
-            for (i, v) in q.iter_mut().enumerate() {
-                let lo = (ql[i] >> (4 * (j >> 1))) & 0xF;
-                let hi = (qh[i] >> (2 * j)) & 3;
-                *v = ((lo | (hi << 4)) as i32 - 32) as f32;
-            }
-            let sc = block[192 + 8 * h + (l0 >> 4) + 2 * j] as i8;
-            Run {
-                q,
-                scale: f16_at(block, 208) * sc as f32,
-                min: 0.0,
-                xoff: 128 * h + l0 + 32 * j,
+            let (h, l0) = (p / 4, 8 * (p % 4));
+            let d = f16_at(block, 208);
+            for j in 0..4 {
+                let ql = &block[64 * h + 32 * (j % 2) + l0..];
+                let qh = &block[128 + 32 * h + l0..];
+                let mut q = [0f32; 8];
+                for (i, v) in q.iter_mut().enumerate() {
+                    let lo = (ql[i] >> (4 * (j / 2))) & 0x0F;
+                    let hi = (qh[i] >> (2 * j)) & 3;
+                    *v = ((lo | (hi << 4)) as i32 - 32) as f32;
+                }
+                let sc = block[192 + 8 * h + l0 / 16 + 2 * j] as i8;
+                runs.push(Run {
+                    q,
+                    scale: d * sc as f32,
+                    min: 0.0,
+                    x0: base + 128 * h + 32 * j + l0,
+                });
             }
         }
         QType::Q8_0 => {
-            for (i, v) in q.iter_mut().enumerate() {
-                *v = block[2 + 8 * j + i] as i8 as f32;
-            }
-            Run {
-                q,
-                scale: f16_at(block, 0),
-                min: 0.0,
-                xoff: 8 * j,
+            let d = f16_at(block, 0);
+            for j in 0..4 {
+                let mut q = [0f32; 8];
+                for (i, v) in q.iter_mut().enumerate() {
+                    *v = block[2 + 8 * j + i] as i8 as f32;
+                }
+                runs.push(Run {
+                    q,
+                    scale: d,
+                    min: 0.0,
+                    x0: base + 8 * j,
+                });
             }
         }
-        other => panic!("no kernel for {other}"),
+        other => panic!("no matvec kernel for {other}"),
     }
+    runs
 }
 
-/// The kernel's result for one row (`row` = the row's bytes) and one activation vector, with
-/// `g` lanes per row group and `s` warps splitting the row's items.
-pub fn row(qtype: QType, row: &[u8], x: &[f32], g: usize, s: usize) -> f32 {
-    let items_per_block = if qtype == QType::Q8_0 { 1 } else { 8 };
-    let (bb, bw) = (qtype.block_bytes(), qtype.block_weights());
-    let items = x.len() / 32;
-    let mut slices = Vec::with_capacity(s);
-    for ks in 0..s {
-        let mut acc = vec![0f32; g];
-        for (lane, a) in acc.iter_mut().enumerate() {
-            for it in (ks * g + lane..items).step_by(g * s) {
-                let (blk, sub) = (it / items_per_block, it % items_per_block);
-                let block = &row[blk * bb..(blk + 1) * bb];
-                for j in 0..4 {
-                    let r = run(qtype, block, sub, j);
-                    let xv = &x[blk * bw + r.xoff..blk * bw + r.xoff + 8];
-                    let mut sx = 0f32;
-                    if qtype == QType::Q4_K {
-                        for &v in xv {
-                            sx += v;
-                        }
-                    }
-                    let mut sum = 0f32;
-                    for (q, &v) in r.q.iter().zip(xv) {
-                        sum = q.mul_add(v, sum);
-                    }
-                    *a = r.scale.mul_add(sum, *a);
-                    if qtype == QType::Q4_K {
-                        *a = (-r.min).mul_add(sx, *a);
-                    }
-                }
+/// The items lane `lane` of a group of `g` takes for a row of `cols` weights, in order.
+pub fn lane_items(qtype: QType, cols: usize, g: usize, lane: usize) -> Vec<usize> {
+    (lane..cols / item_weights(qtype)).step_by(g).collect()
+}
+
+/// Lane `lane`'s partial sum (`mv_lane_dot`).
+fn lane_dot(qtype: QType, row: &[u8], x: &[f32], g: usize, lane: usize) -> f32 {
+    let mut a = 0f32;
+    for it in lane_items(qtype, x.len(), g, lane) {
+        for r in item_runs(qtype, row, it) {
+            let xv = &x[r.x0..r.x0 + 8];
+            let mut s = 0f32;
+            for (q, &v) in r.q.iter().zip(xv) {
+                s = q.mul_add(v, s);
+            }
+            a = r.scale.mul_add(s, a);
+            if qtype == QType::Q4_K {
+                // mv_stage's run sum: ((x0 + x1) + x2) + … + x7.
+                let sx = xv.iter().skip(1).fold(xv[0], |acc, &v| acc + v);
+                a = (-r.min).mul_add(sx, a);
             }
         }
-        let mut off = g / 2;
-        while off > 0 {
-            let prev = acc.clone();
-            for (l, a) in acc.iter_mut().enumerate() {
-                *a = prev[l] + prev[l ^ off];
-            }
-            off /= 2;
+    }
+    a
+}
+
+/// The kernel's output for one row (`row` = its bytes) and one activation vector `x` (K
+/// values), with `g` lanes per row group (the kernels use [`kernel_lanes`]; other powers of two
+/// exercise the bound's derivation for every group size).
+pub fn row(qtype: QType, row: &[u8], x: &[f32], g: usize) -> f32 {
+    assert!(
+        g.is_power_of_two() && g <= 32,
+        "g = {g}: a power of two <= 32"
+    );
+    let mut acc: Vec<f32> = (0..g).map(|l| lane_dot(qtype, row, x, g, l)).collect();
+    let mut off = g / 2;
+    while off > 0 {
+        let prev = acc.clone();
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a = prev[l] + prev[l ^ off];
         }
-        slices.push(acc[0]);
+        off /= 2;
     }
-    // Warp 0 adds the other slices' sums in order.
-    let mut total = slices[0];
-    for v in &slices[1..] {
-        total += v;
-    }
-    total
+    acc[0]
+}
+
+/// [`row`] with the kernels' own group size.
+pub fn kernel_row(qtype: QType, row_bytes: &[u8], x: &[f32]) -> f32 {
+    row(qtype, row_bytes, x, kernel_lanes(x.len()))
 }

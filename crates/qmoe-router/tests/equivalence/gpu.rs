@@ -232,6 +232,45 @@ fn gpu_ties_dominant_and_spread() {
 
 #[test]
 #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_permuted_ties_follow_the_tie_break_rule() {
+    // A second, independent check of the tie-break on the device: groups of exactly equal
+    // logits (exact through Wr = [I | 0]) scattered by a seeded permutation over 128 experts,
+    // k = 8 cutting inside a group; the ids must be levels from the highest down, ascending
+    // index within a level.
+    let gpu = qmoe_gpu::test_gpu();
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let (e, k) = (128usize, 8usize);
+    let mut logits = Vec::new();
+    let mut wants = Vec::new();
+    for t in 0..6 {
+        let mut perm: Vec<usize> = (0..e).collect();
+        for i in (1..e).rev() {
+            perm.swap(i, rng.gen_range(0..=i));
+        }
+        // Token t: 3 + 2t experts at the top level, so k = 8 spans that group and cuts into
+        // the next for t < 3, and cuts through the top group itself for t >= 3.
+        let levels: Vec<u8> = (0..e)
+            .map(|i| if i < 3 + 2 * t { 3 } else { (i % 3) as u8 })
+            .collect();
+        let (l, want) = tied_logits(&levels, &perm, k);
+        logits.push(l);
+        wants.push(want);
+    }
+    for norm in [true, false] {
+        let case = identity_case(cfg(e, e + 2, k, norm), &logits);
+        let g = check(&gpu, &case, "permuted ties");
+        for (t, want) in wants.iter().enumerate() {
+            assert_eq!(
+                &g.ids[t * k..(t + 1) * k],
+                &want[..],
+                "token {t} norm {norm}"
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
 fn gpu_nan_policy_matches_reference() {
     let gpu = qmoe_gpu::test_gpu();
     let c = cfg(64, 256, 6, true);
