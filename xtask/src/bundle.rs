@@ -64,11 +64,11 @@ pub fn build(sh: &Shell, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir.join("benches"))?;
     std::fs::create_dir_all(dir.join("bin"))?;
 
-    // Integration tests hold the GPU tests (one executable per crate).
+    // Integration tests and library unit tests that hold GPU (ignored) tests.
     let tests = executables(
         sh,
         &["test", "--workspace", "--release", "--tests", "--no-run"],
-        &["test"],
+        &["test", "lib"],
     )?;
     let benches = executables(sh, &["bench", "--workspace", "--no-run"], &["bench"])?;
     let bins = executables(
