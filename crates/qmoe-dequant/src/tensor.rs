@@ -1,7 +1,6 @@
 //! Device tensors: the bytes and geometry of a [`QTensor`] in device memory, and the upload.
 
 use qmoe_gpu::cuda::CudaSlice;
-use qmoe_quant::dims;
 
 use crate::{DequantError, QTensor, QType};
 
@@ -56,50 +55,7 @@ pub struct DeviceQTensor {
 }
 
 impl DeviceQTensor {
-    /// The tensor's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The element type.
-    pub fn qtype(&self) -> QType {
-        self.qtype
-    }
-
-    /// The shape, outermost first.
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    /// Row length (the last dimension, the reduction dimension).
-    pub fn cols(&self) -> usize {
-        dims::cols(&self.shape)
-    }
-
-    /// Rows per expert: `shape[len - 2]`, 1 for a 1-D tensor.
-    pub fn rows(&self) -> usize {
-        dims::rows(&self.shape)
-    }
-
-    /// Experts: `shape[0]` of a 3-D tensor, else 1.
-    pub fn experts(&self) -> usize {
-        dims::experts(&self.shape)
-    }
-
-    /// Bytes of one row.
-    pub fn row_bytes(&self) -> usize {
-        dims::row_bytes(self.qtype, &self.shape)
-    }
-
-    /// Bytes of one expert.
-    pub fn expert_bytes(&self) -> usize {
-        self.rows() * self.row_bytes()
-    }
-
-    /// Number of weights.
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
+    qmoe_quant::tensor_accessors!();
 
     /// The device bytes (`experts * expert_bytes` long).
     pub fn data(&self) -> &CudaSlice<u8> {

@@ -294,10 +294,11 @@ fn select_arch(info: &DeviceInfo, forced: Option<&str>) -> Result<PtxArch> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn hopper() -> DeviceInfo {
+    /// An H200's properties, for tests of what is derived from them.
+    pub(crate) fn hopper() -> DeviceInfo {
         DeviceInfo {
             ordinal: 0,
             name: "NVIDIA H200".into(),

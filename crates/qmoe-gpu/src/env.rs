@@ -350,13 +350,8 @@ mod tests {
 
     fn hopper() -> DeviceInfo {
         DeviceInfo {
-            ordinal: 0,
-            name: "NVIDIA H200".into(),
-            compute_capability: (9, 0),
-            sm_count: 132,
             total_memory: 150_110_208_000,
-            l2_bytes: 60 << 20,
-            max_shared_per_block: 227 << 10,
+            ..crate::device::tests::hopper()
         }
     }
 

@@ -181,6 +181,19 @@ fn dims(op: &'static str, w: &DeviceQTensor, n: usize, expected: &'static str) -
     Ok(())
 }
 
+fn same_shape(op: &'static str, gate: &DeviceQTensor, up: &DeviceQTensor) -> Result<()> {
+    if gate.shape() == up.shape() {
+        return Ok(());
+    }
+    Err(MatvecError::GateUpMismatch {
+        op,
+        gate: gate.name().to_string(),
+        gate_shape: gate.shape().to_vec(),
+        up: up.name().to_string(),
+        up_shape: up.shape().to_vec(),
+    })
+}
+
 fn count(op: &'static str, what: &'static str, value: usize, max: usize) -> Result<()> {
     if value == 0 || value > max {
         return Err(MatvecError::Count {
@@ -318,15 +331,7 @@ pub fn gate_up_swiglu_gpu(
     supported(OP, up)?;
     dims(OP, gate, 3, "a 3-D [experts, rows, cols] tensor")?;
     dims(OP, up, 3, "a 3-D [experts, rows, cols] tensor")?;
-    if gate.shape() != up.shape() {
-        return Err(MatvecError::GateUpMismatch {
-            op: OP,
-            gate: gate.name().to_string(),
-            gate_shape: gate.shape().to_vec(),
-            up: up.name().to_string(),
-            up_shape: up.shape().to_vec(),
-        });
-    }
+    same_shape(OP, gate, up)?;
     count(OP, "k", k, gate.experts().min(MAX_TASKS))?;
     count(OP, "b", b, MAX_TASKS)?;
     count(OP, "b * k", b * k, MAX_TASKS)?;
@@ -368,15 +373,7 @@ pub fn gate_up_swiglu_unfused_gpu(
     act: &mut CudaSlice<f32>,
 ) -> Result<()> {
     const OP: &str = "gate_up_swiglu_unfused_gpu";
-    if gate.shape() != up.shape() {
-        return Err(MatvecError::GateUpMismatch {
-            op: OP,
-            gate: gate.name().to_string(),
-            gate_shape: gate.shape().to_vec(),
-            up: up.name().to_string(),
-            up_shape: up.shape().to_vec(),
-        });
-    }
+    same_shape(OP, gate, up)?;
     let n = b * k * gate.rows();
     buffer(OP, "act", n, act.len())?;
     matvec_indexed_gpu(gpu, gate, ids, k, x, false, b, gate_out)?;

@@ -98,54 +98,11 @@ impl<'a> QTensor<'a> {
         })
     }
 
-    /// The tensor's name (as in the GGUF file).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The element type.
-    pub fn qtype(&self) -> QType {
-        self.qtype
-    }
-
-    /// The shape, outermost first.
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
-    }
+    crate::tensor_accessors!();
 
     /// The raw bytes.
     pub fn bytes(&self) -> &[u8] {
         &self.data
-    }
-
-    /// Row length (the last dimension, the reduction dimension).
-    pub fn cols(&self) -> usize {
-        dims::cols(&self.shape)
-    }
-
-    /// Rows per expert: `shape[len - 2]`, 1 for a 1-D tensor.
-    pub fn rows(&self) -> usize {
-        dims::rows(&self.shape)
-    }
-
-    /// Experts: `shape[0]` of a 3-D tensor, else 1.
-    pub fn experts(&self) -> usize {
-        dims::experts(&self.shape)
-    }
-
-    /// Bytes of one row.
-    pub fn row_bytes(&self) -> usize {
-        dims::row_bytes(self.qtype, &self.shape)
-    }
-
-    /// Bytes of one expert (the whole tensor when it is not 3-D).
-    pub fn expert_bytes(&self) -> usize {
-        self.rows() * self.row_bytes()
-    }
-
-    /// Number of weights.
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
     }
 
     /// The 2-D view `name[e]` of expert `e` of a stacked `[experts, rows, cols]` tensor,
@@ -294,4 +251,59 @@ pub mod dims {
             .row_bytes(cols(shape))
             .expect("checked at construction")
     }
+}
+
+/// The accessors every typed tensor shares — `name`, `qtype`, `shape` and the shape arithmetic
+/// (`cols`, `rows`, `experts`, `row_bytes`, `expert_bytes`, `numel`) — for an `impl` of a struct
+/// with fields `name: String`, `qtype: QType` and `shape: Vec<usize>`. The host [`QTensor`] and
+/// qmoe-dequant's `DeviceQTensor` both expand it, so the two cannot drift apart.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! tensor_accessors {
+    () => {
+        /// The tensor's name (as in the GGUF file).
+        pub fn name(&self) -> &str {
+            &self.name
+        }
+
+        /// The element type.
+        pub fn qtype(&self) -> $crate::QType {
+            self.qtype
+        }
+
+        /// The shape, outermost first.
+        pub fn shape(&self) -> &[usize] {
+            &self.shape
+        }
+
+        /// Row length (the last dimension, the reduction dimension).
+        pub fn cols(&self) -> usize {
+            $crate::dims::cols(&self.shape)
+        }
+
+        /// Rows per expert: `shape[len - 2]`, 1 for a 1-D tensor.
+        pub fn rows(&self) -> usize {
+            $crate::dims::rows(&self.shape)
+        }
+
+        /// Experts: `shape[0]` of a 3-D tensor, else 1.
+        pub fn experts(&self) -> usize {
+            $crate::dims::experts(&self.shape)
+        }
+
+        /// Bytes of one row.
+        pub fn row_bytes(&self) -> usize {
+            $crate::dims::row_bytes(self.qtype, &self.shape)
+        }
+
+        /// Bytes of one expert (the whole tensor when it is not 3-D).
+        pub fn expert_bytes(&self) -> usize {
+            self.rows() * self.row_bytes()
+        }
+
+        /// Number of weights.
+        pub fn numel(&self) -> usize {
+            self.shape.iter().product()
+        }
+    };
 }
