@@ -281,14 +281,14 @@ mod tests {
     #[test]
     fn every_type_has_every_variant_and_gate_up_is_per_type() {
         for &q in QTYPES {
-            for nci in 0..NC.len() {
+            for (nci, nc) in NC.iter().enumerate() {
                 for name in [
                     gen::dense_kernel(q, nci),
                     gen::indexed_kernel(q, nci),
                     gen::gate_up_kernel(q, nci),
                 ] {
                     let name = name.unwrap_or_else(|| panic!("{q} variant {nci} missing"));
-                    assert!(name.contains(q.name()) && name.ends_with(&format!("_c{}", NC[nci])));
+                    assert!(name.contains(q.name()) && name.ends_with(&format!("_c{nc}")));
                 }
             }
         }
