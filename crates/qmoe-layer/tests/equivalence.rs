@@ -1,10 +1,15 @@
 //! The MoE layer's equivalence suite. CPU here: absolute hand-worked references (RMSNorm where ε
 //! matters, SwiGLU's orientation), validation errors, the reference layer's precisions and stage
-//! structure. GPU (in support/gpu.rs and support/heavy.rs): stage-by-stage
+//! structure. GPU (in equivalence/gpu.rs and equivalence/heavy.rs): stage-by-stage
 //! against the reference, every qtype triple, graph replay, bad calls, fault injection, the
 //! 48-layer Qwen3-30B-A3B run, adversarial magnitudes, and the dump for the PyTorch cross-check.
 
 mod support;
+
+#[path = "equivalence/gpu.rs"]
+mod gpu;
+#[path = "equivalence/heavy.rs"]
+mod heavy;
 
 use proptest::prelude::*;
 use qmoe_check::Thresholds;

@@ -5,10 +5,9 @@
 //! (ignored without a device): every kernel against the reference within the bound, random and
 //! adversarial, outputs poisoned; and the kernels bit-identical to the emulation.
 
-#[path = "support/emulate.rs"]
-mod emulate;
-#[path = "support/gen.rs"]
-mod gen;
+mod support;
+
+use support::{emulate, gen};
 
 use gen::{check, Style};
 use proptest::prelude::*;

@@ -2,7 +2,7 @@
 //! re-derivation, quantizer error bounds, tensor validation. The GPU kernels are checked against
 //! the same reference in qmoe-dequant's suite.
 
-mod equivalence {
-    pub mod cpu;
-    pub mod naive;
-}
+mod support;
+
+#[path = "equivalence/cpu.rs"]
+mod cpu;

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::common::{
+use crate::support::{
     assert_quiet_close, closed_reader, cut, fails, json, llama, ok, path, qmoe, read_npy, tiny,
 };
 

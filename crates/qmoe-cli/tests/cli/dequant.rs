@@ -5,7 +5,7 @@ use std::path::Path;
 use qmoe_gguf::GgufFile;
 use tempfile::TempDir;
 
-use crate::common::{cut, fails, llama, ok, path, qmoe, read_npy, tiny};
+use crate::support::{cut, fails, llama, ok, path, qmoe, read_npy, tiny};
 
 #[test]
 fn help_has_examples() {

@@ -2,7 +2,7 @@
 
 use qmoe_gpu::PtxArch;
 
-use crate::common::{assert_quiet_close, closed_reader, fails, json, ok};
+use crate::support::{assert_quiet_close, closed_reader, fails, json, ok};
 
 #[test]
 fn help_names_what_it_reports() {
@@ -112,7 +112,7 @@ fn gpu_report_matches_the_device() {
     assert_eq!(d["compute_capability"], format!("{major}.{minor}"));
     assert_eq!(d["sm_count"], info.sm_count);
     assert_eq!(d["l2_bytes"], info.l2_bytes);
-    // The command runs without QMOE_PTX_ARCH (common::qmoe removes it), so it picks the device's
+    // The command runs without QMOE_PTX_ARCH (support::qmoe removes it), so it picks the device's
     // best target even when this test process was given a forced one (`run.sh --arch sm_89`).
     let best = PtxArch::best_for(info.compute_capability).expect("a target runs on this GPU");
     assert_eq!(d["ptx"]["arch"], best.name());
@@ -137,7 +137,7 @@ fn gpu_report_matches_the_device() {
 fn gpu_forced_lowest_target_says_so() {
     let gpu = qmoe_gpu::test_gpu();
     let lowest = PtxArch::ALL[0];
-    let out = crate::common::qmoe()
+    let out = crate::support::qmoe()
         .args(["env", "--json", "--quick"])
         .env("QMOE_PTX_ARCH", lowest.name())
         .assert()

@@ -2,7 +2,7 @@
 
 use tempfile::TempDir;
 
-use crate::common::{fails, ok, path};
+use crate::support::{fails, ok, path};
 
 #[test]
 fn help_has_examples() {

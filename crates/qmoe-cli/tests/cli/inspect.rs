@@ -2,7 +2,7 @@
 
 use tempfile::TempDir;
 
-use crate::common::{
+use crate::support::{
     assert_quiet_close, closed_reader, cut, fails, json, llama, ok, path, tiny, wide,
 };
 

@@ -1,7 +1,7 @@
 //! What every command shares: the top-level help, the exit-status convention, and what a user
 //! sees when qmoe has a bug.
 
-use crate::common::{assert_quiet_close, closed_reader, fails, ok, qmoe};
+use crate::support::{assert_quiet_close, closed_reader, fails, ok, qmoe};
 
 #[test]
 fn help_teaches_with_examples_and_lists_every_command() {

@@ -9,8 +9,6 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
-pub mod gpu;
-pub mod heavy;
 
 /// A seeded generator.
 pub fn rng(seed: u64) -> ChaCha8Rng {

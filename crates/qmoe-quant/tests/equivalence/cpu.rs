@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use qmoe_quant::strategies::{blocks, q4_k_block, q6_k_block, q8_0_block};
 use qmoe_quant::{reference, QTensor, QType, QuantError};
 
-use super::naive;
+use crate::support::naive;
 
 #[test]
 fn qtype_table() {

@@ -5,11 +5,17 @@
 //!
 //! Files are small (the tiny preset, one-layer cuts) and bisect runs few layers: CI has 2 cores.
 
-mod common;
+mod support;
 
+#[path = "cli/bisect.rs"]
 mod bisect;
+#[path = "cli/dequant.rs"]
 mod dequant;
+#[path = "cli/env.rs"]
 mod env;
+#[path = "cli/gen_model.rs"]
 mod gen_model;
+#[path = "cli/inspect.rs"]
 mod inspect;
+#[path = "cli/process.rs"]
 mod process;
