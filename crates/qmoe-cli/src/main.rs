@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 /// suite can check what a user sees when qmoe has a bug.
 const PANIC_FOR_TEST_ENV: &str = "QMOE_PANIC_FOR_TEST";
 
-/// `0.1.0 (commit 46b7574; PTX sm_89, sm_90, sm_120 from Cuda compilation tools, release 13.0, …)`:
+/// `0.1.0 (commit 46b7574; PTX sm_80, sm_89, sm_90, sm_120 from Cuda compilation tools, release 13.0, …)`:
 /// what a bug report needs to reproduce a build.
 fn version() -> &'static str {
     static TEXT: OnceLock<String> = OnceLock::new();

@@ -217,7 +217,7 @@ pub fn no_gpu_line(why: &str) -> String {
     format!("no GPU ({why})")
 }
 
-/// The embedded targets as "sm_89, sm_90, sm_120".
+/// The embedded targets as "sm_80, sm_89, sm_90, sm_120".
 pub fn target_list() -> String {
     PtxArch::ALL
         .iter()
