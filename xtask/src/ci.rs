@@ -21,7 +21,7 @@ impl Ci {
         crate::ptx::Ptx::check().run(sh)?;
         step("cargo test --workspace (GPU tests are #[ignore]d here)");
         let totals = cargo_test_counting(sh)?;
-        step("oracle (gguf==0.19.0)");
+        step("oracle (gguf==0.19.0, ggml-python==0.0.45)");
         crate::oracle::Oracle::all().run(sh)?;
         step("cargo bench --no-run");
         cmd!(sh, "cargo bench --workspace --no-run").run()?;

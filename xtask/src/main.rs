@@ -38,7 +38,7 @@ enum Command {
     Fuzz(fuzz::Fuzz),
     /// Run the criterion benchmarks (CPU references always, GPU timings when a device exists).
     Bench(bench::Bench),
-    /// Compare our reference implementations with the GGML authors' `gguf` Python package.
+    /// Compare our reference implementations with the GGML authors' `gguf` package and ggml's quantizers.
     Oracle(oracle::Oracle),
     /// Everything CI checks: fmt, clippy, ptx --check, tests, oracles, benches built.
     Ci(ci::Ci),
