@@ -139,10 +139,17 @@ impl Mutants {
         let out_dir = root.join("target").join("mutants");
         std::fs::create_dir_all(&out_dir)?;
         let (timeout, build_timeout) = (self.timeout.to_string(), self.build_timeout.to_string());
+        let which = if select.is_empty() {
+            format!("all {total} mutants")
+        } else {
+            format!(
+                "{} of {total} mutants ({})",
+                self.sample.unwrap_or(0),
+                select.join(" ")
+            )
+        };
         eprintln!(
-            "mutants: cargo-mutants {CARGO_MUTANTS_VERSION}, {} of {total} mutants ({}), in place, 1 job",
-            if self.full { "all".to_string() } else { format!("a sample of about {}", self.sample.unwrap_or(0)) },
-            select.join(" ")
+            "mutants: cargo-mutants {CARGO_MUTANTS_VERSION}, {which}, in place, one at a time"
         );
         let t0 = Instant::now();
         // Exit codes: 0 all caught, 2 some missed, 3 some timed out; anything else is a failure
@@ -155,6 +162,10 @@ impl Mutants {
             .arg(&out_dir)
             .args(&file_args)
             .args(&select)
+            // A mutant's failing proptest must not leave a regression file in the tree, nor
+            // spend minutes shrinking a failure that only needs to be seen.
+            .env("PROPTEST_DISABLE_FAILURE_PERSISTENCE", "1")
+            .env("PROPTEST_MAX_SHRINK_ITERS", "1")
             .current_dir(&root)
             .status()
             .with_context(|| format!("running {}", exe.display()))?;
