@@ -23,10 +23,18 @@ impl Ci {
         crate::ptx::Ptx::check().run(sh)?;
         step("cargo test --workspace (GPU tests are #[ignore]d here)");
         let totals = cargo_test_counting(sh)?;
-        step("oracle (gguf==0.19.0)");
+        step("oracle (gguf==0.19.0, ggml-python==0.0.45)");
         crate::oracle::Oracle::all().run(sh)?;
         step("cargo bench --no-run");
         cmd!(sh, "cargo bench --workspace --no-run").run()?;
+        // Last, so that the debug test builds above are reused and no later step can see a
+        // tree that cargo-mutants is still mutating in place.
+        step(&format!(
+            "mutants --sample {} (cargo-mutants {})",
+            crate::mutants::CI_SAMPLE,
+            crate::mutants::CARGO_MUTANTS_VERSION
+        ));
+        crate::mutants::Mutants::ci_sample().run(sh)?;
         eprintln!(
             "\n==== ci: all steps passed in {:.0}s",
             t0.elapsed().as_secs_f64()

@@ -8,6 +8,7 @@ mod bundle;
 mod ci;
 mod fuzz;
 mod gen;
+mod mutants;
 mod nvcc;
 mod oracle;
 mod ptx;
@@ -42,8 +43,11 @@ enum Command {
     Fuzz(fuzz::Fuzz),
     /// Run the criterion benchmarks (CPU references always, GPU timings when a device exists).
     Bench(bench::Bench),
-    /// Compare our reference implementations with the GGML authors' `gguf` Python package.
+    /// Compare our reference implementations with the GGML authors' `gguf` package and ggml's quantizers.
     Oracle(oracle::Oracle),
+    /// Mutation testing of the reference, check, parser and bisect-report modules
+    /// (cargo-mutants), failing on a surviving mutant not listed in mutants-survivors.txt.
+    Mutants(mutants::Mutants),
     /// Everything CI checks: fmt, clippy, ptx --check, tests, oracles, benches built.
     Ci(ci::Ci),
 }
@@ -66,6 +70,7 @@ fn run() -> Result<()> {
         Command::Fuzz(c) => c.run(&sh),
         Command::Bench(c) => c.run(&sh),
         Command::Oracle(c) => c.run(&sh),
+        Command::Mutants(c) => c.run(&sh),
         Command::Ci(c) => c.run(&sh),
     }
 }
