@@ -11,8 +11,8 @@
 //! rounded), never with `ln`, `exp` or `cos` from the platform's maths library, so the same bytes
 //! come out on every machine and the pins depend on the quantizer alone.
 
-use qmoe_dequant::quantize::quantize;
-use qmoe_dequant::{QTensor, QType};
+use qmoe_quant::quantize::quantize;
+use qmoe_quant::{QTensor, QType};
 
 /// SplitMix64: a tiny, fully specified generator, so the data never changes with a crate update.
 struct SplitMix64(u64);
