@@ -303,33 +303,31 @@ fn render_rs(types: &[QTypeRow], u: &Unit) -> String {
                 ncs.len(),
                 ncs.join(", ")
             );
-            for (func, prefix, what) in [
-                ("dense", "qmoe_matvec_", "dense"),
-                ("indexed", "qmoe_matvec_indexed_", "expert-indexed"),
-                (
-                    "gate_up",
-                    "qmoe_gate_up_swiglu_",
-                    "fused gate+up (gate and up of this one type)",
-                ),
-            ] {
-                let _ = write!(
-                    s,
-                    "\n/// The {what} kernel of type `q` and variant `nci` (an index into [`NC`]), or\n\
-                     /// `None` for a type without one.\n\
-                     #[allow(unreachable_patterns)]\n\
-                     pub(crate) fn {func}_kernel(q: QType, nci: usize) -> Option<&'static str> {{\n    \
-                     let names: [&'static str; {}] = match q {{\n",
-                    ncs.len()
-                );
-                for t in types.iter().filter(|t| t.has(Family::Matvec)) {
+            let _ = write!(
+                s,
+                "\n/// Per type, its kernels: `[dense, expert-indexed, fused gate+up (gate and up of this\n\
+                 /// one type)][variant]`, the variant an index into [`NC`].\n\
+                 pub(crate) const BY_TYPE: &[(QType, [[&str; {}]; 3])] = &[\n",
+                ncs.len()
+            );
+            for t in types.iter().filter(|t| t.has(Family::Matvec)) {
+                let row = |prefix: &str| -> String {
                     let names: Vec<String> = table::MATVEC_NC
                         .iter()
                         .map(|nc| format!("\"{prefix}{}_c{nc}\"", t.name))
                         .collect();
-                    let _ = writeln!(s, "        QType::{} => [{}],", t.rust, names.join(", "));
-                }
-                s += "        _ => return None,\n    };\n    names.get(nci).copied()\n}\n";
+                    format!("[{}]", names.join(", "))
+                };
+                let _ = writeln!(
+                    s,
+                    "    (QType::{}, [\n        {},\n        {},\n        {},\n    ]),",
+                    t.rust,
+                    row("qmoe_matvec_"),
+                    row("qmoe_matvec_indexed_"),
+                    row("qmoe_gate_up_swiglu_")
+                );
             }
+            s += "];\n";
             s += "\n/// The types the matvec kernels read.\npub const QTYPES: &[QType] = &[";
             let names: Vec<String> = types
                 .iter()

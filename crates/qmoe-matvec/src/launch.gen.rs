@@ -182,44 +182,25 @@ pub const KERNELS: &[&str] = &[
 /// Columns per staging pass of each compiled variant (kernel suffix `_c<NC>`).
 pub(crate) const NC: [usize; 3] = [1, 4, 8];
 
-/// The dense kernel of type `q` and variant `nci` (an index into [`NC`]), or
-/// `None` for a type without one.
-#[allow(unreachable_patterns)]
-pub(crate) fn dense_kernel(q: QType, nci: usize) -> Option<&'static str> {
-    let names: [&'static str; 3] = match q {
-        QType::Q8_0 => ["qmoe_matvec_q8_0_c1", "qmoe_matvec_q8_0_c4", "qmoe_matvec_q8_0_c8"],
-        QType::Q4_K => ["qmoe_matvec_q4_k_c1", "qmoe_matvec_q4_k_c4", "qmoe_matvec_q4_k_c8"],
-        QType::Q6_K => ["qmoe_matvec_q6_k_c1", "qmoe_matvec_q6_k_c4", "qmoe_matvec_q6_k_c8"],
-        _ => return None,
-    };
-    names.get(nci).copied()
-}
-
-/// The expert-indexed kernel of type `q` and variant `nci` (an index into [`NC`]), or
-/// `None` for a type without one.
-#[allow(unreachable_patterns)]
-pub(crate) fn indexed_kernel(q: QType, nci: usize) -> Option<&'static str> {
-    let names: [&'static str; 3] = match q {
-        QType::Q8_0 => ["qmoe_matvec_indexed_q8_0_c1", "qmoe_matvec_indexed_q8_0_c4", "qmoe_matvec_indexed_q8_0_c8"],
-        QType::Q4_K => ["qmoe_matvec_indexed_q4_k_c1", "qmoe_matvec_indexed_q4_k_c4", "qmoe_matvec_indexed_q4_k_c8"],
-        QType::Q6_K => ["qmoe_matvec_indexed_q6_k_c1", "qmoe_matvec_indexed_q6_k_c4", "qmoe_matvec_indexed_q6_k_c8"],
-        _ => return None,
-    };
-    names.get(nci).copied()
-}
-
-/// The fused gate+up (gate and up of this one type) kernel of type `q` and variant `nci` (an index into [`NC`]), or
-/// `None` for a type without one.
-#[allow(unreachable_patterns)]
-pub(crate) fn gate_up_kernel(q: QType, nci: usize) -> Option<&'static str> {
-    let names: [&'static str; 3] = match q {
-        QType::Q8_0 => ["qmoe_gate_up_swiglu_q8_0_c1", "qmoe_gate_up_swiglu_q8_0_c4", "qmoe_gate_up_swiglu_q8_0_c8"],
-        QType::Q4_K => ["qmoe_gate_up_swiglu_q4_k_c1", "qmoe_gate_up_swiglu_q4_k_c4", "qmoe_gate_up_swiglu_q4_k_c8"],
-        QType::Q6_K => ["qmoe_gate_up_swiglu_q6_k_c1", "qmoe_gate_up_swiglu_q6_k_c4", "qmoe_gate_up_swiglu_q6_k_c8"],
-        _ => return None,
-    };
-    names.get(nci).copied()
-}
+/// Per type, its kernels: `[dense, expert-indexed, fused gate+up (gate and up of this
+/// one type)][variant]`, the variant an index into [`NC`].
+pub(crate) const BY_TYPE: &[(QType, [[&str; 3]; 3])] = &[
+    (QType::Q8_0, [
+        ["qmoe_matvec_q8_0_c1", "qmoe_matvec_q8_0_c4", "qmoe_matvec_q8_0_c8"],
+        ["qmoe_matvec_indexed_q8_0_c1", "qmoe_matvec_indexed_q8_0_c4", "qmoe_matvec_indexed_q8_0_c8"],
+        ["qmoe_gate_up_swiglu_q8_0_c1", "qmoe_gate_up_swiglu_q8_0_c4", "qmoe_gate_up_swiglu_q8_0_c8"],
+    ]),
+    (QType::Q4_K, [
+        ["qmoe_matvec_q4_k_c1", "qmoe_matvec_q4_k_c4", "qmoe_matvec_q4_k_c8"],
+        ["qmoe_matvec_indexed_q4_k_c1", "qmoe_matvec_indexed_q4_k_c4", "qmoe_matvec_indexed_q4_k_c8"],
+        ["qmoe_gate_up_swiglu_q4_k_c1", "qmoe_gate_up_swiglu_q4_k_c4", "qmoe_gate_up_swiglu_q4_k_c8"],
+    ]),
+    (QType::Q6_K, [
+        ["qmoe_matvec_q6_k_c1", "qmoe_matvec_q6_k_c4", "qmoe_matvec_q6_k_c8"],
+        ["qmoe_matvec_indexed_q6_k_c1", "qmoe_matvec_indexed_q6_k_c4", "qmoe_matvec_indexed_q6_k_c8"],
+        ["qmoe_gate_up_swiglu_q6_k_c1", "qmoe_gate_up_swiglu_q6_k_c4", "qmoe_gate_up_swiglu_q6_k_c8"],
+    ]),
+];
 
 /// The types the matvec kernels read.
 pub const QTYPES: &[QType] = &[QType::Q8_0, QType::Q4_K, QType::Q6_K];

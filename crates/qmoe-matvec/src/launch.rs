@@ -166,7 +166,7 @@ pub(crate) unsafe fn launch_dense(
     y: &mut CudaSlice<f32>,
     p: Plan,
 ) -> Result<()> {
-    let name = kernel(gen::dense_kernel(w.qtype(), p.nci), w.qtype());
+    let name = kernel(Family::Dense, w.qtype(), p.nci);
     let f = gpu.function(&PTX, name)?;
     let params = MvDenseParams {
         w: device_addr(gpu, w.data()),
@@ -200,7 +200,7 @@ pub(crate) unsafe fn launch_indexed(
     y: &mut CudaSlice<f32>,
     p: Plan,
 ) -> Result<()> {
-    let name = kernel(gen::indexed_kernel(w.qtype(), p.nci), w.qtype());
+    let name = kernel(Family::Indexed, w.qtype(), p.nci);
     let f = gpu.function(&PTX, name)?;
     let params = MvIndexedParams {
         w: device_addr(gpu, w.data()),
@@ -239,7 +239,7 @@ pub(crate) unsafe fn launch_gate_up(
     act: &mut CudaSlice<f32>,
     p: Plan,
 ) -> Result<()> {
-    let name = kernel(gen::gate_up_kernel(gate.qtype(), p.nci), gate.qtype());
+    let name = kernel(Family::GateUp, gate.qtype(), p.nci);
     let f = gpu.function(&PTX, name)?;
     let params = MvGateUpParams {
         wg: device_addr(gpu, gate.data()),
@@ -263,9 +263,24 @@ pub(crate) unsafe fn launch_gate_up(
     unsafe { launch_params(gpu, &f, cfg, &params, name) }
 }
 
-/// The generated table's kernel for a type the public function already accepted.
-fn kernel(name: Option<&'static str>, q: QType) -> &'static str {
-    name.unwrap_or_else(|| unreachable!("{q} has no matvec kernel but passed the type check"))
+/// The kernel families of [`gen::BY_TYPE`]'s rows, in order.
+#[derive(Debug, Clone, Copy)]
+enum Family {
+    Dense = 0,
+    Indexed = 1,
+    GateUp = 2,
+}
+
+/// The generated table's kernel of `family` for type `q` and variant `nci`, if it has one.
+fn lookup(family: Family, q: QType, nci: usize) -> Option<&'static str> {
+    let (_, names) = gen::BY_TYPE.iter().find(|(t, _)| *t == q)?;
+    names[family as usize].get(nci).copied()
+}
+
+/// The kernel for a type the public function already accepted.
+fn kernel(family: Family, q: QType, nci: usize) -> &'static str {
+    lookup(family, q, nci)
+        .unwrap_or_else(|| unreachable!("{q} has no matvec kernel but passed the type check"))
 }
 
 #[cfg(test)]
@@ -282,17 +297,14 @@ mod tests {
     fn every_type_has_every_variant_and_gate_up_is_per_type() {
         for &q in QTYPES {
             for (nci, nc) in NC.iter().enumerate() {
-                for name in [
-                    gen::dense_kernel(q, nci),
-                    gen::indexed_kernel(q, nci),
-                    gen::gate_up_kernel(q, nci),
-                ] {
+                for family in [Family::Dense, Family::Indexed, Family::GateUp] {
+                    let name = lookup(family, q, nci);
                     let name = name.unwrap_or_else(|| panic!("{q} variant {nci} missing"));
                     assert!(name.contains(q.name()) && name.ends_with(&format!("_c{nc}")));
                 }
             }
         }
-        assert_eq!(gen::dense_kernel(QType::F32, 0), None);
+        assert_eq!(lookup(Family::Dense, QType::F32, 0), None);
         assert_eq!(KERNELS.len(), QTYPES.len() * NC.len() * 3);
         assert_eq!(
             (
