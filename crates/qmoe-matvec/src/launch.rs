@@ -297,10 +297,16 @@ mod tests {
     fn every_type_has_every_variant_and_gate_up_is_per_type() {
         for &q in QTYPES {
             for (nci, nc) in NC.iter().enumerate() {
-                for family in [Family::Dense, Family::Indexed, Family::GateUp] {
+                for (family, prefix) in [
+                    (Family::Dense, "qmoe_matvec_"),
+                    (Family::Indexed, "qmoe_matvec_indexed_"),
+                    (Family::GateUp, "qmoe_gate_up_swiglu_"),
+                ] {
                     let name = lookup(family, q, nci);
                     let name = name.unwrap_or_else(|| panic!("{q} variant {nci} missing"));
-                    assert!(name.contains(q.name()) && name.ends_with(&format!("_c{nc}")));
+                    // The launchers pass each family's parameter struct: the name must be that
+                    // family's kernel, of this type and this many columns per pass.
+                    assert_eq!(name, format!("{prefix}{}_c{nc}", q.name()));
                 }
             }
         }
