@@ -276,12 +276,16 @@ fn driver_facts() -> Option<DriverFacts> {
     })
 }
 
-/// The version in `/proc/driver/nvidia/version`'s first line ("NVRM version: NVIDIA UNIX x86_64
-/// Kernel Module  580.95.05  Thu Sep 25 …").
+/// The version in `/proc/driver/nvidia/version`'s first line: the first dotted number after
+/// "Kernel Module", which is where both driver flavours put it ("NVIDIA UNIX x86_64 Kernel Module
+/// 580.95.05 …" and the open modules' "NVIDIA UNIX Open Kernel Module for x86_64  580.95.05
+/// Release Build …"; seen on an H200 machine, where the first word after was "for").
 fn kernel_module_version(text: &str) -> Option<String> {
     let line = text.lines().next()?;
     let rest = &line[line.find("Kernel Module")? + "Kernel Module".len()..];
-    rest.split_whitespace().next().map(str::to_string)
+    rest.split_whitespace()
+        .find(|w| w.contains('.') && w.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        .map(str::to_string)
 }
 
 fn device_report(gpu: &Gpu, measure_ceiling: bool) -> DeviceReport {
@@ -419,9 +423,12 @@ mod tests {
     }
 
     #[test]
-    fn kernel_module_version_is_the_word_after_kernel_module() {
+    fn kernel_module_version_is_the_version_after_kernel_module() {
         let text = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.95.05  Thu Sep 25 2025\nGCC version: gcc 12\n";
         assert_eq!(kernel_module_version(text).as_deref(), Some("580.95.05"));
+        // The open kernel modules' wording (the H200 machines' driver): "for x86_64" first.
+        let open = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.82.07  Release Build  (dvs-builder@U22)  Wed Aug 27 2025\n";
+        assert_eq!(kernel_module_version(open).as_deref(), Some("580.82.07"));
         assert_eq!(kernel_module_version("nothing here"), None);
     }
 
