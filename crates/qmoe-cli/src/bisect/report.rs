@@ -73,8 +73,13 @@ fn hint(stage: &str, t: LayerTypes, hidden: usize, inter: usize, experts: usize)
         }
         "gate" => format!("the gate projection: the {} kernel of qmoe-matvec indexed (K={hidden})", q(t.gate)),
         "up" => format!("the up projection: the {} kernel of qmoe-matvec indexed (K={hidden})", q(t.up)),
-        "act" => format!(
+        "act" if t.gate == t.up => format!(
             "the fused gate+up SwiGLU epilogue (qmoe-matvec gate_up_swiglu: gate {}, up {}; qmoe-swiglu's swiglu.cuh)",
+            q(t.gate),
+            q(t.up)
+        ),
+        "act" => format!(
+            "the unfused gate+up of a mixed pair (qmoe-matvec gate_up_swiglu_unfused: gate {}, up {}, then qmoe-swiglu's kernel)",
             q(t.gate),
             q(t.up)
         ),
@@ -292,4 +297,49 @@ pub fn summary_text(s: &Summary) -> String {
         let _ = writeln!(out, "  worst layer (ffn_out cosine):   {l} ({c:.9})");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use qmoe_dequant::QType;
+
+    use super::*;
+
+    #[test]
+    fn every_stage_points_at_its_own_kernel() {
+        let t = LayerTypes {
+            gate: QType::Q4_K,
+            up: QType::Q8_0,
+            down: QType::Q6_K,
+        };
+        let h = |stage| hint(stage, t, 2048, 768, 128);
+        let want: [(&str, &[&str]); 10] = [
+            ("ffn_norm", &["RMSNorm"]),
+            ("router_logits", &["router", "E=128", "H=2048"]),
+            ("topk_ids", &["router"]),
+            ("topk_weights", &["router"]),
+            ("gate", &["gate projection", "Q4_K", "K=2048"]),
+            ("up", &["up projection", "Q8_0", "K=2048"]),
+            ("act", &["unfused", "gate Q4_K, up Q8_0"]),
+            ("expert_down", &["Q6_K down", "K=768"]),
+            ("ffn_out", &["weighted sum"]),
+            ("residual_out", &["residual add"]),
+        ];
+        for (stage, words) in want {
+            let text = h(stage);
+            for w in words {
+                assert!(text.contains(w), "{stage}: {text:?} lacks {w:?}");
+            }
+        }
+        // Gate and up of one type run the fused kernel.
+        let same = LayerTypes {
+            up: QType::Q4_K,
+            ..t
+        };
+        let text = hint("act", same, 2048, 768, 128);
+        assert!(
+            text.contains("fused gate+up SwiGLU epilogue") && !text.contains("unfused"),
+            "{text}"
+        );
+    }
 }

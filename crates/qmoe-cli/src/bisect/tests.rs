@@ -353,3 +353,24 @@ fn ranges_that_start_past_layer_0_report_model_layer_numbers() {
         assert_eq!(r.layers.first().map(|l| l.layer), Some(3));
     }
 }
+
+#[test]
+fn worst_layer_is_the_lowest_ffn_out_cosine_earliest_on_ties() {
+    // Forced mode feeds every layer the reference's input, so only layer 5's output is off.
+    let runs = run_toy(Some((5, "ffn_out", 40.0)));
+    let forced = runs.iter().find(|r| r.mode == Mode::Forced).unwrap();
+    let (layer, cosine) = summarize(forced).worst_layer.unwrap();
+    assert_eq!(layer, 5, "cosine {cosine}");
+    assert!(cosine < 0.99, "{cosine}");
+    // Identical paths: the first of the lowest cosines, found by an independent scan.
+    for r in run_toy(None) {
+        let cos: Vec<(usize, f64)> = r
+            .layers
+            .iter()
+            .filter_map(|l| l.ffn_out_cosine().map(|c| (l.layer, c)))
+            .collect();
+        assert_eq!(cos.len(), 8);
+        let want = cos.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1));
+        assert_eq!(summarize(&r).worst_layer, want, "{cos:?}");
+    }
+}
