@@ -159,8 +159,20 @@ fn nan_in_layer_6_down_is_found_at_layer_6_and_named() {
             );
         }
         let d = diagnose(r, &facts(&q4km)).unwrap();
+        let mode = if r.mode == Mode::Free {
+            "free"
+        } else {
+            "forced"
+        };
+        assert!(d.starts_with(&format!("[{mode}] ")), "{d}");
         assert!(d.contains("router MATCH"), "{d}");
         assert!(d.contains("expert_down NAN_GPU at layer 6"), "{d}");
+        // The NaN reaches the weighted sum and the residual: named after the first failure,
+        // which itself is not repeated among them.
+        assert!(
+            d.contains("(then ffn_out NAN_GPU, residual_out NAN_GPU)"),
+            "{d}"
+        );
         assert!(d.contains("layers 0–5 MATCH"), "{d}");
         assert!(
             d.contains("down Q4_K") && d.contains("had down Q6_K"),
@@ -195,6 +207,8 @@ fn router_nan_is_reported_as_router() {
         "{d}"
     );
     assert!(d.contains("qmoe-router"), "{d}");
+    // Nothing after the router fails in this toy: no "(then …)" list.
+    assert!(!d.contains("(then"), "{d}");
 }
 
 #[test]
@@ -223,6 +237,21 @@ fn expert_choice_differences_are_named_with_their_margin() {
     assert_eq!(
         l.verdict("gate"),
         Some(StageVerdict::Compared(Verdict::Match))
+    );
+    // The diagnosis of a run whose first failure is the expert choice names the tokens, the
+    // experts on each side and the margin.
+    let run = ModeRun {
+        mode: Mode::Forced,
+        layers: vec![l],
+    };
+    let d = diagnose(&run, &facts(&q4km)).unwrap();
+    assert!(d.starts_with("[forced] "), "{d}");
+    assert!(
+        d.contains("topk_ids IDS_DIFFER at layer 0")
+            && d.contains(
+                "token 0: candidate-only experts [0], reference-only [4], probability margin"
+            ),
+        "{d}"
     );
 }
 
