@@ -21,21 +21,6 @@ use qmoe_layer::{
 };
 use support::*;
 
-fn small_cfg(h: usize, i: usize, e: usize, k: usize) -> MoeConfig {
-    MoeConfig {
-        hidden: h,
-        intermediate: i,
-        n_experts: e,
-        top_k: k,
-        norm_topk_prob: true,
-        rms_eps: 1e-6,
-    }
-}
-
-fn hidden(seed: u64, b: usize, h: usize) -> Vec<f32> {
-    normals(&mut rng(seed), b * h, 1.0)
-}
-
 // ---------------------------------------------------------------- CPU: absolute references
 // Values worked out by hand from the formulas (RMSNorm where ε matters, SwiGLU's orientation
 // silu(gate)·up), never by calling the code under test: comparing the two reference precisions

@@ -6,26 +6,11 @@ use qmoe_check::{compare, Thresholds};
 use qmoe_dequant::QType;
 use qmoe_layer::reference::{combine_ref, rmsnorm_ref};
 use qmoe_layer::{
-    layer_ref_traced, q4_k_m_down_type, Fault, LayerWorkspace, MoeConfig, MoeLayerStack,
-    MoeLayerWeights, RefPrecision, StackWorkspace, EXPERT_QTYPES,
+    layer_ref_traced, q4_k_m_down_type, Fault, LayerWorkspace, MoeLayerStack, MoeLayerWeights,
+    RefPrecision, StackWorkspace, EXPERT_QTYPES,
 };
 
 use super::*;
-
-fn small_cfg(h: usize, i: usize, e: usize, k: usize) -> MoeConfig {
-    MoeConfig {
-        hidden: h,
-        intermediate: i,
-        n_experts: e,
-        top_k: k,
-        norm_topk_prob: true,
-        rms_eps: 1e-6,
-    }
-}
-
-fn hidden(seed: u64, b: usize, h: usize) -> Vec<f32> {
-    normals(&mut rng(seed), b * h, 1.0)
-}
 
 // ---------------------------------------------------------------- GPU
 

@@ -9,6 +9,23 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
+/// A renormalising Qwen3-style layer config of the given sizes (eps 1e-6).
+pub fn small_cfg(h: usize, i: usize, e: usize, k: usize) -> MoeConfig {
+    MoeConfig {
+        hidden: h,
+        intermediate: i,
+        n_experts: e,
+        top_k: k,
+        norm_topk_prob: true,
+        rms_eps: 1e-6,
+    }
+}
+
+/// `b` tokens of N(0, 1) hidden states of width `h`, from `seed`.
+pub fn hidden(seed: u64, b: usize, h: usize) -> Vec<f32> {
+    normals(&mut rng(seed), b * h, 1.0)
+}
+
 /// A seeded generator.
 pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
