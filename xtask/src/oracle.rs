@@ -42,7 +42,7 @@ pub const ORACLES: &[(&str, &str, &str, &str, &str)] = &[
     ),
     (
         "quantize",
-        "qmoe-dequant",
+        "qmoe-quant",
         "oracle_quantize",
         "quantize.py",
         "ggml-python==0.0.45",

@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use qmoe_dequant::{QTensor, QType};
+use qmoe_quant::{QTensor, QType};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
