@@ -403,3 +403,33 @@ fn worst_layer_is_the_lowest_ffn_out_cosine_earliest_on_ties() {
         assert_eq!(summarize(&r).worst_layer, want, "{cos:?}");
     }
 }
+
+#[test]
+fn table_has_a_column_per_stage_a_row_per_layer_and_counts_non_finite_outputs() {
+    let runs = run_toy(Some((6, "expert_down", f32::NAN)));
+    let t = table(&runs, &q4km);
+    let lines: Vec<&str> = t.lines().collect();
+    assert!(lines[0].starts_with("cells: free/forced |"), "{t}");
+    let header: Vec<&str> = lines[1].split_whitespace().collect();
+    for col in [
+        "layer", "norm", "logits", "ids", "weights", "gate", "up", "act", "down", "ffn_out",
+        "resid",
+    ] {
+        assert!(header.contains(&col), "no column {col}: {}", lines[1]);
+    }
+    assert_eq!(lines.len(), 2 + 8, "{t}");
+    assert!(
+        lines[2 + 5].trim_start().starts_with("5 q4_k/q4_k/q6_k"),
+        "{t}"
+    );
+    let row6 = lines[2 + 6];
+    assert!(row6.trim_start().starts_with("6 q4_k/q4_k/q4_k"), "{row6}");
+    // Both modes: one NaN in ffn_out, counted instead of an NMSE over the finite rest.
+    assert_eq!(row6.matches("1 NaN/Inf").count(), 2, "{row6}");
+    assert!(row6.contains("NN"), "down NaN in both modes: {row6}");
+    // An infinity counts too.
+    let runs = run_toy(Some((3, "ffn_out", f32::INFINITY)));
+    let t = table(&runs, &q4km);
+    let row3 = t.lines().nth(2 + 3).unwrap();
+    assert_eq!(row3.matches("1 NaN/Inf").count(), 2, "{row3}");
+}
