@@ -31,6 +31,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn q4_k_m_rule_for_40_layers() {
+        // n/8 = 5 is not a multiple of 3, so (i − n/8) % 3 and (i + n/8) % 3 differ here (they
+        // agree for 48 layers): the "more bits" layers are 0–4, 35–39 and 7, 10, …, 34.
+        let q6: Vec<usize> = (0..40).filter(|&i| q4_k_m_more_bits(i, 40)).collect();
+        let mut want: Vec<usize> = (0..5).chain(35..40).collect();
+        want.extend((7..35).step_by(3));
+        want.sort_unstable();
+        assert_eq!(q6, want);
+    }
+
+    #[test]
     fn q4_k_m_rule_for_48_layers() {
         let q6: Vec<usize> = (0..48)
             .filter(|&i| q4_k_m_down_type(i, 48) == QType::Q6_K)

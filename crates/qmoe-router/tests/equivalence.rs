@@ -5,8 +5,8 @@
 
 use proptest::prelude::*;
 use qmoe_router::{
-    logit_error_bound, nan_tokens, pair_margin, router_gpu, router_ref, weight_log_error,
-    RouterConfig, RouterError, MIN_ORDERABLE_PROB,
+    gamma, logit_depth, logit_error_bound, nan_tokens, pair_margin, router_gpu, router_ref,
+    weight_log_error, RouterConfig, RouterError, MIN_ORDERABLE_PROB,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -314,6 +314,55 @@ fn reference_rejects_bad_shapes() {
 #[test]
 fn min_orderable_prob_is_two_to_the_minus_120() {
     assert_eq!(MIN_ORDERABLE_PROB, 2f64.powi(-120));
+}
+
+/// The GPU tests hold the kernel to these bounds, so a CPU test pins each to the formula its doc
+/// states, on hand-picked arguments (u = 2⁻²⁴): a bound that drifts is visible without a GPU.
+#[test]
+fn error_bounds_are_their_stated_formulas() {
+    let u = 2f64.powi(-24);
+    assert_eq!(gamma(0), 0.0);
+    assert_eq!(gamma(1), u / (1.0 - u));
+    assert_eq!(gamma(20), 20.0 * u / (1.0 - 20.0 * u));
+    // 4·⌈h/1024⌉ + 12 roundings.
+    assert_eq!(
+        [1, 1024, 1025, 2048, 4096].map(logit_depth),
+        [16, 16, 20, 20, 28]
+    );
+    // γ(depth + 4)·Σ|w·x|: H = 2 gives depth 16, and Σ|w·x| = 3 + 1.
+    assert_eq!(
+        logit_error_bound(&[1.0, -2.0], &[3.0, 0.5]),
+        gamma(20) * 4.0
+    );
+    // ea + eb + 2u·(|la − m| + |lb − m|) + 32u.
+    assert_eq!(
+        pair_margin(1.0, -2.0, 1e-6, 2e-6, 3.0),
+        1e-6 + 2e-6 + 2.0 * u * (2.0 + 5.0) + 32.0 * u
+    );
+    // lp = 2·eps + (220 + E/32)·u; renormalised 2·lp + (k + 4)·u, else lp + 2u.
+    let lp = 2.0 * 1e-5 + (220.0 + 4.0) * u;
+    assert_eq!(weight_log_error(1e-5, 128, 8, true), 2.0 * lp + 12.0 * u);
+    assert_eq!(weight_log_error(1e-5, 128, 8, false), lp + 2.0 * u);
+}
+
+/// The reference softmax subtracts the token's largest logit before exponentiating, so logits far
+/// beyond f64's exp range (≈ 709) still give exact weights.
+#[test]
+fn reference_softmax_is_shift_safe_for_huge_logits() {
+    let c = cfg(4, 1, 2, true);
+    let out = router_ref(&c, &[900.0, 899.0, 898.0, 0.0], &[1.0], 1).unwrap();
+    assert_eq!(out.ids, vec![0, 1]);
+    let w0 = 1.0 / (1.0 + (-1f64).exp());
+    assert!(
+        (out.weights[0] as f64 - w0).abs() < 1e-7,
+        "{:?}",
+        out.weights
+    );
+    assert!(
+        (out.weights[1] as f64 - (1.0 - w0)).abs() < 1e-7,
+        "{:?}",
+        out.weights
+    );
 }
 
 #[path = "equivalence/gpu.rs"]

@@ -433,3 +433,22 @@ fn table_has_a_column_per_stage_a_row_per_layer_and_counts_non_finite_outputs() 
     let row3 = t.lines().nth(2 + 3).unwrap();
     assert_eq!(row3.matches("1 NaN/Inf").count(), 2, "{row3}");
 }
+
+#[test]
+fn summary_text_lists_first_failures_by_layer_then_pipeline_order() {
+    let runs = run_toy(Some((6, "expert_down", f32::NAN)));
+    let forced = runs.iter().find(|r| r.mode == Mode::Forced).unwrap();
+    let text = summary_text(&summarize(forced));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "forced mode:", "{text}");
+    assert_eq!(
+        lines[1],
+        "  first NaN/Inf on the candidate: expert_down @ layer 6, ffn_out @ layer 6, residual_out @ layer 6",
+        "{text}"
+    );
+    assert_eq!(lines[2], "  first NaN/Inf on the reference: none", "{text}");
+    assert!(
+        lines[4].starts_with("  worst layer (ffn_out cosine):   "),
+        "{text}"
+    );
+}
