@@ -34,15 +34,19 @@ fn help_into_a_closed_pipe_is_quiet() {
     assert_quiet_close(&closed_reader(&["--help"]), false);
 }
 
+/// `qmoe env --quick` made to panic (exit 101), with `RUST_BACKTRACE=1` when asked.
+fn panicking_run(backtrace: bool) -> std::process::Output {
+    let mut cmd = qmoe();
+    cmd.env("QMOE_PANIC_FOR_TEST", "1").args(["env", "--quick"]);
+    if backtrace {
+        cmd.env("RUST_BACKTRACE", "1");
+    }
+    cmd.assert().code(101).get_output().clone()
+}
+
 #[test]
 fn a_panic_is_one_line_that_asks_for_a_report() {
-    let out = qmoe()
-        .env("QMOE_PANIC_FOR_TEST", "1")
-        .args(["env", "--quick"])
-        .assert()
-        .code(101)
-        .get_output()
-        .clone();
+    let out = panicking_run(false);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
@@ -59,14 +63,7 @@ fn a_panic_is_one_line_that_asks_for_a_report() {
 
 #[test]
 fn rust_backtrace_brings_the_default_report_back() {
-    let out = qmoe()
-        .env("QMOE_PANIC_FOR_TEST", "1")
-        .env("RUST_BACKTRACE", "1")
-        .args(["env", "--quick"])
-        .assert()
-        .code(101)
-        .get_output()
-        .clone();
+    let out = panicking_run(true);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("panicked") && err.contains("qmoe: internal error (a bug)"),
