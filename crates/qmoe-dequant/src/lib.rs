@@ -19,5 +19,7 @@ mod tensor;
 
 pub use error::DequantError;
 pub use launch::{dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, KERNELS, PTX};
-pub use qmoe_quant::{dims, layout, mix, quantize, reference, QTensor, QType, QuantError};
+pub use qmoe_quant::{
+    dims, layout, mix, q8_1, quantize, reference, Precision, QTensor, QType, QuantError,
+};
 pub use tensor::{DeviceQTensor, Upload, DEVICE_PAD};

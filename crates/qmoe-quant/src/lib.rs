@@ -1,6 +1,7 @@
 //! qmoe-quant: the GGML tensor formats qmoe reads (Q4_K, Q6_K, Q8_0, F32, F16, BF16) as plain
 //! host code: [`QType`], the validated host [`QTensor`], each block's byte [`layout`], the scalar
-//! [`reference`](mod@reference) dequantizer, the reference [`quantize`]rs, the per-model type
+//! [`reference`](mod@reference) dequantizer, the reference [`quantize`]rs, the Q8_1 activation
+//! format of the int8 matvec path ([`q8_1`]), the per-model type
 //! rules of llama.cpp's mixes ([`mix`]) and, behind the `strategies` feature, proptest strategies
 //! that generate block bytes.
 //!
@@ -9,7 +10,7 @@
 //! and the comparison crate depend on it alone; qmoe-dequant adds the device tensor and kernels
 //! on top and re-exports this crate's items. A block's field offsets are stated once, in
 //! [`layout`], and every host reader and writer of block bytes indexes through them; the one other
-//! copy is the device header `qmoe-dequant/cuda/kquants.cuh`, held equal by the GPU tests. Every
+//! copy is each type's device header `qmoe-dequant/cuda/qtypes/<type>.cuh`, held equal by the GPU tests. Every
 //! weight is computed in GGML's f32 operation order with no fused multiply-add, so the reference,
 //! the kernels and the GGML authors' `gguf` package agree bit for bit.
 
@@ -18,6 +19,7 @@
 mod error;
 pub mod layout;
 pub mod mix;
+pub mod q8_1;
 mod qtype;
 pub mod quantize;
 pub mod reference;
@@ -26,5 +28,6 @@ pub mod strategies;
 mod tensor;
 
 pub use error::QuantError;
+pub use q8_1::Precision;
 pub use qtype::QType;
 pub use tensor::{dims, QTensor};

@@ -6,3 +6,6 @@ mod support;
 
 #[path = "equivalence/cpu.rs"]
 mod cpu;
+
+#[path = "equivalence/q8_1.rs"]
+mod q8_1;
