@@ -147,22 +147,14 @@ fn instances(types: &[QTypeRow], u: &Unit) -> Vec<(String, &'static str, String)
         Family::Matvec => {
             for t in types.iter().filter(|t| t.has(Family::Matvec)) {
                 let tr = t.traits.expect("a matvec type is a block type");
-                for nc in table::MATVEC_NC {
-                    v.push((
-                        format!("qmoe_matvec_{}_c{nc}", t.name),
-                        "DENSE",
-                        format!("{tr}, {nc}"),
-                    ));
-                    v.push((
-                        format!("qmoe_matvec_indexed_{}_c{nc}", t.name),
-                        "INDEXED",
-                        format!("{tr}, {nc}"),
-                    ));
-                    v.push((
-                        format!("qmoe_gate_up_swiglu_{}_c{nc}", t.name),
-                        "GATE_UP",
-                        format!("{tr}, {nc}"),
-                    ));
+                for (infix, policy, _) in table::MATVEC_PRECISIONS {
+                    for nc in table::MATVEC_NC {
+                        let args = format!("{tr}, {policy}, {nc}");
+                        let name = |prefix: &str| format!("{prefix}{}{infix}_c{nc}", t.name);
+                        v.push((name("qmoe_matvec_"), "DENSE", args.clone()));
+                        v.push((name("qmoe_matvec_indexed_"), "INDEXED", args.clone()));
+                        v.push((name("qmoe_gate_up_swiglu_"), "GATE_UP", args));
+                    }
                 }
             }
         }
@@ -276,6 +268,9 @@ fn render_rs(types: &[QTypeRow], u: &Unit) -> String {
     for (name, _, _) in &inst {
         let _ = writeln!(s, "    \"{name}\",");
     }
+    for (name, _) in u.singles {
+        let _ = writeln!(s, "    \"{name}\",");
+    }
     s += "];\n";
     match u.family {
         Family::Dequant => {
@@ -303,29 +298,45 @@ fn render_rs(types: &[QTypeRow], u: &Unit) -> String {
                 ncs.len(),
                 ncs.join(", ")
             );
+            let precs: Vec<String> = table::MATVEC_PRECISIONS
+                .iter()
+                .map(|(_, _, r)| format!("Precision::{r}"))
+                .collect();
             let _ = write!(
                 s,
-                "\n/// Per type, its kernels: `[dense, expert-indexed, fused gate+up (gate and up of this\n\
-                 /// one type)][variant]`, the variant an index into [`NC`].\n\
-                 pub(crate) const BY_TYPE: &[(QType, [[&str; {}]; 3])] = &[\n",
-                ncs.len()
+                "\n/// The precisions, in the order of [`BY_TYPE`]'s outer index.\n\
+                 pub(crate) const PRECISIONS: [Precision; {}] = [{}];\n",
+                precs.len(),
+                precs.join(", ")
+            );
+            let _ = write!(
+                s,
+                "\n/// Per type, its kernels: `[precision][dense, expert-indexed, fused gate+up (gate and\n\
+                 /// up of this one type)][variant]`, precision an index into [`PRECISIONS`], the\n\
+                 /// variant an index into [`NC`].\n\
+                 pub(crate) const BY_TYPE: &[(QType, [[[&str; {}]; 3]; {}])] = &[\n",
+                ncs.len(),
+                precs.len()
             );
             for t in types.iter().filter(|t| t.has(Family::Matvec)) {
-                let row = |prefix: &str| -> String {
-                    let names: Vec<String> = table::MATVEC_NC
-                        .iter()
-                        .map(|nc| format!("\"{prefix}{}_c{nc}\"", t.name))
-                        .collect();
-                    format!("[{}]", names.join(", "))
-                };
-                let _ = writeln!(
-                    s,
-                    "    (QType::{}, [\n        {},\n        {},\n        {},\n    ]),",
-                    t.rust,
-                    row("qmoe_matvec_"),
-                    row("qmoe_matvec_indexed_"),
-                    row("qmoe_gate_up_swiglu_")
-                );
+                let _ = writeln!(s, "    (QType::{}, [", t.rust);
+                for (infix, _, _) in table::MATVEC_PRECISIONS {
+                    let row = |prefix: &str| -> String {
+                        let names: Vec<String> = table::MATVEC_NC
+                            .iter()
+                            .map(|nc| format!("\"{prefix}{}{infix}_c{nc}\"", t.name))
+                            .collect();
+                        format!("[{}]", names.join(", "))
+                    };
+                    let _ = writeln!(
+                        s,
+                        "        [\n            {},\n            {},\n            {},\n        ],",
+                        row("qmoe_matvec_"),
+                        row("qmoe_matvec_indexed_"),
+                        row("qmoe_gate_up_swiglu_")
+                    );
+                }
+                s += "    ]),\n";
             }
             s += "];\n";
             s += "\n/// The types the matvec kernels read.\npub const QTYPES: &[QType] = &[";
@@ -384,7 +395,8 @@ mod tests {
             .find(|(p, _)| p == table::MATVEC.cuh)
             .unwrap()
             .1;
-        assert!(cuh.contains("GATE_UP(qmoe_gate_up_swiglu_q5_k_c8, QtQ5K, 8)"));
+        assert!(cuh.contains("GATE_UP(qmoe_gate_up_swiglu_q5_k_c8, QtQ5K, MvF32, 8)"));
+        assert!(cuh.contains("DENSE(qmoe_matvec_q5_k_q8_1_c1, QtQ5K, MvQ8, 1)"));
         // A changed launch-parameter struct changes both sides.
         let mut unit = table::MATVEC;
         let mut params = unit.params.to_vec();

@@ -8,7 +8,7 @@
 //! the fused gate+up (and a mixed-type gate/up pair) and whole traced layers, every stage.
 
 use half::f16;
-use qmoe_dequant::{QTensor, QType, Upload as _};
+use qmoe_dequant::{Precision, QTensor, QType, Upload as _};
 use qmoe_layer::{MoeConfig, MoeLayerStack, MoeLayerWeights};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -111,7 +111,7 @@ fn print_output_hashes() {
             for b in [1usize, 3, 8] {
                 let x = gpu.upload(&normals(&mut r, b * k, 1.0)).unwrap();
                 let mut y = gpu.poisoned_f32(b * rows).unwrap();
-                qmoe_matvec::matvec_gpu(&gpu, &d, &x, b, &mut y).unwrap();
+                qmoe_matvec::matvec_gpu(&gpu, Precision::F32, &d, &x, b, &mut y).unwrap();
                 let v = gpu.download(&y).unwrap();
                 print(
                     &format!("matvec.{q}.{rows}x{k}.b{b}"),
@@ -138,8 +138,18 @@ fn print_output_hashes() {
                     let xv = if per_slot { b * k } else { b };
                     let x = gpu.upload(&normals(&mut r, xv * kk, 1.0)).unwrap();
                     let mut y = gpu.poisoned_f32(b * k * rows).unwrap();
-                    qmoe_matvec::matvec_indexed_gpu(&gpu, &d, &ids, k, &x, per_slot, b, &mut y)
-                        .unwrap();
+                    qmoe_matvec::matvec_indexed_gpu(
+                        &gpu,
+                        Precision::F32,
+                        &d,
+                        &ids,
+                        k,
+                        &x,
+                        per_slot,
+                        b,
+                        &mut y,
+                    )
+                    .unwrap();
                     let v = gpu.download(&y).unwrap();
                     let name = format!("indexed.{q}.{rows}x{kk}.b{b}.slot{}", per_slot as u8);
                     print(&name, hash_f32(&v), v.len());
@@ -162,7 +172,8 @@ fn print_output_hashes() {
             let ids = gpu.upload(&ids).unwrap();
             let x = gpu.upload(&normals(&mut r, b * h, 1.0)).unwrap();
             let mut act = gpu.poisoned_f32(b * k * i).unwrap();
-            qmoe_matvec::gate_up_swiglu_gpu(&gpu, &g, &u, &ids, k, &x, b, &mut act).unwrap();
+            qmoe_matvec::gate_up_swiglu_gpu(&gpu, Precision::F32, &g, &u, &ids, k, &x, b, &mut act)
+                .unwrap();
             let v = gpu.download(&act).unwrap();
             print(&format!("gate_up.{qg}.{qu}.b{b}"), hash_f32(&v), v.len());
         }

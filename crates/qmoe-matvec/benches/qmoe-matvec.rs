@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use qmoe_dequant::{DeviceQTensor, QTensor, QType, Upload};
+use qmoe_dequant::{DeviceQTensor, Precision, QTensor, QType, Upload};
 use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::Gpu;
 use rand::{Rng, RngCore, SeedableRng};
@@ -52,7 +52,9 @@ fn cpu(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(300))
         .throughput(Throughput::Bytes(w.bytes().len() as u64));
     group.bench_function("768x2048_b1", |b| {
-        b.iter(|| qmoe_matvec::reference::matvec_ref(black_box(&w), black_box(&x), 1))
+        b.iter(|| {
+            qmoe_matvec::reference::matvec_ref(Precision::F32, black_box(&w), black_box(&x), 1)
+        })
     });
     group.finish();
 }
@@ -83,10 +85,20 @@ fn gpu_err(e: qmoe_matvec::MatvecError) -> qmoe_gpu::GpuError {
 }
 
 impl Ctx {
-    fn report(&self, op: &str, qtype: &str, shape: &str, b: usize, bytes: f64, t: (f64, f64)) {
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &self,
+        op: &str,
+        prec: Precision,
+        qtype: &str,
+        shape: &str,
+        b: usize,
+        bytes: f64,
+        t: (f64, f64),
+    ) {
         let gbps = bytes / (t.0 * 1e-6) / 1e9;
         let line = serde_json::json!({
-            "op": op, "qtype": qtype, "shape": shape, "b": b, "card": self.card,
+            "op": op, "precision": prec.name(), "qtype": qtype, "shape": shape, "b": b, "card": self.card,
             "arch": self.arch, "bytes": bytes.round() as u64, "median_us": t.0, "gbps": gbps,
             "ceiling_gbps": self.ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / self.ceiling_gbps,
             "isolated_launch_us": t.1,
@@ -115,7 +127,8 @@ impl Ctx {
             let (w, x, y) = &self.delay;
             let mut y = y.borrow_mut();
             for _ in 0..30 {
-                qmoe_matvec::matvec_gpu(&self.gpu, w, x, 1, &mut y).map_err(gpu_err)?;
+                qmoe_matvec::matvec_gpu(&self.gpu, Precision::F32, w, x, 1, &mut y)
+                    .map_err(gpu_err)?;
             }
             let ms = self.gpu.time_ms(|| {
                 for _ in 0..BATCH {
@@ -142,12 +155,13 @@ fn dense(ctx: &Ctx, qtype: QType, r: usize, k: usize, bs: &[usize]) -> BoxResult
     let bytes = host.bytes().len();
     let n = ((120usize << 20) / bytes + 1).clamp(2, 13);
     let ws = sets(&ctx.gpu, &host, n)?;
-    for &b in bs {
+    for (&b, prec) in bs.iter().flat_map(|b| Precision::ALL.map(|p| (b, p))) {
         let x = ctx.gpu.upload(&activations(b * k, 4))?;
         let mut y = ctx.gpu.zeros::<f32>(b * r)?;
-        let t = ctx.time(|i| qmoe_matvec::matvec_gpu(&ctx.gpu, &ws[i % n], &x, b, &mut y))?;
+        let t = ctx.time(|i| qmoe_matvec::matvec_gpu(&ctx.gpu, prec, &ws[i % n], &x, b, &mut y))?;
         ctx.report(
             "matvec_dense",
+            prec,
             qtype.name(),
             &format!("{r}x{k}"),
             b,
@@ -206,18 +220,24 @@ fn indexed(ctx: &Ctx) -> BoxResult<()> {
             sets(&ctx.gpu, &host, LAYERS)?,
         ));
     }
-    for b in [1usize, 2, 4, 8] {
+    for (b, prec) in [1usize, 2, 4, 8]
+        .into_iter()
+        .flat_map(|b| Precision::ALL.map(|p| (b, p)))
+    {
         let (ids, distinct) = id_sets(ctx, b)?;
         let pick = |i: usize| (i % LAYERS, &ids[(i / LAYERS) % ID_SETS]);
         let x = ctx.gpu.upload(&activations(b * h, 8))?;
         let mut act = ctx.gpu.zeros::<f32>(b * TOP_K * ffn)?;
         let t = ctx.time(|i| {
             let (l, ids) = pick(i);
-            qmoe_matvec::gate_up_swiglu_gpu(&ctx.gpu, &gate[l], &up[l], ids, TOP_K, &x, b, &mut act)
+            qmoe_matvec::gate_up_swiglu_gpu(
+                &ctx.gpu, prec, &gate[l], &up[l], ids, TOP_K, &x, b, &mut act,
+            )
         })?;
         let shape = format!("[{E},{ffn},{h}] x2 top{TOP_K} distinct={distinct:.1}");
         ctx.report(
             "gate_up_swiglu_indexed",
+            prec,
             "q4_k+q4_k",
             &shape,
             b,
@@ -229,10 +249,20 @@ fn indexed(ctx: &Ctx) -> BoxResult<()> {
         for (q, eb, ws) in &downs {
             let t = ctx.time(|i| {
                 let (l, ids) = pick(i);
-                qmoe_matvec::matvec_indexed_gpu(&ctx.gpu, &ws[l], ids, TOP_K, &xa, true, b, &mut y)
+                qmoe_matvec::matvec_indexed_gpu(
+                    &ctx.gpu, prec, &ws[l], ids, TOP_K, &xa, true, b, &mut y,
+                )
             })?;
             let shape = format!("[{E},{h},{ffn}] top{TOP_K} distinct={distinct:.1}");
-            ctx.report("matvec_indexed_down", q.name(), &shape, b, distinct * eb, t);
+            ctx.report(
+                "matvec_indexed_down",
+                prec,
+                q.name(),
+                &shape,
+                b,
+                distinct * eb,
+                t,
+            );
         }
     }
     Ok(())

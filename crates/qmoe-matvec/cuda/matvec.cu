@@ -164,17 +164,95 @@ __device__ __forceinline__ float mv_lane_dot(const uint8_t* __restrict__ rowp, u
     return a;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Precisions. A policy P stages a pass's activation columns in shared memory and computes one
+// lane's part of a row's dot product with staged column c:
+//   P::Cols                                      what stage() leaves in shared memory
+//   P::col_bytes(K)                              shared bytes per staged column (the host's
+//                                                x_smem in src/launch.rs mirrors it)
+//   P::stage<NC>(smem, x, src, nc, K) -> Cols    all threads; ends with a barrier
+//   P::lane_dot<QT>(rowp, lig, G, K, cols, c)    the lane chain over items lig, lig + G, ...
+
+// f32 activations (the exact-math baseline): the staging and item loop above.
+struct MvF32 {
+    using Cols = MvCols;
+    __device__ static uint32_t col_bytes(uint32_t K) { return (mv_kpad(K) + mv_kspad(K)) * 4; }
+    template <int NC, class Src>
+    __device__ static MvCols stage(uint8_t* smem, const float* __restrict__ x, Src src, int nc, uint32_t K) {
+        return mv_stage<NC>(reinterpret_cast<float*>(smem), x, src, nc, K);
+    }
+    template <class QT>
+    __device__ static float lane_dot(const uint8_t* __restrict__ rowp, uint32_t lig, uint32_t G, uint32_t K,
+                                     const MvCols& cols, int c) {
+        return mv_lane_dot<QT>(rowp, lig, G, K, cols.xs + c * cols.kp, cols.sums + c * cols.sp);
+    }
+};
+
+// Q8_1 activations: each column is quantized while it is staged (qmoe-dequant's
+// qt_q8_1_quantize, one warp per 32 activations, bit-identical to qmoe-quant's reference), so the
+// kernel takes the same f32 x as the baseline and no separate quantize launch is needed. Layout
+// per pass: [NC x int8 columns, padded (qt_q8_pad), 16-byte multiples][NC x (d, s) columns].
+struct MvQ8 {
+    struct Cols {
+        const int8_t* xq;
+        const float2* ds;
+        uint32_t qp, dp;  // bytes per int8 column, float2s per (d, s) column
+    };
+    __device__ static uint32_t q_bytes(uint32_t K) { return K + (((K + 63) >> 6) << 4); }
+    __device__ static uint32_t ds_count(uint32_t K) { return ((K >> 5) + 1) & ~1u; }
+    __device__ static uint32_t col_bytes(uint32_t K) { return q_bytes(K) + 8 * ds_count(K); }
+    template <int NC, class Src>
+    __device__ static Cols stage(uint8_t* smem, const float* __restrict__ x, Src src, int nc, uint32_t K) {
+        Cols cols;
+        cols.qp = q_bytes(K);
+        cols.dp = ds_count(K);
+        int8_t* xq = reinterpret_cast<int8_t*>(smem);
+        float2* ds = reinterpret_cast<float2*>(smem + NC * cols.qp);
+        cols.xq = xq;
+        cols.ds = ds;
+        const uint32_t lane = threadIdx.x & 31, warps = blockDim.x >> 5, blocks = K >> 5;
+#pragma unroll
+        for (int c = 0; c < NC; c++) {
+            if (c < nc) {
+                const float* row = x + (size_t)src(c) * K;
+                for (uint32_t blk = threadIdx.x >> 5; blk < blocks; blk += warps) {
+                    float2 dsv;
+                    const int q = qt_q8_1_quantize(__ldg(row + 32 * blk + lane), &dsv);
+                    xq[c * cols.qp + qt_q8_pad(32 * blk + lane)] = (int8_t)q;
+                    if (lane == 0) ds[c * cols.dp + blk] = dsv;
+                }
+            }
+        }
+        __syncthreads();
+        return cols;
+    }
+    template <class QT>
+    __device__ static float lane_dot(const uint8_t* __restrict__ rowp, uint32_t lig, uint32_t G, uint32_t K,
+                                     const Cols& cols, int c) {
+        const uint32_t items = K / QT::Q8_ITEM_WEIGHTS;
+        const int8_t* xq = cols.xq + c * cols.qp;
+        const float2* ds = cols.ds + c * cols.dp;
+        float a = 0.0f;
+#pragma unroll 2
+        for (uint32_t it = lig; it < items; it += G) {
+            const uint32_t b = it / QT::Q8_ITEMS;
+            a = QT::dot_q8(rowp + (size_t)b * QT::BLOCK_BYTES, it % QT::Q8_ITEMS, xq, ds, b * QT::BLOCK_WEIGHTS, a);
+        }
+        return a;
+    }
+};
+
 // The whole row . x_c for each column c < nc of the pass, into acc[c] (every lane of the group
 // gets the sum). One column at a time (nc is block-uniform): the registers stay those of one dot
 // product, and a lane re-reads its items from shared memory per column.
-template <class QT, int NC>
+template <class QT, class P, int NC>
 __device__ __forceinline__ void mv_row(const uint8_t* __restrict__ rowp, uint32_t K, const MvLane& L,
-                                       const MvCols& cols, int nc, float acc[NC]) {
+                                       const typename P::Cols& cols, int nc, float acc[NC]) {
 #pragma unroll
     for (int c = 0; c < NC; c++) acc[c] = 0.0f;
 #pragma unroll 1
     for (int c = 0; c < nc; c++) {
-        float a = mv_lane_dot<QT>(rowp, L.lig, L.G, K, cols.xs + c * cols.kp, cols.sums + c * cols.sp);
+        float a = P::template lane_dot<QT>(rowp, L.lig, L.G, K, cols, c);
         for (uint32_t off = L.G >> 1; off > 0; off >>= 1) a += __shfl_xor_sync(MV_FULL, a, off);
 #pragma unroll
         for (int cc = 0; cc < NC; cc++)
@@ -356,24 +434,24 @@ struct MvWarpRows {
 // The body every kernel shares: column passes of NC vectors over a tile already in flight.
 // For each pass the block stages x rows src(c0 .. c0 + nc), then runs `pass(cols, c0, nc)`, in
 // which each warp computes its rows of every tile pass.
-template <int NC, class Src, class Pass>
-__device__ __forceinline__ void mv_columns(float* smem, const float* __restrict__ x, uint32_t ncols,
+template <class P, int NC, class Src, class Pass>
+__device__ __forceinline__ void mv_columns(uint8_t* smem, const float* __restrict__ x, uint32_t ncols,
                                            uint32_t K, Src src, Pass pass) {
     for (uint32_t c0 = 0; c0 < ncols; c0 += NC) {
         const int nc = min((uint32_t)NC, ncols - c0);
         if (c0 > 0) __syncthreads();  // the previous column pass is done reading the staged x
-        const MvCols cols = mv_stage<NC>(smem, x, [&](int c) { return src(c0 + c); }, nc, K);
+        const typename P::Cols cols = P::template stage<NC>(smem, x, [&](int c) { return src(c0 + c); }, nc, K);
         pass(cols, c0, nc);
     }
 }
 
-template <class QT, int NC>
+template <class QT, class P, int NC>
 __device__ void mv_dense(const uint8_t* __restrict__ w, uint32_t rows, uint32_t row_bytes, uint32_t K,
                          uint32_t glog, uint32_t T, const float* __restrict__ x, uint32_t B,
                          float* __restrict__ y) {
     extern __shared__ float4 mv_smem[];
-    float* smem = reinterpret_cast<float*>(mv_smem);
-    uint8_t* tiles = reinterpret_cast<uint8_t*>(smem + NC * (mv_kpad(K) + mv_kspad(K)));
+    uint8_t* smem = reinterpret_cast<uint8_t*>(mv_smem);
+    uint8_t* tiles = smem + NC * P::col_bytes(K);
     const MvLane L = mv_lane(glog);
     const uint32_t r0 = blockIdx.x * T;
     MvWarpRows W;
@@ -383,14 +461,14 @@ __device__ void mv_dense(const uint8_t* __restrict__ w, uint32_t rows, uint32_t 
         W.fetch_pass(p);
         mv_cp_commit();
     }
-    mv_columns<NC>(smem, x, B, K, [](uint32_t c) { return c; }, [&](const MvCols& cols, uint32_t c0, int nc) {
+    mv_columns<P, NC>(smem, x, B, K, [](uint32_t c) { return c; }, [&](const typename P::Cols& cols, uint32_t c0, int nc) {
         for (uint32_t p = 0; p < W.P; p++) {
             mv_wait_group(W.P, p);
             uint32_t n, r;
             const uint8_t* rowp = W.row(p, L, &n, &r);
             if (n == 0) continue;  // warp-uniform
             float acc[NC];
-            mv_row<QT, NC>(rowp, K, L, cols, nc, acc);
+            mv_row<QT, P, NC>(rowp, K, L, cols, nc, acc);
             if (L.lig == 0 && r < W.nrows) {
 #pragma unroll
                 for (int c = 0; c < NC; c++)
@@ -400,7 +478,7 @@ __device__ void mv_dense(const uint8_t* __restrict__ w, uint32_t rows, uint32_t 
     });
 }
 
-template <class QT, int NC>
+template <class QT, class P, int NC>
 __device__ void mv_indexed(const uint8_t* __restrict__ w, unsigned long long expert_bytes,
                            uint32_t n_experts, uint32_t rows, uint32_t row_bytes, uint32_t K,
                            uint32_t glog, uint32_t T, const uint32_t* __restrict__ ids,
@@ -408,8 +486,8 @@ __device__ void mv_indexed(const uint8_t* __restrict__ w, unsigned long long exp
                            uint32_t x_per_slot, float* __restrict__ y) {
     extern __shared__ float4 mv_smem[];
     __shared__ uint32_t s_task[MV_MAX_TASKS];
-    float* smem = reinterpret_cast<float*>(mv_smem);
-    uint8_t* tiles = reinterpret_cast<uint8_t*>(smem + NC * (mv_kpad(K) + mv_kspad(K)));
+    uint8_t* smem = reinterpret_cast<uint8_t*>(mv_smem);
+    uint8_t* tiles = smem + NC * P::col_bytes(K);
     const MvLane L = mv_lane(glog);
     const uint32_t r0 = blockIdx.x * T, nrows = min(T, rows - r0);
     uint32_t e;
@@ -426,14 +504,14 @@ __device__ void mv_indexed(const uint8_t* __restrict__ w, unsigned long long exp
         W.fetch_pass(p);
         mv_cp_commit();
     }
-    mv_columns<NC>(smem, x, n, K, src, [&](const MvCols& cols, uint32_t c0, int nc) {
+    mv_columns<P, NC>(smem, x, n, K, src, [&](const typename P::Cols& cols, uint32_t c0, int nc) {
         for (uint32_t p = 0; p < W.P; p++) {
             mv_wait_group(W.P, p);
             uint32_t nr, r;
             const uint8_t* rowp = W.row(p, L, &nr, &r);
             if (nr == 0) continue;
             float acc[NC];
-            mv_row<QT, NC>(rowp, K, L, cols, nc, acc);
+            mv_row<QT, P, NC>(rowp, K, L, cols, nc, acc);
             if (L.lig == 0 && r < nrows) {
 #pragma unroll
                 for (int c = 0; c < NC; c++)
@@ -446,7 +524,7 @@ __device__ void mv_indexed(const uint8_t* __restrict__ w, unsigned long long exp
 // act[t, row] = qmoe_swiglu(gate[e] . x[t / k], up[e] . x[t / k]) for every task t with expert e.
 // Gate and up share one type (what real files use; the host runs a mixed pair as two indexed
 // launches and the standalone SwiGLU), so one instance per type, not per pair of types.
-template <class QT, int NC>
+template <class QT, class P, int NC>
 __device__ void mv_gate_up(const uint8_t* __restrict__ wg, const uint8_t* __restrict__ wu,
                            unsigned long long expert_bytes, uint32_t row_bytes,
                            uint32_t n_experts, uint32_t rows, uint32_t K, uint32_t glog,
@@ -454,8 +532,8 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, const uint8_t* __rest
                            uint32_t k, const float* __restrict__ x, float* __restrict__ act) {
     extern __shared__ float4 mv_smem[];
     __shared__ uint32_t s_task[MV_MAX_TASKS];
-    float* smem = reinterpret_cast<float*>(mv_smem);
-    uint8_t* tiles = reinterpret_cast<uint8_t*>(smem + NC * (mv_kpad(K) + mv_kspad(K)));
+    uint8_t* smem = reinterpret_cast<uint8_t*>(mv_smem);
+    uint8_t* tiles = smem + NC * P::col_bytes(K);
     const MvLane L = mv_lane(glog);
     const uint32_t r0 = blockIdx.x * T, nrows = min(T, rows - r0);
     uint32_t e;
@@ -475,7 +553,7 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, const uint8_t* __rest
         U.fetch_pass(p);
         mv_cp_commit();
     }
-    mv_columns<NC>(smem, x, n, K, src, [&](const MvCols& cols, uint32_t c0, int nc) {
+    mv_columns<P, NC>(smem, x, n, K, src, [&](const typename P::Cols& cols, uint32_t c0, int nc) {
         for (uint32_t p = 0; p < G.P; p++) {
             uint32_t nr, r;
             const uint8_t* gp = G.row(p, L, &nr, &r);
@@ -483,9 +561,9 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, const uint8_t* __rest
             if (nr == 0) continue;  // warp-uniform; the later passes have no rows either
             float g[NC], u[NC];
             mv_wait_group(2 * G.P, 2 * p);
-            mv_row<QT, NC>(gp, K, L, cols, nc, g);
+            mv_row<QT, P, NC>(gp, K, L, cols, nc, g);
             mv_wait_group(2 * G.P, 2 * p + 1);
-            mv_row<QT, NC>(up, K, L, cols, nc, u);
+            mv_row<QT, P, NC>(up, K, L, cols, nc, u);
             if (L.lig == 0 && r < nrows) {
 #pragma unroll
                 for (int c = 0; c < NC; c++)
@@ -511,19 +589,32 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, const uint8_t* __rest
 #else
 #define MV_MIN_BLOCKS(NC) ((NC) == 1 ? 3 : 2)
 #endif
-#define MV_DENSE(NAME, QT, NC)                                                                    \
+#define MV_DENSE(NAME, QT, P, NC)                                                                    \
     extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(const MvDenseParams p) { \
-        mv_dense<QT, NC>(p.w, p.rows, p.row_bytes, p.k, p.glog, p.tile_rows, p.x, p.b, p.y);     \
+        mv_dense<QT, P, NC>(p.w, p.rows, p.row_bytes, p.k, p.glog, p.tile_rows, p.x, p.b, p.y);     \
     }
-#define MV_INDEXED(NAME, QT, NC)                                                                  \
+#define MV_INDEXED(NAME, QT, P, NC)                                                                  \
     extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(const MvIndexedParams p) { \
-        mv_indexed<QT, NC>(p.w, p.expert_bytes, p.n_experts, p.rows, p.row_bytes, p.k, p.glog,      \
+        mv_indexed<QT, P, NC>(p.w, p.expert_bytes, p.n_experts, p.rows, p.row_bytes, p.k, p.glog,      \
                            p.tile_rows, p.ids, p.n_tasks, p.top_k, p.x, p.x_per_slot, p.y);        \
     }
-#define MV_GATE_UP(NAME, QT, NC)                                                                  \
+#define MV_GATE_UP(NAME, QT, P, NC)                                                                  \
     extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(const MvGateUpParams p) { \
-        mv_gate_up<QT, NC>(p.wg, p.wu, p.expert_bytes, p.row_bytes, p.n_experts, p.rows, p.k,       \
+        mv_gate_up<QT, P, NC>(p.wg, p.wu, p.expert_bytes, p.row_bytes, p.n_experts, p.rows, p.k,       \
                            p.glog, p.tile_rows, p.ids, p.n_tasks, p.top_k, p.x, p.act);            \
     }
 
 MV_INSTANCES(MV_DENSE, MV_INDEXED, MV_GATE_UP)
+
+// Q8_1 quantization as a kernel of its own (what the Q8_1 kernels do while staging; for callers
+// that keep activations in Q8_1 and for the bit-exactness test of the quantizer): one warp per
+// block of 32 activations, q [32 * blocks] int8, ds [blocks] (d, s).
+extern "C" __global__ void __launch_bounds__(MV_THREADS) qmoe_quantize_q8_1(const Q8_1Params p) {
+    const uint32_t blk = blockIdx.x * (MV_THREADS / 32) + (threadIdx.x >> 5);
+    if (blk >= p.blocks) return;  // warp-uniform
+    const uint32_t i = 32 * blk + (threadIdx.x & 31);
+    float2 ds;
+    const int q = qt_q8_1_quantize(__ldg(p.x + i), &ds);
+    p.q[i] = (int8_t)q;
+    if ((threadIdx.x & 31) == 0) p.ds[blk] = ds;
+}

@@ -100,34 +100,74 @@ static_assert(offsetof(MvGateUpParams, tile_rows) == 68, "MvGateUpParams.tile_ro
 static_assert(offsetof(MvGateUpParams, n_tasks) == 72, "MvGateUpParams.n_tasks offset");
 static_assert(offsetof(MvGateUpParams, top_k) == 76, "MvGateUpParams.top_k offset");
 
+// Q8_1 quantization of `blocks` blocks of 32 activations (the matvec Q8_1 path's staging, as a kernel of its own).
+struct Q8_1Params {
+    const float* x;  // 32 x blocks activations
+    int8_t* q;  // 32 x blocks int8 values
+    float2* ds;  // blocks (d, s) pairs
+    uint32_t blocks;  // Q8_1 blocks
+};
+static_assert(sizeof(Q8_1Params) == 32, "Q8_1Params layout");
+static_assert(offsetof(Q8_1Params, x) == 0, "Q8_1Params.x offset");
+static_assert(offsetof(Q8_1Params, q) == 8, "Q8_1Params.q offset");
+static_assert(offsetof(Q8_1Params, ds) == 16, "Q8_1Params.ds offset");
+static_assert(offsetof(Q8_1Params, blocks) == 24, "Q8_1Params.blocks offset");
+
 #define MV_INSTANCES(DENSE, INDEXED, GATE_UP) \
-    DENSE(qmoe_matvec_q8_0_c1, QtQ8_0, 1) \
-    INDEXED(qmoe_matvec_indexed_q8_0_c1, QtQ8_0, 1) \
-    GATE_UP(qmoe_gate_up_swiglu_q8_0_c1, QtQ8_0, 1) \
-    DENSE(qmoe_matvec_q8_0_c4, QtQ8_0, 4) \
-    INDEXED(qmoe_matvec_indexed_q8_0_c4, QtQ8_0, 4) \
-    GATE_UP(qmoe_gate_up_swiglu_q8_0_c4, QtQ8_0, 4) \
-    DENSE(qmoe_matvec_q8_0_c8, QtQ8_0, 8) \
-    INDEXED(qmoe_matvec_indexed_q8_0_c8, QtQ8_0, 8) \
-    GATE_UP(qmoe_gate_up_swiglu_q8_0_c8, QtQ8_0, 8) \
-    DENSE(qmoe_matvec_q4_k_c1, QtQ4K, 1) \
-    INDEXED(qmoe_matvec_indexed_q4_k_c1, QtQ4K, 1) \
-    GATE_UP(qmoe_gate_up_swiglu_q4_k_c1, QtQ4K, 1) \
-    DENSE(qmoe_matvec_q4_k_c4, QtQ4K, 4) \
-    INDEXED(qmoe_matvec_indexed_q4_k_c4, QtQ4K, 4) \
-    GATE_UP(qmoe_gate_up_swiglu_q4_k_c4, QtQ4K, 4) \
-    DENSE(qmoe_matvec_q4_k_c8, QtQ4K, 8) \
-    INDEXED(qmoe_matvec_indexed_q4_k_c8, QtQ4K, 8) \
-    GATE_UP(qmoe_gate_up_swiglu_q4_k_c8, QtQ4K, 8) \
-    DENSE(qmoe_matvec_q6_k_c1, QtQ6K, 1) \
-    INDEXED(qmoe_matvec_indexed_q6_k_c1, QtQ6K, 1) \
-    GATE_UP(qmoe_gate_up_swiglu_q6_k_c1, QtQ6K, 1) \
-    DENSE(qmoe_matvec_q6_k_c4, QtQ6K, 4) \
-    INDEXED(qmoe_matvec_indexed_q6_k_c4, QtQ6K, 4) \
-    GATE_UP(qmoe_gate_up_swiglu_q6_k_c4, QtQ6K, 4) \
-    DENSE(qmoe_matvec_q6_k_c8, QtQ6K, 8) \
-    INDEXED(qmoe_matvec_indexed_q6_k_c8, QtQ6K, 8) \
-    GATE_UP(qmoe_gate_up_swiglu_q6_k_c8, QtQ6K, 8) \
+    DENSE(qmoe_matvec_q8_0_c1, QtQ8_0, MvF32, 1) \
+    INDEXED(qmoe_matvec_indexed_q8_0_c1, QtQ8_0, MvF32, 1) \
+    GATE_UP(qmoe_gate_up_swiglu_q8_0_c1, QtQ8_0, MvF32, 1) \
+    DENSE(qmoe_matvec_q8_0_c4, QtQ8_0, MvF32, 4) \
+    INDEXED(qmoe_matvec_indexed_q8_0_c4, QtQ8_0, MvF32, 4) \
+    GATE_UP(qmoe_gate_up_swiglu_q8_0_c4, QtQ8_0, MvF32, 4) \
+    DENSE(qmoe_matvec_q8_0_c8, QtQ8_0, MvF32, 8) \
+    INDEXED(qmoe_matvec_indexed_q8_0_c8, QtQ8_0, MvF32, 8) \
+    GATE_UP(qmoe_gate_up_swiglu_q8_0_c8, QtQ8_0, MvF32, 8) \
+    DENSE(qmoe_matvec_q8_0_q8_1_c1, QtQ8_0, MvQ8, 1) \
+    INDEXED(qmoe_matvec_indexed_q8_0_q8_1_c1, QtQ8_0, MvQ8, 1) \
+    GATE_UP(qmoe_gate_up_swiglu_q8_0_q8_1_c1, QtQ8_0, MvQ8, 1) \
+    DENSE(qmoe_matvec_q8_0_q8_1_c4, QtQ8_0, MvQ8, 4) \
+    INDEXED(qmoe_matvec_indexed_q8_0_q8_1_c4, QtQ8_0, MvQ8, 4) \
+    GATE_UP(qmoe_gate_up_swiglu_q8_0_q8_1_c4, QtQ8_0, MvQ8, 4) \
+    DENSE(qmoe_matvec_q8_0_q8_1_c8, QtQ8_0, MvQ8, 8) \
+    INDEXED(qmoe_matvec_indexed_q8_0_q8_1_c8, QtQ8_0, MvQ8, 8) \
+    GATE_UP(qmoe_gate_up_swiglu_q8_0_q8_1_c8, QtQ8_0, MvQ8, 8) \
+    DENSE(qmoe_matvec_q4_k_c1, QtQ4K, MvF32, 1) \
+    INDEXED(qmoe_matvec_indexed_q4_k_c1, QtQ4K, MvF32, 1) \
+    GATE_UP(qmoe_gate_up_swiglu_q4_k_c1, QtQ4K, MvF32, 1) \
+    DENSE(qmoe_matvec_q4_k_c4, QtQ4K, MvF32, 4) \
+    INDEXED(qmoe_matvec_indexed_q4_k_c4, QtQ4K, MvF32, 4) \
+    GATE_UP(qmoe_gate_up_swiglu_q4_k_c4, QtQ4K, MvF32, 4) \
+    DENSE(qmoe_matvec_q4_k_c8, QtQ4K, MvF32, 8) \
+    INDEXED(qmoe_matvec_indexed_q4_k_c8, QtQ4K, MvF32, 8) \
+    GATE_UP(qmoe_gate_up_swiglu_q4_k_c8, QtQ4K, MvF32, 8) \
+    DENSE(qmoe_matvec_q4_k_q8_1_c1, QtQ4K, MvQ8, 1) \
+    INDEXED(qmoe_matvec_indexed_q4_k_q8_1_c1, QtQ4K, MvQ8, 1) \
+    GATE_UP(qmoe_gate_up_swiglu_q4_k_q8_1_c1, QtQ4K, MvQ8, 1) \
+    DENSE(qmoe_matvec_q4_k_q8_1_c4, QtQ4K, MvQ8, 4) \
+    INDEXED(qmoe_matvec_indexed_q4_k_q8_1_c4, QtQ4K, MvQ8, 4) \
+    GATE_UP(qmoe_gate_up_swiglu_q4_k_q8_1_c4, QtQ4K, MvQ8, 4) \
+    DENSE(qmoe_matvec_q4_k_q8_1_c8, QtQ4K, MvQ8, 8) \
+    INDEXED(qmoe_matvec_indexed_q4_k_q8_1_c8, QtQ4K, MvQ8, 8) \
+    GATE_UP(qmoe_gate_up_swiglu_q4_k_q8_1_c8, QtQ4K, MvQ8, 8) \
+    DENSE(qmoe_matvec_q6_k_c1, QtQ6K, MvF32, 1) \
+    INDEXED(qmoe_matvec_indexed_q6_k_c1, QtQ6K, MvF32, 1) \
+    GATE_UP(qmoe_gate_up_swiglu_q6_k_c1, QtQ6K, MvF32, 1) \
+    DENSE(qmoe_matvec_q6_k_c4, QtQ6K, MvF32, 4) \
+    INDEXED(qmoe_matvec_indexed_q6_k_c4, QtQ6K, MvF32, 4) \
+    GATE_UP(qmoe_gate_up_swiglu_q6_k_c4, QtQ6K, MvF32, 4) \
+    DENSE(qmoe_matvec_q6_k_c8, QtQ6K, MvF32, 8) \
+    INDEXED(qmoe_matvec_indexed_q6_k_c8, QtQ6K, MvF32, 8) \
+    GATE_UP(qmoe_gate_up_swiglu_q6_k_c8, QtQ6K, MvF32, 8) \
+    DENSE(qmoe_matvec_q6_k_q8_1_c1, QtQ6K, MvQ8, 1) \
+    INDEXED(qmoe_matvec_indexed_q6_k_q8_1_c1, QtQ6K, MvQ8, 1) \
+    GATE_UP(qmoe_gate_up_swiglu_q6_k_q8_1_c1, QtQ6K, MvQ8, 1) \
+    DENSE(qmoe_matvec_q6_k_q8_1_c4, QtQ6K, MvQ8, 4) \
+    INDEXED(qmoe_matvec_indexed_q6_k_q8_1_c4, QtQ6K, MvQ8, 4) \
+    GATE_UP(qmoe_gate_up_swiglu_q6_k_q8_1_c4, QtQ6K, MvQ8, 4) \
+    DENSE(qmoe_matvec_q6_k_q8_1_c8, QtQ6K, MvQ8, 8) \
+    INDEXED(qmoe_matvec_indexed_q6_k_q8_1_c8, QtQ6K, MvQ8, 8) \
+    GATE_UP(qmoe_gate_up_swiglu_q6_k_q8_1_c8, QtQ6K, MvQ8, 8) \
 
 
 #endif  // MV_GEN_CUH

@@ -148,6 +148,27 @@ const _: () = assert!(std::mem::offset_of!(MvGateUpParams, tile_rows) == 68);
 const _: () = assert!(std::mem::offset_of!(MvGateUpParams, n_tasks) == 72);
 const _: () = assert!(std::mem::offset_of!(MvGateUpParams, top_k) == 76);
 
+/// Q8_1 quantization of `blocks` blocks of 32 activations (the matvec Q8_1 path's staging, as a kernel of its own). Field for field the device's `struct Q8_1Params`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Q8_1Params {
+    /// 32 x blocks activations.
+    pub x: u64,
+    /// 32 x blocks int8 values.
+    pub q: u64,
+    /// Blocks (d, s) pairs.
+    pub ds: u64,
+    /// Q8_1 blocks.
+    pub blocks: u32,
+}
+// SAFETY: plain integers in the C layout the kernels take by value (checked below).
+unsafe impl qmoe_gpu::cuda::DeviceRepr for Q8_1Params {}
+const _: () = assert!(std::mem::size_of::<Q8_1Params>() == 32);
+const _: () = assert!(std::mem::offset_of!(Q8_1Params, x) == 0);
+const _: () = assert!(std::mem::offset_of!(Q8_1Params, q) == 8);
+const _: () = assert!(std::mem::offset_of!(Q8_1Params, ds) == 16);
+const _: () = assert!(std::mem::offset_of!(Q8_1Params, blocks) == 24);
+
 /// Every entry point of this unit: the one list checked against each architecture's PTX.
 pub const KERNELS: &[&str] = &[
     "qmoe_matvec_q8_0_c1",
@@ -159,6 +180,15 @@ pub const KERNELS: &[&str] = &[
     "qmoe_matvec_q8_0_c8",
     "qmoe_matvec_indexed_q8_0_c8",
     "qmoe_gate_up_swiglu_q8_0_c8",
+    "qmoe_matvec_q8_0_q8_1_c1",
+    "qmoe_matvec_indexed_q8_0_q8_1_c1",
+    "qmoe_gate_up_swiglu_q8_0_q8_1_c1",
+    "qmoe_matvec_q8_0_q8_1_c4",
+    "qmoe_matvec_indexed_q8_0_q8_1_c4",
+    "qmoe_gate_up_swiglu_q8_0_q8_1_c4",
+    "qmoe_matvec_q8_0_q8_1_c8",
+    "qmoe_matvec_indexed_q8_0_q8_1_c8",
+    "qmoe_gate_up_swiglu_q8_0_q8_1_c8",
     "qmoe_matvec_q4_k_c1",
     "qmoe_matvec_indexed_q4_k_c1",
     "qmoe_gate_up_swiglu_q4_k_c1",
@@ -168,6 +198,15 @@ pub const KERNELS: &[&str] = &[
     "qmoe_matvec_q4_k_c8",
     "qmoe_matvec_indexed_q4_k_c8",
     "qmoe_gate_up_swiglu_q4_k_c8",
+    "qmoe_matvec_q4_k_q8_1_c1",
+    "qmoe_matvec_indexed_q4_k_q8_1_c1",
+    "qmoe_gate_up_swiglu_q4_k_q8_1_c1",
+    "qmoe_matvec_q4_k_q8_1_c4",
+    "qmoe_matvec_indexed_q4_k_q8_1_c4",
+    "qmoe_gate_up_swiglu_q4_k_q8_1_c4",
+    "qmoe_matvec_q4_k_q8_1_c8",
+    "qmoe_matvec_indexed_q4_k_q8_1_c8",
+    "qmoe_gate_up_swiglu_q4_k_q8_1_c8",
     "qmoe_matvec_q6_k_c1",
     "qmoe_matvec_indexed_q6_k_c1",
     "qmoe_gate_up_swiglu_q6_k_c1",
@@ -177,28 +216,63 @@ pub const KERNELS: &[&str] = &[
     "qmoe_matvec_q6_k_c8",
     "qmoe_matvec_indexed_q6_k_c8",
     "qmoe_gate_up_swiglu_q6_k_c8",
+    "qmoe_matvec_q6_k_q8_1_c1",
+    "qmoe_matvec_indexed_q6_k_q8_1_c1",
+    "qmoe_gate_up_swiglu_q6_k_q8_1_c1",
+    "qmoe_matvec_q6_k_q8_1_c4",
+    "qmoe_matvec_indexed_q6_k_q8_1_c4",
+    "qmoe_gate_up_swiglu_q6_k_q8_1_c4",
+    "qmoe_matvec_q6_k_q8_1_c8",
+    "qmoe_matvec_indexed_q6_k_q8_1_c8",
+    "qmoe_gate_up_swiglu_q6_k_q8_1_c8",
+    "qmoe_quantize_q8_1",
 ];
 
 /// Columns per staging pass of each compiled variant (kernel suffix `_c<NC>`).
 pub(crate) const NC: [usize; 3] = [1, 4, 8];
 
-/// Per type, its kernels: `[dense, expert-indexed, fused gate+up (gate and up of this
-/// one type)][variant]`, the variant an index into [`NC`].
-pub(crate) const BY_TYPE: &[(QType, [[&str; 3]; 3])] = &[
+/// The precisions, in the order of [`BY_TYPE`]'s outer index.
+pub(crate) const PRECISIONS: [Precision; 2] = [Precision::F32, Precision::Q8_1];
+
+/// Per type, its kernels: `[precision][dense, expert-indexed, fused gate+up (gate and
+/// up of this one type)][variant]`, precision an index into [`PRECISIONS`], the
+/// variant an index into [`NC`].
+pub(crate) const BY_TYPE: &[(QType, [[[&str; 3]; 3]; 2])] = &[
     (QType::Q8_0, [
-        ["qmoe_matvec_q8_0_c1", "qmoe_matvec_q8_0_c4", "qmoe_matvec_q8_0_c8"],
-        ["qmoe_matvec_indexed_q8_0_c1", "qmoe_matvec_indexed_q8_0_c4", "qmoe_matvec_indexed_q8_0_c8"],
-        ["qmoe_gate_up_swiglu_q8_0_c1", "qmoe_gate_up_swiglu_q8_0_c4", "qmoe_gate_up_swiglu_q8_0_c8"],
+        [
+            ["qmoe_matvec_q8_0_c1", "qmoe_matvec_q8_0_c4", "qmoe_matvec_q8_0_c8"],
+            ["qmoe_matvec_indexed_q8_0_c1", "qmoe_matvec_indexed_q8_0_c4", "qmoe_matvec_indexed_q8_0_c8"],
+            ["qmoe_gate_up_swiglu_q8_0_c1", "qmoe_gate_up_swiglu_q8_0_c4", "qmoe_gate_up_swiglu_q8_0_c8"],
+        ],
+        [
+            ["qmoe_matvec_q8_0_q8_1_c1", "qmoe_matvec_q8_0_q8_1_c4", "qmoe_matvec_q8_0_q8_1_c8"],
+            ["qmoe_matvec_indexed_q8_0_q8_1_c1", "qmoe_matvec_indexed_q8_0_q8_1_c4", "qmoe_matvec_indexed_q8_0_q8_1_c8"],
+            ["qmoe_gate_up_swiglu_q8_0_q8_1_c1", "qmoe_gate_up_swiglu_q8_0_q8_1_c4", "qmoe_gate_up_swiglu_q8_0_q8_1_c8"],
+        ],
     ]),
     (QType::Q4_K, [
-        ["qmoe_matvec_q4_k_c1", "qmoe_matvec_q4_k_c4", "qmoe_matvec_q4_k_c8"],
-        ["qmoe_matvec_indexed_q4_k_c1", "qmoe_matvec_indexed_q4_k_c4", "qmoe_matvec_indexed_q4_k_c8"],
-        ["qmoe_gate_up_swiglu_q4_k_c1", "qmoe_gate_up_swiglu_q4_k_c4", "qmoe_gate_up_swiglu_q4_k_c8"],
+        [
+            ["qmoe_matvec_q4_k_c1", "qmoe_matvec_q4_k_c4", "qmoe_matvec_q4_k_c8"],
+            ["qmoe_matvec_indexed_q4_k_c1", "qmoe_matvec_indexed_q4_k_c4", "qmoe_matvec_indexed_q4_k_c8"],
+            ["qmoe_gate_up_swiglu_q4_k_c1", "qmoe_gate_up_swiglu_q4_k_c4", "qmoe_gate_up_swiglu_q4_k_c8"],
+        ],
+        [
+            ["qmoe_matvec_q4_k_q8_1_c1", "qmoe_matvec_q4_k_q8_1_c4", "qmoe_matvec_q4_k_q8_1_c8"],
+            ["qmoe_matvec_indexed_q4_k_q8_1_c1", "qmoe_matvec_indexed_q4_k_q8_1_c4", "qmoe_matvec_indexed_q4_k_q8_1_c8"],
+            ["qmoe_gate_up_swiglu_q4_k_q8_1_c1", "qmoe_gate_up_swiglu_q4_k_q8_1_c4", "qmoe_gate_up_swiglu_q4_k_q8_1_c8"],
+        ],
     ]),
     (QType::Q6_K, [
-        ["qmoe_matvec_q6_k_c1", "qmoe_matvec_q6_k_c4", "qmoe_matvec_q6_k_c8"],
-        ["qmoe_matvec_indexed_q6_k_c1", "qmoe_matvec_indexed_q6_k_c4", "qmoe_matvec_indexed_q6_k_c8"],
-        ["qmoe_gate_up_swiglu_q6_k_c1", "qmoe_gate_up_swiglu_q6_k_c4", "qmoe_gate_up_swiglu_q6_k_c8"],
+        [
+            ["qmoe_matvec_q6_k_c1", "qmoe_matvec_q6_k_c4", "qmoe_matvec_q6_k_c8"],
+            ["qmoe_matvec_indexed_q6_k_c1", "qmoe_matvec_indexed_q6_k_c4", "qmoe_matvec_indexed_q6_k_c8"],
+            ["qmoe_gate_up_swiglu_q6_k_c1", "qmoe_gate_up_swiglu_q6_k_c4", "qmoe_gate_up_swiglu_q6_k_c8"],
+        ],
+        [
+            ["qmoe_matvec_q6_k_q8_1_c1", "qmoe_matvec_q6_k_q8_1_c4", "qmoe_matvec_q6_k_q8_1_c8"],
+            ["qmoe_matvec_indexed_q6_k_q8_1_c1", "qmoe_matvec_indexed_q6_k_q8_1_c4", "qmoe_matvec_indexed_q6_k_q8_1_c8"],
+            ["qmoe_gate_up_swiglu_q6_k_q8_1_c1", "qmoe_gate_up_swiglu_q6_k_q8_1_c4", "qmoe_gate_up_swiglu_q6_k_q8_1_c8"],
+        ],
     ]),
 ];
 

@@ -4,18 +4,20 @@
 //! (`cuda/matvec.gen.cuh`) from one table by `cargo xtask gen`. Callers (the safe functions in
 //! lib.rs) have validated every shape and length.
 
-use qmoe_dequant::{DeviceQTensor, QType};
+use qmoe_dequant::{DeviceQTensor, Precision, QType};
 use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::launch::{device_addr, grid, launch_params};
 use qmoe_gpu::{embed_ptx, Gpu, PtxSet, Result};
 
 /// What `cargo xtask gen` writes from the table: names, dispatch, parameter structs, constants.
 mod gen {
-    use qmoe_dequant::QType;
+    use qmoe_dequant::{Precision, QType};
     include!("launch.gen.rs");
 }
 pub(crate) use gen::MAX_TASKS;
-use gen::{MvDenseParams, MvGateUpParams, MvIndexedParams, MAX_PASSES, NC, THREADS};
+use gen::{
+    MvDenseParams, MvGateUpParams, MvIndexedParams, Q8_1Params, MAX_PASSES, NC, PRECISIONS, THREADS,
+};
 pub use gen::{KERNELS, QTYPES};
 
 /// The PTX of `cuda/matvec.cu` for every target.
@@ -71,6 +73,16 @@ fn kspad(k: usize) -> usize {
     n + n.div_ceil(32) * 4
 }
 
+/// Shared bytes one staged column of `k` activations takes at precision `prec` (`P::col_bytes`
+/// in matvec.cu): f32 values and run sums, or Q8_1 int8 values (16 bytes of bank padding per 64)
+/// and one (d, s) pair per 32, an even number of pairs.
+fn col_bytes(prec: Precision, k: usize) -> usize {
+    match prec {
+        Precision::F32 => (kpad(k) + kspad(k)) * 4,
+        Precision::Q8_1 => k + k.div_ceil(64) * 16 + 8 * ((k / 32 + 1) & !1),
+    }
+}
+
 /// Shared bytes of one warp's region for `wr` rows of `row_bytes` (`mv_region_bytes` in
 /// matvec.cu: the 16-byte alignment slack included).
 fn region_bytes(wr: usize, row_bytes: usize) -> usize {
@@ -80,6 +92,8 @@ fn region_bytes(wr: usize, row_bytes: usize) -> usize {
 /// Launch plan of one matvec: variant, rows per tile, dynamic shared bytes, block geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Plan {
+    /// The activation precision (which kernel family instance).
+    prec: Precision,
     /// Index into [`NC`] of the variant launched.
     nci: usize,
     /// Rows per tile T = passes × rows per pass.
@@ -110,12 +124,13 @@ pub(crate) fn smem_budget(gpu: &Gpu) -> usize {
     )
 }
 
-/// The plan for `b` vectors times `rows` rows of `cols` weights read from the matrices whose row
-/// sizes are `row_bytes` (gate and up for the fused kernel, one otherwise), within `budget`
-/// dynamic shared bytes: the variant with the smallest NC ≥ b whose staged vectors and at least
+/// The plan for `b` vectors at precision `prec` times `rows` rows of `cols` weights read from the
+/// matrices whose row sizes are `row_bytes` (gate and up for the fused kernel, one otherwise),
+/// within `budget` dynamic shared bytes: the variant with the smallest NC ≥ b whose staged vectors and at least
 /// one tile pass fit (else a smaller NC, more column passes), and as many tile passes as aim at
 /// [`TILE_TARGET_BYTES`] and fit.
 pub(crate) fn plan(
+    prec: Precision,
     b: usize,
     cols: usize,
     rows: usize,
@@ -130,7 +145,7 @@ pub(crate) fn plan(
             .iter()
             .map(|&rb| region_bytes(wr, rb))
             .sum::<usize>();
-    let x_smem = |nci: usize| NC[nci] * (kpad(cols) + kspad(cols)) * 4;
+    let x_smem = |nci: usize| NC[nci] * col_bytes(prec, cols);
     let passes = (TILE_TARGET_BYTES / per_pass)
         .clamp(1, MAX_PASSES)
         .min(rows.div_ceil(pass_rows).max(1));
@@ -142,6 +157,7 @@ pub(crate) fn plan(
         let passes = passes.min((budget - x) / pass_smem);
         let t = passes * pass_rows;
         return Ok(Plan {
+            prec,
             nci,
             tile_rows: t as u32,
             smem: (x + passes * pass_smem) as u32,
@@ -166,7 +182,7 @@ pub(crate) unsafe fn launch_dense(
     y: &mut CudaSlice<f32>,
     p: Plan,
 ) -> Result<()> {
-    let name = kernel(Family::Dense, w.qtype(), p.nci);
+    let name = kernel(Family::Dense, w.qtype(), p.prec, p.nci);
     let f = gpu.function(&PTX, name)?;
     let params = MvDenseParams {
         w: device_addr(gpu, w.data()),
@@ -200,7 +216,7 @@ pub(crate) unsafe fn launch_indexed(
     y: &mut CudaSlice<f32>,
     p: Plan,
 ) -> Result<()> {
-    let name = kernel(Family::Indexed, w.qtype(), p.nci);
+    let name = kernel(Family::Indexed, w.qtype(), p.prec, p.nci);
     let f = gpu.function(&PTX, name)?;
     let params = MvIndexedParams {
         w: device_addr(gpu, w.data()),
@@ -239,7 +255,7 @@ pub(crate) unsafe fn launch_gate_up(
     act: &mut CudaSlice<f32>,
     p: Plan,
 ) -> Result<()> {
-    let name = kernel(Family::GateUp, gate.qtype(), p.nci);
+    let name = kernel(Family::GateUp, gate.qtype(), p.prec, p.nci);
     let f = gpu.function(&PTX, name)?;
     let params = MvGateUpParams {
         wg: device_addr(gpu, gate.data()),
@@ -271,16 +287,46 @@ enum Family {
     GateUp = 2,
 }
 
-/// The generated table's kernel of `family` for type `q` and variant `nci`, if it has one.
-fn lookup(family: Family, q: QType, nci: usize) -> Option<&'static str> {
+/// The generated table's kernel of `family` for type `q`, precision `prec` and variant `nci`, if
+/// it has one.
+fn lookup(family: Family, q: QType, prec: Precision, nci: usize) -> Option<&'static str> {
     let (_, names) = gen::BY_TYPE.iter().find(|(t, _)| *t == q)?;
-    names[family as usize].get(nci).copied()
+    let pi = PRECISIONS.iter().position(|&p| p == prec)?;
+    names[pi][family as usize].get(nci).copied()
 }
 
 /// The kernel for a type the public function already accepted.
-fn kernel(family: Family, q: QType, nci: usize) -> &'static str {
-    lookup(family, q, nci)
-        .unwrap_or_else(|| unreachable!("{q} has no matvec kernel but passed the type check"))
+fn kernel(family: Family, q: QType, prec: Precision, nci: usize) -> &'static str {
+    lookup(family, q, prec, nci).unwrap_or_else(|| {
+        unreachable!("{q} has no {prec} matvec kernel but passed the type check")
+    })
+}
+
+/// The standalone Q8_1 quantizer's entry point.
+const QUANTIZE_Q8_1: &str = "qmoe_quantize_q8_1";
+
+/// # Safety
+/// `x` holds ≥ 32·blocks and `q` ≥ 32·blocks elements, `ds` ≥ 2·blocks f32 (the (d, s) pairs);
+/// 32·blocks fits u32.
+pub(crate) unsafe fn launch_quantize_q8_1(
+    gpu: &Gpu,
+    x: &CudaSlice<f32>,
+    blocks: usize,
+    q: &mut CudaSlice<i8>,
+    ds: &mut CudaSlice<f32>,
+) -> Result<()> {
+    let f = gpu.function(&PTX, QUANTIZE_Q8_1)?;
+    let params = Q8_1Params {
+        x: device_addr(gpu, x),
+        q: device_addr(gpu, q),
+        ds: device_addr(gpu, ds),
+        blocks: blocks as u32,
+    };
+    let per_block = THREADS as usize / 32;
+    let cfg = grid((blocks.div_ceil(per_block) as u32, 1, 1), THREADS, 0);
+    // SAFETY: Q8_1Params is the kernel's one parameter (generated for both sides); sizes per
+    // this fn's contract.
+    unsafe { launch_params(gpu, &f, cfg, &params, QUANTIZE_Q8_1) }
 }
 
 #[cfg(test)]
@@ -296,22 +342,27 @@ mod tests {
     #[test]
     fn every_type_has_every_variant_and_gate_up_is_per_type() {
         for &q in QTYPES {
-            for (nci, nc) in NC.iter().enumerate() {
-                for (family, prefix) in [
-                    (Family::Dense, "qmoe_matvec_"),
-                    (Family::Indexed, "qmoe_matvec_indexed_"),
-                    (Family::GateUp, "qmoe_gate_up_swiglu_"),
-                ] {
-                    let name = lookup(family, q, nci);
-                    let name = name.unwrap_or_else(|| panic!("{q} variant {nci} missing"));
-                    // The launchers pass each family's parameter struct: the name must be that
-                    // family's kernel, of this type and this many columns per pass.
-                    assert_eq!(name, format!("{prefix}{}_c{nc}", q.name()));
+            for (prec, infix) in [(Precision::F32, ""), (Precision::Q8_1, "_q8_1")] {
+                for (nci, nc) in NC.iter().enumerate() {
+                    for (family, prefix) in [
+                        (Family::Dense, "qmoe_matvec_"),
+                        (Family::Indexed, "qmoe_matvec_indexed_"),
+                        (Family::GateUp, "qmoe_gate_up_swiglu_"),
+                    ] {
+                        let name = lookup(family, q, prec, nci);
+                        let name =
+                            name.unwrap_or_else(|| panic!("{q} {prec} variant {nci} missing"));
+                        // The launchers pass each family's parameter struct: the name must be that
+                        // family's kernel, of this type, precision and columns per pass.
+                        assert_eq!(name, format!("{prefix}{}{infix}_c{nc}", q.name()));
+                    }
                 }
             }
         }
-        assert_eq!(lookup(Family::Dense, QType::F32, 0), None);
-        assert_eq!(KERNELS.len(), QTYPES.len() * NC.len() * 3);
+        assert_eq!(lookup(Family::Dense, QType::F32, Precision::F32, 0), None);
+        // Every (type, precision, family, variant) once, and the standalone quantizer.
+        assert_eq!(KERNELS.len(), QTYPES.len() * 2 * NC.len() * 3 + 1);
+        assert!(KERNELS.contains(&QUANTIZE_Q8_1));
         assert_eq!(
             (
                 nc_index(1),
@@ -337,7 +388,8 @@ mod tests {
                 let smem: usize = cols[3].parse().unwrap();
                 assert!(smem <= STATIC_SMEM_BYTES, "{}: {line}", path.display());
                 // The indexed kernels' task list is the MAX_TASKS the host checks against.
-                if !cols[1].starts_with("qmoe_matvec_q") {
+                if cols[1].starts_with("qmoe_matvec_indexed") || cols[1].starts_with("qmoe_gate_up")
+                {
                     assert!(smem >= MAX_TASKS * 4, "{}: {line}", path.display());
                 }
                 seen += 1;
@@ -371,43 +423,51 @@ mod tests {
         assert_eq!(kspad(32), 4 + 4);
         // gate+up, K = 2048 Q4_K (1152 B per row and matrix): 16 rows per pass, 2 rows per
         // warp, one-pass tiles, 48 tiles per expert; x (8.5 KB) and its run sums (1.1 KB) staged.
-        let p = plan(1, 2048, 768, &[1152, 1152], BUDGET).unwrap();
+        let p = plan(Precision::F32, 1, 2048, 768, &[1152, 1152], BUDGET).unwrap();
         assert_eq!((p.nci, p.tile_rows, p.tiles, p.glog), (0, 16, 48, 4));
         assert_eq!(p.smem as usize, 8 * 2 * 2320 + (2176 + 288) * 4);
         // down, K = 768 Q6_K (630 B rows): 64 rows per pass, one pass, 32 tiles per expert.
-        let p = plan(1, 768, 2048, &[630], BUDGET).unwrap();
+        let p = plan(Precision::F32, 1, 768, 2048, &[630], BUDGET).unwrap();
         assert_eq!((p.nci, p.tile_rows, p.tiles, p.glog), (0, 64, 32, 2));
         // Output head Q6_K K = 2048: one pass of 16 rows.
-        let p = plan(1, 2048, 151936, &[1680], BUDGET).unwrap();
+        let p = plan(Precision::F32, 1, 2048, 151936, &[1680], BUDGET).unwrap();
         assert_eq!((p.tile_rows, p.tiles), (16, 9496));
         // A tiny matrix gets one pass-sized tile.
-        assert_eq!(plan(1, 32, 1, &[18], BUDGET).unwrap().tiles, 1);
+        assert_eq!(
+            plan(Precision::F32, 1, 32, 1, &[18], BUDGET).unwrap().tiles,
+            1
+        );
     }
 
     #[test]
     fn plans_fall_back_to_fewer_columns_then_refuse() {
         // B = 8 at K = 2048: eight staged vectors (78.8 KB) and the gate+up pass (37 KB) exceed
         // 110 KB, so the NC = 4 variant runs two column passes.
-        let p = plan(8, 2048, 768, &[1152, 1152], BUDGET).unwrap();
+        let p = plan(Precision::F32, 8, 2048, 768, &[1152, 1152], BUDGET).unwrap();
         assert_eq!(p.nci, 1);
         assert!(p.smem as usize <= BUDGET);
         // B = 8, K = 4096 dense: NC = 4 with a two-pass tile, still within the budget.
-        let p = plan(8, 4096, 4096, &[2304], BUDGET).unwrap();
+        let p = plan(Precision::F32, 8, 4096, 4096, &[2304], BUDGET).unwrap();
         assert!(p.nci < 2 && p.smem as usize <= BUDGET, "{p:?}");
         // Ada's 99 KB per block: B = 4 at K = 2048 still runs NC = 4 (39 KB + 37 KB).
         let ada = 99 * 1024 - STATIC_SMEM_BYTES;
-        assert_eq!(plan(4, 2048, 768, &[1152, 1152], ada).unwrap().nci, 1);
+        assert_eq!(
+            plan(Precision::F32, 4, 2048, 768, &[1152, 1152], ada)
+                .unwrap()
+                .nci,
+            1
+        );
         // Every plan of every B and Qwen shape fits its budget.
         for budget in [ada, BUDGET] {
             for b in 1..=8 {
                 for (k, rows, rb) in [(2048, 768, vec![1152, 1152]), (768, 2048, vec![630])] {
-                    let p = plan(b, k, rows, &rb, budget).unwrap();
+                    let p = plan(Precision::F32, b, k, rows, &rb, budget).unwrap();
                     assert!(p.smem as usize <= budget && p.nci <= nc_index(b), "{p:?}");
                 }
             }
         }
         // K = 65536 Q8_0 rows (69632 B): one pass of 8 rows alone is 557 KB.
-        let e = plan(1, 65536, 64, &[69632], BUDGET).unwrap_err();
+        let e = plan(Precision::F32, 1, 65536, 64, &[69632], BUDGET).unwrap_err();
         assert_eq!(e.limit, BUDGET);
         assert!(e.need > BUDGET, "{e:?}");
     }

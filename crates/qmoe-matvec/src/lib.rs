@@ -24,6 +24,7 @@ pub mod reference;
 
 pub use launch::{KERNELS, PTX, QTYPES};
 
+pub use qmoe_dequant::Precision;
 use qmoe_dequant::{DeviceQTensor, QType};
 use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::Gpu;
@@ -222,6 +223,7 @@ fn buffer(op: &'static str, buffer: &'static str, needed: usize, len: usize) -> 
 fn plan(
     op: &'static str,
     gpu: &Gpu,
+    prec: Precision,
     b: usize,
     w: &DeviceQTensor,
     up: Option<&DeviceQTensor>,
@@ -230,13 +232,15 @@ fn plan(
     let both = [w.row_bytes(), up.map_or(0, |u| u.row_bytes())];
     let row_bytes = &both[..1 + usize::from(up.is_some())];
     let budget = launch::smem_budget(gpu);
-    launch::plan(b, w.cols(), w.rows(), row_bytes, budget).map_err(|e| MatvecError::RowTooLong {
-        op,
-        name: w.name().to_string(),
-        cols: w.cols(),
-        row_bytes: row_bytes.iter().sum(),
-        need: e.need,
-        limit: e.limit,
+    launch::plan(prec, b, w.cols(), w.rows(), row_bytes, budget).map_err(|e| {
+        MatvecError::RowTooLong {
+            op,
+            name: w.name().to_string(),
+            cols: w.cols(),
+            row_bytes: row_bytes.iter().sum(),
+            need: e.need,
+            limit: e.limit,
+        }
     })
 }
 
@@ -246,10 +250,12 @@ fn offsets(op: &'static str, what: &'static str, vectors: usize, k_cols: usize) 
     count(op, what, vectors, max)
 }
 
-/// Dense `y[c, :] = W · x[c, :]` for `c < b`: `w` is `[R, K]`, `x` holds at least `b * K` f32
+/// Dense `y[c, :] = W · x[c, :]` for `c < b`, at `precision` (f32 activations, or Q8_1 with
+/// integer dot products: see [`Precision`] and the crate docs): `w` is `[R, K]`, `x` holds at least `b * K` f32
 /// (`[b, K]`), `y` at least `b * R` (`[b, R]`). Reads the weights once per 8 vectors.
 pub fn matvec_gpu(
     gpu: &Gpu,
+    precision: Precision,
     w: &DeviceQTensor,
     x: &CudaSlice<f32>,
     b: usize,
@@ -261,7 +267,7 @@ pub fn matvec_gpu(
     offsets(OP, "b", b, w.cols())?;
     buffer(OP, "x", b * w.cols(), x.len())?;
     buffer(OP, "y", b * w.rows(), y.len())?;
-    let p = plan(OP, gpu, b, w, None)?;
+    let p = plan(OP, gpu, precision, b, w, None)?;
     // SAFETY: qtype supported, w 2-D with expert_bytes == rows * row_bytes bytes on the device,
     // x ≥ b·K and y ≥ b·R elements, b·K fits u32: all checked above; p is this launch's plan.
     unsafe { launch::launch_dense(gpu, w, x, b, y, p) }
@@ -278,6 +284,7 @@ pub fn matvec_gpu(
 #[allow(clippy::too_many_arguments)]
 pub fn matvec_indexed_gpu(
     gpu: &Gpu,
+    precision: Precision,
     w: &DeviceQTensor,
     ids: &CudaSlice<u32>,
     k: usize,
@@ -298,7 +305,7 @@ pub fn matvec_indexed_gpu(
     buffer(OP, "x", xv * w.cols(), x.len())?;
     buffer(OP, "y", b * k * w.rows(), y.len())?;
     // Columns per expert: the tasks that chose it, at most b (a token picks an expert once).
-    let p = plan(OP, gpu, b, w, None)?;
+    let p = plan(OP, gpu, precision, b, w, None)?;
     // SAFETY: qtype supported; w is [E, R, K] with E·expert_bytes device bytes; ids ≥ b·k, x ≥
     // (b or b·k)·K, y ≥ b·k·R elements; b·k ≤ MAX_TASKS; ids are range-checked in the kernel;
     // p is this launch's plan.
@@ -318,6 +325,7 @@ pub fn matvec_indexed_gpu(
 #[allow(clippy::too_many_arguments)]
 pub fn gate_up_swiglu_gpu(
     gpu: &Gpu,
+    precision: Precision,
     gate: &DeviceQTensor,
     up: &DeviceQTensor,
     ids: &CudaSlice<u32>,
@@ -344,9 +352,11 @@ pub fn gate_up_swiglu_gpu(
         let gpu_err = |source| MatvecError::Gpu { op: OP, source };
         let mut g = gpu.poisoned_f32(n).map_err(gpu_err)?;
         let mut u = gpu.poisoned_f32(n).map_err(gpu_err)?;
-        return gate_up_swiglu_unfused_gpu(gpu, gate, up, ids, k, x, b, &mut g, &mut u, act);
+        return gate_up_swiglu_unfused_gpu(
+            gpu, precision, gate, up, ids, k, x, b, &mut g, &mut u, act,
+        );
     }
-    let p = plan(OP, gpu, b, gate, Some(up))?;
+    let p = plan(OP, gpu, precision, b, gate, Some(up))?;
     // SAFETY: both qtypes supported, gate and up are [E, I, H] of equal shape on the device;
     // ids ≥ b·k, x ≥ b·H, act ≥ b·k·I elements; b·k ≤ MAX_TASKS; ids range-checked in the kernel;
     // p is this launch's plan.
@@ -362,6 +372,7 @@ pub fn gate_up_swiglu_gpu(
 #[allow(clippy::too_many_arguments)]
 pub fn gate_up_swiglu_unfused_gpu(
     gpu: &Gpu,
+    precision: Precision,
     gate: &DeviceQTensor,
     up: &DeviceQTensor,
     ids: &CudaSlice<u32>,
@@ -376,10 +387,30 @@ pub fn gate_up_swiglu_unfused_gpu(
     same_shape(OP, gate, up)?;
     let n = b * k * gate.rows();
     buffer(OP, "act", n, act.len())?;
-    matvec_indexed_gpu(gpu, gate, ids, k, x, false, b, gate_out)?;
-    matvec_indexed_gpu(gpu, up, ids, k, x, false, b, up_out)?;
+    matvec_indexed_gpu(gpu, precision, gate, ids, k, x, false, b, gate_out)?;
+    matvec_indexed_gpu(gpu, precision, up, ids, k, x, false, b, up_out)?;
     qmoe_swiglu::swiglu_gpu(gpu, gate_out, up_out, n, act)
         .map_err(|e| MatvecError::Swiglu { op: OP, source: e })
+}
+
+/// Q8_1-quantizes `x[..32·blocks]` on the device, as the Q8_1 matvec kernels do while staging
+/// (bit-identical to `qmoe_quant::q8_1::quantize`): `q` receives the int8 values (32·blocks), `ds`
+/// the (d, s) pair of each block (2·blocks f32, interleaved).
+pub fn quantize_q8_1_gpu(
+    gpu: &Gpu,
+    x: &CudaSlice<f32>,
+    blocks: usize,
+    q: &mut CudaSlice<i8>,
+    ds: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "quantize_q8_1_gpu";
+    count(OP, "blocks", blocks, u32::MAX as usize / 32)?;
+    buffer(OP, "x", 32 * blocks, x.len())?;
+    buffer(OP, "q", 32 * blocks, q.len())?;
+    buffer(OP, "ds", 2 * blocks, ds.len())?;
+    // SAFETY: x, q ≥ 32·blocks and ds ≥ 2·blocks elements, 32·blocks fits u32: checked above.
+    unsafe { launch::launch_quantize_q8_1(gpu, x, blocks, q, ds) }
+        .map_err(|source| MatvecError::Gpu { op: OP, source })
 }
 
 /// The launch geometry the kernels use for a row length `cols`: (lanes per row G, rows per

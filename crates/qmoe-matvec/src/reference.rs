@@ -20,13 +20,33 @@
 //! γ(K + 1)). The reference's own f64 rounding (≤ K·2⁻⁵³·M) is far inside the slack between the
 //! kernel's true path length (≤ K/4 + 15) and K.
 //!
+//! # The Q8_1 path
+//! With [`Precision::Q8_1`] the kernels quantize each activation vector to Q8_1 blocks of 32
+//! (qmoe-quant's `q8_1`: values `x̂ = d·q`) and compute per block of weights an exact integer
+//! sum S = Σ q_w·q_x (dp4a, int32: |S| < 2²⁴ for every type), then scale it once:
+//! `acc = fma(fl(scale·d_x), S, acc)`, and for Q4_K's min `acc = fma(−dmin·m, s_x, acc)` with
+//! `s_x = fl(d_x·Σq_x)` (qtypes/<type>.cuh, "Q8_1 matvec items"). The reference is the exact
+//! Σ w·x̂ (f64 over the same f32 weights and the exact Q8_1 values), and every term — a weight
+//! sub-block's scale·d_x·S or its dmin·m·s_x — passes through one rounding of its own (the scale
+//! product, or s_x) and then the lane's fma chain and the shuffles. A lane adds at most 4 terms per
+//! 64 weights (Q4_K: two sub-blocks × scale and min; Q6_K: four quarters; Q8_0: one per 32), so
+//! the chain is ≤ K/16 long, and the shuffles add ≤ 5: n = K/16 + 6 roundings, and
+//!
+//! |y_kernel − Σ w·x̂| ≤ γ(K/16 + 6)·Σ mag·|x̂|
+//!
+//! with the same per-weight magnitudes as the f32 path (|S·scale·d_x| ≤ Σ|d·sc·q_w|·|x̂|, and
+//! |dmin·m·s_x| ≤ Σ|dmin·m|·|x̂|), plus one rounding for Q4_K's rounded reference weight. That is
+//! the *kernel* precision. The *model* precision — how far the Q8_1 result may be from the f32
+//! activations' — is the activation rounding: |Σ w·x̂ − Σ w·x| ≤ Σ|w|·|x̂ − x| ≤ Σ|w|·d_x(1/2 + 128u)
+//! ([`q8_1_model_bound`]; the per-element bound is derived in qmoe-quant's `q8_1`).
+//!
 //! For the fused gate+up, with per-output bounds e_g, e_u on the two matvecs, L = 1.1 ≥
 //! max|silu′| (≈ 1.0998), S = |silu(g)| + L·e_g and U = |u| + e_u:
 //! |act − silu(g)·u| ≤ S·e_u + |u|·L·e_g + 2u·S·U + 2⁻¹⁴⁹, the last two terms covering
 //! qmoe-swiglu's single f32 rounding of the f64 product (≤ 1 ulp).
 
 use qmoe_dequant::reference::{f16_at, q4_k_scale_min};
-use qmoe_dequant::{QTensor, QType};
+use qmoe_dequant::{q8_1, Precision, QTensor, QType};
 
 /// f32 unit roundoff.
 pub const UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;
@@ -41,13 +61,23 @@ pub fn gamma(n: usize) -> f64 {
     nu / (1.0 - nu)
 }
 
-/// The number of roundings the bound charges for a row of `cols` weights of `qtype` (the
-/// module docs derive it): K, plus one for Q4_K's rounded reference weight.
-pub fn rounding_count(qtype: QType, cols: usize) -> usize {
-    if qtype == QType::Q4_K {
-        cols + 1
-    } else {
-        cols
+/// The number of roundings the bound charges for a row of `cols` weights of `qtype` at
+/// `precision` (the module docs derive both): K for f32 activations, K/16 + 6 for Q8_1, plus one
+/// for Q4_K's rounded reference weight.
+pub fn rounding_count(precision: Precision, qtype: QType, cols: usize) -> usize {
+    let kernel = match precision {
+        Precision::F32 => cols,
+        Precision::Q8_1 => cols / 16 + 6,
+    };
+    kernel + usize::from(qtype == QType::Q4_K)
+}
+
+/// The activations the kernels compute with at `precision`, one vector of `cols` at a time:
+/// `x` itself, or each vector's Q8_1 values `d·q` (exact, f64).
+pub fn activations(precision: Precision, x: &[f32], cols: usize) -> Vec<f64> {
+    match precision {
+        Precision::F32 => x.iter().map(|&v| v as f64).collect(),
+        Precision::Q8_1 => x.chunks_exact(cols).flat_map(q8_1::round_trip).collect(),
     }
 }
 
@@ -90,23 +120,17 @@ fn expert_weights(w: &QTensor<'_>, e: usize) -> (Vec<f32>, Vec<f64>) {
 }
 
 /// Dot of each row of `wt` (`[rows, cols]`) with `x` in f64.
-fn rows_dot(wt: &[f32], cols: usize, x: &[f32]) -> Vec<f64> {
+fn rows_dot(wt: &[f32], cols: usize, x: &[f64]) -> Vec<f64> {
     wt.chunks_exact(cols)
-        .map(|row| row.iter().zip(x).map(|(&w, &v)| w as f64 * v as f64).sum())
+        .map(|row| row.iter().zip(x).map(|(&w, &v)| w as f64 * v).sum())
         .collect()
 }
 
 /// γ-bound of each row: γ(n)·Σ mag·|x|.
-fn rows_bound(mag: &[f64], cols: usize, x: &[f32], n: usize) -> Vec<f64> {
+fn rows_bound(mag: &[f64], cols: usize, x: &[f64], n: usize) -> Vec<f64> {
     let g = gamma(n);
     mag.chunks_exact(cols)
-        .map(|row| {
-            g * row
-                .iter()
-                .zip(x)
-                .map(|(&m, &v)| m * (v as f64).abs())
-                .sum::<f64>()
-        })
+        .map(|row| g * row.iter().zip(x).map(|(&m, &v)| m * v.abs()).sum::<f64>())
         .collect()
 }
 
@@ -125,35 +149,57 @@ fn check_2d(w: &QTensor<'_>, x: &[f32], b: usize) {
     );
 }
 
-/// Dense reference `y[c, r] = Σ_i W[r, i]·x[c, i]` in f64, `x` = `[b, K]`, result `[b, R]`.
-pub fn matvec_ref(w: &QTensor<'_>, x: &[f32], b: usize) -> Vec<f64> {
+/// Dense reference `y[c, r] = Σ_i W[r, i]·x[c, i]` in f64 over the activations the kernels use
+/// at `precision` ([`activations`]), `x` = `[b, K]`, result `[b, R]`.
+pub fn matvec_ref(precision: Precision, w: &QTensor<'_>, x: &[f32], b: usize) -> Vec<f64> {
     check_2d(w, x, b);
     let (wt, _) = expert_weights(w, 0);
-    x.chunks_exact(w.cols())
+    activations(precision, x, w.cols())
+        .chunks_exact(w.cols())
         .flat_map(|xc| rows_dot(&wt, w.cols(), xc))
         .collect()
 }
 
 /// The bound `γ(n)·M` per output of [`matvec_ref`] (see the module docs).
-pub fn error_bound(w: &QTensor<'_>, x: &[f32], b: usize) -> Vec<f64> {
+pub fn error_bound(precision: Precision, w: &QTensor<'_>, x: &[f32], b: usize) -> Vec<f64> {
     check_2d(w, x, b);
     let (_, mag) = expert_weights(w, 0);
-    let n = rounding_count(w.qtype(), w.cols());
-    x.chunks_exact(w.cols())
+    let n = rounding_count(precision, w.qtype(), w.cols());
+    activations(precision, x, w.cols())
+        .chunks_exact(w.cols())
         .flat_map(|xc| rows_bound(&mag, w.cols(), xc, n))
+        .collect()
+}
+
+/// The model-precision bound per output of a dense matvec: how far [`matvec_ref`] at
+/// [`Precision::Q8_1`] may be from it at [`Precision::F32`], Σ|w|·|x̂ − x| bounded by qmoe-quant's
+/// per-element Q8_1 rounding bound (module docs).
+pub fn q8_1_model_bound(w: &QTensor<'_>, x: &[f32], b: usize) -> Vec<f64> {
+    check_2d(w, x, b);
+    let (wt, _) = expert_weights(w, 0);
+    let kc = w.cols();
+    x.chunks_exact(kc)
+        .flat_map(|xc| {
+            let e = q8_1::element_error_bound(xc);
+            wt.chunks_exact(kc)
+                .map(|row| row.iter().zip(&e).map(|(&w, e)| (w as f64).abs() * e).sum())
+                .collect::<Vec<f64>>()
+        })
         .collect()
 }
 
 /// Runs `f(expert weights, magnitudes, task, x_task)` for every (token, slot) task, caching each
 /// distinct expert; tasks with an id ≥ E get `None`.
+#[allow(clippy::too_many_arguments)]
 fn per_task<T>(
+    precision: Precision,
     w: &QTensor<'_>,
     ids: &[u32],
     k: usize,
     x: &[f32],
     x_per_slot: bool,
     b: usize,
-    mut f: impl FnMut(Option<(&[f32], &[f64])>, &[f32]) -> Vec<T>,
+    mut f: impl FnMut(Option<(&[f32], &[f64])>, &[f64]) -> Vec<T>,
 ) -> Vec<T> {
     assert_eq!(
         w.shape().len(),
@@ -166,6 +212,7 @@ fn per_task<T>(
     let kc = w.cols();
     let vectors = if x_per_slot { b * k } else { b };
     assert_eq!(x.len(), vectors * kc, "x must be [b, K] or [b, k, K]");
+    let x = activations(precision, x, kc);
     let mut cache: std::collections::HashMap<u32, (Vec<f32>, Vec<f64>)> = Default::default();
     let mut out = Vec::with_capacity(b * k * w.rows());
     for (t, &e) in ids.iter().enumerate() {
@@ -187,6 +234,7 @@ fn per_task<T>(
 /// `x[t, s]` with `x_per_slot`), result `[b, k, R]`; a task whose id ≥ E is all NaN, as the
 /// kernel writes it.
 pub fn matvec_indexed_ref(
+    precision: Precision,
     w: &QTensor<'_>,
     ids: &[u32],
     k: usize,
@@ -195,7 +243,7 @@ pub fn matvec_indexed_ref(
     b: usize,
 ) -> Vec<f64> {
     let (r, kc) = (w.rows(), w.cols());
-    per_task(w, ids, k, x, x_per_slot, b, |we, xt| match we {
+    per_task(precision, w, ids, k, x, x_per_slot, b, |we, xt| match we {
         Some((wt, _)) => rows_dot(wt, kc, xt),
         None => vec![f64::NAN; r],
     })
@@ -203,6 +251,7 @@ pub fn matvec_indexed_ref(
 
 /// The bound per output of [`matvec_indexed_ref`] (0 for out-of-range tasks, which must be NaN).
 pub fn error_bound_indexed(
+    precision: Precision,
     w: &QTensor<'_>,
     ids: &[u32],
     k: usize,
@@ -211,8 +260,8 @@ pub fn error_bound_indexed(
     b: usize,
 ) -> Vec<f64> {
     let (r, kc) = (w.rows(), w.cols());
-    let n = rounding_count(w.qtype(), kc);
-    per_task(w, ids, k, x, x_per_slot, b, |we, xt| match we {
+    let n = rounding_count(precision, w.qtype(), kc);
+    per_task(precision, w, ids, k, x, x_per_slot, b, |we, xt| match we {
         Some((_, mag)) => rows_bound(mag, kc, xt, n),
         None => vec![0.0; r],
     })
@@ -221,6 +270,7 @@ pub fn error_bound_indexed(
 /// Fused reference: `act[t, s, :] = silu(g)·u` in f64 with `g`, `u` from
 /// [`matvec_indexed_ref`] of `gate` and `up` (silu from qmoe-swiglu's f64 formula).
 pub fn gate_up_swiglu_ref(
+    precision: Precision,
     gate: &QTensor<'_>,
     up: &QTensor<'_>,
     ids: &[u32],
@@ -228,8 +278,8 @@ pub fn gate_up_swiglu_ref(
     x: &[f32],
     b: usize,
 ) -> Vec<f64> {
-    let g = matvec_indexed_ref(gate, ids, k, x, false, b);
-    let u = matvec_indexed_ref(up, ids, k, x, false, b);
+    let g = matvec_indexed_ref(precision, gate, ids, k, x, false, b);
+    let u = matvec_indexed_ref(precision, up, ids, k, x, false, b);
     g.iter()
         .zip(&u)
         .map(|(&g, &u)| qmoe_swiglu::silu_f64(g) * u)
@@ -238,6 +288,7 @@ pub fn gate_up_swiglu_ref(
 
 /// The bound per output of [`gate_up_swiglu_ref`], derived in the module docs.
 pub fn gate_up_swiglu_bound(
+    precision: Precision,
     gate: &QTensor<'_>,
     up: &QTensor<'_>,
     ids: &[u32],
@@ -245,10 +296,10 @@ pub fn gate_up_swiglu_bound(
     x: &[f32],
     b: usize,
 ) -> Vec<f64> {
-    let g = matvec_indexed_ref(gate, ids, k, x, false, b);
-    let u = matvec_indexed_ref(up, ids, k, x, false, b);
-    let eg = error_bound_indexed(gate, ids, k, x, false, b);
-    let eu = error_bound_indexed(up, ids, k, x, false, b);
+    let g = matvec_indexed_ref(precision, gate, ids, k, x, false, b);
+    let u = matvec_indexed_ref(precision, up, ids, k, x, false, b);
+    let eg = error_bound_indexed(precision, gate, ids, k, x, false, b);
+    let eu = error_bound_indexed(precision, up, ids, k, x, false, b);
     (0..g.len())
         .map(|i| swiglu_bound(g[i], u[i], eg[i], eu[i]))
         .collect()

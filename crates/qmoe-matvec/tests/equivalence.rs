@@ -3,21 +3,26 @@
 //! the reference within the derived bound (this also checks the kernels' block-layout mapping),
 //! and on an adversarial row reaching a fixed fraction of it (so the bound is not loose). GPU
 //! (ignored without a device): every kernel against the reference within the bound, random and
-//! adversarial, outputs poisoned; and the kernels bit-identical to the emulation.
+//! adversarial, outputs poisoned; and the kernels bit-identical to the emulation. Every kernel
+//! test runs both precisions (f32 and Q8_1 activations: `emulate_q8.rs` models the latter).
 
 mod support;
 
-use support::{emulate, gen};
+use support::{emulate, emulate_q8, gen};
 
 use gen::{check, Style};
 use proptest::prelude::*;
 use qmoe_check::strategies::{blocks, q4_k_block, q6_k_block, q8_0_block};
-use qmoe_dequant::{QTensor, QType, Upload};
+use qmoe_dequant::{q8_1, Precision, QTensor, QType, Upload};
 use qmoe_matvec::reference::{
     error_bound, error_bound_indexed, gamma, gate_up_swiglu_bound, gate_up_swiglu_ref,
-    matvec_indexed_ref, matvec_ref,
+    matvec_indexed_ref, matvec_ref, q8_1_model_bound,
 };
-use qmoe_matvec::{gate_up_swiglu_gpu, launch_shape, matvec_gpu, matvec_indexed_gpu, MatvecError};
+use qmoe_matvec::{
+    gate_up_swiglu_gpu, launch_shape, matvec_gpu, matvec_indexed_gpu, quantize_q8_1_gpu,
+    MatvecError,
+};
+use Precision::{F32, Q8_1};
 
 const QTYPES: [QType; 3] = [QType::Q4_K, QType::Q6_K, QType::Q8_0];
 
@@ -48,7 +53,7 @@ proptest! {
 
     #[test]
     fn reference_equals_naive_dequantize_then_dot((w, x, b) in small_case()) {
-        let got = matvec_ref(&w, &x, b);
+        let got = matvec_ref(F32, &w, &x, b);
         let wt = w.dequantize();
         let (r, k) = (w.rows(), w.cols());
         for c in 0..b {
@@ -65,8 +70,8 @@ proptest! {
     #[test]
     fn kernel_order_emulation_within_bound((w, x, b) in small_case(), glog in 0..6u32, kernel_g in any::<bool>()) {
         // The bound's derivation holds for every group size, not only the one the host picks.
-        let want = matvec_ref(&w, &x, b);
-        let bound = error_bound(&w, &x, b);
+        let want = matvec_ref(F32, &w, &x, b);
+        let bound = error_bound(F32, &w, &x, b);
         let (r, k) = (w.rows(), w.cols());
         let g = if kernel_g { emulate::kernel_lanes(k) } else { 1usize << glog };
         let mut got = Vec::new();
@@ -79,14 +84,52 @@ proptest! {
     }
 
     #[test]
+    fn q8_1_kernel_order_emulation_within_bound((w, x, b) in small_case(), glog in 0..6u32, kernel_g in any::<bool>()) {
+        let want = matvec_ref(Q8_1, &w, &x, b);
+        let bound = error_bound(Q8_1, &w, &x, b);
+        let (r, k) = (w.rows(), w.cols());
+        let g = if kernel_g { emulate::kernel_lanes(k) } else { 1usize << glog };
+        let mut got = Vec::new();
+        for c in 0..b {
+            for i in 0..r {
+                got.push(emulate_q8::row(w.qtype(), &w.bytes()[i * w.row_bytes()..(i + 1) * w.row_bytes()], &x[c * k..(c + 1) * k], g));
+            }
+        }
+        check(&format!("emulated q8_1 {} g={g}", w.qtype()), &got, &want, &bound);
+    }
+
+    #[test]
+    fn q8_1_reference_is_within_the_model_bound_of_the_f32_one((w, x, b) in small_case()) {
+        // The cost of quantizing the activations, bounded from the per-element Q8_1 rounding
+        // alone. Both references are f64 sums of K products: each may be off by K·2⁻⁵³·Σ|w·x|,
+        // which the check allows on top (the bound under test is for exact arithmetic).
+        let q8 = matvec_ref(Q8_1, &w, &x, b);
+        let f = matvec_ref(F32, &w, &x, b);
+        let model = q8_1_model_bound(&w, &x, b);
+        let wt = w.dequantize();
+        let (r, k) = (w.rows(), w.cols());
+        let xq = qmoe_matvec::reference::activations(Q8_1, &x, k);
+        for c in 0..b {
+            for i in 0..r {
+                let mag: f64 = (0..k)
+                    .map(|j| (wt[i * k + j] as f64).abs() * ((x[c * k + j] as f64).abs() + xq[c * k + j].abs()))
+                    .sum();
+                let slack = (k as f64 + 1.0) * 2f64.powi(-53) * mag;
+                let (a, bq, m) = (f[c * r + i], q8[c * r + i], model[c * r + i]);
+                prop_assert!((a - bq).abs() <= m + slack, "col {} row {}: f32 {} q8_1 {} model bound {}", c, i, a, bq, m);
+            }
+        }
+    }
+
+    #[test]
     fn adversarial_row_reaches_a_fixed_fraction_of_the_bound(
         qi in 0..3usize, d_exp in -6..6i32, big_exp in -20..20i32, negative in any::<bool>(), lane_pick in 0..32usize,
     ) {
         let q = QTYPES[qi];
         let (w, x, lane) = adversarial_row(q, d_exp, big_exp, negative, lane_pick);
         let got = emulate::kernel_row(q, w.bytes(), &x) as f64;
-        let want = matvec_ref(&w, &x, 1)[0];
-        let bound = error_bound(&w, &x, 1)[0];
+        let want = matvec_ref(F32, &w, &x, 1)[0];
+        let bound = error_bound(F32, &w, &x, 1)[0];
         let frac = (got - want).abs() / bound;
         // Observed: 0.0859 for Q6_K and Q8_0 (22 dropped terms of just under u·|big| each,
         // against γ(256)·|big|, so ≈ 22/256) and 0.0856 for Q4_K (γ(257)), the same for every
@@ -106,11 +149,11 @@ proptest! {
         ids[0] = e as u32 + 3; // one out-of-range task: NaN rows
         let xv = if per_slot { b * k } else { b };
         let x = gen::activations(xv * cols, seed);
-        let got = matvec_indexed_ref(&w, &ids, k, &x, per_slot, b);
+        let got = matvec_indexed_ref(F32, &w, &ids, k, &x, per_slot, b);
         for (t, &id) in ids.iter().enumerate() {
             let xi = if per_slot { t } else { t / k };
             let want: Vec<f64> = if (id as usize) < e {
-                matvec_ref(&w.expert(id as usize).unwrap(), &x[xi * cols..(xi + 1) * cols], 1)
+                matvec_ref(F32, &w.expert(id as usize).unwrap(), &x[xi * cols..(xi + 1) * cols], 1)
             } else {
                 vec![f64::NAN; rows]
             };
@@ -143,8 +186,8 @@ fn q4_k_bound_counts_mins_separately() {
     }
     let w = QTensor::new("w", QType::Q4_K, &[1, 256], block).unwrap();
     let x = vec![1.0f32; 256];
-    assert_eq!(matvec_ref(&w, &x, 1), vec![0.0]);
-    assert!(error_bound(&w, &x, 1)[0] > 0.0);
+    assert_eq!(matvec_ref(F32, &w, &x, 1), vec![0.0]);
+    assert!(error_bound(F32, &w, &x, 1)[0] > 0.0);
 }
 
 /// γ(n) written out from its definition, n·u / (1 − n·u) with u = 2⁻²⁴, independently of
@@ -205,7 +248,7 @@ fn error_bound_is_its_formula_on_hand_worked_rows() {
     let w = QTensor::new("w8", QType::Q8_0, &[1, 32], q8_0_blocks(&[0.5], &q)).unwrap();
     let x: Vec<f32> = [vec![1.0; 32], vec![-2.0; 32]].concat();
     assert_eq!(
-        error_bound(&w, &x, 2),
+        error_bound(F32, &w, &x, 2),
         vec![gamma_by_hand(32) * 128.0, gamma_by_hand(32) * 256.0]
     );
 
@@ -214,22 +257,56 @@ fn error_bound_is_its_formula_on_hand_worked_rows() {
     let x: Vec<f32> = (0..256)
         .map(|i| if i % 2 == 0 { 0.5 } else { -0.5 })
         .collect();
-    assert_eq!(error_bound(&w, &x, 1), vec![gamma_by_hand(256) * 128.0]);
+    assert_eq!(
+        error_bound(F32, &w, &x, 1),
+        vec![gamma_by_hand(256) * 128.0]
+    );
 
     // Q4_K, K = 256, d = 1, dmin = 0.5, sc = 2, m = 3, q = 1: each weight is 2 − 1.5 = 0.5,
     // but the kernel adds d·sc·q·x and dmin·m·x separately, so each counts 2 + 1.5 = 3.5:
     // M = 256·3.5 = 896, and γ(K + 1) for the reference's own rounding of the weight.
     let w = QTensor::new("w4", QType::Q4_K, &[1, 256], q4_k_uniform(1.0, 0.5, 2, 3)).unwrap();
     let x = vec![1.0f32; 256];
-    assert_eq!(matvec_ref(&w, &x, 1), vec![128.0]);
-    assert_eq!(error_bound(&w, &x, 1), vec![gamma_by_hand(257) * 896.0]);
+    assert_eq!(matvec_ref(F32, &w, &x, 1), vec![128.0]);
+    assert_eq!(
+        error_bound(F32, &w, &x, 1),
+        vec![gamma_by_hand(257) * 896.0]
+    );
 
     // Indexed: experts of d = 0.5 (M = 128) and d = 1 (M = 256), ids [1, 0] for one token.
     let bytes = [q8_0_blocks(&[0.5], &q), q8_0_blocks(&[1.0], &q)].concat();
     let w = QTensor::new("w8e", QType::Q8_0, &[2, 1, 32], bytes).unwrap();
     assert_eq!(
-        error_bound_indexed(&w, &[1, 0], 2, &[1.0; 32], false, 1),
+        error_bound_indexed(F32, &w, &[1, 0], 2, &[1.0; 32], false, 1),
         vec![gamma_by_hand(32) * 256.0, gamma_by_hand(32) * 128.0]
+    );
+}
+
+#[test]
+fn q8_1_error_bound_is_its_formula_on_a_hand_worked_row() {
+    // Q8_0, K = 32, d = 0.5, q_i = i − 16 (Σ|w| = 128), x = 1: the Q8_1 block has d_x =
+    // fl(1/127) and every q_x = 127, so x̂ = 127·d_x and M = 128·x̂. The Q8_1 path charges
+    // n = K/16 + 6 = 8 roundings.
+    let q: [i8; 32] = std::array::from_fn(|i| i as i8 - 16);
+    let w = QTensor::new("w8", QType::Q8_0, &[1, 32], q8_0_blocks(&[0.5], &q)).unwrap();
+    let xhat = 127.0 * (1.0f32 / 127.0) as f64;
+    assert_eq!(
+        error_bound(Q8_1, &w, &[1.0; 32], 1),
+        vec![gamma_by_hand(8) * 128.0 * xhat]
+    );
+    // Σ w = 0.5·Σ(i − 16) = −8, times x̂.
+    assert_eq!(matvec_ref(Q8_1, &w, &[1.0; 32], 1), vec![-8.0 * xhat]);
+    // Q4_K, K = 256: 256/16 + 6 + 1 (the rounded reference weight) = 23 roundings.
+    let w = QTensor::new("w4", QType::Q4_K, &[1, 256], q4_k_uniform(1.0, 0.5, 2, 3)).unwrap();
+    let x = vec![127.0f32; 256]; // d_x = 1, q_x = 127: x̂ = x
+    assert_eq!(
+        error_bound(Q8_1, &w, &x, 1),
+        vec![gamma_by_hand(23) * 896.0 * 127.0]
+    );
+    // The model bound: Σ|w|·d_x·(1/2 + 128u) with |w| = 0.5 and d_x = 1.
+    assert_eq!(
+        q8_1_model_bound(&w, &x, 1),
+        vec![256.0 * 0.5 * (0.5 + 128.0 * 2f64.powi(-24))]
     );
 }
 
@@ -312,11 +389,15 @@ fn assert_bit_identical(what: &str, got: &[f32], want: &[f32]) {
     assert!(bad.is_empty(), "{what}: the GPU differs from the emulation (tests/support/emulate.rs no longer models cuda/matvec.cu):\n{}", bad.join("\n"));
 }
 
-/// The emulation of an [E, R, K] tensor's expert `e` row `r` against `x`.
-fn emulate_expert_row(w: &QTensor<'_>, e: usize, r: usize, x: &[f32]) -> f32 {
+/// The emulation at `prec` of an [E, R, K] tensor's expert `e` row `r` against `x`.
+fn emulate_expert_row(prec: Precision, w: &QTensor<'_>, e: usize, r: usize, x: &[f32]) -> f32 {
     let rb = w.row_bytes();
     let at = e * w.expert_bytes() + r * rb;
-    emulate::kernel_row(w.qtype(), &w.bytes()[at..at + rb], x)
+    let row = &w.bytes()[at..at + rb];
+    match prec {
+        F32 => emulate::kernel_row(w.qtype(), row, x),
+        Q8_1 => emulate_q8::kernel_row(w.qtype(), row, x),
+    }
 }
 
 // This test is what keeps tests/support/emulate.rs true: when the kernels' arithmetic changes,
@@ -326,20 +407,25 @@ fn emulate_expert_row(w: &QTensor<'_>, e: usize, r: usize, x: &[f32]) -> f32 {
 fn gpu_kernels_are_bit_identical_to_the_emulation() {
     let gpu = qmoe_gpu::test_gpu();
     let (e, r, k) = (5, 70, 2);
-    for q in QTYPES {
+    for (q, prec) in QTYPES
+        .into_iter()
+        .flat_map(|q| Precision::ALL.map(|p| (q, p)))
+    {
         for cols in [768, 2048] {
             for b in [1, 4] {
                 for (seed, style) in [(1, Style::Realistic), (2, Style::Adversarial)] {
-                    let what = format!("{q} K={cols} B={b} {style:?}");
+                    let what = format!("{q} {prec} K={cols} B={b} {style:?}");
                     let w = gen::tensor(q, &[e, r, cols], seed + cols as u64, style);
 
                     // Dense, on expert 3 as a 2-D tensor.
                     let x = gen::activations(b * cols, seed);
                     let dense = w.expert(3).unwrap();
-                    let got = run_dense(&gpu, &dense, &x, b);
+                    let got = run_dense(&gpu, prec, &dense, &x, b);
                     let want: Vec<f32> = (0..b)
                         .flat_map(|c| (0..r).map(move |i| (c, i)))
-                        .map(|(c, i)| emulate_expert_row(&w, 3, i, &x[c * cols..(c + 1) * cols]))
+                        .map(|(c, i)| {
+                            emulate_expert_row(prec, &w, 3, i, &x[c * cols..(c + 1) * cols])
+                        })
                         .collect();
                     assert_bit_identical(&format!("dense {what}"), &got, &want);
 
@@ -352,13 +438,15 @@ fn gpu_kernels_are_bit_identical_to_the_emulation() {
                         let dw = w.upload(&gpu).unwrap();
                         let (dids, dx) = (gpu.upload(&ids).unwrap(), gpu.upload(&x).unwrap());
                         let mut y = gpu.poisoned_f32(b * k * r).unwrap();
-                        matvec_indexed_gpu(&gpu, &dw, &dids, k, &dx, per_slot, b, &mut y).unwrap();
+                        matvec_indexed_gpu(&gpu, prec, &dw, &dids, k, &dx, per_slot, b, &mut y)
+                            .unwrap();
                         let got = gpu.download(&y).unwrap();
                         let want: Vec<f32> = (0..b * k)
                             .flat_map(|t| (0..r).map(move |i| (t, i)))
                             .map(|(t, i)| {
                                 let xi = if per_slot { t } else { t / k };
                                 emulate_expert_row(
+                                    prec,
                                     &w,
                                     ids[t] as usize,
                                     i,
@@ -375,6 +463,43 @@ fn gpu_kernels_are_bit_identical_to_the_emulation() {
                 }
             }
         }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_quantize_q8_1_is_bit_identical_to_the_reference() {
+    // The device quantizer (the one every Q8_1 kernel stages with) against qmoe-quant's: random
+    // activations, then adversarial blocks — exact ties at d = 1, a lone outlier, subnormal and
+    // zero blocks, NaN and ±Inf, huge values near f32::MAX.
+    let gpu = qmoe_gpu::test_gpu();
+    let mut x = gen::activations(32 * 64, 5);
+    let mut block = |f: &dyn Fn(usize) -> f32| x.extend((0..32).map(f));
+    block(&|i| if i == 0 { 127.0 } else { i as f32 - 15.5 });
+    block(&|i| if i == 3 { 1e6 } else { 1e-3 * i as f32 });
+    block(&|i| 1e-38 * i as f32);
+    block(&|_| 0.0);
+    block(&|i| if i == 9 { f32::NAN } else { 1.0 });
+    block(&|i| if i == 1 { f32::NEG_INFINITY } else { -2.0 });
+    block(&|i| f32::MAX * (i as f32 / 31.0 - 0.5));
+    block(&|i| -(i as f32) * 0.25);
+    let blocks = x.len() / 32;
+    let dx = gpu.upload(&x).unwrap();
+    let mut q = gpu.zeros::<i8>(x.len()).unwrap();
+    let mut ds = gpu.poisoned_f32(2 * blocks).unwrap();
+    quantize_q8_1_gpu(&gpu, &dx, blocks, &mut q, &mut ds).unwrap();
+    let (q, ds) = (gpu.download(&q).unwrap(), gpu.download(&ds).unwrap());
+    for (i, want) in q8_1::quantize(&x).iter().enumerate() {
+        let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+        assert!(
+            same(ds[2 * i], want.d)
+                && same(ds[2 * i + 1], want.s)
+                && q[32 * i..32 * i + 32] == want.q,
+            "block {i}: gpu d {} s {} q {:?}, reference {want:?}",
+            ds[2 * i],
+            ds[2 * i + 1],
+            &q[32 * i..32 * i + 32]
+        );
     }
 }
 
@@ -403,11 +528,17 @@ fn cols_for(q: QType, kb: usize) -> usize {
     }
 }
 
-fn run_dense(gpu: &qmoe_gpu::Gpu, w: &QTensor<'_>, x: &[f32], b: usize) -> Vec<f32> {
+fn run_dense(
+    gpu: &qmoe_gpu::Gpu,
+    prec: Precision,
+    w: &QTensor<'_>,
+    x: &[f32],
+    b: usize,
+) -> Vec<f32> {
     let dw = w.upload(gpu).unwrap();
     let dx = gpu.upload(x).unwrap();
     let mut y = gpu.poisoned_f32(b * w.rows()).unwrap();
-    matvec_gpu(gpu, &dw, &dx, b, &mut y).unwrap();
+    matvec_gpu(gpu, prec, &dw, &dx, b, &mut y).unwrap();
     gpu.download(&y).unwrap()
 }
 
@@ -435,13 +566,15 @@ fn gpu_dense_proptest() {
             };
             let w = gen::tensor(q, &[r, cols], seed, style);
             let x = gen::activations(b * cols, seed);
-            let got = run_dense(&gpu, &w, &x, b);
-            check(
-                &format!("dense {q} {r}x{cols} b={b} seed={seed}"),
-                &got,
-                &matvec_ref(&w, &x, b),
-                &error_bound(&w, &x, b),
-            );
+            for prec in Precision::ALL {
+                let got = run_dense(&gpu, prec, &w, &x, b);
+                check(
+                    &format!("dense {q} {prec} {r}x{cols} b={b} seed={seed}"),
+                    &got,
+                    &matvec_ref(prec, &w, &x, b),
+                    &error_bound(prec, &w, &x, b),
+                );
+            }
             Ok(())
         })
         .unwrap();
@@ -460,13 +593,15 @@ fn gpu_dense_qwen_shapes_and_many_columns() {
     ] {
         let w = gen::tensor(q, &[r, cols], 7, Style::Realistic);
         let x = gen::activations(b * cols, 7);
-        let got = run_dense(&gpu, &w, &x, b);
-        check(
-            &format!("dense {q} {r}x{cols} b={b}"),
-            &got,
-            &matvec_ref(&w, &x, b),
-            &error_bound(&w, &x, b),
-        );
+        for prec in Precision::ALL {
+            let got = run_dense(&gpu, prec, &w, &x, b);
+            check(
+                &format!("dense {q} {prec} {r}x{cols} b={b}"),
+                &got,
+                &matvec_ref(prec, &w, &x, b),
+                &error_bound(prec, &w, &x, b),
+            );
+        }
     }
 }
 
@@ -504,18 +639,21 @@ fn gpu_indexed_proptest() {
                 let x = gen::activations(xv * cols, seed);
                 let dw = w.upload(&gpu).unwrap();
                 let (dids, dx) = (gpu.upload(&ids).unwrap(), gpu.upload(&x).unwrap());
-                let mut y = gpu.poisoned_f32(b * k * r).unwrap();
-                matvec_indexed_gpu(&gpu, &dw, &dids, k, &dx, per_slot, b, &mut y).unwrap();
-                let got = gpu.download(&y).unwrap();
-                let what = format!(
-                    "indexed {q} [{e},{r},{cols}] k={k} b={b} per_slot={per_slot} seed={seed}"
-                );
-                check(
-                    &what,
-                    &got,
-                    &matvec_indexed_ref(&w, &ids, k, &x, per_slot, b),
-                    &error_bound_indexed(&w, &ids, k, &x, per_slot, b),
-                );
+                for prec in Precision::ALL {
+                    let mut y = gpu.poisoned_f32(b * k * r).unwrap();
+                    matvec_indexed_gpu(&gpu, prec, &dw, &dids, k, &dx, per_slot, b, &mut y)
+                        .unwrap();
+                    let got = gpu.download(&y).unwrap();
+                    let what = format!(
+                        "indexed {q} {prec} [{e},{r},{cols}] k={k} b={b} per_slot={per_slot} seed={seed}"
+                    );
+                    check(
+                        &what,
+                        &got,
+                        &matvec_indexed_ref(prec, &w, &ids, k, &x, per_slot, b),
+                        &error_bound_indexed(prec, &w, &ids, k, &x, per_slot, b),
+                    );
+                }
                 Ok(())
             },
         )
@@ -527,7 +665,10 @@ fn gpu_indexed_proptest() {
 fn gpu_indexed_out_of_range_and_duplicate_ids() {
     let gpu = qmoe_gpu::test_gpu();
     let (e, r, cols, k, b) = (6, 70, 512, 3, 4);
-    for q in QTYPES {
+    for (q, prec) in QTYPES
+        .into_iter()
+        .flat_map(|q| Precision::ALL.map(|p| (q, p)))
+    {
         let w = gen::tensor(q, &[e, r, cols], 11, Style::Realistic);
         // Token 0: an id ≥ E and u32::MAX; token 1: one expert twice; tokens 2, 3: same experts.
         let ids = vec![6, 1, u32::MAX, 2, 2, 5, 0, 4, 3, 3, 0, 4];
@@ -537,13 +678,13 @@ fn gpu_indexed_out_of_range_and_duplicate_ids() {
             let dw = w.upload(&gpu).unwrap();
             let (dids, dx) = (gpu.upload(&ids).unwrap(), gpu.upload(&x).unwrap());
             let mut y = gpu.poisoned_f32(b * k * r).unwrap();
-            matvec_indexed_gpu(&gpu, &dw, &dids, k, &dx, per_slot, b, &mut y).unwrap();
+            matvec_indexed_gpu(&gpu, prec, &dw, &dids, k, &dx, per_slot, b, &mut y).unwrap();
             let got = gpu.download(&y).unwrap();
             check(
-                &format!("bad/duplicate ids {q} per_slot={per_slot}"),
+                &format!("bad/duplicate ids {q} {prec} per_slot={per_slot}"),
                 &got,
-                &matvec_indexed_ref(&w, &ids, k, &x, per_slot, b),
-                &error_bound_indexed(&w, &ids, k, &x, per_slot, b),
+                &matvec_indexed_ref(prec, &w, &ids, k, &x, per_slot, b),
+                &error_bound_indexed(prec, &w, &ids, k, &x, per_slot, b),
             );
             assert!(
                 got[..r].iter().all(|v| v.is_nan()),
@@ -588,17 +729,21 @@ fn gpu_gate_up_every_qtype_pair() {
                     let x = gen::activations(b * cols, seed);
                     let (dg, du) = (gate.upload(&gpu).unwrap(), up.upload(&gpu).unwrap());
                     let (dids, dx) = (gpu.upload(&ids).unwrap(), gpu.upload(&x).unwrap());
-                    let mut act = gpu.poisoned_f32(b * k * r).unwrap();
-                    gate_up_swiglu_gpu(&gpu, &dg, &du, &dids, k, &dx, b, &mut act).unwrap();
-                    let got = gpu.download(&act).unwrap();
-                    let what =
-                        format!("gate {qg} up {qu} [{e},{r},{cols}] k={k} b={b} seed={seed}");
-                    check(
-                        &what,
-                        &got,
-                        &gate_up_swiglu_ref(&gate, &up, &ids, k, &x, b),
-                        &gate_up_swiglu_bound(&gate, &up, &ids, k, &x, b),
-                    );
+                    for prec in Precision::ALL {
+                        let mut act = gpu.poisoned_f32(b * k * r).unwrap();
+                        gate_up_swiglu_gpu(&gpu, prec, &dg, &du, &dids, k, &dx, b, &mut act)
+                            .unwrap();
+                        let got = gpu.download(&act).unwrap();
+                        let what = format!(
+                            "gate {qg} up {qu} {prec} [{e},{r},{cols}] k={k} b={b} seed={seed}"
+                        );
+                        check(
+                            &what,
+                            &got,
+                            &gate_up_swiglu_ref(prec, &gate, &up, &ids, k, &x, b),
+                            &gate_up_swiglu_bound(prec, &gate, &up, &ids, k, &x, b),
+                        );
+                    }
                     Ok(())
                 })
                 .unwrap();
@@ -628,47 +773,47 @@ fn gpu_validation_errors_before_launch() {
     let mut y = gpu.poisoned_f32(64).unwrap();
     let mut small = gpu.poisoned_f32(3).unwrap();
     assert!(matches!(
-        matvec_gpu(&gpu, &f32w, &x, 1, &mut y),
+        matvec_gpu(&gpu, F32, &f32w, &x, 1, &mut y),
         Err(MatvecError::UnsupportedQType { .. })
     ));
     assert!(matches!(
-        matvec_gpu(&gpu, &w3, &x, 1, &mut y),
+        matvec_gpu(&gpu, F32, &w3, &x, 1, &mut y),
         Err(MatvecError::Shape { .. })
     ));
     assert!(matches!(
-        matvec_gpu(&gpu, &w2, &x, 3, &mut y),
+        matvec_gpu(&gpu, F32, &w2, &x, 3, &mut y),
         Err(MatvecError::Buffer { buffer: "x", .. })
     ));
     assert!(matches!(
-        matvec_gpu(&gpu, &w2, &x, 1, &mut small),
+        matvec_gpu(&gpu, F32, &w2, &x, 1, &mut small),
         Err(MatvecError::Buffer { buffer: "y", .. })
     ));
     assert!(matches!(
-        matvec_gpu(&gpu, &w2, &x, 0, &mut y),
+        matvec_gpu(&gpu, F32, &w2, &x, 0, &mut y),
         Err(MatvecError::Count { .. })
     ));
     assert!(matches!(
-        matvec_indexed_gpu(&gpu, &w2, &ids, 2, &x, false, 2, &mut y),
+        matvec_indexed_gpu(&gpu, F32, &w2, &ids, 2, &x, false, 2, &mut y),
         Err(MatvecError::Shape { .. })
     ));
     assert!(matches!(
-        matvec_indexed_gpu(&gpu, &w3, &ids, 5, &x, false, 1, &mut y),
+        matvec_indexed_gpu(&gpu, F32, &w3, &ids, 5, &x, false, 1, &mut y),
         Err(MatvecError::Count { what: "k", .. })
     ));
     assert!(matches!(
-        matvec_indexed_gpu(&gpu, &w3, &ids, 4, &x, false, 2, &mut y),
+        matvec_indexed_gpu(&gpu, F32, &w3, &ids, 4, &x, false, 2, &mut y),
         Err(MatvecError::Buffer { buffer: "ids", .. })
     ));
     assert!(matches!(
-        matvec_indexed_gpu(&gpu, &w3, &ids, 2, &x, true, 2, &mut y),
+        matvec_indexed_gpu(&gpu, F32, &w3, &ids, 2, &x, true, 2, &mut y),
         Err(MatvecError::Buffer { buffer: "x", .. })
     ));
     assert!(matches!(
-        gate_up_swiglu_gpu(&gpu, &w3, &w3b, &ids, 2, &x, 2, &mut y),
+        gate_up_swiglu_gpu(&gpu, F32, &w3, &w3b, &ids, 2, &x, 2, &mut y),
         Err(MatvecError::GateUpMismatch { .. })
     ));
     assert!(matches!(
-        gate_up_swiglu_gpu(&gpu, &w3, &w3, &ids, 2, &x, 2, &mut small),
+        gate_up_swiglu_gpu(&gpu, F32, &w3, &w3, &ids, 2, &x, 2, &mut small),
         Err(MatvecError::Buffer { buffer: "act", .. })
     ));
     // A row too long for shared memory (one pass of 8 Q8_0 rows of 65536 weights is 557 KB) is
@@ -683,7 +828,7 @@ fn gpu_validation_errors_before_launch() {
     .upload(&gpu)
     .unwrap();
     let xw = gpu.upload(&vec![1.0f32; 65536]).unwrap();
-    let err = matvec_gpu(&gpu, &wide, &xw, 1, &mut y).unwrap_err();
+    let err = matvec_gpu(&gpu, F32, &wide, &xw, 1, &mut y).unwrap_err();
     assert!(
         matches!(&err, MatvecError::RowTooLong { name, cols: 65536, .. } if name == "blk.0.wide"),
         "{err}"

@@ -92,6 +92,12 @@ pub const DEQUANT_OUTS: &[(&str, &str, &str, u32)] = &[
 /// Matvec columns-per-staging-pass variants (suffix `_c<NC>`).
 pub const MATVEC_NC: &[u32] = &[1, 4, 8];
 
+/// Matvec activation precisions: (kernel-name infix, the device policy struct in `matvec.cu`,
+/// the `qmoe_quant::Precision` variant). Every matvec type is instantiated for each: its header
+/// provides the f32 item interface and the Q8_1 `dot_q8` (qtypes/common.cuh).
+pub const MATVEC_PRECISIONS: &[(&str, &str, &str)] =
+    &[("", "MvF32", "F32"), ("_q8_1", "MvQ8", "Q8_1")];
+
 /// A field type of a launch-parameter struct.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ty {
@@ -137,6 +143,9 @@ pub struct Unit {
     pub params: &'static [ParamStruct],
     /// Shared integer constants: (C macro name, Rust const name, value, doc).
     pub consts: &'static [(&'static str, &'static str, u32, &'static str)],
+    /// Kernels that exist once, not per type: (entry name, its parameter struct). Listed in
+    /// `KERNELS` with the instances.
+    pub singles: &'static [(&'static str, &'static str)],
 }
 
 /// Dequant's generated files.
@@ -162,6 +171,7 @@ pub const DEQUANT: Unit = Unit {
         ],
     }],
     consts: &[("QMOE_DEQUANT_THREADS", "THREADS", 256, "threads per block")],
+    singles: &[],
 };
 
 /// Matvec's generated files.
@@ -234,6 +244,17 @@ pub const MATVEC: Unit = Unit {
                 ("top_k", Ty::U32, "slots per token"),
             ],
         },
+        ParamStruct {
+            name: "Q8_1Params",
+            doc: "Q8_1 quantization of `blocks` blocks of 32 activations (the matvec Q8_1 \
+                  path's staging, as a kernel of its own).",
+            fields: &[
+                ("x", Ty::Ptr("const float"), "32 x blocks activations"),
+                ("q", Ty::Ptr("int8_t"), "32 x blocks int8 values"),
+                ("ds", Ty::Ptr("float2"), "blocks (d, s) pairs"),
+                ("blocks", Ty::U32, "Q8_1 blocks"),
+            ],
+        },
     ],
     consts: &[
         ("MV_THREADS", "THREADS", 256, "threads per block"),
@@ -250,6 +271,7 @@ pub const MATVEC: Unit = Unit {
             "most row passes a block tile is cut into",
         ),
     ],
+    singles: &[("qmoe_quantize_q8_1", "Q8_1Params")],
 };
 
 /// Every generated unit.

@@ -18,8 +18,15 @@
 //                QT::scale(raw, j) and, when QT::HAS_MIN, a min QT::min(raw, j) times the run's
 //                activation sum (index QT::srun(j)); QT::xbase(item) / QT::xrun(j) locate the
 //                run's activations (matvec.cu "Layout"). Weight(run j, e) = scale * q[e] - min.
-//   int8 / tensor-core paths add their members here when they land (a Q8_1 dot product and a
-//   tile load); a type without them simply has no such instances in the table.
+//   Q8_1 matvec  the int8 path: the block is cut into QT::Q8_ITEMS items of QT::Q8_ITEM_WEIGHTS
+//                (64, or 32 for Q8_0) weights; QT::dot_q8(block bytes, item, xq, ds, x0, acc)
+//                returns acc plus the item's dot product with the staged Q8_1 activations (xq:
+//                int8 values, padded by qt_q8_pad; ds: one (d, s) float2 per 32; x0: the index
+//                of the block's first weight). Integer sums by dp4a are exact; each is scaled
+//                once, in the order stated next to each type (qmoe-matvec's reference derives
+//                the bound from it).
+//   A tensor-core tile load is the next member; a type without a member simply has no such
+//   instances in the table.
 //
 // Include as "../../qmoe-dequant/cuda/qtypes.gen.cuh" (every type) from any .cu.
 
@@ -68,6 +75,55 @@ __device__ __forceinline__ void qt_bytes_to_f(uint32_t v, float bias, float* q) 
     q[1] = __int_as_float(__byte_perm(v, 0x4B000000u, 0x7441)) - bias;
     q[2] = __int_as_float(__byte_perm(v, 0x4B000000u, 0x7442)) - bias;
     q[3] = __int_as_float(__byte_perm(v, 0x4B000000u, 0x7443)) - bias;
+}
+
+// ---- Q8_1 activations (the int8 matvec path) ------------------------------------------------
+// A Q8_1 block is 32 activations as int8 q = rint(x / d) (IEEE division, ties to even) with
+// d = max|x| / 127, plus s = d * sum(q). A block whose d is not a normal float stores q = 0,
+// d = s = 0; a block holding a NaN or Inf stores q = 0, d = s = NaN. The rules, the bound
+// |x - d q| <= d (1/2 + 128u) and the reference are in qmoe-quant's `q8_1` module.
+
+// Quantizes one block: lane i of the (full) warp holds x[i]; returns lane i's q and, on every
+// lane, (d, s). Deterministic: max and the integer sum do not depend on the reduction order.
+__device__ __forceinline__ int qt_q8_1_quantize(float v, float2* ds) {
+    const bool finite = __all_sync(0xffffffffu, isfinite(v));
+    float amax = fabsf(v);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const float d = __fdiv_rn(amax, 127.0f);
+    int q = 0;
+    if (finite && d >= 1.17549435e-38f) q = __float2int_rn(__fdiv_rn(v, d));
+    int sum = q;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (!finite) {
+        *ds = make_float2(__int_as_float(0x7fc00000), __int_as_float(0x7fc00000));
+    } else if (d >= 1.17549435e-38f) {
+        *ds = make_float2(d, __fmul_rn(d, (float)sum));
+    } else {
+        *ds = make_float2(0.0f, 0.0f);
+    }
+    return q;
+}
+
+// Staged Q8_1 activations: 16 bytes of padding per 64, so the 16-byte reads of a group's lanes
+// (items 64 apart) fall in distinct banks.
+__device__ __forceinline__ uint32_t qt_q8_pad(uint32_t i) { return i + ((i >> 6) << 4); }
+
+// 16 staged int8 activations from unpadded index i (a multiple of 16), as four words.
+__device__ __forceinline__ int4 qt_ld_x16(const int8_t* xq, uint32_t i) {
+    return *reinterpret_cast<const int4*>(xq + qt_q8_pad(i));
+}
+
+// Four-byte signed dot product with accumulate (dp4a: exact in int32).
+__device__ __forceinline__ int qt_dp4a(uint32_t w, int x, int acc) { return __dp4a((int)w, x, acc); }
+
+// acc + the 16-weight dot of four weight words with 16 staged activations.
+__device__ __forceinline__ int qt_dp16(const uint32_t w[4], int4 x, int acc) {
+    acc = qt_dp4a(w[0], x.x, acc);
+    acc = qt_dp4a(w[1], x.y, acc);
+    acc = qt_dp4a(w[2], x.z, acc);
+    return qt_dp4a(w[3], x.w, acc);
 }
 
 #endif  // QMOE_QTYPES_COMMON_CUH

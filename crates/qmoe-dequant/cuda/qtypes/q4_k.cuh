@@ -104,6 +104,35 @@ struct QtQ4K {
     __device__ static int xbase(int p) { return 64 * p; }
     __device__ static constexpr int xrun(int j) { return 8 * j; }
     __device__ static constexpr int srun(int j) { return j; }
+
+    // ---- Q8_1 matvec items ------------------------------------------------------------------
+    // Item p is the same chunk as the f32 path's: sub-blocks 2p (low nibbles of qs[32p ..
+    // 32p + 32]) and 2p + 1 (high nibbles), each exactly one Q8_1 block of activations. Per
+    // sub-block j: the exact integer sum S = sum q_w q_x (8 dp4a), then, in this order,
+    // acc = fma(fl(d*sc * d_x), S, acc) and acc = fma(-(dmin*m), s_x, acc).
+    static constexpr int Q8_ITEMS = 4;
+    static constexpr int Q8_ITEM_WEIGHTS = 64;
+    __device__ static float dot_q8(const uint8_t* bytes, int p, const int8_t* xq, const float2* ds,
+                                   uint32_t x0, float acc) {
+        const Raw r = load(bytes, p);
+        const uint32_t xi = x0 + 64 * p;
+        const uint32_t lo[4] = {r.q0.x & 0x0F0F0F0Fu, r.q0.y & 0x0F0F0F0Fu, r.q0.z & 0x0F0F0F0Fu,
+                                r.q0.w & 0x0F0F0F0Fu};
+        const uint32_t lo2[4] = {r.q1.x & 0x0F0F0F0Fu, r.q1.y & 0x0F0F0F0Fu, r.q1.z & 0x0F0F0F0Fu,
+                                 r.q1.w & 0x0F0F0F0Fu};
+        const uint32_t hi[4] = {(r.q0.x >> 4) & 0x0F0F0F0Fu, (r.q0.y >> 4) & 0x0F0F0F0Fu,
+                                (r.q0.z >> 4) & 0x0F0F0F0Fu, (r.q0.w >> 4) & 0x0F0F0F0Fu};
+        const uint32_t hi2[4] = {(r.q1.x >> 4) & 0x0F0F0F0Fu, (r.q1.y >> 4) & 0x0F0F0F0Fu,
+                                 (r.q1.z >> 4) & 0x0F0F0F0Fu, (r.q1.w >> 4) & 0x0F0F0F0Fu};
+        const int s0 = qt_dp16(lo2, qt_ld_x16(xq, xi + 16), qt_dp16(lo, qt_ld_x16(xq, xi), 0));
+        const int s1 = qt_dp16(hi2, qt_ld_x16(xq, xi + 48), qt_dp16(hi, qt_ld_x16(xq, xi + 32), 0));
+        // (d, s) of both Q8_1 blocks: one aligned float4 (xi / 32 is even).
+        const float4 dd = *reinterpret_cast<const float4*>(ds + (xi >> 5));
+        acc = fmaf(__fmul_rn(r.a0, dd.x), (float)s0, acc);
+        acc = fmaf(-r.b0, dd.y, acc);
+        acc = fmaf(__fmul_rn(r.a1, dd.z), (float)s1, acc);
+        return fmaf(-r.b1, dd.w, acc);
+    }
 };
 static_assert(sizeof(QtQ4K::block) == QtQ4K::BLOCK_BYTES, "q4_k block must be 144 bytes");
 

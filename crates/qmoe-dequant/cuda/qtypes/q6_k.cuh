@@ -81,6 +81,50 @@ struct QtQ6K {
     __device__ static int xbase(int p) { return 128 * (p >> 2) + 8 * (p & 3); }
     __device__ static constexpr int xrun(int j) { return 32 * j + 4 * (j >> 1); }
     __device__ static constexpr int srun(int) { return 0; }
+
+    // ---- Q8_1 matvec items ------------------------------------------------------------------
+    // Item p: half h = p/2, m = p%2: weights 128h + 32q + 16m + i (quarter q < 4, i < 16), i.e.
+    // the m-th 16 of each of the half's four Q8_1 blocks. Quarter q's quants: nibble q/2 of
+    // ql[64h + 32(q%2) + 16m + i], bits (qh[32h + 16m + i] >> 2q) & 3, minus 32; scale
+    // sc = scales[8h + 2q + m]. Per quarter: the exact S = sum q_w q_x (4 dp4a), then
+    // acc = fma(fl(d * d_x), (float)(sc * S), acc) (|sc * S| <= 128 * 16 * 32 * 127 < 2^24:
+    // exact).
+    static constexpr int Q8_ITEMS = 4;
+    static constexpr int Q8_ITEM_WEIGHTS = 64;
+    __device__ static float dot_q8(const uint8_t* bytes, int p, const int8_t* xq, const float2* ds,
+                                   uint32_t x0, float acc) {
+        const block* b = reinterpret_cast<const block*>(bytes);
+        const int h = p >> 1, m = p & 1;
+        // 2-byte aligned blocks: funnel-shifted loads. The last word read ends at most at
+        // qh + 32h + 16m + 8 + 10 <= byte 194 of the block.
+        const uint2 a0 = qt_ld8_a2(b->ql + 64 * h + 16 * m), a1 = qt_ld8_a2(b->ql + 64 * h + 16 * m + 8);
+        const uint2 c0 = qt_ld8_a2(b->ql + 64 * h + 32 + 16 * m), c1 = qt_ld8_a2(b->ql + 64 * h + 40 + 16 * m);
+        const uint2 e0 = qt_ld8_a2(b->qh + 32 * h + 16 * m), e1 = qt_ld8_a2(b->qh + 32 * h + 16 * m + 8);
+        const uint32_t la[4] = {a0.x, a0.y, a1.x, a1.y}, lb[4] = {c0.x, c0.y, c1.x, c1.y};
+        const uint32_t hh[4] = {e0.x, e0.y, e1.x, e1.y};
+        const float d = __half2float(b->d);
+        const signed char* sc = reinterpret_cast<const signed char*>(b->scales) + 8 * h + m;
+        const uint32_t xi = x0 + 128 * h + 16 * m;
+        const float4 d01 = *reinterpret_cast<const float4*>(ds + ((x0 + 128 * h) >> 5));
+        const float4 d23 = *reinterpret_cast<const float4*>(ds + ((x0 + 128 * h) >> 5) + 2);
+        const float dx[4] = {d01.x, d01.z, d23.x, d23.z};
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const uint32_t* l = (q & 1) ? lb : la;
+            const int sh = (q >> 1) * 4;
+            uint32_t w[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                // Per byte u = low 4 | high 2 << 4 in 0..63; (u + 0x60) ^ 0x80 = u - 32 as int8
+                // (no byte carries: u + 0x60 <= 0x9F).
+                const uint32_t u = ((l[e] >> sh) & 0x0F0F0F0Fu) | (((hh[e] >> (2 * q)) & 0x03030303u) << 4);
+                w[e] = (u + 0x60606060u) ^ 0x80808080u;
+            }
+            const int S = qt_dp16(w, qt_ld_x16(xq, xi + 32 * q), 0);
+            acc = fmaf(__fmul_rn(d, dx[q]), (float)((int)sc[2 * q] * S), acc);
+        }
+        return acc;
+    }
 };
 static_assert(sizeof(QtQ6K::block) == QtQ6K::BLOCK_BYTES, "q6_k block must be 210 bytes");
 

@@ -50,6 +50,20 @@ struct QtQ8_0 {
     __device__ static int xbase(int) { return 0; }
     __device__ static constexpr int xrun(int j) { return 8 * j; }
     __device__ static constexpr int srun(int) { return 0; }
+
+    // ---- Q8_1 matvec items ------------------------------------------------------------------
+    // The item is the block, against one Q8_1 block: S = sum q_w q_x (8 dp4a), then
+    // acc = fma(fl(d * d_x), S, acc).
+    static constexpr int Q8_ITEMS = 1;
+    static constexpr int Q8_ITEM_WEIGHTS = 32;
+    __device__ static float dot_q8(const uint8_t* bytes, int, const int8_t* xq, const float2* ds,
+                                   uint32_t x0, float acc) {
+        const Raw r = load(bytes, 0);
+        const uint32_t w0[4] = {r.qs[0].x, r.qs[0].y, r.qs[1].x, r.qs[1].y};
+        const uint32_t w1[4] = {r.qs[2].x, r.qs[2].y, r.qs[3].x, r.qs[3].y};
+        const int S = qt_dp16(w1, qt_ld_x16(xq, x0 + 16), qt_dp16(w0, qt_ld_x16(xq, x0), 0));
+        return fmaf(__fmul_rn(r.d, ds[x0 >> 5].x), (float)S, acc);
+    }
 };
 static_assert(sizeof(QtQ8_0::block) == QtQ8_0::BLOCK_BYTES, "q8_0 block must be 34 bytes");
 

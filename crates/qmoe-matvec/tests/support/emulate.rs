@@ -3,7 +3,8 @@
 //! qmoe-dequant's reference, that the derived bound holds for this evaluation order, and that the
 //! bound is not loose (an adversarial row reaches a stated fraction of it).
 //!
-//! What it models (v9 kernels), and nothing else:
+//! What it models (the v9 f32 kernels; the Q8_1 path is modelled in `emulate_q8.rs`), and
+//! nothing else:
 //! - `cuda/matvec.cu`: `mv_stage` (each run sum `sx` = x0 + x1 + … + x7, left to right, in f32),
 //!   `mv_item` (per run: `s` = an FMA chain over the 8 q·x in order, then `a = fma(d·sc, s, a)`
 //!   and, for Q4_K only, `a = fma(−(dmin·m), sx, a)`), `mv_lane_dot` (lane `l` of a group of G
@@ -11,7 +12,7 @@
 //!   `mv_row` (the xor-shuffle butterfly `a += shfl_xor(a, off)` for off = G/2, …, 1; the
 //!   stored value is lane 0's). The dense, indexed and fused kernels all call `mv_row`, so one
 //!   row model serves the three (the fused kernel then applies qmoe-swiglu to two such rows).
-//! - `cuda/matvec_items.cuh`: the `MvQ4K`, `MvQ6K` and `MvQ80` traits — Q4_K items of 64
+//! - the f32 item interface of `qmoe-dequant/cuda/qtypes/<type>.cuh` (`QtQ4K`, `QtQ6K`, `QtQ8_0`) — Q4_K items of 64
 //!   weights (one 64-weight chunk, 8 runs; runs 0..4 are the low nibbles with sub-block 2p's
 //!   scale and min, runs 4..8 the high nibbles with sub-block 2p + 1's), Q6_K items of 32 (item
 //!   p of a super-block: half p/4, l0 = 8(p%4); run j is weights 128h + 32j + l0 + 0..8 with
@@ -157,8 +158,13 @@ pub fn row(qtype: QType, row: &[u8], x: &[f32], g: usize) -> f32 {
         g.is_power_of_two() && g <= 32,
         "g = {g}: a power of two <= 32"
     );
-    let mut acc: Vec<f32> = (0..g).map(|l| lane_dot(qtype, row, x, g, l)).collect();
-    let mut off = g / 2;
+    reduce_lanes((0..g).map(|l| lane_dot(qtype, row, x, g, l)).collect())
+}
+
+/// `mv_row`'s xor-shuffle butterfly over the group's lane sums (`a += shfl_xor(a, off)` for
+/// off = G/2, …, 1); the stored value is lane 0's.
+pub fn reduce_lanes(mut acc: Vec<f32>) -> f32 {
+    let mut off = acc.len() / 2;
     while off > 0 {
         let prev = acc.clone();
         for (l, a) in acc.iter_mut().enumerate() {
