@@ -10,7 +10,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use half::f16;
-use qmoe_dequant::{QTensor, QType};
+use qmoe_dequant::{Precision, QTensor, QType};
 use qmoe_gpu::Gpu;
 use qmoe_layer::{
     layer_ref, ForwardStage, LayerWorkspace, MoeConfig, MoeLayerStack, MoeLayerWeights,
@@ -174,72 +174,76 @@ fn gpu_layer(_c: &mut Criterion) {
                 .sum::<f64>()
                 / SETS as f64;
             let bytes = (cfg.n_experts * cfg.hidden * 4) as f64 + distinct * per_expert as f64;
-            let mut ws = StackWorkspace::new(&gpu, &cfg, b).unwrap();
-            gpu.upload_into(&h, ws.input_mut()).unwrap();
-            let direct = gpu
-                .bench(10, 200, |_| {
-                    stack.forward_device(&gpu, &mut ws).map_err(to_gpu)
-                })
-                .unwrap();
-            let graph = stack.capture(&gpu, &mut ws).unwrap();
-            let captured = gpu
-                .bench(10, 200, |_| graph.launch(&stack, &mut ws).map_err(to_gpu))
-                .unwrap();
-            for (is_graph, t) in [(false, &direct), (true, &captured)] {
-                let us = t.median_us / SETS as f64;
-                let gbps = bytes / (us * 1e-6) / 1e9;
+            for prec in Precision::ALL {
+                stack.set_precision(prec);
+                let mut ws = StackWorkspace::new(&gpu, &cfg, b).unwrap();
+                gpu.upload_into(&h, ws.input_mut()).unwrap();
+                let direct = gpu
+                    .bench(10, 200, |_| {
+                        stack.forward_device(&gpu, &mut ws).map_err(to_gpu)
+                    })
+                    .unwrap();
+                let graph = stack.capture(&gpu, &mut ws).unwrap();
+                let captured = gpu
+                    .bench(10, 200, |_| graph.launch(&stack, &mut ws).map_err(to_gpu))
+                    .unwrap();
+                for (is_graph, t) in [(false, &direct), (true, &captured)] {
+                    let us = t.median_us / SETS as f64;
+                    let gbps = bytes / (us * 1e-6) / 1e9;
+                    let floor_us = bytes / (ceiling_gbps * 1e9) * 1e6;
+                    line(serde_json::json!({
+                        "op": "moe_layer", "precision": prec.name(), "qtype": format!("gate q4_k, up q4_k, down {down_type}"),
+                        "down": down_type.to_string(), "graph": is_graph,
+                        "shape": "H2048 I768 E128 k8 (qwen3-30b-a3b)", "b": b, "card": card, "arch": arch,
+                        "bytes": bytes.round(), "distinct_experts": distinct, "median_us": us,
+                        "gbps": gbps, "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / ceiling_gbps,
+                        "floor_us": floor_us, "ratio_to_floor": us / floor_us,
+                        "vs_pytorch_424us": 424.0 / us, "layers_rotated": SETS,
+                    }));
+                }
+                // Opt-in fused path (combine + next RMSNorm), graph only; printed after the rows above.
+                stack.set_fused_norm(true);
+                gpu.upload_into(&h, ws.input_mut()).unwrap();
+                let fused_graph = stack.capture(&gpu, &mut ws).unwrap();
+                let fused = gpu
+                    .bench(10, 200, |_| {
+                        fused_graph.launch(&stack, &mut ws).map_err(to_gpu)
+                    })
+                    .unwrap();
+                stack.set_fused_norm(false);
+                let us = fused.median_us / SETS as f64;
                 let floor_us = bytes / (ceiling_gbps * 1e9) * 1e6;
+                let gbps = bytes / (us * 1e-6) / 1e9;
                 line(serde_json::json!({
-                    "op": "moe_layer", "qtype": format!("gate q4_k, up q4_k, down {down_type}"),
-                    "down": down_type.to_string(), "graph": is_graph,
+                    "op": "moe_layer", "precision": prec.name(), "qtype": format!("gate q4_k, up q4_k, down {down_type}"),
+                    "down": down_type.to_string(), "graph": true, "fused_norm": true,
                     "shape": "H2048 I768 E128 k8 (qwen3-30b-a3b)", "b": b, "card": card, "arch": arch,
                     "bytes": bytes.round(), "distinct_experts": distinct, "median_us": us,
                     "gbps": gbps, "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / ceiling_gbps,
                     "floor_us": floor_us, "ratio_to_floor": us / floor_us,
                     "vs_pytorch_424us": 424.0 / us, "layers_rotated": SETS,
                 }));
-            }
-            // Opt-in fused path (combine + next RMSNorm), graph only; printed after the rows above.
-            stack.set_fused_norm(true);
-            gpu.upload_into(&h, ws.input_mut()).unwrap();
-            let fused_graph = stack.capture(&gpu, &mut ws).unwrap();
-            let fused = gpu
-                .bench(10, 200, |_| {
-                    fused_graph.launch(&stack, &mut ws).map_err(to_gpu)
-                })
-                .unwrap();
-            stack.set_fused_norm(false);
-            let us = fused.median_us / SETS as f64;
-            let floor_us = bytes / (ceiling_gbps * 1e9) * 1e6;
-            let gbps = bytes / (us * 1e-6) / 1e9;
-            line(serde_json::json!({
-                "op": "moe_layer", "qtype": format!("gate q4_k, up q4_k, down {down_type}"),
-                "down": down_type.to_string(), "graph": true, "fused_norm": true,
-                "shape": "H2048 I768 E128 k8 (qwen3-30b-a3b)", "b": b, "card": card, "arch": arch,
-                "bytes": bytes.round(), "distinct_experts": distinct, "median_us": us,
-                "gbps": gbps, "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / ceiling_gbps,
-                "floor_us": floor_us, "ratio_to_floor": us / floor_us,
-                "vs_pytorch_424us": 424.0 / us, "layers_rotated": SETS,
-            }));
-            // Per-kernel: each stage of the 8 layers alone in a graph (inputs from the last run).
-            let mut lws = LayerWorkspace::new(&gpu, &cfg, b).unwrap();
-            let hin = gpu.upload(&h).unwrap();
-            let mut hout = gpu.poisoned_f32(b * cfg.hidden).unwrap();
-            for l in stack.device_layers() {
-                l.forward(&gpu, &hin, &mut hout, &mut lws).unwrap();
-            }
-            for s in ForwardStage::ALL {
-                let us = graph_us(&gpu, 100, || {
-                    for l in stack.device_layers() {
-                        l.forward_stage(&gpu, s, &hin, &mut hout, &mut lws)?;
-                    }
-                    Ok(())
-                }) / SETS as f64;
-                line(serde_json::json!({
-                    "op": "moe_layer_stage", "stage": s.name(), "qtype": down_type.to_string(), "down": down_type.to_string(),
-                    "graph": true, "shape": "H2048 I768 E128 k8", "b": b, "card": card, "arch": arch,
-                    "bytes": 0, "median_us": us, "gbps": 0.0, "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 0.0,
-                }));
+                // Per-kernel: each stage of the 8 layers alone in a graph (inputs from the last run).
+                let mut lws = LayerWorkspace::new(&gpu, &cfg, b).unwrap();
+                lws.set_precision(prec);
+                let hin = gpu.upload(&h).unwrap();
+                let mut hout = gpu.poisoned_f32(b * cfg.hidden).unwrap();
+                for l in stack.device_layers() {
+                    l.forward(&gpu, &hin, &mut hout, &mut lws).unwrap();
+                }
+                for s in ForwardStage::ALL {
+                    let us = graph_us(&gpu, 100, || {
+                        for l in stack.device_layers() {
+                            l.forward_stage(&gpu, s, &hin, &mut hout, &mut lws)?;
+                        }
+                        Ok(())
+                    }) / SETS as f64;
+                    line(serde_json::json!({
+                        "op": "moe_layer_stage", "precision": prec.name(), "stage": s.name(), "qtype": down_type.to_string(), "down": down_type.to_string(),
+                        "graph": true, "shape": "H2048 I768 E128 k8", "b": b, "card": card, "arch": arch,
+                        "bytes": 0, "median_us": us, "gbps": 0.0, "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 0.0,
+                    }));
+                }
             }
         }
     }

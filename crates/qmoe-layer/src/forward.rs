@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use qmoe_dequant::DeviceQTensor;
+use qmoe_dequant::{DeviceQTensor, Precision};
 use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::Gpu;
 
@@ -88,6 +88,7 @@ pub const FORWARD_STAGES: [&str; 5] = {
 pub struct LayerWorkspace {
     cfg: MoeConfig,
     b: usize,
+    precision: Precision,
     pub(crate) xn: CudaSlice<f32>,
     pub(crate) ids: CudaSlice<u32>,
     pub(crate) weights: CudaSlice<f32>,
@@ -115,6 +116,7 @@ impl LayerWorkspace {
         Ok(LayerWorkspace {
             cfg: *cfg,
             b,
+            precision: Precision::F32,
             xn: gpu.poisoned_f32(b * h)?,
             ids: gpu.zeros::<u32>(b * k)?,
             weights: gpu.poisoned_f32(b * k)?,
@@ -132,6 +134,18 @@ impl LayerWorkspace {
     /// The batch size this workspace was made for.
     pub fn b(&self) -> usize {
         self.b
+    }
+
+    /// The activation precision of the expert projections (gate, up, down): [`Precision::F32`]
+    /// unless set.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Sets the precision the next forwards run the expert projections at (a graph captured
+    /// before keeps the precision it was captured with).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
     }
 
     /// The configuration it was made for.
@@ -294,6 +308,7 @@ impl DeviceMoeLayer {
             }
             ForwardStage::GateUpSwiglu => ops::gate_up_swiglu_gpu(
                 gpu,
+                ws.precision,
                 &self.gate,
                 &self.up,
                 &ws.ids,
@@ -305,6 +320,7 @@ impl DeviceMoeLayer {
             ),
             ForwardStage::Down => ops::matvec_indexed_gpu(
                 gpu,
+                ws.precision,
                 ForwardStage::Down.name(),
                 down,
                 &ws.ids,
@@ -365,6 +381,7 @@ impl DeviceMoeLayer {
         self.launch_forward(gpu, down, h_in, h_out, ws, true)?;
         ops::matvec_indexed_gpu(
             gpu,
+            ws.precision,
             Stage::Gate.name(),
             &self.gate,
             &ws.ids,
@@ -376,6 +393,7 @@ impl DeviceMoeLayer {
         )?;
         ops::matvec_indexed_gpu(
             gpu,
+            ws.precision,
             Stage::Up.name(),
             &self.up,
             &ws.ids,

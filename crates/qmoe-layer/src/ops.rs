@@ -2,7 +2,7 @@
 //! adapted here and nowhere else. Every error is kept typed as the source of a [`LayerError`] that
 //! names the layer stage which made the call.
 
-use qmoe_dequant::{DeviceQTensor, QTensor};
+use qmoe_dequant::{DeviceQTensor, Precision, QTensor};
 use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::Gpu;
 
@@ -29,6 +29,7 @@ pub(crate) fn router_gpu(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gate_up_swiglu_gpu(
     gpu: &Gpu,
+    precision: Precision,
     gate: &DeviceQTensor,
     up: &DeviceQTensor,
     ids: &CudaSlice<u32>,
@@ -41,10 +42,10 @@ pub(crate) fn gate_up_swiglu_gpu(
     // One fused launch when gate and up share a type (every llama.cpp mix); a mixed pair takes
     // the unfused path through the workspace's own buffers, so the forward stays capturable.
     if gate.qtype() == up.qtype() {
-        qmoe_matvec::gate_up_swiglu_gpu(gpu, gate, up, ids, k, x, b, act)
+        qmoe_matvec::gate_up_swiglu_gpu(gpu, precision, gate, up, ids, k, x, b, act)
     } else {
         let (g, u) = scratch;
-        qmoe_matvec::gate_up_swiglu_unfused_gpu(gpu, gate, up, ids, k, x, b, g, u, act)
+        qmoe_matvec::gate_up_swiglu_unfused_gpu(gpu, precision, gate, up, ids, k, x, b, g, u, act)
     }
     .map_err(LayerError::matvec(ForwardStage::GateUpSwiglu.name()))
 }
@@ -54,6 +55,7 @@ pub(crate) fn gate_up_swiglu_gpu(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matvec_indexed_gpu(
     gpu: &Gpu,
+    precision: Precision,
     stage: &'static str,
     w: &DeviceQTensor,
     ids: &CudaSlice<u32>,
@@ -63,7 +65,7 @@ pub(crate) fn matvec_indexed_gpu(
     b: usize,
     y: &mut CudaSlice<f32>,
 ) -> Result<()> {
-    qmoe_matvec::matvec_indexed_gpu(gpu, w, ids, k, x, x_per_slot, b, y)
+    qmoe_matvec::matvec_indexed_gpu(gpu, precision, w, ids, k, x, x_per_slot, b, y)
         .map_err(LayerError::matvec(stage))
 }
 
@@ -79,9 +81,11 @@ pub(crate) fn router_ref(
     Ok((out.logits, out.ids, out.weights))
 }
 
-/// Expert-indexed matvec reference (f64 accumulation, f64 result): y [b, k, R]. Ids are
-/// checked here first (the reference itself would not name the slot).
+/// Expert-indexed matvec reference (f64 accumulation, f64 result) over the activations the
+/// kernels use at `precision`: y [b, k, R]. Ids are checked here first (the reference itself
+/// would not name the slot).
 pub(crate) fn matvec_indexed_ref(
+    precision: Precision,
     w: &QTensor<'_>,
     ids: &[u32],
     k: usize,
@@ -91,7 +95,7 @@ pub(crate) fn matvec_indexed_ref(
 ) -> Result<Vec<f64>> {
     check_ids("matvec_indexed_ref", ids, w.experts())?;
     Ok(qmoe_matvec::reference::matvec_indexed_ref(
-        w, ids, k, x, x_per_slot, b,
+        precision, w, ids, k, x, x_per_slot, b,
     ))
 }
 
@@ -181,7 +185,19 @@ mod tests {
         let x = gpu.poisoned_f32(2 * 256).unwrap();
         // y one element short of [b 1, k 2, rows 256].
         let mut y = gpu.poisoned_f32(2 * 256 - 1).unwrap();
-        let err = matvec_indexed_gpu(&gpu, "down", &w, &ids, 2, &x, true, 1, &mut y).unwrap_err();
+        let err = matvec_indexed_gpu(
+            &gpu,
+            Precision::F32,
+            "down",
+            &w,
+            &ids,
+            2,
+            &x,
+            true,
+            1,
+            &mut y,
+        )
+        .unwrap_err();
         assert!(
             matches!(&err, LayerError::Matvec { stage: "down", .. }),
             "{err:?}"

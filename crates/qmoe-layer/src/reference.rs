@@ -1,6 +1,6 @@
 //! The CPU reference layer, composed from the op references with the GPU path's stage structure.
 //!
-//! Two precisions fill the same [`LayerTrace`]:
+//! Four precisions fill the same [`LayerTrace`]:
 //! - [`RefPrecision::F64`]: every op's own reference (f64 accumulation inside each op, results
 //!   rounded to f32 between stages, as the GPU stores them; SwiGLU applied to the unrounded f64
 //!   gate and up, like qmoe-matvec's fused reference). The yardstick.
@@ -10,11 +10,21 @@
 //!   the router's reference is used as is). It reproduces the *size* of the kernels' f32
 //!   rounding, not their exact summation order, so `qmoe bisect` can tell "as far off as f32
 //!   accumulation makes it" from a real divergence.
+//! - [`RefPrecision::Q8_1`]: the reference of the Q8_1 path (what `qmoe bisect --precision q8_1`
+//!   compares the GPU with). Each expert projection quantizes its f32 input to Q8_1 exactly as
+//!   the kernels do (qmoe-quant's `q8_1`, bit-identical to the device's), computes Σ w·x̂ exactly
+//!   (f64 over the Q8_1 values; the device's integer dot products are exact too) and rounds to
+//!   f32; SwiGLU is applied to the f32 gate and up, as the fused kernel does. Every other stage
+//!   is the same as F64.
+//! - [`RefPrecision::KernelQ8_1`]: as `Q8_1`, but each row accumulates its per-32-weight block
+//!   sums (exact in f64, as the device's integer sums are) into an f32, in order: the size of
+//!   the Q8_1 kernels' f32 accumulation, as KernelF32 is of the f32 kernels'. It stands in for
+//!   the GPU when there is none.
 //!
 //! [`rmsnorm_ref`] and [`combine_ref`] are also the references of the layer's own kernels
 //! (`cuda/layer.cu`, launched by [`crate::launch`]).
 
-use qmoe_dequant::QTensor;
+use qmoe_dequant::{Precision, QTensor};
 
 use crate::{ops, LayerError, LayerTrace, MoeLayerWeights, Result};
 
@@ -75,11 +85,47 @@ pub enum RefPrecision {
     F64,
     /// f32 accumulation in the expert projections.
     KernelF32,
+    /// Q8_1 activations in the expert projections, exact sums: the Q8_1 path's reference.
+    Q8_1,
+    /// Q8_1 activations, per-block sums accumulated in f32.
+    KernelQ8_1,
+}
+
+impl RefPrecision {
+    /// The reference the GPU at activation precision `p` is compared with: [`RefPrecision::F64`]
+    /// or [`RefPrecision::Q8_1`].
+    pub fn reference(p: Precision) -> RefPrecision {
+        match p {
+            Precision::F32 => RefPrecision::F64,
+            Precision::Q8_1 => RefPrecision::Q8_1,
+        }
+    }
+
+    /// The CPU path that stands in for the GPU at precision `p`: [`RefPrecision::KernelF32`] or
+    /// [`RefPrecision::KernelQ8_1`].
+    pub fn kernel(p: Precision) -> RefPrecision {
+        match p {
+            Precision::F32 => RefPrecision::KernelF32,
+            Precision::Q8_1 => RefPrecision::KernelQ8_1,
+        }
+    }
+
+    /// A short name for reports ("f64", "cpu-f32", "q8_1", "cpu-q8_1").
+    pub fn name(self) -> &'static str {
+        match self {
+            RefPrecision::F64 => "f64",
+            RefPrecision::KernelF32 => "cpu-f32",
+            RefPrecision::Q8_1 => "q8_1",
+            RefPrecision::KernelQ8_1 => "cpu-q8_1",
+        }
+    }
 }
 
 /// Expert-indexed matvec with f32 sequential accumulation: y[t, j, r] = Σ_c W[ids[t,j]][r, c] ·
-/// x[t(, j), c]. Each distinct expert is dequantized once.
+/// x[t(, j), c]. Each distinct expert is dequantized once. At [`Precision::Q8_1`] each vector is
+/// first quantized to Q8_1 and the f32 accumulator takes one exact (f64) sum per 32 weights.
 fn matvec_indexed_f32(
+    precision: Precision,
     w: &QTensor<'_>,
     ids: &[u32],
     k: usize,
@@ -89,6 +135,7 @@ fn matvec_indexed_f32(
 ) -> Result<Vec<f32>> {
     ops::check_ids("matvec_indexed_f32", ids, w.experts())?;
     let (rows, cols) = (w.rows(), w.cols());
+    let xq = qmoe_matvec::reference::activations(precision, x, cols);
     let mut cache: std::collections::HashMap<u32, Vec<f32>> = Default::default();
     let mut y = vec![0f32; b * k * rows];
     for t in 0..b {
@@ -104,16 +151,24 @@ fn matvec_indexed_f32(
                     v.insert(ex.dequantize())
                 }
             };
-            let xs = if x_per_slot {
-                &x[slot * cols..(slot + 1) * cols]
-            } else {
-                &x[t * cols..(t + 1) * cols]
-            };
+            let xv = if x_per_slot { slot } else { t };
+            let xs = &x[xv * cols..(xv + 1) * cols];
+            let xq = &xq[xv * cols..(xv + 1) * cols];
             for r in 0..rows {
                 let row = &m[r * cols..(r + 1) * cols];
                 let mut acc = 0f32;
-                for c in 0..cols {
-                    acc += row[c] * xs[c];
+                match precision {
+                    Precision::F32 => {
+                        for c in 0..cols {
+                            acc += row[c] * xs[c];
+                        }
+                    }
+                    Precision::Q8_1 => {
+                        for (wb, xb) in row.chunks_exact(32).zip(xq.chunks_exact(32)) {
+                            let s: f64 = wb.iter().zip(xb).map(|(&w, &x)| w as f64 * x).sum();
+                            acc += s as f32;
+                        }
+                    }
                 }
                 y[slot * rows + r] = acc;
             }
@@ -138,8 +193,8 @@ fn gate_up_act(
     let k = w.config().top_k;
     match p {
         RefPrecision::F64 => {
-            let g = ops::matvec_indexed_ref(w.gate(), ids, k, x, false, b)?;
-            let u = ops::matvec_indexed_ref(w.up(), ids, k, x, false, b)?;
+            let g = ops::matvec_indexed_ref(Precision::F32, w.gate(), ids, k, x, false, b)?;
+            let u = ops::matvec_indexed_ref(Precision::F32, w.up(), ids, k, x, false, b)?;
             let act: Vec<f32> = g
                 .iter()
                 .zip(&u)
@@ -147,9 +202,36 @@ fn gate_up_act(
                 .collect();
             Ok((to_f32(&g), to_f32(&u), act))
         }
-        RefPrecision::KernelF32 => {
-            let g = matvec_indexed_f32(w.gate(), ids, k, x, false, b)?;
-            let u = matvec_indexed_f32(w.up(), ids, k, x, false, b)?;
+        RefPrecision::KernelF32 | RefPrecision::KernelQ8_1 => {
+            let pr = if p == RefPrecision::KernelF32 {
+                Precision::F32
+            } else {
+                Precision::Q8_1
+            };
+            let g = matvec_indexed_f32(pr, w.gate(), ids, k, x, false, b)?;
+            let u = matvec_indexed_f32(pr, w.up(), ids, k, x, false, b)?;
+            let act = ops::swiglu_ref(&g, &u);
+            Ok((g, u, act))
+        }
+        RefPrecision::Q8_1 => {
+            let g = to_f32(&ops::matvec_indexed_ref(
+                Precision::Q8_1,
+                w.gate(),
+                ids,
+                k,
+                x,
+                false,
+                b,
+            )?);
+            let u = to_f32(&ops::matvec_indexed_ref(
+                Precision::Q8_1,
+                w.up(),
+                ids,
+                k,
+                x,
+                false,
+                b,
+            )?);
             let act = ops::swiglu_ref(&g, &u);
             Ok((g, u, act))
         }
@@ -180,6 +262,7 @@ pub fn layer_ref_traced(
     let (gate, up, act) = gate_up_act(p, w, &topk_ids, &ffn_norm, b)?;
     let expert_down = match p {
         RefPrecision::F64 => to_f32(&ops::matvec_indexed_ref(
+            Precision::F32,
             w.down(),
             &topk_ids,
             k,
@@ -187,7 +270,21 @@ pub fn layer_ref_traced(
             true,
             b,
         )?),
-        RefPrecision::KernelF32 => matvec_indexed_f32(w.down(), &topk_ids, k, &act, true, b)?,
+        RefPrecision::KernelF32 => {
+            matvec_indexed_f32(Precision::F32, w.down(), &topk_ids, k, &act, true, b)?
+        }
+        RefPrecision::KernelQ8_1 => {
+            matvec_indexed_f32(Precision::Q8_1, w.down(), &topk_ids, k, &act, true, b)?
+        }
+        RefPrecision::Q8_1 => to_f32(&ops::matvec_indexed_ref(
+            Precision::Q8_1,
+            w.down(),
+            &topk_ids,
+            k,
+            &act,
+            true,
+            b,
+        )?),
     };
     let (ffn_out, residual_out) = combine_ref(h, &expert_down, &topk_weights, b, k);
     Ok(LayerTrace {

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use qmoe_dequant::{DeviceQTensor, QTensor, QType, Upload};
+use qmoe_dequant::{DeviceQTensor, Precision, QTensor, QType, Upload};
 use qmoe_gpu::cuda::{CudaGraph, CudaSlice};
 use qmoe_gpu::{Gpu, GpuError};
 
@@ -149,6 +149,7 @@ pub struct MoeLayerStack<'a> {
     faults: Vec<Option<Fault>>,
     fault_down: Vec<Option<DeviceQTensor>>,
     fuse_norm: bool,
+    precision: Precision,
 }
 
 impl std::fmt::Debug for MoeLayerStack<'_> {
@@ -186,6 +187,7 @@ impl<'a> MoeLayerStack<'a> {
             faults: vec![None; n],
             fault_down: (0..n).map(|_| None).collect(),
             fuse_norm: false,
+            precision: Precision::F32,
         })
     }
 
@@ -220,6 +222,17 @@ impl<'a> MoeLayerStack<'a> {
     /// of the whole suite behind it (see BENCHMARKS.md); the traced paths never fuse.
     pub fn set_fused_norm(&mut self, on: bool) {
         self.fuse_norm = on;
+    }
+
+    /// The activation precision every GPU forward of this stack runs its expert projections at
+    /// ([`Precision::F32`] by default). A graph captured before keeps its precision.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
+    /// The precision set by [`MoeLayerStack::set_precision`].
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Makes layer `layer`'s GPU path defective (see [`Fault`]); the CPU reference is unchanged.
@@ -288,6 +301,7 @@ impl<'a> MoeLayerStack<'a> {
                 "workspace was made for another config",
             ));
         }
+        ws.layer.set_precision(self.precision);
         let fuse = self.fuse_norm && ws.layer.can_fuse_norm();
         let n = self.device.len();
         let [h0, h1] = &mut ws.h;
@@ -376,6 +390,7 @@ impl<'a> MoeLayerStack<'a> {
         self.upload(gpu)?;
         let mut ws = StackWorkspace::new(gpu, &self.cfg, b)?;
         gpu.upload_into(h, ws.input_mut())?;
+        ws.layer.set_precision(self.precision);
         let mut traces = Vec::with_capacity(self.len());
         let [h0, h1] = &mut ws.h;
         for i in 0..self.len() {
@@ -409,6 +424,7 @@ impl<'a> MoeLayerStack<'a> {
         }
         self.upload(gpu)?;
         let mut ws = LayerWorkspace::new(gpu, &self.cfg, b)?;
+        ws.set_precision(self.precision);
         let src = gpu.upload(h_in)?;
         let mut dst = gpu.poisoned_f32(h_in.len())?;
         let down = self.down_of(layer);

@@ -12,8 +12,8 @@ mod gpu;
 mod heavy;
 
 use proptest::prelude::*;
-use qmoe_check::Thresholds;
-use qmoe_dequant::{QTensor, QType};
+use qmoe_check::{compare, Thresholds};
+use qmoe_dequant::{Precision, QTensor, QType};
 use qmoe_layer::reference::{combine_ref, rmsnorm_ref};
 use qmoe_layer::{
     layer_ref_traced, q4_k_m_down_type, MoeConfig, MoeLayerStack, MoeLayerWeights, RefPrecision,
@@ -322,6 +322,52 @@ fn reference_layer_is_consistent_across_precisions() {
     let (ffn, out) = combine_ref(&h, &a.expert_down, &a.topk_weights, 2, 2);
     assert_eq!((ffn, out), (a.ffn_out.clone(), a.residual_out.clone()));
     assert_eq!(rmsnorm_ref(&h, l.ffn_norm(), 2, cfg.rms_eps), a.ffn_norm);
+}
+
+#[test]
+fn q8_1_references_differ_from_f64_by_the_activation_rounding_only() {
+    // The Q8_1 reference and its f32-accumulating stand-in agree to f32 accumulation; both are
+    // visibly (not grossly) away from the f64 layer in the expert stages, and identical to it up
+    // to the router (which never sees Q8_1).
+    let cfg = small_cfg(256, 256, 8, 2);
+    let l = random_layer(cfg, [QType::Q4_K, QType::Q8_0, QType::Q6_K], 7, 0);
+    let h = hidden(3, 2, 256);
+    let f = layer_ref_traced(&l, &h, 2, RefPrecision::F64).unwrap();
+    let q = layer_ref_traced(&l, &h, 2, RefPrecision::Q8_1).unwrap();
+    let c = layer_ref_traced(&l, &h, 2, RefPrecision::KernelQ8_1).unwrap();
+    assert!(q.is_well_formed() && c.is_well_formed());
+    assert_eq!(
+        (&q.ffn_norm, &q.router_logits),
+        (&f.ffn_norm, &f.router_logits)
+    );
+    assert_eq!((&q.topk_ids, &c.topk_ids), (&f.topk_ids, &f.topk_ids));
+    for (stage, got) in c.stages() {
+        check_stage(stage, got, q.stage(stage).unwrap(), Thresholds::default()).unwrap();
+    }
+    let gate = compare(&q.gate, &f.gate, Thresholds::default());
+    assert!(
+        gate.max_abs > 0.0,
+        "Q8_1 activations must change the gate projection"
+    );
+    assert!(gate.cosine > 0.999, "{gate:?}");
+    // The Q8_1 reference's gate equals the matvec reference at Q8_1, rounded to f32.
+    let g = qmoe_matvec::reference::matvec_indexed_ref(
+        Precision::Q8_1,
+        l.gate(),
+        &q.topk_ids,
+        2,
+        &q.ffn_norm,
+        false,
+        2,
+    );
+    assert_eq!(q.gate, g.iter().map(|&v| v as f32).collect::<Vec<_>>());
+    assert_eq!(
+        (
+            RefPrecision::reference(Precision::Q8_1),
+            RefPrecision::kernel(Precision::Q8_1)
+        ),
+        (RefPrecision::Q8_1, RefPrecision::KernelQ8_1)
+    );
 }
 
 #[test]

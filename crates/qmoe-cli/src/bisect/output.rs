@@ -3,7 +3,9 @@
 
 use std::io::Write;
 
+use qmoe_dequant::Precision;
 use qmoe_layer::MoeConfig;
+use serde::Serialize;
 
 use super::engine::{LayerTypes, Mode, ModeRun, Settings};
 use super::report::{self, ModelFacts};
@@ -21,8 +23,28 @@ pub struct Facts {
     pub types: Vec<LayerTypes>,
     /// The layers' shape.
     pub cfg: MoeConfig,
-    /// The candidate path's label ("gpu", "cpu-f32").
+    /// The candidate path's label ("gpu", "cpu-f32", "cpu-q8_1").
     pub candidate: String,
+    /// The reference path's label ("reference", "reference-q8_1").
+    pub reference: String,
+    /// The activation precision of the expert projections.
+    pub precision: Precision,
+}
+
+/// One layer of the Q8_1 activation cost: the Q8_1 reference against the f64 model, both run
+/// free from the same hidden states.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LayerCost {
+    /// Model layer index.
+    pub layer: usize,
+    /// Cosine of the two MoE outputs (before the residual).
+    pub ffn_out_cosine: f64,
+    /// ‖q8_1 − f64‖² / ‖f64‖² of the MoE outputs.
+    pub ffn_out_nmse: f64,
+    /// Cosine of the two residual streams after the layer.
+    pub residual_cosine: f64,
+    /// Largest |q8_1 − f64| of the residual streams.
+    pub residual_max_abs: f64,
 }
 
 impl Facts {
@@ -43,12 +65,13 @@ pub fn write_header(
     writeln!(out, "{device_line}")?;
     writeln!(
         out,
-        "model: {}, layers {} of {}, B = {}, hidden-state seed {}, modes {}",
+        "model: {}, layers {} of {}, B = {}, hidden-state seed {}, {} activations, modes {}",
         f.description,
         report::ranges(&f.layers),
         f.n_layers_total,
         args.tokens,
         args.seed,
+        f.precision,
         modes
             .iter()
             .map(|m| format!("{m:?}").to_lowercase())
@@ -67,11 +90,17 @@ pub struct Report {
     pub summaries: Vec<report::Summary>,
     /// Each mode's diagnosis; `None` when it matched.
     pub diagnoses: Vec<Option<String>>,
+    /// With Q8_1 activations: per layer, the Q8_1 reference against the f64 model.
+    pub activation_cost: Option<Vec<LayerCost>>,
 }
 
 impl Report {
     /// Summarises and diagnoses every mode's run.
-    pub fn new(facts: &Facts, runs: Vec<ModeRun>) -> Report {
+    pub fn new(
+        facts: &Facts,
+        runs: Vec<ModeRun>,
+        activation_cost: Option<Vec<LayerCost>>,
+    ) -> Report {
         let types_of = |l: usize| facts.types_of(l);
         let model = ModelFacts {
             types: &types_of,
@@ -83,6 +112,7 @@ impl Report {
             summaries: runs.iter().map(report::summarize).collect(),
             diagnoses: runs.iter().map(|r| report::diagnose(r, &model)).collect(),
             runs,
+            activation_cost,
         }
     }
 
@@ -105,7 +135,8 @@ pub fn write_json(
     let doc = serde_json::json!({
         "device": device_line,
         "candidate": f.candidate,
-        "reference": "reference (f64)",
+        "reference": f.reference,
+        "precision": f.precision.name(),
         "model": { "description": f.description, "layers_total": f.n_layers_total, "hidden": cfg.hidden,
                    "intermediate": cfg.intermediate, "experts": cfg.n_experts, "top_k": cfg.top_k },
         "layers": f.layers.iter().map(|&l| { let t = f.types_of(l); serde_json::json!({
@@ -115,6 +146,7 @@ pub fn write_json(
         "thresholds": settings.thresholds,
         "modes": r.runs.iter().zip(&r.summaries).zip(&r.diagnoses).map(|((run, s), d)| serde_json::json!({
             "mode": run.mode, "layers": run.layers, "summary": s, "diagnosis": d })).collect::<Vec<_>>(),
+        "activation_cost": r.activation_cost,
         "all_match": r.all_match(),
     });
     serde_json::to_writer_pretty(&mut *out, &doc)?;
@@ -130,11 +162,29 @@ pub fn write_text(out: &mut impl Write, f: &Facts, r: &Report) -> std::io::Resul
         write!(out, "{}", report::summary_text(s))?;
     }
     writeln!(out)?;
+    if let Some(cost) = &r.activation_cost {
+        writeln!(
+            out,
+            "Q8_1 activation cost: the Q8_1 reference vs the f64 model (both free-running from the same input)"
+        )?;
+        writeln!(
+            out,
+            "  layer  ffn_out cosine  ffn_out nmse  residual cosine  residual max|Δ|"
+        )?;
+        for c in cost {
+            writeln!(
+                out,
+                "  {:>5}  {:>14.9}  {:>12.3e}  {:>15.9}  {:>15.3e}",
+                c.layer, c.ffn_out_cosine, c.ffn_out_nmse, c.residual_cosine, c.residual_max_abs
+            )?;
+        }
+        writeln!(out)?;
+    }
     if r.all_match() {
         writeln!(
             out,
-            "verdict: every stage of every layer MATCH ({} vs f64 reference)",
-            f.candidate
+            "verdict: every stage of every layer MATCH ({} vs {})",
+            f.candidate, f.reference
         )?;
     }
     for d in r.diagnoses.iter().flatten() {

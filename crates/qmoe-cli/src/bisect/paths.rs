@@ -51,8 +51,9 @@ impl LayerPath for GpuPath<'_> {
     }
 }
 
-/// A CPU path: `F64` is the reference; `KernelF32` (f32 accumulation in the expert projections)
-/// stands in for the GPU when there is none, and carries the same injected faults.
+/// A CPU path: `F64` (or `Q8_1` for the int8 path) is the reference; `KernelF32` (or
+/// `KernelQ8_1`: f32 accumulation in the expert projections) stands in for the GPU when there is
+/// none, and carries the same injected faults.
 pub struct CpuPath<'a> {
     /// Which precision.
     pub precision: RefPrecision,
@@ -64,7 +65,8 @@ impl LayerPath for CpuPath<'_> {
     fn label(&self) -> &str {
         match self.precision {
             RefPrecision::F64 => "reference",
-            RefPrecision::KernelF32 => "cpu-f32",
+            RefPrecision::Q8_1 => "reference-q8_1",
+            p => p.name(),
         }
     }
 
@@ -72,7 +74,11 @@ impl LayerPath for CpuPath<'_> {
         let s = self.shared.borrow();
         let i = s.index(layer)?;
         let w = s.stack.layer(i);
-        if self.precision == RefPrecision::KernelF32 && s.faults.contains(&i) {
+        let candidate = matches!(
+            self.precision,
+            RefPrecision::KernelF32 | RefPrecision::KernelQ8_1
+        );
+        if candidate && s.faults.contains(&i) {
             // The same defect the GPU path gets: the down bytes read as the other k-quant type.
             let faulty = w.with_faulty_down(wrong_down_type(w.down())?);
             return Ok(layer_ref_traced(&faulty, h_in, b, self.precision)?);

@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
 use qmoe_check::Thresholds;
+use qmoe_dequant::Precision;
 use qmoe_gguf::synth::{Preset, TypeScheme};
 use qmoe_gpu::env;
 use qmoe_layer::{LayerTrace, RefPrecision};
@@ -35,6 +36,13 @@ Q4_K_M type rule over 48 layers, so layers 0-5 have Q6_K and layers 6-7 Q4_K dow
 Without a usable GPU it compares the kernel-precision CPU path (f32 accumulation) with the f64 \
 reference instead, and says so.
 
+`--precision q8_1` runs the expert projections on the int8 path (activations quantized to Q8_1 \
+blocks of 32 inside the kernels, dp4a dot products) and compares it with the Q8_1 reference \
+(the same Q8_1 activations, exact sums); it then also runs the f64 model free over the same \
+layers and reports, per layer, how far the Q8_1 reference's residual stream is from it: what \
+quantizing the activations costs, apart from any kernel error. Without a GPU the CPU Q8_1 path \
+(f32 accumulation of exact per-block sums) stands in.
+
 Exit status: 0 when every stage of every layer MATCHes, 1 on any DIVERGE / NaN / expert-choice \
 difference, 2 on an error, 141 when stdout is closed before the report is written.
 
@@ -42,7 +50,8 @@ Examples:
   qmoe bisect                                  # synthetic model, layers 0..8, free and forced
   qmoe bisect --layers 48                      # all 48 synthetic layers
   qmoe bisect model.gguf --layers 0..12 --tokens 4 --json > report.json
-  qmoe bisect --mode forced --dump /tmp/bisect # every stage of both paths as .npy"
+  qmoe bisect --mode forced --dump /tmp/bisect # every stage of both paths as .npy
+  qmoe bisect --precision q8_1 --layers 48     # the int8 path, and its cost over 48 layers"
 )]
 pub struct Args {
     /// A Qwen3-MoE GGUF file; the built-in synthetic model when absent.
@@ -72,6 +81,10 @@ pub struct Args {
     /// Compare the CPU kernel-precision path with the reference even when a GPU is present.
     #[arg(long)]
     pub cpu: bool,
+    /// Activation precision of the expert projections: f32 (exact-math baseline) or q8_1
+    /// (int8 dot products; compared with the Q8_1 reference, plus its cost against f64).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "q8_1"])]
+    pub precision: String,
     /// Synthetic model preset.
     #[arg(long, default_value = "qwen3-30b-a3b", value_parser = ["qwen3-30b-a3b", "tiny"])]
     pub preset: String,
@@ -86,11 +99,11 @@ pub struct Args {
 
 /// Runs the command; Ok(true) when everything matched.
 pub fn run(args: &Args) -> Result<bool> {
-    check_args(args)?;
+    let precision = check_args(args)?;
     let file = args.model.as_deref().map(super::open_gguf).transpose()?;
     let model = load(args, file.as_ref())?;
-    let (gpu, device_line) = open_candidate(args.cpu);
-    let setup = Setup::new(args, model, gpu)?;
+    let (gpu, device_line) = open_candidate(args.cpu, precision);
+    let setup = Setup::new(args, model, gpu, precision)?;
     let modes = match args.mode {
         Some(m) => vec![m],
         None => vec![Mode::Free, Mode::Forced],
@@ -107,8 +120,13 @@ pub fn run(args: &Args) -> Result<bool> {
         output::write_header(&mut out, args, &setup.facts, &modes, &device_line)
             .context("stdout")?;
     }
-    let runs = run_stack(args, setup.paths, &setup.facts, &modes, &settings)?;
-    let report = Report::new(&setup.facts, runs);
+    let shared = setup.paths.reference.shared.clone();
+    let (runs, ref_outs) = run_stack(args, setup.paths, &setup.facts, &modes, &settings)?;
+    let cost = match precision {
+        Precision::F32 => None,
+        Precision::Q8_1 => Some(activation_cost(args, &setup.facts, shared, &ref_outs)?),
+    };
+    let report = Report::new(&setup.facts, runs, cost);
     if args.json {
         output::write_json(
             &mut out,
@@ -126,8 +144,8 @@ pub fn run(args: &Args) -> Result<bool> {
     Ok(report.all_match())
 }
 
-/// Refuses flag values the run cannot use, naming the flag.
-fn check_args(args: &Args) -> Result<()> {
+/// Refuses flag values the run cannot use, naming the flag; returns the precision.
+fn check_args(args: &Args) -> Result<Precision> {
     if !(1..=qmoe_layer::MAX_BATCH).contains(&args.tokens) {
         bail!(
             "--tokens {}: B must be 1..={}",
@@ -138,12 +156,14 @@ fn check_args(args: &Args) -> Result<()> {
     if !(args.threshold > 0.0 && args.threshold <= 1.0) {
         bail!("--threshold {}: a cosine in (0, 1]", args.threshold);
     }
-    Ok(())
+    args.precision
+        .parse::<Precision>()
+        .with_context(|| format!("--precision {}", args.precision))
 }
 
 /// The GPU to compare, or none, and the line that says which (the device line of `qmoe env`, so
 /// both commands describe a device and its PTX choice alike).
-fn open_candidate(cpu: bool) -> (Option<qmoe_gpu::Gpu>, String) {
+fn open_candidate(cpu: bool, p: Precision) -> (Option<qmoe_gpu::Gpu>, String) {
     let gpu = if cpu {
         Err("--cpu given".to_string())
     } else {
@@ -152,16 +172,18 @@ fn open_candidate(cpu: bool) -> (Option<qmoe_gpu::Gpu>, String) {
     match gpu {
         Ok(g) => {
             let line = format!(
-                "{}: comparing the GPU with the f64 CPU reference",
-                env::device_line(g.info(), &env::PtxChoice::of(&g))
+                "{}: comparing the GPU ({p} activations) with the {} CPU reference",
+                env::device_line(g.info(), &env::PtxChoice::of(&g)),
+                RefPrecision::reference(p).name()
             );
             (Some(g), line)
         }
         Err(why) => (
             None,
             format!(
-                "{}: comparing the kernel-precision CPU path (f32 accumulation) with the f64 reference instead",
-                env::no_gpu_line(&why)
+                "{}: comparing the kernel-precision CPU path ({p} activations, f32 accumulation) with the {} reference instead",
+                env::no_gpu_line(&why),
+                RefPrecision::reference(p).name()
             ),
         ),
     }
@@ -181,10 +203,17 @@ struct Setup<'a> {
 impl<'a> Setup<'a> {
     /// Shares the model's stack between the reference and the candidate (the GPU when there is
     /// one), with the test-only fault injected.
-    fn new(args: &Args, model: Model<'a>, gpu: Option<qmoe_gpu::Gpu>) -> Result<Setup<'a>> {
+    fn new(
+        args: &Args,
+        model: Model<'a>,
+        gpu: Option<qmoe_gpu::Gpu>,
+        precision: Precision,
+    ) -> Result<Setup<'a>> {
         let cfg = *model.stack.config();
+        let mut stack = model.stack;
+        stack.set_precision(precision);
         let shared = Rc::new(RefCell::new(Shared {
-            stack: model.stack,
+            stack,
             layers: model.layers.clone(),
             faults: Vec::new(),
         }));
@@ -196,13 +225,13 @@ impl<'a> Setup<'a> {
             paths::inject(&shared, i);
         }
         let reference = CpuPath {
-            precision: RefPrecision::F64,
+            precision: RefPrecision::reference(precision),
             shared: shared.clone(),
         };
         let candidate: Box<dyn LayerPath + 'a> = match gpu {
             Some(gpu) => Box::new(GpuPath { gpu, shared }),
             None => Box::new(CpuPath {
-                precision: RefPrecision::KernelF32,
+                precision: RefPrecision::kernel(precision),
                 shared,
             }),
         };
@@ -213,6 +242,8 @@ impl<'a> Setup<'a> {
             types: model.types,
             cfg,
             candidate: candidate.label().to_string(),
+            reference: reference.label().to_string(),
+            precision,
         };
         Ok(Setup {
             facts,
@@ -224,14 +255,15 @@ impl<'a> Setup<'a> {
     }
 }
 
-/// Runs both paths layer by layer, writing `--dump` files and moving the progress bar.
+/// Runs both paths layer by layer, writing `--dump` files and moving the progress bar. Returns
+/// the runs and, with Q8_1 activations (for [`activation_cost`]), the reference's traces.
 fn run_stack(
     args: &Args,
     mut paths: Paths<'_>,
     facts: &Facts,
     modes: &[Mode],
     settings: &Settings,
-) -> Result<Vec<ModeRun>> {
+) -> Result<(Vec<ModeRun>, Vec<LayerTrace>)> {
     let h0 = model::hidden_states(args.seed, args.tokens, facts.cfg.hidden);
     let plan = engine::Plan {
         layers: &facts.layers,
@@ -239,16 +271,20 @@ fn run_stack(
         b: args.tokens,
         modes,
     };
-    let bar = progress(facts.layers.len() as u64, args.json);
+    let bar = progress(facts.layers.len() as u64, args.json, "bisect");
     let label = &facts.candidate;
+    let mut ref_outs = Vec::new();
     let runs = engine::run(
         paths.candidate.as_mut(),
         &mut paths.reference,
         plan,
         settings,
         |layer, tr_ref, cands| {
+            if facts.precision == Precision::Q8_1 {
+                ref_outs.push(tr_ref.clone());
+            }
             if let Some(dir) = &args.dump {
-                dump(dir, layer, "reference", tr_ref)?;
+                dump(dir, layer, &facts.reference, tr_ref)?;
                 for (mode, tr) in cands {
                     let name = match mode {
                         Mode::Free => label.clone(),
@@ -266,7 +302,44 @@ fn run_stack(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok(runs)
+    Ok((runs, ref_outs))
+}
+
+/// What quantizing the activations costs: the f64 model run free over the same layers from the
+/// same hidden states, against the Q8_1 reference's residual stream (`ref_outs`), per layer.
+fn activation_cost(
+    args: &Args,
+    facts: &Facts,
+    shared: Rc<RefCell<Shared<'_>>>,
+    ref_outs: &[LayerTrace],
+) -> Result<Vec<output::LayerCost>> {
+    let mut f64_path = CpuPath {
+        precision: RefPrecision::F64,
+        shared,
+    };
+    let bar = progress(facts.layers.len() as u64, args.json, "f64 model");
+    let mut h = model::hidden_states(args.seed, args.tokens, facts.cfg.hidden);
+    let mut out = Vec::with_capacity(ref_outs.len());
+    for (&layer, q8) in facts.layers.iter().zip(ref_outs) {
+        let tr = f64_path.run_layer(layer, &h, args.tokens)?;
+        let ffn = qmoe_check::compare(&q8.ffn_out, &tr.ffn_out, Thresholds::default());
+        let res = qmoe_check::compare(&q8.residual_out, &tr.residual_out, Thresholds::default());
+        out.push(output::LayerCost {
+            layer,
+            ffn_out_cosine: ffn.cosine,
+            ffn_out_nmse: ffn.nmse,
+            residual_cosine: res.cosine,
+            residual_max_abs: res.max_abs,
+        });
+        h = tr.residual_out;
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(out)
 }
 
 /// Loads the stack: a file's layers (errors name the file) or the synthetic model.
@@ -306,7 +379,7 @@ fn layer_range(text: &str, total: usize) -> Result<Vec<usize>> {
     })
 }
 
-fn progress(n: u64, json: bool) -> Option<indicatif::ProgressBar> {
+fn progress(n: u64, json: bool, prefix: &'static str) -> Option<indicatif::ProgressBar> {
     if json || !std::io::stderr().is_terminal() {
         return None;
     }
@@ -315,7 +388,7 @@ fn progress(n: u64, json: bool) -> Option<indicatif::ProgressBar> {
         indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] layer {pos}/{len} {elapsed}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    bar.set_prefix("bisect");
+    bar.set_prefix(prefix);
     Some(bar)
 }
 

@@ -67,6 +67,66 @@ fn synthetic_tiny_matches_and_the_json_says_so() {
 }
 
 #[test]
+fn q8_1_precision_on_the_cpu_exits_0_and_reports_its_cost() {
+    // The int8 path without a GPU: the CPU Q8_1 path against the Q8_1 reference, and the Q8_1
+    // reference against the f64 model per layer.
+    let (code, doc) = report(&["--preset", "tiny", "--cpu", "--precision", "q8_1"]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["precision"], "q8_1");
+    assert_eq!(doc["candidate"], "cpu-q8_1");
+    assert_eq!(doc["reference"], "reference-q8_1");
+    assert!(doc["device"].as_str().unwrap().contains("q8_1 activations"));
+    let cost = doc["activation_cost"].as_array().unwrap();
+    assert_eq!(cost.len(), 4, "one row per layer run");
+    for (i, c) in cost.iter().enumerate() {
+        assert_eq!(c["layer"], i);
+        // Quantizing activations to 8 bits costs something, but not much: not 1, not garbage.
+        let cos = c["ffn_out_cosine"].as_f64().unwrap();
+        assert!(cos > 0.999 && cos < 1.0, "layer {i}: {c}");
+        assert!(c["residual_cosine"].as_f64().unwrap() >= cos, "{c}");
+    }
+    // The f32 path has no such section, and its reference is the f64 one.
+    let (code, doc) = report(&["--preset", "tiny", "--cpu", "--layers", "1"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        (doc["precision"].as_str(), doc["reference"].as_str()),
+        (Some("f32"), Some("reference"))
+    );
+    assert!(doc["activation_cost"].is_null());
+    let text = ok(&[
+        "bisect",
+        "--preset",
+        "tiny",
+        "--cpu",
+        "--layers",
+        "1",
+        "--precision",
+        "q8_1",
+    ]);
+    assert!(text.contains("Q8_1 activation cost"), "{text}");
+    assert!(
+        text.contains("MATCH (cpu-q8_1 vs reference-q8_1)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn q8_1_still_finds_the_wrong_down_type_at_layer_6() {
+    let args = [
+        "--cpu",
+        "--precision",
+        "q8_1",
+        "--layers",
+        "5..7",
+        "--mode",
+        "forced",
+    ];
+    let (code, doc) = report(&[&args[..], &["--inject-wrong-down-type", "6"]].concat());
+    assert_eq!(code, 1, "{doc:#}");
+    assert!(diagnosis(&doc, "forced").contains("at layer 6"), "{doc:#}");
+}
+
+#[test]
 fn text_report_names_what_it_compared_and_exits_0() {
     let text = ok(&["bisect", "--preset", "tiny", "--cpu", "--mode", "forced"]);
     assert!(
@@ -206,6 +266,10 @@ fn bad_ranges_and_flags_name_the_flag() {
         &["--inject-wrong-down-type 3"],
     );
     fails(&["bisect", "--jsonn"], &["--jsonn"]);
+    fails(
+        &["bisect", "--precision", "int8"],
+        &["--precision", "f32", "q8_1"],
+    );
 }
 
 #[test]
@@ -232,6 +296,19 @@ fn gpu_48_layer_synthetic_model_matches_everywhere() {
     );
     assert_eq!(code, 0, "{:#}", doc["modes"]);
     assert_eq!(doc["modes"][0]["layers"].as_array().unwrap().len(), 48);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_48_layer_synthetic_model_matches_everywhere_with_q8_1() {
+    // The int8 path free-running over all 48 layers against its own (Q8_1) reference.
+    let _gpu = qmoe_gpu::test_gpu();
+    let (code, doc) = report(&["--layers", "48", "--tokens", "2", "--precision", "q8_1"]);
+    assert!(doc["device"].as_str().unwrap().starts_with("device:"));
+    assert_eq!(doc["candidate"], "gpu");
+    assert_eq!(doc["reference"], "reference-q8_1");
+    assert_eq!(code, 0, "{:#}", doc["modes"]);
+    assert_eq!(doc["activation_cost"].as_array().unwrap().len(), 48);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use qmoe_check::{compare, Thresholds};
-use qmoe_dequant::QType;
+use qmoe_dequant::{Precision, QType};
 use qmoe_layer::reference::{combine_ref, rmsnorm_ref};
 use qmoe_layer::{
     layer_ref_traced, q4_k_m_down_type, Fault, LayerWorkspace, MoeLayerStack, MoeLayerWeights,
@@ -22,9 +22,22 @@ fn check_layer_on_gpu(
     h: &[f32],
     b: usize,
 ) -> Result<bool, String> {
+    check_layer_on_gpu_at(gpu, Precision::F32, l, h, b)
+}
+
+/// [`check_layer_on_gpu`] at activation precision `p`, against that precision's reference.
+fn check_layer_on_gpu_at(
+    gpu: &qmoe_gpu::Gpu,
+    p: Precision,
+    l: MoeLayerWeights<'_>,
+    h: &[f32],
+    b: usize,
+) -> Result<bool, String> {
     let cfg = *l.config();
-    let reference = layer_ref_traced(&l, h, b, RefPrecision::F64).map_err(|e| e.to_string())?;
+    let reference =
+        layer_ref_traced(&l, h, b, RefPrecision::reference(p)).map_err(|e| e.to_string())?;
     let mut stack = MoeLayerStack::new(vec![l]).map_err(|e| e.to_string())?;
+    stack.set_precision(p);
     let got = stack
         .forward_gpu_layer_traced(gpu, 0, h, b)
         .map_err(|e| e.to_string())?;
@@ -163,6 +176,76 @@ fn gpu_every_qtype_combination_and_batch() {
                 }
                 n += 1;
             }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_every_qtype_combination_and_batch_with_q8_1() {
+    // The int8 path against its own reference (Q8_1 activations, exact sums), every stage.
+    let gpu = qmoe_gpu::test_gpu();
+    let mut n = 0;
+    for g in EXPERT_QTYPES {
+        for u in EXPERT_QTYPES {
+            for d in EXPERT_QTYPES {
+                let b = 1 + n % 8;
+                let cfg = small_cfg(512, 256, 16, 4);
+                let l = random_layer(cfg, [g, u, d], 200 + n as u64, n);
+                let x = hidden(n as u64 + 7, b, 512);
+                if let Err(m) = check_layer_on_gpu_at(&gpu, Precision::Q8_1, l, &x, b) {
+                    panic!("q8_1 types {g}/{u}/{d} B {b}: {m}");
+                }
+                n += 1;
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_q8_1_stack_repeats_bit_for_bit() {
+    // No float atomics anywhere a later stage reads: the same inputs give the same bits, run
+    // after run, directly and from a captured graph.
+    let gpu = qmoe_gpu::test_gpu();
+    let cfg = small_cfg(512, 256, 16, 4);
+    let layers: Vec<_> = (0..4)
+        .map(|i| {
+            random_layer(
+                cfg,
+                [QType::Q4_K, QType::Q4_K, q4_k_m_down_type(i, 4)],
+                9,
+                i,
+            )
+        })
+        .collect();
+    let mut stack = MoeLayerStack::new(layers).unwrap();
+    stack.set_precision(Precision::Q8_1);
+    for b in [1usize, 3, 8] {
+        let x = hidden(b as u64 + 40, b, 512);
+        let first = stack.forward_gpu(&gpu, &x, b).unwrap();
+        for run in 0..3 {
+            let again = stack.forward_gpu(&gpu, &x, b).unwrap();
+            let same = first
+                .iter()
+                .zip(&again)
+                .all(|(a, c)| a.to_bits() == c.to_bits());
+            assert!(
+                same,
+                "q8_1 B {b} run {run}: the stack output moved between runs"
+            );
+        }
+        let mut ws = StackWorkspace::new(&gpu, &cfg, b).unwrap();
+        gpu.upload_into(&x, ws.input_mut()).unwrap();
+        let graph = stack.capture(&gpu, &mut ws).unwrap();
+        for _ in 0..3 {
+            gpu.upload_into(&x, ws.input_mut()).unwrap();
+            graph.launch(&stack, &mut ws).unwrap();
+            let replay = gpu.download(ws.output(stack.len())).unwrap();
+            assert!(first
+                .iter()
+                .zip(&replay)
+                .all(|(a, c)| a.to_bits() == c.to_bits()));
         }
     }
 }
