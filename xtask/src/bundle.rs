@@ -6,7 +6,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-/// Largest bundle we allow ourselves (the device tool carries 64 MiB in all).
+/// Largest bundle archive we allow ourselves (the device tool carries 64 MiB in all; the unpacked
+/// folder, every executable embedding every arch's PTX, is several times larger).
 const MAX_BUNDLE_BYTES: u64 = 60_000_000;
 
 /// Release executables of one cargo invocation: (name, path), for the given target kinds.
@@ -126,15 +127,16 @@ pub fn build(sh: &Shell, dir: &Path) -> Result<()> {
         size as f64 / 1e6,
         dir.display()
     );
-    if size > MAX_BUNDLE_BYTES {
-        bail!("bundle is {size} bytes, over the 60 MB limit");
-    }
     // One archive for transport: the device tool carries at most 64 MiB with the working tree.
     let parent = dir.parent().context("bundle dir has a parent")?;
     let name = dir.file_name().context("bundle dir has a name")?;
     let archive = parent.join(format!("{}.tar.xz", name.to_string_lossy()));
     cmd!(sh, "tar -C {parent} -cJf {archive} {name}").run()?;
     let packed = std::fs::metadata(&archive)?.len();
+    // The limit is on what travels: the archive (the device tool carries 64 MiB in all).
+    if packed > MAX_BUNDLE_BYTES {
+        bail!("bundle archive is {packed} bytes, over the 60 MB limit");
+    }
     eprintln!(
         "bundle archive: {:.1} MB in {} (on the GPU machine: tar -xJf it, then bash {}/run.sh)",
         packed as f64 / 1e6,

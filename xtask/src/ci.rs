@@ -27,6 +27,9 @@ impl Ci {
         crate::oracle::Oracle::all().run(sh)?;
         step("cargo bench --no-run");
         cmd!(sh, "cargo bench --workspace --no-run").run()?;
+        step("bench --validate (the committed speed baselines parse and name existing benches)");
+        let n = crate::bench::validate_all(&crate::project_root())?;
+        eprintln!("bench --validate: {n} baseline(s) valid");
         // Last, so that the debug test builds above are reused and no later step can see a
         // tree that cargo-mutants is still mutating in place.
         step(&format!(

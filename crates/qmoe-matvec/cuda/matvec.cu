@@ -189,7 +189,7 @@ struct MvF32 {
 };
 
 // Q8_1 activations: each column is quantized while it is staged (qmoe-dequant's
-// qt_q8_1_quantize, one warp per 32 activations, bit-identical to qmoe-quant's reference), so the
+// qt_q8_1_quantize4, 8 threads per 32 activations, bit-identical to qmoe-quant's reference), so the
 // kernel takes the same f32 x as the baseline and no separate quantize launch is needed. Layout
 // per pass: [NC x int8 columns, padded (qt_q8_pad), 16-byte multiples][NC x (d, s) columns].
 struct MvQ8 {
@@ -210,16 +210,34 @@ struct MvQ8 {
         float2* ds = reinterpret_cast<float2*>(smem + NC * cols.qp);
         cols.xq = xq;
         cols.ds = ds;
-        const uint32_t lane = threadIdx.x & 31, warps = blockDim.x >> 5, blocks = K >> 5;
+        // Thread i takes activations 4i .. 4i + 4 (one float4): 8 consecutive threads quantize
+        // one Q8_1 block together. The loop bound is rounded up to whole warps so every lane
+        // takes part in the group shuffles (K is a multiple of 32, so a group is all in or all
+        // out). Up to 4 float4 per thread are loaded before any is quantized, so their latencies
+        // overlap instead of queueing behind each reduction.
+        const uint32_t n4 = K >> 2, span = (n4 + 31) & ~31u;
 #pragma unroll
         for (int c = 0; c < NC; c++) {
             if (c < nc) {
-                const float* row = x + (size_t)src(c) * K;
-                for (uint32_t blk = threadIdx.x >> 5; blk < blocks; blk += warps) {
-                    float2 dsv;
-                    const int q = qt_q8_1_quantize(__ldg(row + 32 * blk + lane), &dsv);
-                    xq[c * cols.qp + qt_q8_pad(32 * blk + lane)] = (int8_t)q;
-                    if (lane == 0) ds[c * cols.dp + blk] = dsv;
+                const float4* row = reinterpret_cast<const float4*>(x + (size_t)src(c) * K);
+                for (uint32_t i0 = threadIdx.x; i0 < span; i0 += 4 * blockDim.x) {
+                    float4 v[4];
+#pragma unroll
+                    for (int u = 0; u < 4; u++) {
+                        const uint32_t i = i0 + u * blockDim.x;
+                        v[u] = i < n4 ? __ldg(row + i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    }
+#pragma unroll
+                    for (int u = 0; u < 4; u++) {
+                        const uint32_t i = i0 + u * blockDim.x;
+                        if (i - threadIdx.x >= span) break;  // block-uniform
+                        float2 dsv;
+                        const uint32_t packed = qt_q8_1_quantize4(v[u], &dsv);
+                        if (i < n4) {
+                            *reinterpret_cast<uint32_t*>(xq + c * cols.qp + qt_q8_pad(4 * i)) = packed;
+                            if ((i & 7) == 0) ds[c * cols.dp + (i >> 3)] = dsv;
+                        }
+                    }
                 }
             }
         }
@@ -607,14 +625,17 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, const uint8_t* __rest
 MV_INSTANCES(MV_DENSE, MV_INDEXED, MV_GATE_UP)
 
 // Q8_1 quantization as a kernel of its own (what the Q8_1 kernels do while staging; for callers
-// that keep activations in Q8_1 and for the bit-exactness test of the quantizer): one warp per
+// that keep activations in Q8_1 and for the bit-exactness test of the quantizer): 8 threads per
 // block of 32 activations, q [32 * blocks] int8, ds [blocks] (d, s).
 extern "C" __global__ void __launch_bounds__(MV_THREADS) qmoe_quantize_q8_1(const Q8_1Params p) {
-    const uint32_t blk = blockIdx.x * (MV_THREADS / 32) + (threadIdx.x >> 5);
-    if (blk >= p.blocks) return;  // warp-uniform
-    const uint32_t i = 32 * blk + (threadIdx.x & 31);
+    // Thread i takes activations 4i .. 4i + 4; whole warps stay in the shuffles (blocks are 256
+    // threads, so a group of 8 is all in or all out).
+    const uint32_t i = blockIdx.x * MV_THREADS + threadIdx.x, n4 = 8 * p.blocks;
+    const float4 v = i < n4 ? __ldg(reinterpret_cast<const float4*>(p.x) + i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     float2 ds;
-    const int q = qt_q8_1_quantize(__ldg(p.x + i), &ds);
-    p.q[i] = (int8_t)q;
-    if ((threadIdx.x & 31) == 0) p.ds[blk] = ds;
+    const uint32_t packed = qt_q8_1_quantize4(v, &ds);
+    if (i < n4) {
+        reinterpret_cast<uint32_t*>(p.q)[i] = packed;
+        if ((i & 7) == 0) p.ds[i >> 3] = ds;
+    }
 }

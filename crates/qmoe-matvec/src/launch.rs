@@ -322,7 +322,8 @@ pub(crate) unsafe fn launch_quantize_q8_1(
         ds: device_addr(gpu, ds),
         blocks: blocks as u32,
     };
-    let per_block = THREADS as usize / 32;
+    // 8 threads per Q8_1 block (4 activations each): 32 Q8_1 blocks per 256-thread block.
+    let per_block = THREADS as usize / 8;
     let cfg = grid((blocks.div_ceil(per_block) as u32, 1, 1), THREADS, 0);
     // SAFETY: Q8_1Params is the kernel's one parameter (generated for both sides); sizes per
     // this fn's contract.

@@ -41,7 +41,11 @@ blocks of 32 inside the kernels, dp4a dot products) and compares it with the Q8_
 (the same Q8_1 activations, exact sums); it then also runs the f64 model free over the same \
 layers and reports, per layer, how far the Q8_1 reference's residual stream is from it: what \
 quantizing the activations costs, apart from any kernel error. Without a GPU the CPU Q8_1 path \
-(f32 accumulation of exact per-block sums) stands in.
+(f32 accumulation of exact per-block sums) stands in. With q8_1 the default mode is `forced`: \
+quantizing is discontinuous, so once two free-running paths' inputs differ by f32 rounding, an \
+int8 value here and there rounds the other way (one quantum, d = max|x|/127) and the paths drift \
+apart by about the size of the activation cost itself; `--mode free` shows that drift (compare \
+it with the cost table), `forced` shows each layer's own kernel error.
 
 Exit status: 0 when every stage of every layer MATCHes, 1 on any DIVERGE / NaN / expert-choice \
 difference, 2 on an error, 141 when stdout is closed before the report is written.
@@ -66,7 +70,7 @@ pub struct Args {
     /// Seed of the hidden states (and of the synthetic weights).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Run one mode only (default: both).
+    /// Run one mode only (default: both with f32, forced with q8_1).
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
     /// Minimum cosine for MATCH (NMSE must also stay ≤ 2·(1 − COS)).
@@ -104,9 +108,11 @@ pub fn run(args: &Args) -> Result<bool> {
     let model = load(args, file.as_ref())?;
     let (gpu, device_line) = open_candidate(args.cpu, precision);
     let setup = Setup::new(args, model, gpu, precision)?;
-    let modes = match args.mode {
-        Some(m) => vec![m],
-        None => vec![Mode::Free, Mode::Forced],
+    let modes = match (args.mode, precision) {
+        (Some(m), _) => vec![m],
+        // See the help: a free-running Q8_1 comparison measures rounding flips, not kernels.
+        (None, Precision::Q8_1) => vec![Mode::Forced],
+        (None, Precision::F32) => vec![Mode::Free, Mode::Forced],
     };
     let settings = Settings {
         thresholds: Thresholds {

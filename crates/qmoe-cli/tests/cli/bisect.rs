@@ -73,6 +73,13 @@ fn q8_1_precision_on_the_cpu_exits_0_and_reports_its_cost() {
     let (code, doc) = report(&["--preset", "tiny", "--cpu", "--precision", "q8_1"]);
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["precision"], "q8_1");
+    let modes: Vec<&str> = doc["modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["forced"], "q8_1 defaults to forced mode");
     assert_eq!(doc["candidate"], "cpu-q8_1");
     assert_eq!(doc["reference"], "reference-q8_1");
     assert!(doc["device"].as_str().unwrap().contains("q8_1 activations"));
@@ -301,7 +308,9 @@ fn gpu_48_layer_synthetic_model_matches_everywhere() {
 #[test]
 #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
 fn gpu_48_layer_synthetic_model_matches_everywhere_with_q8_1() {
-    // The int8 path free-running over all 48 layers against its own (Q8_1) reference.
+    // The int8 path over all 48 layers against its own (Q8_1) reference, each layer fed the
+    // reference's input (the default mode with q8_1; the free-running drift is checked against
+    // the activation cost by qmoe-layer's gpu_qwen3_30b_a3b_48_layers_free_running_q8_1).
     let _gpu = qmoe_gpu::test_gpu();
     let (code, doc) = report(&["--layers", "48", "--tokens", "2", "--precision", "q8_1"]);
     assert!(doc["device"].as_str().unwrap().starts_with("device:"));

@@ -83,27 +83,40 @@ __device__ __forceinline__ void qt_bytes_to_f(uint32_t v, float bias, float* q) 
 // d = s = 0; a block holding a NaN or Inf stores q = 0, d = s = NaN. The rules, the bound
 // |x - d q| <= d (1/2 + 128u) and the reference are in qmoe-quant's `q8_1` module.
 
-// Quantizes one block: lane i of the (full) warp holds x[i]; returns lane i's q and, on every
-// lane, (d, s). Deterministic: max and the integer sum do not depend on the reduction order.
-__device__ __forceinline__ int qt_q8_1_quantize(float v, float2* ds) {
-    const bool finite = __all_sync(0xffffffffu, isfinite(v));
-    float amax = fabsf(v);
+// Quantizes one block with 8 lanes: lane j (0..8) of an aligned group of 8 consecutive lanes
+// holds x[4j .. 4j + 4] in v; returns its four int8 values packed little-endian (x[4j] in the low
+// byte) and, on every lane of the group, (d, s). Every lane of the warp must call it (the
+// reductions are xor-shuffles within the group); a group with no data passes zeros and discards
+// the result. Deterministic: max and the integer sum do not depend on the reduction order.
+__device__ __forceinline__ uint32_t qt_q8_1_quantize4(float4 v, float2* ds) {
+    int finite = isfinite(v.x) && isfinite(v.y) && isfinite(v.z) && isfinite(v.w);
+    float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    for (int o = 4; o > 0; o >>= 1) {
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        finite &= __shfl_xor_sync(0xffffffffu, finite, o);
+    }
     const float d = __fdiv_rn(amax, 127.0f);
-    int q = 0;
-    if (finite && d >= 1.17549435e-38f) q = __float2int_rn(__fdiv_rn(v, d));
-    int sum = q;
+    const bool ok = finite && d >= 1.17549435e-38f;  // d normal
+    int q0 = 0, q1 = 0, q2 = 0, q3 = 0;
+    if (ok) {
+        q0 = __float2int_rn(__fdiv_rn(v.x, d));
+        q1 = __float2int_rn(__fdiv_rn(v.y, d));
+        q2 = __float2int_rn(__fdiv_rn(v.z, d));
+        q3 = __float2int_rn(__fdiv_rn(v.w, d));
+    }
+    int sum = q0 + q1 + q2 + q3;
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    for (int o = 4; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
     if (!finite) {
         *ds = make_float2(__int_as_float(0x7fc00000), __int_as_float(0x7fc00000));
-    } else if (d >= 1.17549435e-38f) {
+    } else if (ok) {
         *ds = make_float2(d, __fmul_rn(d, (float)sum));
     } else {
         *ds = make_float2(0.0f, 0.0f);
     }
-    return q;
+    return (uint32_t)(q0 & 0xFF) | ((uint32_t)(q1 & 0xFF) << 8) | ((uint32_t)(q2 & 0xFF) << 16) |
+           ((uint32_t)q3 << 24);
 }
 
 // Staged Q8_1 activations: 16 bytes of padding per 64, so the 16-byte reads of a group's lanes
