@@ -16,8 +16,8 @@ use qmoe_check::{compare, Thresholds};
 use qmoe_dequant::{Precision, QTensor, QType};
 use qmoe_layer::reference::{combine_ref, rmsnorm_ref};
 use qmoe_layer::{
-    layer_ref_traced, q4_k_m_down_type, MoeConfig, MoeLayerStack, MoeLayerWeights, RefPrecision,
-    EXPERT_QTYPES,
+    layer_ref, layer_ref_traced, q4_k_m_down_type, MoeConfig, MoeLayerStack, MoeLayerWeights,
+    RefPrecision, EXPERT_QTYPES,
 };
 use support::*;
 
@@ -47,6 +47,26 @@ fn rmsnorm_where_epsilon_matters_by_hand() {
         EPS,
     );
     assert_eq!(y, vec![0.0, 0.0, 0.0, 0.0, 2.0, -2.0, 0.0, 0.0]);
+}
+
+#[test]
+fn combine_of_two_tokens_by_hand() {
+    // b 2, k 2, hdim 3: each token's sum reads its own k down rows and lands in its own row.
+    // Token 0: 0.5·(1, 2, 3) + 0.25·(4, 8, 12) = (1.5, 3, 4.5), h (10, 20, 30).
+    // Token 1: 2·(−1, 0, 1) + 0.75·(4, 4, −8) = (1, 3, −4), h (−1, −2, −3).
+    let down = [
+        1.0, 2.0, 3.0, 4.0, 8.0, 12.0, // token 0, slots 0 and 1
+        -1.0, 0.0, 1.0, 4.0, 4.0, -8.0, // token 1
+    ];
+    let (ffn, out) = combine_ref(
+        &[10.0, 20.0, 30.0, -1.0, -2.0, -3.0],
+        &down,
+        &[0.5, 0.25, 2.0, 0.75],
+        2,
+        2,
+    );
+    assert_eq!(ffn, vec![1.5, 3.0, 4.5, 1.0, 3.0, -4.0]);
+    assert_eq!(out, vec![11.5, 23.0, 34.5, 0.0, 1.0, -7.0]);
 }
 
 /// A layer of H = I = 256, E = 4, k = 2 with ε = 2⁻²⁰ and every RMSNorm weight 1.25.
@@ -322,6 +342,15 @@ fn reference_layer_is_consistent_across_precisions() {
     let (ffn, out) = combine_ref(&h, &a.expert_down, &a.topk_weights, 2, 2);
     assert_eq!((ffn, out), (a.ffn_out.clone(), a.residual_out.clone()));
     assert_eq!(rmsnorm_ref(&h, l.ffn_norm(), 2, cfg.rms_eps), a.ffn_norm);
+    // The untraced entry point returns the traced layer's output.
+    assert_eq!(
+        layer_ref(&l, &h, 2, RefPrecision::F64).unwrap(),
+        a.residual_out
+    );
+    assert_eq!(
+        layer_ref(&l, &h, 2, RefPrecision::KernelF32).unwrap(),
+        b.residual_out
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! qmoe-matvec equivalence. CPU: the f64 reference against a naive dequantize-then-dot; the bound
-//! pinned to its formula on hand-worked rows; a CPU emulation of the kernels' arithmetic against
+//! pinned to its formula on hand-worked rows (Q4_K's term magnitudes against the dequantizer's
+//! layout); the fused gate+up reference and its bound by hand; a CPU emulation of the kernels' arithmetic against
 //! the reference within the derived bound (this also checks the kernels' block-layout mapping),
 //! and on an adversarial row reaching a fixed fraction of it (so the bound is not loose). GPU
 //! (ignored without a device): every kernel against the reference within the bound, random and
@@ -15,8 +16,8 @@ use proptest::prelude::*;
 use qmoe_check::strategies::{blocks, q4_k_block, q6_k_block, q8_0_block};
 use qmoe_dequant::{q8_1, Precision, QTensor, QType, Upload};
 use qmoe_matvec::reference::{
-    error_bound, error_bound_indexed, gamma, gate_up_swiglu_bound, gate_up_swiglu_ref,
-    matvec_indexed_ref, matvec_ref, q8_1_model_bound,
+    error_bound, error_bound_indexed, gamma, gate_up_swiglu_bound, gate_up_swiglu_ref, magnitudes,
+    matvec_indexed_ref, matvec_ref, q8_1_model_bound, swiglu_bound,
 };
 use qmoe_matvec::{
     gate_up_swiglu_gpu, launch_shape, matvec_gpu, matvec_indexed_gpu, quantize_q8_1_gpu,
@@ -146,7 +147,7 @@ proptest! {
         let (rows, cols) = (3, 256);
         let w = gen::tensor(q, &[e, rows, cols], seed, Style::Adversarial);
         let mut ids = gen::ids(b, k, e, seed, true);
-        ids[0] = e as u32 + 3; // one out-of-range task: NaN rows
+        ids[0] = e as u32; // one out-of-range task (the smallest id that is): NaN rows
         let xv = if per_slot { b * k } else { b };
         let x = gen::activations(xv * cols, seed);
         let got = matvec_indexed_ref(F32, &w, &ids, k, &x, per_slot, b);
@@ -308,6 +309,152 @@ fn q8_1_error_bound_is_its_formula_on_a_hand_worked_row() {
         q8_1_model_bound(&w, &x, 1),
         vec![256.0 * 0.5 * (0.5 + 128.0 * 2f64.powi(-24))]
     );
+}
+
+#[test]
+fn q4_k_magnitudes_follow_the_block_layout() {
+    // With d, dmin ≥ 0 the kernel's two terms of a weight w = d·sc·q − dmin·m are d·sc·q =
+    // w + dmin·m and dmin·m, so its magnitude is |w + dmin·m| + dmin·m, with w from
+    // qmoe-dequant's reference: this checks which nibble of which byte magnitudes reads for
+    // each weight against the dequantizer's. Two blocks, every sub-block sc = 3, m = 5; the
+    // quant bytes follow an irregular pattern so that low and high nibbles, neighbouring bytes
+    // and the 32-byte chunks all differ. Every value is exact in f32 and f64.
+    let (sc, m) = (3, 5);
+    let dims = [(1.0f32, 0.5f32), (0.5, 0.25)];
+    let mut bytes = Vec::new();
+    for (bi, &(d, dmin)) in dims.iter().enumerate() {
+        let mut block = q4_k_uniform(d, dmin, sc, m);
+        for (i, v) in block[16..].iter_mut().enumerate() {
+            *v = ((i * 37 + 11 + 101 * bi) % 256) as u8;
+        }
+        bytes.extend(block);
+    }
+    let w = qmoe_dequant::reference::dequantize(QType::Q4_K, &bytes, 512);
+    let got = magnitudes(QType::Q4_K, &bytes, 512);
+    for (i, (&wi, &mi)) in w.iter().zip(&got).enumerate() {
+        let min = dims[i / 256].1 as f64 * m as f64;
+        assert_eq!(mi, (wi as f64 + min).abs() + min, "weight {i} (w = {wi})");
+    }
+}
+
+#[test]
+#[should_panic(expected = "matvec_ref needs a 2-D tensor")]
+fn matvec_ref_refuses_an_expert_tensor() {
+    let q = [1i8; 32];
+    let w = QTensor::new("w", QType::Q8_0, &[2, 1, 32], q8_0_blocks(&[1.0, 1.0], &q)).unwrap();
+    matvec_ref(F32, &w, &[1.0; 32], 1);
+}
+
+#[test]
+#[should_panic(expected = "x must be [b, K]")]
+fn error_bound_refuses_x_of_the_wrong_length() {
+    let w = QTensor::new("w", QType::Q8_0, &[1, 32], q8_0_blocks(&[1.0], &[1; 32])).unwrap();
+    // 33 values for b = 1: a whole column and one stray value, which chunks would ignore.
+    error_bound(F32, &w, &[1.0; 33], 1);
+}
+
+/// silu(g)·u from the textbook definition g / (1 + e^(−g)) · u, in f64.
+fn swiglu_by_definition(g: f64, u: f64) -> f64 {
+    g / (1.0 + (-g).exp()) * u
+}
+
+#[track_caller]
+fn assert_close(got: f64, want: f64, rel: f64) {
+    assert!(
+        (got - want).abs() <= rel * want.abs(),
+        "got {got:e}, want {want:e}"
+    );
+}
+
+#[test]
+fn swiglu_bound_is_its_formula_on_hand_worked_values() {
+    // The module docs: S = |silu(g)| + L·e_g, U = |u| + e_u, L = 1.1, u = 2⁻²⁴, and the bound
+    // S·e_u + |u|·L·e_g + 2u·S·U + 2⁻¹⁴⁹. Each case isolates terms so that none hides in the
+    // rounding of a larger one.
+    let u = 2f64.powi(-24);
+    let tiny = 2f64.powi(-149);
+    // Everything zero: only the 2⁻¹⁴⁹ floor is left (exact).
+    assert_eq!(swiglu_bound(0.0, 0.0, 0.0, 0.0), tiny);
+    // Exact inputs (e_g = e_u = 0): only the output rounding, 2u·|silu(g)|·|u| + 2⁻¹⁴⁹. g < 0 and
+    // u < 0 so that both magnitudes matter.
+    for (g, up) in [(2.0, -3.0), (-2.0, -3.0), (-0.75, 6.0)] {
+        let silu = swiglu_by_definition(g, 1.0).abs();
+        assert_close(
+            swiglu_bound(g, up, 0.0, 0.0),
+            2.0 * u * silu * f64::abs(up) + tiny,
+            1e-12,
+        );
+    }
+    // g = 0 (silu 0, S = 1.1·e_g = 1.1), u = 2, e_g = 1, e_u = 0.5: U = 2.5, and
+    // S·e_u = 0.55, |u|·L·e_g = 2.2, 2u·S·U = 5.5u.
+    assert_close(
+        swiglu_bound(0.0, 2.0, 1.0, 0.5),
+        0.55 + 2.2 + 5.5 * u + tiny,
+        1e-14,
+    );
+    // Both errors and a non-zero silu: g = −2, u = −3, e_g = 0.25, e_u = 0.5.
+    let s = swiglu_by_definition(-2.0, 1.0).abs() + 1.1 * 0.25;
+    assert_close(
+        swiglu_bound(-2.0, -3.0, 0.25, 0.5),
+        s * 0.5 + 3.0 * 1.1 * 0.25 + 2.0 * u * s * 3.5 + tiny,
+        1e-14,
+    );
+}
+
+/// Gate and up experts of one 32-weight row whose every quant is 1, so that against x = 1 each
+/// expert's output is 32·d: gate d = (1/16, −1/32) gives g = (2, −1), up d = (3/32, 1/8) gives
+/// u = (3, 4), and each output's M (Σ|w·x|) is its |g| or |u|.
+fn gate_up_pair() -> (QTensor<'static>, QTensor<'static>) {
+    let ones = [1i8; 32];
+    let gate = QTensor::new(
+        "gate",
+        QType::Q8_0,
+        &[2, 1, 32],
+        q8_0_blocks(&[1.0 / 16.0, -1.0 / 32.0], &ones),
+    )
+    .unwrap();
+    let up = QTensor::new(
+        "up",
+        QType::Q8_0,
+        &[2, 1, 32],
+        q8_0_blocks(&[3.0 / 32.0, 1.0 / 8.0], &ones),
+    )
+    .unwrap();
+    (gate, up)
+}
+
+#[test]
+fn gate_up_swiglu_reference_by_hand() {
+    // One token, k = 3: experts 1, 0 and 2 (out of range, NaN as the kernel writes it). act =
+    // silu(gate)·up: silu(−1)·4 and silu(2)·3 (silu(up)·gate would be silu(4)·(−1) and
+    // silu(3)·2).
+    let (gate, up) = gate_up_pair();
+    let act = gate_up_swiglu_ref(F32, &gate, &up, &[1, 0, 2], 3, &[1.0; 32], 1);
+    assert_eq!(act.len(), 3);
+    assert_close(act[0], swiglu_by_definition(-1.0, 4.0), 1e-15);
+    assert_close(act[1], swiglu_by_definition(2.0, 3.0), 1e-15);
+    assert!(act[2].is_nan(), "out-of-range expert: {}", act[2]);
+}
+
+#[test]
+fn gate_up_swiglu_bound_combines_the_two_matvec_bounds() {
+    // Per output, swiglu_bound (pinned above) of g, u and their γ(32)·M bounds; the same pair
+    // as gate_up_swiglu_reference_by_hand, two tokens with the experts in both orders.
+    let (gate, up) = gate_up_pair();
+    let x: Vec<f32> = [vec![1.0; 32], vec![-1.0; 32]].concat();
+    let got = gate_up_swiglu_bound(F32, &gate, &up, &[1, 0, 0, 1], 2, &x, 2);
+    let g32 = gamma_by_hand(32);
+    let want = [
+        swiglu_bound(-1.0, 4.0, g32, 4.0 * g32),
+        swiglu_bound(2.0, 3.0, 2.0 * g32, 3.0 * g32),
+        swiglu_bound(-2.0, -3.0, 2.0 * g32, 3.0 * g32),
+        swiglu_bound(1.0, -4.0, g32, 4.0 * g32),
+    ];
+    assert_eq!(got.len(), want.len());
+    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+        assert_close(g, w, 1e-14);
+        assert!(g > 0.0, "output {i}");
+    }
 }
 
 /// A [1, 256] row of `q` whose every weight is d = 2^d_exp, and activations that make the
