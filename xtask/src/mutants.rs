@@ -34,6 +34,7 @@ pub const FILES: &[&str] = &[
     "crates/qmoe-quant/src/quantize.rs",
     "crates/qmoe-quant/src/quantize/*.rs",
     "crates/qmoe-quant/src/mix.rs",
+    "crates/qmoe-quant/src/q8_1.rs",
     "crates/qmoe-check/src/compare.rs",
     "crates/qmoe-gguf/src/parse.rs",
     "crates/qmoe-gguf/src/read.rs",
