@@ -44,6 +44,12 @@ impl PtxArch {
         self.spec().gpus
     }
 
+    /// Whether kernels compiled for this target may use compute capability 9.0 features
+    /// (programmatic dependent launch: `griddepcontrol`).
+    pub fn hopper_features(self) -> bool {
+        self.spec().hopper_features
+    }
+
     /// The minimum compute capability (major, minor) that can run this PTX.
     pub fn compute_capability(self) -> (u32, u32) {
         self.spec().cc

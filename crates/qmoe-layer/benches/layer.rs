@@ -6,6 +6,8 @@
 //! Bytes = router (1 MB) + the distinct experts the B tokens select, gate + up + down, averaged
 //! over the 8 layers (measured from a traced run). One `QMOE-BENCH {json}` line per measurement;
 //! per-kernel times (each stage of the 8 layers captured alone in a graph) as op "moe_layer_stage".
+//! `"pdl"` says whether the launches were programmatic dependent launches (sm_90+ with
+//! `QMOE_PDL=1`).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
@@ -199,6 +201,7 @@ fn gpu_layer(_c: &mut Criterion) {
                         "gbps": gbps, "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / ceiling_gbps,
                         "floor_us": floor_us, "ratio_to_floor": us / floor_us,
                         "vs_pytorch_424us": 424.0 / us, "layers_rotated": SETS,
+                        "pdl": qmoe_gpu::launch::pdl_enabled(&gpu),
                     }));
                 }
                 // Opt-in fused path (combine + next RMSNorm), graph only; printed after the rows above.
@@ -222,6 +225,7 @@ fn gpu_layer(_c: &mut Criterion) {
                     "gbps": gbps, "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / ceiling_gbps,
                     "floor_us": floor_us, "ratio_to_floor": us / floor_us,
                     "vs_pytorch_424us": 424.0 / us, "layers_rotated": SETS,
+                    "pdl": qmoe_gpu::launch::pdl_enabled(&gpu),
                 }));
                 // Per-kernel: each stage of the 8 layers alone in a graph (inputs from the last run).
                 let mut lws = LayerWorkspace::new(&gpu, &cfg, b).unwrap();

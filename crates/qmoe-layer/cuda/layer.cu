@@ -14,6 +14,7 @@
 //     relative) is far below one f32 rounding, so the outputs agree to within 1 ulp.
 
 #include <stdint.h>
+#include "../../qmoe-gpu/cuda/pdl.cuh"
 
 #define QMOE_NORM_THREADS 1024
 
@@ -24,6 +25,8 @@
 extern "C" __global__ void __launch_bounds__(QMOE_NORM_THREADS)
 qmoe_layer_rmsnorm(const float* __restrict__ x, const float* __restrict__ w,
                    float* __restrict__ y, uint32_t h, float eps) {
+    qmoe_pdl_wait();  // programmatic launch: the previous kernel's writes are visible after this
+    qmoe_pdl_trigger();
     __shared__ double warp_sums[QMOE_NORM_THREADS / 32];
     __shared__ double scale_shared;
     const float* xr = x + (size_t)blockIdx.x * h;
@@ -68,6 +71,8 @@ extern "C" __global__ void qmoe_layer_combine(const float* __restrict__ h,
                                               const float* __restrict__ wts,
                                               float* __restrict__ out, float* __restrict__ ffn,
                                               uint32_t b, uint32_t k, uint32_t hdim) {
+    qmoe_pdl_wait();  // programmatic launch: the previous kernel's writes are visible after this
+    qmoe_pdl_trigger();
     const uint32_t idx = blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= b * hdim) {
         return;
@@ -101,6 +106,8 @@ qmoe_layer_combine_norm(const float* __restrict__ h, const float* __restrict__ d
                         const float* __restrict__ wts, float* out, float* __restrict__ ffn,
                         const float* __restrict__ nw, float* xn, double* partial,
                         unsigned int* counter, uint32_t b, uint32_t k, uint32_t hdim, float eps) {
+    qmoe_pdl_wait();  // programmatic launch: the previous kernel's writes are visible after this
+    qmoe_pdl_trigger();
     __shared__ double warp_sums[QMOE_COMBINE_THREADS / 32];
     __shared__ double scale[QMOE_MAX_TOKENS];
     __shared__ bool is_last;

@@ -1,8 +1,9 @@
 //! The launcher of the layer's own kernels (`cuda/layer.cu`): RMSNorm, the weighted sum +
 //! residual add, and the two fused. Their scalar references live in [`crate::reference`].
 
-use qmoe_gpu::cuda::{CudaSlice, PushKernelArg};
-use qmoe_gpu::launch::{grid, grid_1d, launch};
+use qmoe_gpu::cuda::CudaSlice;
+use qmoe_gpu::kernel_args;
+use qmoe_gpu::launch::{device_addr, grid, grid_1d, launch_dependent};
 use qmoe_gpu::{embed_ptx, Gpu, PtxSet};
 
 use crate::{LayerError, Result};
@@ -45,13 +46,18 @@ unsafe fn launch_rmsnorm(
     eps: f32,
 ) -> Result<()> {
     let f = gpu.function(&PTX, RMSNORM)?;
-    let stream = gpu.stream();
-    let mut args = stream.launch_builder(&f);
     let h32 = h as u32;
-    args.arg(x).arg(w).arg(y).arg(&h32).arg(&eps);
+    let (x, w, y) = (
+        device_addr(gpu, x),
+        device_addr(gpu, w),
+        device_addr(gpu, &*y),
+    );
+    let mut args = kernel_args![x, w, y, h32, eps];
     // SAFETY: (const float* x, const float* w, float* y, u32 h, float eps) matches
-    // qmoe_layer_rmsnorm; block t reads/writes row t < b of h elements (caller's contract).
-    unsafe { launch(&mut args, grid((b as u32, 1, 1), NORM_THREADS, 0), RMSNORM)? };
+    // qmoe_layer_rmsnorm; block t reads/writes row t < b of h elements (caller's contract); the
+    // kernel waits for the previous kernel before touching memory (programmatic launch).
+    let cfg = grid((b as u32, 1, 1), NORM_THREADS, 0);
+    unsafe { launch_dependent(gpu, &f, cfg, &mut args, RMSNORM)? };
     Ok(())
 }
 
@@ -92,20 +98,17 @@ unsafe fn launch_combine(
     hdim: usize,
 ) -> Result<()> {
     let f = gpu.function(&PTX, COMBINE)?;
-    let stream = gpu.stream();
-    let mut args = stream.launch_builder(&f);
     let (b32, k32, h32) = (b as u32, k as u32, hdim as u32);
-    args.arg(h)
-        .arg(down)
-        .arg(wts)
-        .arg(out)
-        .arg(ffn)
-        .arg(&b32)
-        .arg(&k32)
-        .arg(&h32);
+    let (h, down, wts) = (
+        device_addr(gpu, h),
+        device_addr(gpu, down),
+        device_addr(gpu, wts),
+    );
+    let (out, ffn) = (device_addr(gpu, &*out), device_addr(gpu, &*ffn));
+    let mut args = kernel_args![h, down, wts, out, ffn, b32, k32, h32];
     // SAFETY: argument list matches qmoe_layer_combine; the kernel guards idx < b * hdim and
     // reads down[(t * k + j) * hdim + i], wts[t * k + j] for t < b, j < k (caller's contract).
-    unsafe { launch(&mut args, grid_1d(b * hdim, 256), COMBINE)? };
+    unsafe { launch_dependent(gpu, &f, grid_1d(b * hdim, 256), &mut args, COMBINE)? };
     Ok(())
 }
 
@@ -208,33 +211,26 @@ pub fn combine_norm_gpu(
         return Err(LayerError::arg(OP, "partial or counter too small"));
     }
     let f = gpu.function(&PTX, COMBINE_NORM)?;
-    let stream = gpu.stream();
-    let mut args = stream.launch_builder(&f);
-    let (b32, k32, h32) = (b as u32, k as u32, hdim as u32);
-    args.arg(h)
-        .arg(down)
-        .arg(wts)
-        .arg(out)
-        .arg(ffn)
-        .arg(next.weight)
-        .arg(next.xn)
-        .arg(next.partial)
-        .arg(next.counter)
-        .arg(&b32)
-        .arg(&k32)
-        .arg(&h32)
-        .arg(&next.eps);
+    let (b32, k32, h32, eps) = (b as u32, k as u32, hdim as u32, next.eps);
+    let (h, down, wts) = (
+        device_addr(gpu, h),
+        device_addr(gpu, down),
+        device_addr(gpu, wts),
+    );
+    let (out, ffn) = (device_addr(gpu, &*out), device_addr(gpu, &*ffn));
+    let (weight, xn) = (device_addr(gpu, next.weight), device_addr(gpu, &*next.xn));
+    let (partial, counter) = (
+        device_addr(gpu, &*next.partial),
+        device_addr(gpu, &*next.counter),
+    );
+    let mut args =
+        kernel_args![h, down, wts, out, ffn, weight, xn, partial, counter, b32, k32, h32, eps];
     // SAFETY: argument list matches qmoe_layer_combine_norm; every length checked above: the
     // grid (b·H/256 blocks of 256) covers exactly b·H outputs, partial holds one f64 per block,
     // b ≤ 8 = the kernel's shared scale array, counter holds one u32 that is zero between launches
     // (allocated zeroed, reset by the last block).
-    unsafe {
-        launch(
-            &mut args,
-            grid((blocks as u32, 1, 1), COMBINE_NORM_THREADS as u32, 0),
-            COMBINE_NORM,
-        )?
-    };
+    let cfg = grid((blocks as u32, 1, 1), COMBINE_NORM_THREADS as u32, 0);
+    unsafe { launch_dependent(gpu, &f, cfg, &mut args, COMBINE_NORM)? };
     Ok(())
 }
 

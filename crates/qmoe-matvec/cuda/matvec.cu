@@ -47,6 +47,7 @@
 #include <stdint.h>
 
 #include "../../qmoe-dequant/cuda/qtypes.gen.cuh"
+#include "../../qmoe-gpu/cuda/pdl.cuh"
 #include "../../qmoe-swiglu/cuda/swiglu.cuh"
 // MV_THREADS, MV_MAX_TASKS, MV_MAX_PASSES, the launch-parameter structs and the instance list,
 // generated from the one table (xtask/src/gen/table.rs) that also writes the Rust side.
@@ -593,7 +594,10 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, const uint8_t* __rest
 
 // ---------------------------------------------------------------------------------------------
 // Entry points: the generated MV_INSTANCES list (matvec.gen.cuh), whose names, dispatch and
-// parameter structs the Rust launcher includes from the same table (src/launch.gen.rs).
+// parameter structs the Rust launcher includes from the same table (src/launch.gen.rs). Each is
+// launched as a programmatic dependent launch on sm_90+ (pdl.cuh), so it first waits for the
+// previous kernel: its expert ids and activations come from the kernels before it, and its
+// weight addresses depend on the ids, so nothing worth doing precedes the wait.
 
 // Every kernel exists for NC = 1, 4, 8 columns per staging pass (suffix _c1/_c4/_c8): the host
 // picks the smallest NC >= B whose staged vectors fit the device's shared memory beside the tile
@@ -609,15 +613,21 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, const uint8_t* __rest
 #endif
 #define MV_DENSE(NAME, QT, P, NC)                                                                    \
     extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(const MvDenseParams p) { \
+        qmoe_pdl_wait();                                                                          \
+        qmoe_pdl_trigger();                                                                       \
         mv_dense<QT, P, NC>(p.w, p.rows, p.row_bytes, p.k, p.glog, p.tile_rows, p.x, p.b, p.y);     \
     }
 #define MV_INDEXED(NAME, QT, P, NC)                                                                  \
     extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(const MvIndexedParams p) { \
+        qmoe_pdl_wait();                                                                          \
+        qmoe_pdl_trigger();                                                                       \
         mv_indexed<QT, P, NC>(p.w, p.expert_bytes, p.n_experts, p.rows, p.row_bytes, p.k, p.glog,      \
                            p.tile_rows, p.ids, p.n_tasks, p.top_k, p.x, p.x_per_slot, p.y);        \
     }
 #define MV_GATE_UP(NAME, QT, P, NC)                                                                  \
     extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(const MvGateUpParams p) { \
+        qmoe_pdl_wait();                                                                          \
+        qmoe_pdl_trigger();                                                                       \
         mv_gate_up<QT, P, NC>(p.wg, p.wu, p.expert_bytes, p.row_bytes, p.n_experts, p.rows, p.k,       \
                            p.glog, p.tile_rows, p.ids, p.n_tasks, p.top_k, p.x, p.act);            \
     }

@@ -6,7 +6,7 @@
 
 use qmoe_dequant::{DeviceQTensor, Precision, QType};
 use qmoe_gpu::cuda::CudaSlice;
-use qmoe_gpu::launch::{device_addr, grid, launch_params};
+use qmoe_gpu::launch::{device_addr, grid, launch_params, launch_params_dependent};
 use qmoe_gpu::{embed_ptx, Gpu, PtxSet, Result};
 
 /// What `cargo xtask gen` writes from the table: names, dispatch, parameter structs, constants.
@@ -198,7 +198,8 @@ pub(crate) unsafe fn launch_dense(
     let cfg = grid((p.tiles, 1, 1), THREADS, p.smem);
     // SAFETY: MvDenseParams is the kernel's one parameter (generated for both sides); sizes per
     // this fn's contract.
-    unsafe { launch_params(gpu, &f, cfg, &params, name) }
+    // The kernel waits for the previous kernel (qmoe_pdl_wait) before it reads anything.
+    unsafe { launch_params_dependent(gpu, &f, cfg, &params, name) }
 }
 
 /// # Safety
@@ -237,7 +238,8 @@ pub(crate) unsafe fn launch_indexed(
     let cfg = grid((p.tiles, (b * k) as u32, 1), THREADS, p.smem);
     // SAFETY: MvIndexedParams is the kernel's one parameter (generated for both sides); sizes per
     // this fn's contract; grid.y = b·k tasks.
-    unsafe { launch_params(gpu, &f, cfg, &params, name) }
+    // The kernel waits for the previous kernel (qmoe_pdl_wait) before it reads anything.
+    unsafe { launch_params_dependent(gpu, &f, cfg, &params, name) }
 }
 
 /// # Safety
@@ -276,7 +278,8 @@ pub(crate) unsafe fn launch_gate_up(
     let cfg = grid((p.tiles, (b * k) as u32, 1), THREADS, p.smem);
     // SAFETY: MvGateUpParams is the kernel's one parameter (generated for both sides); sizes per
     // this fn's contract; grid.y = b·k tasks.
-    unsafe { launch_params(gpu, &f, cfg, &params, name) }
+    // The kernel waits for the previous kernel (qmoe_pdl_wait) before it reads anything.
+    unsafe { launch_params_dependent(gpu, &f, cfg, &params, name) }
 }
 
 /// The kernel families of [`gen::BY_TYPE`]'s rows, in order.

@@ -17,6 +17,8 @@
 
 #include <stdint.h>
 
+#include "../../qmoe-gpu/cuda/pdl.cuh"
+
 #define QMOE_ROUTER_THREADS 256
 #define QMOE_ROUTER_WARPS 8
 #define QMOE_ROUTER_TOK 8       // tokens per group (one warp each in the tail)
@@ -176,6 +178,14 @@ qmoe_router_f32(const float* __restrict__ wr, const float* __restrict__ x, uint3
     const uint32_t tok0 = group * QMOE_ROUTER_TOK;
     const uint32_t nt = min((uint32_t)QMOE_ROUTER_TOK, b - tok0);
     const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31u;
+    // Before waiting for the previous kernel (programmatic launch): pull this block's row of Wr
+    // (constant weights, 8 KB for Qwen3) toward L2, so its DRAM latency overlaps the tail of the
+    // kernel that produces x.
+    for (uint32_t c = threadIdx.x * 32; c < h * 4; c += QMOE_ROUTER_THREADS * 32) {
+        asm volatile("prefetch.global.L2 [%0];\n" ::"l"(reinterpret_cast<const char*>(wr + (size_t)row * h) + c));
+    }
+    qmoe_pdl_wait();
+    qmoe_pdl_trigger();
 
     float acc[QMOE_ROUTER_TOK];
 #pragma unroll

@@ -1,7 +1,8 @@
 //! The kernel table, the private unsafe launch wrapper and the safe public entry point.
 
-use qmoe_gpu::cuda::{CudaSlice, CudaView, CudaViewMut, PushKernelArg};
-use qmoe_gpu::launch::{grid, launch};
+use qmoe_gpu::cuda::{CudaSlice, CudaView, CudaViewMut};
+use qmoe_gpu::kernel_args;
+use qmoe_gpu::launch::{device_addr, grid, launch_dependent};
 use qmoe_gpu::{embed_ptx, Gpu, PtxSet};
 
 use crate::{check_inputs, RouterConfig, RouterError};
@@ -41,27 +42,25 @@ unsafe fn launch_router_f32(
     let (e, h, k) = (cfg.n_experts as u32, cfg.hidden as u32, cfg.top_k as u32);
     let (b32, norm) = (b as u32, cfg.norm_topk_prob as u32);
     let groups = b.div_ceil(TOKENS_PER_GROUP) as u32;
-    let null: u64 = 0;
-    let stream = gpu.stream();
-    let mut args = stream.launch_builder(&f);
-    args.arg(wr)
-        .arg(x)
-        .arg(&e)
-        .arg(&h)
-        .arg(&b32)
-        .arg(&k)
-        .arg(&norm);
-    args.arg(ids).arg(weights);
-    match logits {
-        Some(l) => args.arg(l),
-        None => args.arg(&null),
-    };
+    let (wr, x) = (device_addr(gpu, wr), device_addr(gpu, x));
+    let (ids, weights) = (device_addr(gpu, &*ids), device_addr(gpu, &*weights));
+    let logits: u64 = logits.map_or(0, |l| device_addr(gpu, &*l));
+    let mut args = kernel_args![wr, x, e, h, b32, k, norm, ids, weights, logits];
     // SAFETY: (const float* wr, const float* x, u32 e, u32 h, u32 b, u32 k, u32 norm, u32* ids,
     // float* weights, float* logits-or-null) matches qmoe_router_f32; the caller guarantees the
     // buffer sizes for grid (E, ⌈b/8⌉): block (r, g) reads row r < E of wr and token rows
     // < b of x, writes logits[t·E + r] and ids/weights[t·k .. t·k + k] for t < b only; b ≤ 64
     // keeps the scratch index t·E + r below 64·512.
-    unsafe { launch(&mut args, grid((e, groups, 1), THREADS, 0), ROUTER_F32)? };
+    // The kernel waits for the previous kernel (qmoe_pdl_wait) before it reads x.
+    unsafe {
+        launch_dependent(
+            gpu,
+            &f,
+            grid((e, groups, 1), THREADS, 0),
+            &mut args,
+            ROUTER_F32,
+        )?
+    };
     Ok(())
 }
 

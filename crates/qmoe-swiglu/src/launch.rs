@@ -1,7 +1,8 @@
 //! The kernel table, the private unsafe launch wrapper and the safe public entry point.
 
-use qmoe_gpu::cuda::{CudaSlice, PushKernelArg};
-use qmoe_gpu::launch::{grid, launch};
+use qmoe_gpu::cuda::CudaSlice;
+use qmoe_gpu::kernel_args;
+use qmoe_gpu::launch::{device_addr, grid, launch_dependent};
 use qmoe_gpu::{embed_ptx, Gpu, PtxSet};
 
 use crate::SwigluError;
@@ -30,12 +31,24 @@ unsafe fn launch_swiglu_f32(
 ) -> Result<(), SwigluError> {
     let f = gpu.function(&PTX, SWIGLU_F32)?;
     let blocks = (n as usize).div_ceil(BLOCK as usize).clamp(1, MAX_BLOCKS) as u32;
-    let stream = gpu.stream();
-    let mut args = stream.launch_builder(&f);
-    args.arg(gate).arg(up).arg(out).arg(&n);
+    let (gate, up, out) = (
+        device_addr(gpu, gate),
+        device_addr(gpu, up),
+        device_addr(gpu, &*out),
+    );
+    let mut args = kernel_args![gate, up, out, n];
     // SAFETY: (const float* gate, const float* up, float* out, u32 n) matches qmoe_swiglu_f32;
-    // the caller guarantees every buffer holds n elements and the kernel guards i < n.
-    unsafe { launch(&mut args, grid((blocks, 1, 1), BLOCK, 0), SWIGLU_F32)? };
+    // the caller guarantees every buffer holds n elements and the kernel guards i < n; it waits
+    // for the previous kernel before reading (programmatic launch).
+    unsafe {
+        launch_dependent(
+            gpu,
+            &f,
+            grid((blocks, 1, 1), BLOCK, 0),
+            &mut args,
+            SWIGLU_F32,
+        )?
+    };
     Ok(())
 }
 
