@@ -238,9 +238,28 @@ mod tests {
     }
 
     #[test]
+    fn bounds_are_their_formulas() {
+        // d = 0.5 (max 63.5): each element's bound is 0.5·(1/2 + 128·2⁻²⁴); a zero block's is 0
+        // (its max); the dot bound weighs each element's bound by |w|.
+        let mut x = [0f32; 64];
+        x[0] = 63.5;
+        x[1] = 1.0;
+        let e = element_error_bound(&x);
+        let want = 0.5 * (0.5 + 128.0 / 16_777_216.0);
+        assert_eq!(&e[..32], &[want; 32]);
+        assert_eq!(&e[32..], &[0.0; 32]);
+        let mut w = vec![0.0f64; 64];
+        w[0] = 2.0;
+        w[5] = -3.0; // |w| is the caller's: a negative entry counts as given
+        w[40] = 7.0; // a zero block adds nothing
+        assert_eq!(dot_error_bound(&w, &x), 2.0 * want - 3.0 * want);
+    }
+
+    #[test]
     fn precision_names_round_trip() {
         for p in Precision::ALL {
             assert_eq!(p.name().parse::<Precision>(), Ok(p));
+            assert_eq!(p.to_string(), p.name());
         }
         assert_eq!(Precision::default(), Precision::F32);
         let e = "int8".parse::<Precision>().unwrap_err();
