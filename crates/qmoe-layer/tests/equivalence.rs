@@ -16,8 +16,8 @@ use qmoe_check::{compare, Thresholds};
 use qmoe_dequant::{Precision, QTensor, QType};
 use qmoe_layer::reference::{combine_ref, rmsnorm_ref};
 use qmoe_layer::{
-    layer_ref, layer_ref_traced, q4_k_m_down_type, MoeConfig, MoeLayerStack, MoeLayerWeights,
-    RefPrecision, EXPERT_QTYPES,
+    layer_ref, layer_ref_traced, MoeConfig, MoeLayerStack, MoeLayerWeights, RefPrecision,
+    EXPERT_QTYPES,
 };
 use support::*;
 
@@ -402,16 +402,7 @@ fn q8_1_references_differ_from_f64_by_the_activation_rounding_only() {
 #[test]
 fn stack_reference_carries_the_hidden_state() {
     let cfg = small_cfg(256, 256, 4, 2);
-    let layers: Vec<_> = (0..3)
-        .map(|i| {
-            random_layer(
-                cfg,
-                [QType::Q4_K, QType::Q4_K, q4_k_m_down_type(i, 3)],
-                11,
-                i,
-            )
-        })
-        .collect();
+    let layers = q4_k_m_layers(cfg, 3, 11);
     let stack = MoeLayerStack::new(layers).unwrap();
     let h = hidden(5, 1, 256);
     let tr = stack.forward_ref_traced(&h, 1).unwrap();

@@ -6,8 +6,8 @@ use qmoe_check::{compare, Thresholds};
 use qmoe_dequant::{Precision, QType};
 use qmoe_layer::reference::{combine_ref, rmsnorm_ref};
 use qmoe_layer::{
-    layer_ref_traced, q4_k_m_down_type, Fault, LayerWorkspace, MoeLayerStack, MoeLayerWeights,
-    RefPrecision, StackWorkspace, EXPERT_QTYPES,
+    layer_ref_traced, Fault, LayerWorkspace, MoeLayerStack, MoeLayerWeights, RefPrecision,
+    StackWorkspace, EXPERT_QTYPES,
 };
 
 use super::*;
@@ -209,16 +209,7 @@ fn gpu_q8_1_stack_repeats_bit_for_bit() {
     // after run, directly and from a captured graph.
     let gpu = qmoe_gpu::test_gpu();
     let cfg = small_cfg(512, 256, 16, 4);
-    let layers: Vec<_> = (0..4)
-        .map(|i| {
-            random_layer(
-                cfg,
-                [QType::Q4_K, QType::Q4_K, q4_k_m_down_type(i, 4)],
-                9,
-                i,
-            )
-        })
-        .collect();
+    let layers = q4_k_m_layers(cfg, 4, 9);
     let mut stack = MoeLayerStack::new(layers).unwrap();
     stack.set_precision(Precision::Q8_1);
     for b in [1usize, 3, 8] {
@@ -286,16 +277,7 @@ fn gpu_bad_calls_are_refused_before_launch() {
 fn gpu_graph_replay_equals_direct_forward() {
     let gpu = qmoe_gpu::test_gpu();
     let cfg = small_cfg(512, 256, 16, 4);
-    let layers: Vec<_> = (0..5)
-        .map(|i| {
-            random_layer(
-                cfg,
-                [QType::Q4_K, QType::Q4_K, q4_k_m_down_type(i, 5)],
-                3,
-                i,
-            )
-        })
-        .collect();
+    let layers = q4_k_m_layers(cfg, 5, 3);
     let mut stack = MoeLayerStack::new(layers).unwrap();
     for b in [1usize, 4, 8] {
         let x = hidden(b as u64, b, 512);
@@ -337,16 +319,7 @@ fn gpu_graph_replay_equals_direct_forward() {
 fn gpu_fault_wrong_down_type_is_visible_at_that_layer_only() {
     let gpu = qmoe_gpu::test_gpu();
     let cfg = small_cfg(512, 256, 16, 4);
-    let layers: Vec<_> = (0..8)
-        .map(|i| {
-            random_layer(
-                cfg,
-                [QType::Q4_K, QType::Q4_K, q4_k_m_down_type(i, 8)],
-                4,
-                i,
-            )
-        })
-        .collect();
+    let layers = q4_k_m_layers(cfg, 8, 4);
     let mut stack = MoeLayerStack::new(layers).unwrap();
     let x = hidden(1, 1, 512);
     let reference = stack.forward_ref_traced(&x, 1).unwrap();
@@ -423,16 +396,7 @@ fn gpu_fused_stack_path_matches_the_unfused_traced_path() {
     // path does not. The fused graph must replay identically.
     let gpu = qmoe_gpu::test_gpu();
     let cfg = small_cfg(768, 256, 16, 4);
-    let layers: Vec<_> = (0..6)
-        .map(|i| {
-            random_layer(
-                cfg,
-                [QType::Q4_K, QType::Q4_K, q4_k_m_down_type(i, 6)],
-                8,
-                i,
-            )
-        })
-        .collect();
+    let layers = q4_k_m_layers(cfg, 6, 8);
     let mut stack = MoeLayerStack::new(layers).unwrap();
     stack.set_fused_norm(true);
     for b in [1usize, 5, 8] {

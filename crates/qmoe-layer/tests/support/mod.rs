@@ -109,6 +109,17 @@ pub fn random_layer(
     MoeLayerWeights::new(cfg, norm, router, gate, up, down).expect("random layer is valid")
 }
 
+/// `n` random layers of `cfg` (layer i from `seed` and i) with Q4_K gate and up and the down
+/// type llama.cpp's Q4_K_M rule gives layer i of an `n`-layer model.
+pub fn q4_k_m_layers(cfg: MoeConfig, n: usize, seed: u64) -> Vec<MoeLayerWeights<'static>> {
+    (0..n)
+        .map(|i| {
+            let down = qmoe_layer::q4_k_m_down_type(i, n);
+            random_layer(cfg, [QType::Q4_K, QType::Q4_K, down], seed, i)
+        })
+        .collect()
+}
+
 /// The f64 softmax probabilities of one token's logits, sorted descending.
 pub fn sorted_probs(logits: &[f32]) -> Vec<f64> {
     let m = logits
