@@ -237,6 +237,37 @@ mod tests {
         let c = cmp(&[1.0, 2.0], &[1.0, f32::NEG_INFINITY]);
         assert_eq!(c.verdict, Verdict::NanRef);
         assert_eq!(c.first_nonfinite_ref, Some(1));
+        // The reference's own counts: 2 NaN and 2 ±Inf (each count reaches 2, so a count that
+        // does not add up is seen), none on the got side.
+        let c = cmp(
+            &[1.0, 2.0, 3.0, 4.0, 5.0],
+            &[f32::NAN, f32::INFINITY, 3.0, f32::NAN, f32::NEG_INFINITY],
+        );
+        assert_eq!(c.verdict, Verdict::NanRef);
+        assert_eq!((c.nan_ref, c.inf_ref, c.nan_got, c.inf_got), (2, 2, 0, 0));
+        assert_eq!(
+            (c.first_nonfinite_ref, c.first_nonfinite_got),
+            (Some(0), None)
+        );
+    }
+
+    #[test]
+    fn ties_report_the_first_index_and_max_rel_divides_by_the_reference() {
+        // got = (3, 0, 1), ref = (1, 2, 1): |d| = (2, 2, 0), a tie for max_abs at indices 0
+        // and 1 (the first is reported); d / |r| = (2, 1, 0), so max_rel = 2 (d · |r| would
+        // give 4). dot = 4, ‖g‖² = 10, ‖r‖² = 6, ‖d‖² = 8: cos = 4/√60, nmse = 8/6.
+        let c = cmp(&[3.0, 0.0, 1.0], &[1.0, 2.0, 1.0]);
+        assert_eq!((c.max_abs, c.max_abs_index, c.max_rel), (2.0, 0, 2.0));
+        assert!(
+            (c.cosine - 4.0 / 60f64.sqrt()).abs() < 1e-15,
+            "{}",
+            c.cosine
+        );
+        assert!((c.nmse - 4.0 / 3.0).abs() < 1e-15, "{}", c.nmse);
+        assert_eq!(c.verdict, Verdict::Diverge);
+        // |r| < 1 as well: d = 1 against r = 0.5 is a relative error of 2 (d · |r| = 0.5).
+        let c = cmp(&[1.5], &[0.5]);
+        assert_eq!((c.max_abs, c.max_abs_index, c.max_rel), (1.0, 0, 2.0));
     }
 
     #[test]
@@ -256,6 +287,19 @@ mod tests {
             (c.cosine, c.nmse, c.verdict),
             (0.0, f64::INFINITY, Verdict::Diverge)
         );
+    }
+
+    #[test]
+    fn only_match_is_a_match() {
+        assert!(Verdict::Match.is_match());
+        for v in [
+            Verdict::Diverge,
+            Verdict::NanGpu,
+            Verdict::NanRef,
+            Verdict::NanBoth,
+        ] {
+            assert!(!v.is_match(), "{v}");
+        }
     }
 
     #[test]

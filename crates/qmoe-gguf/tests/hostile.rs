@@ -96,6 +96,13 @@ fn valid() -> Raw {
 fn valid_base_parses() {
     let f = valid().parse().unwrap();
     assert_eq!(f.tensor("w").unwrap().shape(), &[2, 8]);
+    // 24 (magic, version, counts) + 33 (the alignment entry: 8 + 17 key, 4 type, 4 value)
+    // + 41 (the info: 8 + 1 name, 4 n_dims, 2 × 8 dims, 4 type, 8 offset) = 98, padded to 128,
+    // + 64 data bytes.
+    assert_eq!((f.len(), f.is_empty(), f.path()), (192, false, None));
+    assert_eq!(f.data_offset(), 128);
+    let info = f.tensor_info("w").unwrap();
+    assert_eq!((info.n_elements(), info.nbytes), (16, 64));
 }
 
 #[test]
@@ -140,14 +147,25 @@ fn unsupported_versions() {
         r.0[4..8].copy_from_slice(&v.to_le_bytes());
         let e = r.parse().unwrap_err();
         assert!(
-            matches!(e, GgufError::UnsupportedVersion { version, .. } if version == v),
+            matches!(e, GgufError::UnsupportedVersion { version, hint: "" } if version == v),
             "{e}"
         );
+        assert_eq!(
+            e.to_string(),
+            format!("unsupported gguf version {v} at byte 4 (versions 2 and 3 are read)")
+        );
     }
-    let mut r = valid();
-    r.0[4..8].copy_from_slice(&3u32.to_be_bytes());
-    let e = r.parse().unwrap_err();
-    assert!(e.to_string().contains("big-endian"), "{e}");
+    // Versions 2 and 3 written big-endian read as 2 << 24 and 3 << 24: both get the hint.
+    for v in [2u32, 3] {
+        let mut r = valid();
+        r.0[4..8].copy_from_slice(&v.to_be_bytes());
+        let e = r.parse().unwrap_err();
+        assert!(
+            matches!(e, GgufError::UnsupportedVersion { version, .. } if version == v << 24),
+            "{e}"
+        );
+        assert!(e.to_string().contains("big-endian"), "{e}");
+    }
     let mut r = valid();
     r.0[4..8].copy_from_slice(&2u32.to_le_bytes());
     r.parse().expect("version 2 has the same layout");
@@ -163,6 +181,34 @@ fn counts_larger_than_the_file() {
     let e = Raw::header(3, 0, 1 << 40).parse().unwrap_err();
     assert!(
         matches!(&e, GgufError::CountTooLarge { what, offset: 16, .. } if what == "metadata count"),
+        "{e}"
+    );
+    // The bound is the bytes after the count over the smallest entry. A tensor info is at least
+    // 24 bytes (name length 8, n_dims 4, type 4, offset 8): 240 bytes follow the tensor count
+    // (the metadata count's 8 + 232), so at most 10 tensors.
+    let mut r = Raw::header(3, 1000, 0);
+    r.zeros(232);
+    let e = r.parse().unwrap_err();
+    assert!(
+        matches!(&e, GgufError::CountTooLarge { what, offset: 8, count: 1000, max: 10 } if what == "tensor count"),
+        "{e}"
+    );
+    // 10 passes the count check: 24 zero bytes are a whole tensor info (name "", no dims, F32,
+    // offset 0), so the parser reads on and the second one, at byte 48, repeats the name.
+    let mut r = Raw::header(3, 10, 0);
+    r.zeros(232);
+    let e = r.parse().unwrap_err();
+    assert!(
+        matches!(&e, GgufError::DuplicateTensor { tensor, offset: 48 } if tensor.is_empty()),
+        "{e}"
+    );
+    // A metadata entry is at least 13 bytes (key length 8, value type 4, a one-byte value): 156
+    // bytes after the metadata count hold at most 12.
+    let mut r = Raw::header(3, 0, 1000);
+    r.zeros(156);
+    let e = r.parse().unwrap_err();
+    assert!(
+        matches!(&e, GgufError::CountTooLarge { what, offset: 16, count: 1000, max: 12 } if what == "metadata count"),
         "{e}"
     );
     // An array claiming 2^61 u64 elements in a tiny file.
@@ -242,6 +288,41 @@ fn dims_whose_product_overflows() {
         matches!(&e, GgufError::TooManyDims { tensor, n_dims: 5, .. } if tensor == "t"),
         "{e}"
     );
+}
+
+#[test]
+fn four_dims_is_ggml_s_maximum_and_parses() {
+    // GGML_MAX_DIMS = 4: a 4-dim tensor is allowed (5 is refused above). F32 {8, 1, 1, 2}: 16
+    // elements, 64 bytes; the info ends at 24 + 9 + 4 + 32 + 4 + 8 = 81, data at 96.
+    let mut r = Raw::header(3, 1, 0);
+    r.info("t", &[8, 1, 1, 2], 0, 0).pad(32).zeros(64);
+    let f = r.parse().unwrap();
+    let info = f.tensor_info("t").unwrap();
+    assert_eq!(info.dims, [8, 1, 1, 2]);
+    assert_eq!((info.n_elements(), info.nbytes), (16, 64));
+    assert_eq!(f.data_offset(), 96);
+    assert_eq!(info.shape(), [2, 1, 1, 8]);
+    assert_eq!(f.tensor_bytes("t").unwrap().len(), 64);
+}
+
+#[test]
+fn element_count_of_exactly_i64_max_passes_that_check() {
+    // i64::MAX = 2^63 - 1 = 49 · 188232082384791343 elements is ggml's largest; as I8 (1 byte
+    // each) its byte size is i64::MAX too, so only the data bounds refuse it. The info ends at
+    // 24 + 9 (name) + 4 + 8·ndims + 4 + 8 = 57 or 65 for one or two dims, so the data section
+    // starts at 64 or 96, where the file ends.
+    const I8: u32 = 24;
+    const MAX: u64 = (1 << 63) - 1;
+    for (dims, start) in [(vec![MAX], 64u64), (vec![49, 188_232_082_384_791_343], 96)] {
+        let mut r = Raw::header(3, 1, 0);
+        r.info("t", &dims, I8, 0).pad(32);
+        let e = r.parse().unwrap_err();
+        assert!(
+            matches!(&e, GgufError::DataOutOfBounds { tensor, start: s, end, file_len }
+                if tensor == "t" && *s == start && *end == start + MAX && *file_len == start),
+            "{dims:?}: {e}"
+        );
+    }
 }
 
 #[test]

@@ -122,6 +122,9 @@ fn tensors_borrow_from_the_memory_map() {
     let path = dir.join("map.gguf");
     qmoe_gguf::write_file(&path, &every_metadata_type(), &every_tensor_type()).unwrap();
     let f = GgufFile::open(&path).unwrap();
+    assert_eq!(f.path(), Some(path.as_path()));
+    assert_eq!(f.len(), std::fs::metadata(&path).unwrap().len());
+    assert!(!f.is_empty());
     for info in f.tensor_infos() {
         let t = f.tensor(&info.name).unwrap();
         assert_eq!(
