@@ -13,6 +13,13 @@
 //! is derived. A row whose staged vector and one pass of rows exceed the device's shared memory
 //! per block is refused before launch ([`MatvecError::RowTooLong`]).
 //!
+//! Every function takes a [`Precision`]: `F32` runs the f32-activation kernels above; `Q8_1`
+//! quantizes each staged activation vector to Q8_1 blocks of 32 inside the kernel (qmoe-quant's
+//! `q8_1`, bit-identical) and computes each weight sub-block's dot product as an exact `dp4a`
+//! integer sum scaled once — fewer instructions per weight, a tighter kernel bound
+//! (γ(K/16 + 6)) around a different reference (the exact sum over the Q8_1 values), and a
+//! separate model-precision cost ([`reference::q8_1_model_bound`]).
+//!
 //! **Invariant:** the public functions validate every shape, qtype, count and buffer length
 //! before launching and never read device data on the host, so the decode path can be captured
 //! in a CUDA graph. Expert ids are checked in the kernel: an id ≥ E yields NaN outputs for that
