@@ -25,7 +25,7 @@
 //! (qmoe-quant's `q8_1`: values `x̂ = d·q`) and compute per block of weights an exact integer
 //! sum S = Σ q_w·q_x (dp4a, int32: |S| < 2²⁴ for every type), then scale it once:
 //! `acc = fma(fl(scale·d_x), S, acc)`, and for Q4_K's min `acc = fma(−dmin·m, s_x, acc)` with
-//! `s_x = fl(d_x·Σq_x)` (qtypes/<type>.cuh, "Q8_1 matvec items"). The reference is the exact
+//! `s_x = fl(d_x·Σq_x)` (`qtypes/<type>.cuh`, "Q8_1 matvec items"). The reference is the exact
 //! Σ w·x̂ (f64 over the same f32 weights and the exact Q8_1 values), and every term — a weight
 //! sub-block's scale·d_x·S or its dmin·m·s_x — passes through one rounding of its own (the scale
 //! product, or s_x) and then the lane's fma chain and the shuffles. A lane adds at most 4 terms per
