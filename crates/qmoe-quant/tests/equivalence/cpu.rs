@@ -333,3 +333,10 @@ fn quantizer_is_deterministic_across_threads_and_builds() {
         assert_eq!(quantize::q6_k_block(b), quantize::portable::q6_k_block(b));
     }
 }
+
+#[test]
+#[should_panic(expected = "q8_0: 64 weights need 68 bytes, got 67")]
+fn short_bytes_are_refused_naming_both_sizes() {
+    // Two Q8_0 blocks are 2 × 34 bytes; one byte short must be refused before any block is read.
+    qmoe_quant::reference::dequantize(qmoe_quant::QType::Q8_0, &[0u8; 67], 64);
+}
