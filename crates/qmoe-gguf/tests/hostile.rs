@@ -456,7 +456,7 @@ fn every_type_file() -> Vec<u8> {
         .into_iter()
         .map(|q| {
             let v: Vec<f32> = (0..512).map(|i| (i as f32 * 0.37).sin()).collect();
-            QTensor::quantize(q.name(), q, &[2, 256], &v).unwrap()
+            qmoe_check::strategies::tensor(q.name(), q, &[2, 256], &v)
         })
         .collect();
     to_bytes(&meta, &tensors).unwrap()

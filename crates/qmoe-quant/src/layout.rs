@@ -48,6 +48,21 @@ pub mod q6_k {
     pub const D: usize = 208;
 }
 
+/// Q4_0: 32 weights in an 18-byte block with one f16 scale; weight `j` (j < 16) is the low
+/// nibble of `qs[j]`, weight `j + 16` its high nibble, both offset by 8.
+pub mod q4_0 {
+    use std::ops::Range;
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 32;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 18;
+    /// `d`, f16: the block scale.
+    pub const D: usize = 0;
+    /// `qs[16]`: 32 four-bit quants, two per byte.
+    pub const QS: Range<usize> = 2..18;
+}
+
 /// Q8_0: 32 weights in a 34-byte block with one f16 scale.
 pub mod q8_0 {
     use std::ops::Range;
@@ -71,6 +86,7 @@ pub const fn f16_scales(qtype: QType) -> &'static [(&'static str, usize)] {
     match qtype {
         QType::Q4_K => &[("d", q4_k::D), ("dmin", q4_k::DMIN)],
         QType::Q6_K => &[("d", q6_k::D)],
+        QType::Q4_0 => &[("d", q4_0::D)],
         QType::Q8_0 => &[("d", q8_0::D)],
         QType::F32 | QType::F16 | QType::BF16 => &[],
     }
@@ -93,6 +109,7 @@ pub fn fields(qtype: QType) -> Vec<(&'static str, Range<usize>)> {
             ("scales", q6_k::SCALES),
             ("d", f16(q6_k::D)),
         ],
+        QType::Q4_0 => vec![("d", f16(q4_0::D)), ("qs", q4_0::QS)],
         QType::Q8_0 => vec![("d", f16(q8_0::D)), ("qs", q8_0::QS)],
         QType::F32 | QType::F16 | QType::BF16 => Vec::new(),
     }
@@ -140,5 +157,6 @@ mod tests {
             (0..128, 128..192, 192..208, 208)
         );
         assert_eq!((q8_0::D, q8_0::QS), (0, 2..34));
+        assert_eq!((q4_0::D, q4_0::QS), (0, 2..18));
     }
 }

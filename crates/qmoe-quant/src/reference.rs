@@ -6,10 +6,11 @@
 //! - Q4_K: `d1 = d * sc; m1 = dmin * m; value = d1 * q - m1`
 //! - Q6_K: `value = (d * sc) * q`
 //! - Q8_0: `value = d * q`
+//! - Q4_0: `value = (q - 8) * d`, the offset taken in integers
 
 use half::{bf16, f16};
 
-use crate::layout::{q4_k, q6_k, q8_0};
+use crate::layout::{q4_0, q4_k, q6_k, q8_0};
 use crate::QType;
 
 /// Q4_K sub-block `j` (0..8) scale and min from the 12 packed scale bytes.
@@ -85,6 +86,20 @@ pub fn q8_0_block(block: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Dequantizes one 18-byte Q4_0 block into `out[..32]`: weight `j` is the low nibble of
+/// `qs[j]`, weight `j + 16` its high nibble.
+pub fn q4_0_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), q4_0::BLOCK_BYTES, "q4_0 block is 18 bytes");
+    let d = f16_at(block, q4_0::D);
+    let half = q4_0::BLOCK_WEIGHTS / 2;
+    for (j, &byte) in block[q4_0::QS].iter().enumerate() {
+        let x0 = (byte & 0x0F) as i32 - 8;
+        let x1 = (byte >> 4) as i32 - 8;
+        out[j] = x0 as f32 * d;
+        out[j + half] = x1 as f32 * d;
+    }
+}
+
 /// Dequantizes the first `n` weights stored in `bytes` as `qtype` (`n` a multiple of the block
 /// size; `bytes` at least `n / block_weights * block_bytes` long).
 pub fn dequantize(qtype: QType, bytes: &[u8], n: usize) -> Vec<f32> {
@@ -111,6 +126,7 @@ pub fn dequantize(qtype: QType, bytes: &[u8], n: usize) -> Vec<f32> {
             QType::BF16 => {
                 o[0] = bf16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32()
             }
+            QType::Q4_0 => q4_0_block(block, o),
             QType::Q8_0 => q8_0_block(block, o),
             QType::Q4_K => q4_k_block(block, o),
             QType::Q6_K => q6_k_block(block, o),

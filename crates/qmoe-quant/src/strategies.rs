@@ -9,12 +9,15 @@
 use half::f16;
 use proptest::prelude::*;
 
-use crate::layout::{q4_k, q6_k, q8_0, F16_BYTES};
+use crate::layout::{self, q4_0, q4_k, q6_k, q8_0, F16_BYTES};
+use crate::{QTensor, QType};
 
 /// Q4_K block bytes (`d`, `dmin`, `scales[12]`, `qs[128]`).
 pub const Q4_K_BYTES: usize = q4_k::BLOCK_BYTES;
 /// Q6_K block bytes (`ql[128]`, `qh[64]`, `scales[16]`, `d`).
 pub const Q6_K_BYTES: usize = q6_k::BLOCK_BYTES;
+/// Q4_0 block bytes (`d`, `qs[16]`).
+pub const Q4_0_BYTES: usize = q4_0::BLOCK_BYTES;
 /// Q8_0 block bytes (`d`, `qs[32]`).
 pub const Q8_0_BYTES: usize = q8_0::BLOCK_BYTES;
 
@@ -91,6 +94,21 @@ pub fn q8_0_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value
     })
 }
 
+/// One Q4_0 block with d from `scale`.
+pub fn q4_0_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
+    (scale, payload(q4_0::QS.len())).prop_map(|(d, qs)| {
+        let mut b = vec![0u8; Q4_0_BYTES];
+        put_f16(&mut b, q4_0::D, d);
+        b[q4_0::QS].copy_from_slice(&qs);
+        b
+    })
+}
+
+/// A Q4_0 block over the whole finite f16 scale range, adversarial payloads included.
+pub fn q4_0_block() -> impl Strategy<Value = Vec<u8>> {
+    q4_0_block_with(f16_scale())
+}
+
 /// A Q4_K block over the whole finite f16 scale range, adversarial payloads included.
 pub fn q4_k_block() -> impl Strategy<Value = Vec<u8>> {
     q4_k_block_with(f16_scale())
@@ -109,4 +127,49 @@ pub fn q8_0_block() -> impl Strategy<Value = Vec<u8>> {
 /// `n` blocks of `block` concatenated.
 pub fn blocks<S: Strategy<Value = Vec<u8>>>(block: S, n: usize) -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(block, n).prop_map(|v| v.concat())
+}
+
+/// `n_blocks` valid blocks of any quantized `qtype`, deterministic in `seed`: pseudo-random
+/// payload bytes and realistic f16 scales (about 1e-3..0.03) in every scale field. For tests
+/// that need the bytes of a type without a quantizer ([`crate::quantize::has_quantizer`]).
+pub fn sample_blocks(qtype: QType, n_blocks: usize, seed: u64) -> Vec<u8> {
+    // splitmix64: a fixed, dependency-free byte stream.
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let bb = qtype.block_bytes();
+    let mut out = vec![0u8; n_blocks * bb];
+    for block in out.chunks_exact_mut(bb) {
+        for byte in block.iter_mut() {
+            *byte = next() as u8;
+        }
+        for &(_, at) in layout::f16_scales(qtype) {
+            let unit = (next() >> 40) as f32 / (1u64 << 24) as f32;
+            put_f16(block, at, f16::from_f32(1e-3 + 0.03 * unit));
+        }
+    }
+    out
+}
+
+/// A tensor of `qtype` and `shape` for tests: `values` quantized where `qtype` has a quantizer,
+/// otherwise [`sample_blocks`] seeded by the values (so different values give different bytes).
+///
+/// # Panics
+/// When `shape` or the value count is invalid for `qtype` (a test's own mistake).
+pub fn tensor(name: &str, qtype: QType, shape: &[usize], values: &[f32]) -> QTensor<'static> {
+    if crate::quantize::has_quantizer(qtype) {
+        return QTensor::quantize(name, qtype, shape, values).expect("a valid test tensor");
+    }
+    let n: usize = shape.iter().product();
+    assert_eq!(values.len(), n, "{name}: {n} values for {shape:?}");
+    let seed = values.iter().fold(0x00C0_FFEE_u64, |h, v| {
+        h.rotate_left(5) ^ u64::from(v.to_bits())
+    });
+    let bytes = sample_blocks(qtype, n / qtype.block_weights(), seed);
+    QTensor::new(name, qtype, shape, bytes).expect("a valid test tensor")
 }

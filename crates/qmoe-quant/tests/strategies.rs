@@ -2,21 +2,23 @@
 
 use half::f16;
 use proptest::prelude::*;
-use qmoe_quant::layout::{q4_k, q6_k, q8_0};
+use qmoe_quant::layout::{q4_0, q4_k, q6_k, q8_0};
 use qmoe_quant::strategies::*;
 
 proptest! {
     #[test]
     fn blocks_have_their_sizes_and_finite_scales(
-        q4 in q4_k_block(), q6 in q6_k_block(), q8 in q8_0_block()
+        q4 in q4_k_block(), q6 in q6_k_block(), q8 in q8_0_block(), l40 in q4_0_block()
     ) {
         prop_assert_eq!(q4.len(), Q4_K_BYTES);
         prop_assert_eq!(q6.len(), Q6_K_BYTES);
         prop_assert_eq!(q8.len(), Q8_0_BYTES);
+        prop_assert_eq!(l40.len(), Q4_0_BYTES);
         let h = |b: &[u8], at: usize| f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]]));
         prop_assert!(h(&q4, q4_k::D).is_finite() && h(&q4, q4_k::DMIN).is_finite());
         prop_assert!(h(&q6, q6_k::D).is_finite());
         prop_assert!(h(&q8, q8_0::D).is_finite());
+        prop_assert!(h(&l40, q4_0::D).is_finite());
     }
 }
 
@@ -37,4 +39,18 @@ fn scale_strategy_reaches_the_extremes() {
         sub |= v.to_f32() != 0.0 && v.to_f32().abs() < f16::MIN_POSITIVE.to_f32();
     }
     assert!(max && sub, "f16_scale must produce 65504 and subnormals");
+}
+
+#[test]
+fn sample_blocks_are_valid_and_deterministic() {
+    use qmoe_quant::{QTensor, QType};
+    for q in QType::ALL.into_iter().filter(|q| q.is_quantized()) {
+        let b = sample_blocks(q, 5, 7);
+        assert_eq!(b.len(), 5 * q.block_bytes());
+        assert_eq!(b, sample_blocks(q, 5, 7), "{q}");
+        assert_ne!(b, sample_blocks(q, 5, 8), "{q}");
+        let t = QTensor::new("s", q, &[5 * q.block_weights()], b).unwrap();
+        assert!(t.validate_finite().is_ok(), "{q}");
+        assert!(t.dequantize().iter().all(|v| v.is_finite()), "{q}");
+    }
 }

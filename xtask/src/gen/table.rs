@@ -79,6 +79,14 @@ pub const QTYPES: &[QTypeRow] = &[
         load: None,
         families: &[Family::Dequant, Family::Matvec],
     },
+    // Read and dequantized on the host only (the reference): no device header, no kernels.
+    QTypeRow {
+        name: "q4_0",
+        rust: "Q4_0",
+        traits: None,
+        load: None,
+        families: &[],
+    },
 ];
 
 /// Dequant output types: (name, C storage type, Rust `OutType` variant, outputs per thread of a

@@ -1,7 +1,7 @@
 //! CPU tests: types, tensor validation, reference vs naive re-derivation, quantizer error.
 
 use proptest::prelude::*;
-use qmoe_quant::strategies::{blocks, q4_k_block, q6_k_block, q8_0_block};
+use qmoe_quant::strategies::{blocks, q4_0_block, q4_k_block, q6_k_block, q8_0_block};
 use qmoe_quant::{reference, QTensor, QType, QuantError};
 
 use crate::support::naive;
@@ -11,6 +11,7 @@ fn qtype_table() {
     let want = [
         (QType::F32, 0, 1, 4, "f32"),
         (QType::F16, 1, 1, 2, "f16"),
+        (QType::Q4_0, 2, 32, 18, "q4_0"),
         (QType::Q8_0, 8, 32, 34, "q8_0"),
         (QType::Q4_K, 12, 256, 144, "q4_k"),
         (QType::Q6_K, 14, 256, 210, "q6_k"),
@@ -25,7 +26,7 @@ fn qtype_table() {
         );
         assert_eq!(QType::parse(&name.to_uppercase()), Some(t));
     }
-    assert_eq!(QType::from_ggml_type(2), None); // Q4_0: not read by qmoe
+    assert_eq!(QType::from_ggml_type(10), None); // Q2_K: not read by qmoe
     assert_eq!(QType::parse("q5_k"), None);
     assert_eq!(QType::Q4_K.row_bytes(2048), Some(8 * 144));
     assert_eq!(QType::Q6_K.row_bytes(768), Some(3 * 210));
@@ -202,6 +203,51 @@ fn float_types_round_trip() {
     }
 }
 
+/// A hand-worked Q4_0 block: d = 0.5, `qs[j] = j | (15 - j) << 4`, so weight j (j < 16) is
+/// (j - 8) * 0.5 and weight j + 16 is (7 - j) * 0.5; every product is exact.
+#[test]
+fn q4_0_hand_worked_block() {
+    let mut b = vec![0u8; 18];
+    b[0..2].copy_from_slice(&half::f16::from_f32(0.5).to_bits().to_le_bytes());
+    for j in 0..16 {
+        b[2 + j] = j as u8 | (15 - j as u8) << 4;
+    }
+    let got = reference::dequantize(QType::Q4_0, &b, 32);
+    let want: Vec<f32> = (0..16)
+        .map(|j| (j as f32 - 8.0) * 0.5)
+        .chain((0..16).map(|j| (7.0 - j as f32) * 0.5))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        (got[0], got[8], got[15], got[16], got[31]),
+        (-4.0, 0.0, 3.5, 3.5, -4.0)
+    );
+    // The largest scale: -8 * 65504 is finite in f32 (f16 would overflow).
+    b[0..2].copy_from_slice(&half::f16::MAX.to_bits().to_le_bytes());
+    b[2] = 0;
+    assert_eq!(
+        reference::dequantize(QType::Q4_0, &b, 32)[0],
+        -8.0 * 65504.0
+    );
+}
+
+/// The formats qmoe reads but does not write: quantizing to them is a typed error.
+#[test]
+fn quantize_refuses_types_without_a_quantizer() {
+    for t in QType::ALL {
+        let r = QTensor::quantize("w", t, &[256], &[0.25; 256]);
+        if qmoe_quant::quantize::has_quantizer(t) {
+            assert!(r.is_ok(), "{t}");
+        } else {
+            assert_eq!(
+                r.unwrap_err().to_string(),
+                format!("tensor w: quantize does not support {t}")
+            );
+        }
+    }
+    assert!(!qmoe_quant::quantize::has_quantizer(QType::Q4_0));
+}
+
 fn assert_bits_equal(name: &str, got: &[f32], want: &[f32]) {
     let g: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
     let w: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
@@ -223,6 +269,11 @@ proptest! {
     #[test]
     fn reference_matches_naive_q6_k(b in blocks(q6_k_block(), 3)) {
         assert_bits_equal("q6_k", &reference::dequantize(QType::Q6_K, &b, 768), &naive::dequantize("q6_k", &b));
+    }
+
+    #[test]
+    fn reference_matches_naive_q4_0(b in blocks(q4_0_block(), 4)) {
+        assert_bits_equal("q4_0", &reference::dequantize(QType::Q4_0, &b, 128), &naive::dequantize("q4_0", &b));
     }
 
     #[test]

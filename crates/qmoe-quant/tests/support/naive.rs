@@ -57,13 +57,20 @@ pub fn q8_0(b: &[u8], i: usize) -> f32 {
     h(b, 0) * b[2 + i] as i8 as f32
 }
 
-/// Every weight of `bytes` (whole blocks of the k-quant or Q8_0 type `name`).
+/// Weight `i` of a Q4_0 block: nibble `i / 16` of byte `2 + i % 16`, minus 8, times d.
+pub fn q4_0(b: &[u8], i: usize) -> f32 {
+    let q = (b[2 + i % 16] >> (4 * (i / 16))) & 15;
+    (q as i32 - 8) as f32 * h(b, 0)
+}
+
+/// Every weight of `bytes` (whole blocks of the quantized type `name`).
 pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
     type At = fn(&[u8], usize) -> f32;
     let (bb, bw, f): (usize, usize, At) = match name {
         "q4_k" => (144, 256, q4k),
         "q6_k" => (210, 256, q6k),
         "q8_0" => (34, 32, q8_0),
+        "q4_0" => (18, 32, q4_0),
         _ => panic!("naive: {name}"),
     };
     bytes
