@@ -63,6 +63,23 @@ pub mod q4_0 {
     pub const QS: Range<usize> = 2..18;
 }
 
+/// Q4_1: 32 weights in a 20-byte block with an f16 scale and an f16 min; the nibbles are placed
+/// as in Q4_0 but unsigned, and the min is added.
+pub mod q4_1 {
+    use std::ops::Range;
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 32;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 20;
+    /// `d`, f16: the block scale.
+    pub const D: usize = 0;
+    /// `m`, f16: the block min (added to every weight).
+    pub const M: usize = 2;
+    /// `qs[16]`: 32 four-bit quants, two per byte.
+    pub const QS: Range<usize> = 4..20;
+}
+
 /// Q8_0: 32 weights in a 34-byte block with one f16 scale.
 pub mod q8_0 {
     use std::ops::Range;
@@ -87,6 +104,7 @@ pub const fn f16_scales(qtype: QType) -> &'static [(&'static str, usize)] {
         QType::Q4_K => &[("d", q4_k::D), ("dmin", q4_k::DMIN)],
         QType::Q6_K => &[("d", q6_k::D)],
         QType::Q4_0 => &[("d", q4_0::D)],
+        QType::Q4_1 => &[("d", q4_1::D), ("m", q4_1::M)],
         QType::Q8_0 => &[("d", q8_0::D)],
         QType::F32 | QType::F16 | QType::BF16 => &[],
     }
@@ -110,6 +128,7 @@ pub fn fields(qtype: QType) -> Vec<(&'static str, Range<usize>)> {
             ("d", f16(q6_k::D)),
         ],
         QType::Q4_0 => vec![("d", f16(q4_0::D)), ("qs", q4_0::QS)],
+        QType::Q4_1 => vec![("d", f16(q4_1::D)), ("m", f16(q4_1::M)), ("qs", q4_1::QS)],
         QType::Q8_0 => vec![("d", f16(q8_0::D)), ("qs", q8_0::QS)],
         QType::F32 | QType::F16 | QType::BF16 => Vec::new(),
     }
@@ -157,6 +176,7 @@ mod tests {
             (0..128, 128..192, 192..208, 208)
         );
         assert_eq!((q8_0::D, q8_0::QS), (0, 2..34));
+        assert_eq!((q4_1::D, q4_1::M, q4_1::QS), (0, 2, 4..20));
         assert_eq!((q4_0::D, q4_0::QS), (0, 2..18));
     }
 }

@@ -7,10 +7,11 @@
 //! - Q6_K: `value = (d * sc) * q`
 //! - Q8_0: `value = d * q`
 //! - Q4_0: `value = (q - 8) * d`, the offset taken in integers
+//! - Q4_1: `value = q * d + m` (two roundings: the product is exact, the sum is not)
 
 use half::{bf16, f16};
 
-use crate::layout::{q4_0, q4_k, q6_k, q8_0};
+use crate::layout::{q4_0, q4_1, q4_k, q6_k, q8_0};
 use crate::QType;
 
 /// Q4_K sub-block `j` (0..8) scale and min from the 12 packed scale bytes.
@@ -100,6 +101,20 @@ pub fn q4_0_block(block: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Dequantizes one 20-byte Q4_1 block into `out[..32]`: the nibbles are placed as in Q4_0.
+pub fn q4_1_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), q4_1::BLOCK_BYTES, "q4_1 block is 20 bytes");
+    let d = f16_at(block, q4_1::D);
+    let m = f16_at(block, q4_1::M);
+    let half = q4_1::BLOCK_WEIGHTS / 2;
+    for (j, &byte) in block[q4_1::QS].iter().enumerate() {
+        let x0 = (byte & 0x0F) as f32;
+        let x1 = (byte >> 4) as f32;
+        out[j] = x0 * d + m;
+        out[j + half] = x1 * d + m;
+    }
+}
+
 /// Dequantizes the first `n` weights stored in `bytes` as `qtype` (`n` a multiple of the block
 /// size; `bytes` at least `n / block_weights * block_bytes` long).
 pub fn dequantize(qtype: QType, bytes: &[u8], n: usize) -> Vec<f32> {
@@ -127,6 +142,7 @@ pub fn dequantize(qtype: QType, bytes: &[u8], n: usize) -> Vec<f32> {
                 o[0] = bf16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32()
             }
             QType::Q4_0 => q4_0_block(block, o),
+            QType::Q4_1 => q4_1_block(block, o),
             QType::Q8_0 => q8_0_block(block, o),
             QType::Q4_K => q4_k_block(block, o),
             QType::Q6_K => q6_k_block(block, o),

@@ -9,7 +9,7 @@
 use half::f16;
 use proptest::prelude::*;
 
-use crate::layout::{self, q4_0, q4_k, q6_k, q8_0, F16_BYTES};
+use crate::layout::{self, q4_0, q4_1, q4_k, q6_k, q8_0, F16_BYTES};
 use crate::{QTensor, QType};
 
 /// Q4_K block bytes (`d`, `dmin`, `scales[12]`, `qs[128]`).
@@ -18,6 +18,8 @@ pub const Q4_K_BYTES: usize = q4_k::BLOCK_BYTES;
 pub const Q6_K_BYTES: usize = q6_k::BLOCK_BYTES;
 /// Q4_0 block bytes (`d`, `qs[16]`).
 pub const Q4_0_BYTES: usize = q4_0::BLOCK_BYTES;
+/// Q4_1 block bytes (`d`, `m`, `qs[16]`).
+pub const Q4_1_BYTES: usize = q4_1::BLOCK_BYTES;
 /// Q8_0 block bytes (`d`, `qs[32]`).
 pub const Q8_0_BYTES: usize = q8_0::BLOCK_BYTES;
 
@@ -107,6 +109,24 @@ pub fn q4_0_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value
 /// A Q4_0 block over the whole finite f16 scale range, adversarial payloads included.
 pub fn q4_0_block() -> impl Strategy<Value = Vec<u8>> {
     q4_0_block_with(f16_scale())
+}
+
+/// One Q4_1 block with d and m from `scale` (m may be negative, zero or larger than d).
+pub fn q4_1_block_with(
+    scale: impl Strategy<Value = f16> + Clone,
+) -> impl Strategy<Value = Vec<u8>> {
+    (scale.clone(), scale, payload(q4_1::QS.len())).prop_map(|(d, m, qs)| {
+        let mut b = vec![0u8; Q4_1_BYTES];
+        put_f16(&mut b, q4_1::D, d);
+        put_f16(&mut b, q4_1::M, m);
+        b[q4_1::QS].copy_from_slice(&qs);
+        b
+    })
+}
+
+/// A Q4_1 block over the whole finite f16 scale range, adversarial payloads included.
+pub fn q4_1_block() -> impl Strategy<Value = Vec<u8>> {
+    q4_1_block_with(f16_scale())
 }
 
 /// A Q4_K block over the whole finite f16 scale range, adversarial payloads included.

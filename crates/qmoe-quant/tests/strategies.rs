@@ -2,13 +2,14 @@
 
 use half::f16;
 use proptest::prelude::*;
-use qmoe_quant::layout::{q4_0, q4_k, q6_k, q8_0};
+use qmoe_quant::layout::{q4_0, q4_1, q4_k, q6_k, q8_0};
 use qmoe_quant::strategies::*;
 
 proptest! {
     #[test]
     fn blocks_have_their_sizes_and_finite_scales(
-        q4 in q4_k_block(), q6 in q6_k_block(), q8 in q8_0_block(), l40 in q4_0_block()
+        q4 in q4_k_block(), q6 in q6_k_block(), q8 in q8_0_block(), l40 in q4_0_block(),
+        l41 in q4_1_block()
     ) {
         prop_assert_eq!(q4.len(), Q4_K_BYTES);
         prop_assert_eq!(q6.len(), Q6_K_BYTES);
@@ -19,6 +20,10 @@ proptest! {
         prop_assert!(h(&q6, q6_k::D).is_finite());
         prop_assert!(h(&q8, q8_0::D).is_finite());
         prop_assert!(h(&l40, q4_0::D).is_finite());
+        prop_assert_eq!(l41.len(), Q4_1_BYTES);
+        prop_assert!(h(&l41, q4_1::D).is_finite());
+        prop_assert!(h(&l41, q4_1::M).is_finite());
+
     }
 }
 

@@ -87,6 +87,13 @@ pub const QTYPES: &[QTypeRow] = &[
         load: None,
         families: &[],
     },
+    QTypeRow {
+        name: "q4_1",
+        rust: "Q4_1",
+        traits: None,
+        load: None,
+        families: &[],
+    },
 ];
 
 /// Dequant output types: (name, C storage type, Rust `OutType` variant, outputs per thread of a

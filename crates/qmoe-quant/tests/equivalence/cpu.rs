@@ -1,7 +1,7 @@
 //! CPU tests: types, tensor validation, reference vs naive re-derivation, quantizer error.
 
 use proptest::prelude::*;
-use qmoe_quant::strategies::{blocks, q4_0_block, q4_k_block, q6_k_block, q8_0_block};
+use qmoe_quant::strategies::{blocks, q4_0_block, q4_1_block, q4_k_block, q6_k_block, q8_0_block};
 use qmoe_quant::{reference, QTensor, QType, QuantError};
 
 use crate::support::naive;
@@ -12,6 +12,7 @@ fn qtype_table() {
         (QType::F32, 0, 1, 4, "f32"),
         (QType::F16, 1, 1, 2, "f16"),
         (QType::Q4_0, 2, 32, 18, "q4_0"),
+        (QType::Q4_1, 3, 32, 20, "q4_1"),
         (QType::Q8_0, 8, 32, 34, "q8_0"),
         (QType::Q4_K, 12, 256, 144, "q4_k"),
         (QType::Q6_K, 14, 256, 210, "q6_k"),
@@ -246,6 +247,41 @@ fn quantize_refuses_types_without_a_quantizer() {
         }
     }
     assert!(!qmoe_quant::quantize::has_quantizer(QType::Q4_0));
+    assert!(!qmoe_quant::quantize::has_quantizer(QType::Q4_1));
+}
+
+/// A hand-worked Q4_1 block: d = 0.25, m = -1, `qs[j] = j | (15 - j) << 4`, so weight j
+/// (j < 16) is j / 4 - 1 and weight j + 16 is (15 - j) / 4 - 1; then a sum that rounds.
+#[test]
+fn q4_1_hand_worked_block() {
+    let f16b = |v: f32| half::f16::from_f32(v).to_bits().to_le_bytes();
+    let mut b = vec![0u8; 20];
+    b[0..2].copy_from_slice(&f16b(0.25));
+    b[2..4].copy_from_slice(&f16b(-1.0));
+    for j in 0..16 {
+        b[4 + j] = j as u8 | (15 - j as u8) << 4;
+    }
+    let got = reference::dequantize(QType::Q4_1, &b, 32);
+    let want: Vec<f32> = (0..16)
+        .map(|j| j as f32 / 4.0 - 1.0)
+        .chain((0..16).map(|j| (15 - j) as f32 / 4.0 - 1.0))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        (got[0], got[15], got[16], got[31]),
+        (-1.0, 2.75, 2.75, -1.0)
+    );
+    // m = 2048 and q * d = 15 * 2^-14 = 3.75 ulp of 2048: the product is exact (an f16 times a
+    // nibble always is, so an FMA would give the same bits), the sum rounds to 2048 + 4 ulp.
+    b[0..2].copy_from_slice(&f16b(2f32.powi(-14)));
+    b[2..4].copy_from_slice(&f16b(2048.0));
+    b[4] = 0x0F;
+    let got = reference::dequantize(QType::Q4_1, &b, 32);
+    assert_eq!(
+        got[0].to_bits(),
+        (2048.0f32 + 4.0 * 2f32.powi(-12)).to_bits()
+    );
+    assert_eq!(got[1], 2048.0);
 }
 
 fn assert_bits_equal(name: &str, got: &[f32], want: &[f32]) {
@@ -274,6 +310,11 @@ proptest! {
     #[test]
     fn reference_matches_naive_q4_0(b in blocks(q4_0_block(), 4)) {
         assert_bits_equal("q4_0", &reference::dequantize(QType::Q4_0, &b, 128), &naive::dequantize("q4_0", &b));
+    }
+
+    #[test]
+    fn reference_matches_naive_q4_1(b in blocks(q4_1_block(), 4)) {
+        assert_bits_equal("q4_1", &reference::dequantize(QType::Q4_1, &b, 128), &naive::dequantize("q4_1", &b));
     }
 
     #[test]

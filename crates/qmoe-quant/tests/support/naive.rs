@@ -63,6 +63,12 @@ pub fn q4_0(b: &[u8], i: usize) -> f32 {
     (q as i32 - 8) as f32 * h(b, 0)
 }
 
+/// Weight `i` of a Q4_1 block: nibble `i / 16` of byte `4 + i % 16`, times d, plus m.
+pub fn q4_1(b: &[u8], i: usize) -> f32 {
+    let q = (b[4 + i % 16] >> (4 * (i / 16))) & 15;
+    q as f32 * h(b, 0) + h(b, 2)
+}
+
 /// Every weight of `bytes` (whole blocks of the quantized type `name`).
 pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
     type At = fn(&[u8], usize) -> f32;
@@ -71,6 +77,7 @@ pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
         "q6_k" => (210, 256, q6k),
         "q8_0" => (34, 32, q8_0),
         "q4_0" => (18, 32, q4_0),
+        "q4_1" => (20, 32, q4_1),
         _ => panic!("naive: {name}"),
     };
     bytes
