@@ -80,6 +80,23 @@ pub mod q4_1 {
     pub const QS: Range<usize> = 4..20;
 }
 
+/// Q5_0: 32 weights in a 22-byte block with one f16 scale; the low four bits of each quant are
+/// placed as in Q4_0, the fifth bit of weight `i` is bit `i` of the little-endian u32 `qh`.
+pub mod q5_0 {
+    use std::ops::Range;
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 32;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 22;
+    /// `d`, f16: the block scale.
+    pub const D: usize = 0;
+    /// `qh[4]`: the fifth bits, one per weight, a little-endian u32.
+    pub const QH: Range<usize> = 2..6;
+    /// `qs[16]`: the low four bits, two quants per byte.
+    pub const QS: Range<usize> = 6..22;
+}
+
 /// Q8_0: 32 weights in a 34-byte block with one f16 scale.
 pub mod q8_0 {
     use std::ops::Range;
@@ -105,6 +122,7 @@ pub const fn f16_scales(qtype: QType) -> &'static [(&'static str, usize)] {
         QType::Q6_K => &[("d", q6_k::D)],
         QType::Q4_0 => &[("d", q4_0::D)],
         QType::Q4_1 => &[("d", q4_1::D), ("m", q4_1::M)],
+        QType::Q5_0 => &[("d", q5_0::D)],
         QType::Q8_0 => &[("d", q8_0::D)],
         QType::F32 | QType::F16 | QType::BF16 => &[],
     }
@@ -129,6 +147,7 @@ pub fn fields(qtype: QType) -> Vec<(&'static str, Range<usize>)> {
         ],
         QType::Q4_0 => vec![("d", f16(q4_0::D)), ("qs", q4_0::QS)],
         QType::Q4_1 => vec![("d", f16(q4_1::D)), ("m", f16(q4_1::M)), ("qs", q4_1::QS)],
+        QType::Q5_0 => vec![("d", f16(q5_0::D)), ("qh", q5_0::QH), ("qs", q5_0::QS)],
         QType::Q8_0 => vec![("d", f16(q8_0::D)), ("qs", q8_0::QS)],
         QType::F32 | QType::F16 | QType::BF16 => Vec::new(),
     }
@@ -176,6 +195,7 @@ mod tests {
             (0..128, 128..192, 192..208, 208)
         );
         assert_eq!((q8_0::D, q8_0::QS), (0, 2..34));
+        assert_eq!((q5_0::D, q5_0::QH, q5_0::QS), (0, 2..6, 6..22));
         assert_eq!((q4_1::D, q4_1::M, q4_1::QS), (0, 2, 4..20));
         assert_eq!((q4_0::D, q4_0::QS), (0, 2..18));
     }

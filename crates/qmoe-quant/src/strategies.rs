@@ -9,7 +9,7 @@
 use half::f16;
 use proptest::prelude::*;
 
-use crate::layout::{self, q4_0, q4_1, q4_k, q6_k, q8_0, F16_BYTES};
+use crate::layout::{self, q4_0, q4_1, q4_k, q5_0, q6_k, q8_0, F16_BYTES};
 use crate::{QTensor, QType};
 
 /// Q4_K block bytes (`d`, `dmin`, `scales[12]`, `qs[128]`).
@@ -20,6 +20,8 @@ pub const Q6_K_BYTES: usize = q6_k::BLOCK_BYTES;
 pub const Q4_0_BYTES: usize = q4_0::BLOCK_BYTES;
 /// Q4_1 block bytes (`d`, `m`, `qs[16]`).
 pub const Q4_1_BYTES: usize = q4_1::BLOCK_BYTES;
+/// Q5_0 block bytes (`d`, `qh[4]`, `qs[16]`).
+pub const Q5_0_BYTES: usize = q5_0::BLOCK_BYTES;
 /// Q8_0 block bytes (`d`, `qs[32]`).
 pub const Q8_0_BYTES: usize = q8_0::BLOCK_BYTES;
 
@@ -127,6 +129,23 @@ pub fn q4_1_block_with(
 /// A Q4_1 block over the whole finite f16 scale range, adversarial payloads included.
 pub fn q4_1_block() -> impl Strategy<Value = Vec<u8>> {
     q4_1_block_with(f16_scale())
+}
+
+/// One Q5_0 block with d from `scale`.
+pub fn q5_0_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
+    // The payload is everything after the f16 scale: `qh` and `qs`, contiguous.
+    let body = q5_0::QH.start..q5_0::QS.end;
+    (scale, payload(body.len())).prop_map(move |(d, payload)| {
+        let mut b = vec![0u8; Q5_0_BYTES];
+        put_f16(&mut b, q5_0::D, d);
+        b[body.clone()].copy_from_slice(&payload);
+        b
+    })
+}
+
+/// A Q5_0 block over the whole finite f16 scale range, adversarial payloads included.
+pub fn q5_0_block() -> impl Strategy<Value = Vec<u8>> {
+    q5_0_block_with(f16_scale())
 }
 
 /// A Q4_K block over the whole finite f16 scale range, adversarial payloads included.

@@ -2,28 +2,42 @@
 
 use half::f16;
 use proptest::prelude::*;
-use qmoe_quant::layout::{q4_0, q4_1, q4_k, q6_k, q8_0};
+use qmoe_quant::layout::{self, q4_k, q6_k, q8_0};
 use qmoe_quant::strategies::*;
+use qmoe_quant::QType;
 
 proptest! {
     #[test]
     fn blocks_have_their_sizes_and_finite_scales(
-        q4 in q4_k_block(), q6 in q6_k_block(), q8 in q8_0_block(), l40 in q4_0_block(),
-        l41 in q4_1_block()
+        q4 in q4_k_block(), q6 in q6_k_block(), q8 in q8_0_block()
     ) {
         prop_assert_eq!(q4.len(), Q4_K_BYTES);
         prop_assert_eq!(q6.len(), Q6_K_BYTES);
         prop_assert_eq!(q8.len(), Q8_0_BYTES);
-        prop_assert_eq!(l40.len(), Q4_0_BYTES);
         let h = |b: &[u8], at: usize| f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]]));
         prop_assert!(h(&q4, q4_k::D).is_finite() && h(&q4, q4_k::DMIN).is_finite());
         prop_assert!(h(&q6, q6_k::D).is_finite());
         prop_assert!(h(&q8, q8_0::D).is_finite());
-        prop_assert!(h(&l40, q4_0::D).is_finite());
-        prop_assert_eq!(l41.len(), Q4_1_BYTES);
-        prop_assert!(h(&l41, q4_1::D).is_finite());
-        prop_assert!(h(&l41, q4_1::M).is_finite());
+    }
 
+    /// The legacy formats' blocks, checked through the layout's own scale list.
+    #[test]
+    fn legacy_blocks_have_their_sizes_and_finite_scales(
+        blocks in (q4_0_block(), q4_1_block(), q5_0_block())
+    ) {
+        let (b40, b41, b50) = blocks;
+        for (qtype, b, bytes) in [
+            (QType::Q4_0, &b40, Q4_0_BYTES),
+            (QType::Q4_1, &b41, Q4_1_BYTES),
+            (QType::Q5_0, &b50, Q5_0_BYTES),
+        ] {
+            prop_assert_eq!(b.len(), bytes);
+            prop_assert_eq!(b.len(), qtype.block_bytes());
+            for &(name, at) in layout::f16_scales(qtype) {
+                let v = f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]]));
+                prop_assert!(v.is_finite(), "{} {}", qtype, name);
+            }
+        }
     }
 }
 
@@ -48,7 +62,7 @@ fn scale_strategy_reaches_the_extremes() {
 
 #[test]
 fn sample_blocks_are_valid_and_deterministic() {
-    use qmoe_quant::{QTensor, QType};
+    use qmoe_quant::QTensor;
     for q in QType::ALL.into_iter().filter(|q| q.is_quantized()) {
         let b = sample_blocks(q, 5, 7);
         assert_eq!(b.len(), 5 * q.block_bytes());

@@ -1,7 +1,9 @@
 //! CPU tests: types, tensor validation, reference vs naive re-derivation, quantizer error.
 
 use proptest::prelude::*;
-use qmoe_quant::strategies::{blocks, q4_0_block, q4_1_block, q4_k_block, q6_k_block, q8_0_block};
+use qmoe_quant::strategies::{
+    blocks, q4_0_block, q4_1_block, q4_k_block, q5_0_block, q6_k_block, q8_0_block,
+};
 use qmoe_quant::{reference, QTensor, QType, QuantError};
 
 use crate::support::naive;
@@ -13,6 +15,7 @@ fn qtype_table() {
         (QType::F16, 1, 1, 2, "f16"),
         (QType::Q4_0, 2, 32, 18, "q4_0"),
         (QType::Q4_1, 3, 32, 20, "q4_1"),
+        (QType::Q5_0, 6, 32, 22, "q5_0"),
         (QType::Q8_0, 8, 32, 34, "q8_0"),
         (QType::Q4_K, 12, 256, 144, "q4_k"),
         (QType::Q6_K, 14, 256, 210, "q6_k"),
@@ -247,6 +250,7 @@ fn quantize_refuses_types_without_a_quantizer() {
         }
     }
     assert!(!qmoe_quant::quantize::has_quantizer(QType::Q4_0));
+    assert!(!qmoe_quant::quantize::has_quantizer(QType::Q5_0));
     assert!(!qmoe_quant::quantize::has_quantizer(QType::Q4_1));
 }
 
@@ -284,6 +288,37 @@ fn q4_1_hand_worked_block() {
     assert_eq!(got[1], 2048.0);
 }
 
+/// A hand-worked Q5_0 block: d = 0.5, `qs[j] = j | (15 - j) << 4`, `qh = 0xAAAA_5555` (the
+/// fifth bit set for even weights below 16 and odd weights from 16).
+#[test]
+fn q5_0_hand_worked_block() {
+    let mut b = vec![0u8; 22];
+    b[0..2].copy_from_slice(&half::f16::from_f32(0.5).to_bits().to_le_bytes());
+    b[2..6].copy_from_slice(&0xAAAA_5555u32.to_le_bytes());
+    for j in 0..16 {
+        b[6 + j] = j as u8 | (15 - j as u8) << 4;
+    }
+    let got = reference::dequantize(QType::Q5_0, &b, 32);
+    // weight: (q, value) with q = low | fifth bit << 4, value = (q - 16) / 2.
+    for (i, want) in [
+        (0, 0.0),   // q = 16
+        (1, -7.5),  // q = 1
+        (14, 7.0),  // q = 30
+        (15, -0.5), // q = 15
+        (16, -0.5), // q = 15
+        (17, 7.0),  // q = 30
+        (30, -7.5), // q = 1
+        (31, 0.0),  // q = 16
+    ] {
+        assert_eq!(got[i], want, "weight {i}");
+    }
+    // All bits set: q = 31 everywhere, 15 * d.
+    let ones: Vec<u8> = [&b[0..2], &[0xFF; 20][..]].concat();
+    assert!(reference::dequantize(QType::Q5_0, &ones, 32)
+        .iter()
+        .all(|&v| v == 7.5));
+}
+
 fn assert_bits_equal(name: &str, got: &[f32], want: &[f32]) {
     let g: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
     let w: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
@@ -315,6 +350,11 @@ proptest! {
     #[test]
     fn reference_matches_naive_q4_1(b in blocks(q4_1_block(), 4)) {
         assert_bits_equal("q4_1", &reference::dequantize(QType::Q4_1, &b, 128), &naive::dequantize("q4_1", &b));
+    }
+
+    #[test]
+    fn reference_matches_naive_q5_0(b in blocks(q5_0_block(), 4)) {
+        assert_bits_equal("q5_0", &reference::dequantize(QType::Q5_0, &b, 128), &naive::dequantize("q5_0", &b));
     }
 
     #[test]
