@@ -24,8 +24,9 @@ TYPES = [
     ("q6_k", GGMLQuantizationType.Q6_K, 210, 256, [208]),
     ("q8_0", GGMLQuantizationType.Q8_0, 34, 32, [0]),
     ("q4_0", GGMLQuantizationType.Q4_0, 18, 32, [0]),
-    ("q5_0", GGMLQuantizationType.Q5_0, 22, 32, [0]),
     ("q4_1", GGMLQuantizationType.Q4_1, 20, 32, [0, 2]),
+    ("q5_0", GGMLQuantizationType.Q5_0, 22, 32, [0]),
+    ("q5_1", GGMLQuantizationType.Q5_1, 24, 32, [0, 2]),
 ]
 
 SPECIAL_SCALES = [

@@ -159,6 +159,7 @@ mod tests {
         }
         // The GGML legacy formats are read on the host only (no device header yet).
         assert!(!with_kernels().contains(&QType::Q4_0));
+        assert!(!with_kernels().contains(&QType::Q5_1));
         assert!(!with_kernels().contains(&QType::Q5_0));
         assert!(!with_kernels().contains(&QType::Q4_1));
     }

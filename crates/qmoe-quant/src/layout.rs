@@ -97,6 +97,25 @@ pub mod q5_0 {
     pub const QS: Range<usize> = 6..22;
 }
 
+/// Q5_1: 32 weights in a 24-byte block with an f16 scale and an f16 min; the quants are placed
+/// as in Q5_0 but unsigned, and the min is added.
+pub mod q5_1 {
+    use std::ops::Range;
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 32;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 24;
+    /// `d`, f16: the block scale.
+    pub const D: usize = 0;
+    /// `m`, f16: the block min (added to every weight).
+    pub const M: usize = 2;
+    /// `qh[4]`: the fifth bits, one per weight, a little-endian u32.
+    pub const QH: Range<usize> = 4..8;
+    /// `qs[16]`: the low four bits, two quants per byte.
+    pub const QS: Range<usize> = 8..24;
+}
+
 /// Q8_0: 32 weights in a 34-byte block with one f16 scale.
 pub mod q8_0 {
     use std::ops::Range;
@@ -123,6 +142,7 @@ pub const fn f16_scales(qtype: QType) -> &'static [(&'static str, usize)] {
         QType::Q4_0 => &[("d", q4_0::D)],
         QType::Q4_1 => &[("d", q4_1::D), ("m", q4_1::M)],
         QType::Q5_0 => &[("d", q5_0::D)],
+        QType::Q5_1 => &[("d", q5_1::D), ("m", q5_1::M)],
         QType::Q8_0 => &[("d", q8_0::D)],
         QType::F32 | QType::F16 | QType::BF16 => &[],
     }
@@ -148,6 +168,12 @@ pub fn fields(qtype: QType) -> Vec<(&'static str, Range<usize>)> {
         QType::Q4_0 => vec![("d", f16(q4_0::D)), ("qs", q4_0::QS)],
         QType::Q4_1 => vec![("d", f16(q4_1::D)), ("m", f16(q4_1::M)), ("qs", q4_1::QS)],
         QType::Q5_0 => vec![("d", f16(q5_0::D)), ("qh", q5_0::QH), ("qs", q5_0::QS)],
+        QType::Q5_1 => vec![
+            ("d", f16(q5_1::D)),
+            ("m", f16(q5_1::M)),
+            ("qh", q5_1::QH),
+            ("qs", q5_1::QS),
+        ],
         QType::Q8_0 => vec![("d", f16(q8_0::D)), ("qs", q8_0::QS)],
         QType::F32 | QType::F16 | QType::BF16 => Vec::new(),
     }
@@ -195,6 +221,7 @@ mod tests {
             (0..128, 128..192, 192..208, 208)
         );
         assert_eq!((q8_0::D, q8_0::QS), (0, 2..34));
+        assert_eq!((q5_1::D, q5_1::M, q5_1::QH, q5_1::QS), (0, 2, 4..8, 8..24));
         assert_eq!((q5_0::D, q5_0::QH, q5_0::QS), (0, 2..6, 6..22));
         assert_eq!((q4_1::D, q4_1::M, q4_1::QS), (0, 2, 4..20));
         assert_eq!((q4_0::D, q4_0::QS), (0, 2..18));

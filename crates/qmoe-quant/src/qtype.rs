@@ -21,6 +21,8 @@ pub enum QType {
     Q4_1,
     /// 32 weights per 22-byte block: f16 scale + 32 five-bit quants offset by 16 (GGML legacy).
     Q5_0,
+    /// 32 weights per 24-byte block: f16 scale and f16 min + 32 unsigned five-bit quants (GGML legacy).
+    Q5_1,
     /// 32 weights per 34-byte block: f16 scale + 32 int8.
     Q8_0,
     /// 256 weights per 144-byte super-block: 4-bit quants, 6-bit scales and mins.
@@ -31,13 +33,14 @@ pub enum QType {
 
 impl QType {
     /// Every type, for tests and tables.
-    pub const ALL: [QType; 9] = [
+    pub const ALL: [QType; 10] = [
         QType::F32,
         QType::F16,
         QType::BF16,
         QType::Q4_0,
         QType::Q4_1,
         QType::Q5_0,
+        QType::Q5_1,
         QType::Q8_0,
         QType::Q4_K,
         QType::Q6_K,
@@ -51,6 +54,7 @@ impl QType {
             QType::Q4_0 => 2,
             QType::Q4_1 => 3,
             QType::Q5_0 => 6,
+            QType::Q5_1 => 7,
             QType::Q8_0 => 8,
             QType::Q4_K => 12,
             QType::Q6_K => 14,
@@ -70,6 +74,7 @@ impl QType {
             QType::Q4_0 => layout::q4_0::BLOCK_WEIGHTS,
             QType::Q4_1 => layout::q4_1::BLOCK_WEIGHTS,
             QType::Q5_0 => layout::q5_0::BLOCK_WEIGHTS,
+            QType::Q5_1 => layout::q5_1::BLOCK_WEIGHTS,
             QType::Q8_0 => layout::q8_0::BLOCK_WEIGHTS,
             QType::Q4_K => layout::q4_k::BLOCK_WEIGHTS,
             QType::Q6_K => layout::q6_k::BLOCK_WEIGHTS,
@@ -84,6 +89,7 @@ impl QType {
             QType::Q4_0 => layout::q4_0::BLOCK_BYTES,
             QType::Q4_1 => layout::q4_1::BLOCK_BYTES,
             QType::Q5_0 => layout::q5_0::BLOCK_BYTES,
+            QType::Q5_1 => layout::q5_1::BLOCK_BYTES,
             QType::Q8_0 => layout::q8_0::BLOCK_BYTES,
             QType::Q4_K => layout::q4_k::BLOCK_BYTES,
             QType::Q6_K => layout::q6_k::BLOCK_BYTES,
@@ -104,6 +110,7 @@ impl QType {
             QType::Q4_0 => "q4_0",
             QType::Q4_1 => "q4_1",
             QType::Q5_0 => "q5_0",
+            QType::Q5_1 => "q5_1",
             QType::Q8_0 => "q8_0",
             QType::Q4_K => "q4_k",
             QType::Q6_K => "q6_k",

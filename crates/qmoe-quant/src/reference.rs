@@ -7,12 +7,13 @@
 //! - Q6_K: `value = (d * sc) * q`
 //! - Q8_0: `value = d * q`
 //! - Q4_0: `value = (q - 8) * d`, the offset taken in integers
+//! - Q5_1: `value = q * d + m`
 //! - Q5_0: `value = (q - 16) * d`, the offset taken in integers
 //! - Q4_1: `value = q * d + m` (two roundings: the product is exact, the sum is not)
 
 use half::{bf16, f16};
 
-use crate::layout::{q4_0, q4_1, q4_k, q5_0, q6_k, q8_0};
+use crate::layout::{q4_0, q4_1, q4_k, q5_0, q5_1, q6_k, q8_0};
 use crate::QType;
 
 /// Q4_K sub-block `j` (0..8) scale and min from the 12 packed scale bytes.
@@ -138,6 +139,23 @@ pub fn q5_0_block(block: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Dequantizes one 24-byte Q5_1 block into `out[..32]`: the quants are placed as in Q5_0.
+pub fn q5_1_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), q5_1::BLOCK_BYTES, "q5_1 block is 24 bytes");
+    let d = f16_at(block, q5_1::D);
+    let m = f16_at(block, q5_1::M);
+    let qh = qh_bits(&block[q5_1::QH]);
+    let half = q5_1::BLOCK_WEIGHTS / 2;
+    for (j, &byte) in block[q5_1::QS].iter().enumerate() {
+        let xh0 = ((qh >> j) << 4) as u8 & 0x10;
+        let xh1 = (qh >> (j + 12)) as u8 & 0x10;
+        let x0 = ((byte & 0x0F) | xh0) as f32;
+        let x1 = ((byte >> 4) | xh1) as f32;
+        out[j] = x0 * d + m;
+        out[j + half] = x1 * d + m;
+    }
+}
+
 /// Dequantizes the first `n` weights stored in `bytes` as `qtype` (`n` a multiple of the block
 /// size; `bytes` at least `n / block_weights * block_bytes` long).
 pub fn dequantize(qtype: QType, bytes: &[u8], n: usize) -> Vec<f32> {
@@ -167,6 +185,7 @@ pub fn dequantize(qtype: QType, bytes: &[u8], n: usize) -> Vec<f32> {
             QType::Q4_0 => q4_0_block(block, o),
             QType::Q4_1 => q4_1_block(block, o),
             QType::Q5_0 => q5_0_block(block, o),
+            QType::Q5_1 => q5_1_block(block, o),
             QType::Q8_0 => q8_0_block(block, o),
             QType::Q4_K => q4_k_block(block, o),
             QType::Q6_K => q6_k_block(block, o),

@@ -9,7 +9,7 @@
 use half::f16;
 use proptest::prelude::*;
 
-use crate::layout::{self, q4_0, q4_1, q4_k, q5_0, q6_k, q8_0, F16_BYTES};
+use crate::layout::{self, q4_0, q4_1, q4_k, q5_0, q5_1, q6_k, q8_0, F16_BYTES};
 use crate::{QTensor, QType};
 
 /// Q4_K block bytes (`d`, `dmin`, `scales[12]`, `qs[128]`).
@@ -22,6 +22,8 @@ pub const Q4_0_BYTES: usize = q4_0::BLOCK_BYTES;
 pub const Q4_1_BYTES: usize = q4_1::BLOCK_BYTES;
 /// Q5_0 block bytes (`d`, `qh[4]`, `qs[16]`).
 pub const Q5_0_BYTES: usize = q5_0::BLOCK_BYTES;
+/// Q5_1 block bytes (`d`, `m`, `qh[4]`, `qs[16]`).
+pub const Q5_1_BYTES: usize = q5_1::BLOCK_BYTES;
 /// Q8_0 block bytes (`d`, `qs[32]`).
 pub const Q8_0_BYTES: usize = q8_0::BLOCK_BYTES;
 
@@ -146,6 +148,26 @@ pub fn q5_0_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value
 /// A Q5_0 block over the whole finite f16 scale range, adversarial payloads included.
 pub fn q5_0_block() -> impl Strategy<Value = Vec<u8>> {
     q5_0_block_with(f16_scale())
+}
+
+/// One Q5_1 block with d and m from `scale` (m may be negative, zero or larger than d).
+pub fn q5_1_block_with(
+    scale: impl Strategy<Value = f16> + Clone,
+) -> impl Strategy<Value = Vec<u8>> {
+    // The payload is everything after the two f16 fields: `qh` and `qs`, contiguous.
+    let body = q5_1::QH.start..q5_1::QS.end;
+    (scale.clone(), scale, payload(body.len())).prop_map(move |(d, m, payload)| {
+        let mut b = vec![0u8; Q5_1_BYTES];
+        put_f16(&mut b, q5_1::D, d);
+        put_f16(&mut b, q5_1::M, m);
+        b[body.clone()].copy_from_slice(&payload);
+        b
+    })
+}
+
+/// A Q5_1 block over the whole finite f16 scale range, adversarial payloads included.
+pub fn q5_1_block() -> impl Strategy<Value = Vec<u8>> {
+    q5_1_block_with(f16_scale())
 }
 
 /// A Q4_K block over the whole finite f16 scale range, adversarial payloads included.

@@ -23,13 +23,14 @@ proptest! {
     /// The legacy formats' blocks, checked through the layout's own scale list.
     #[test]
     fn legacy_blocks_have_their_sizes_and_finite_scales(
-        blocks in (q4_0_block(), q4_1_block(), q5_0_block())
+        blocks in (q4_0_block(), q4_1_block(), q5_0_block(), q5_1_block())
     ) {
-        let (b40, b41, b50) = blocks;
+        let (b40, b41, b50, b51) = blocks;
         for (qtype, b, bytes) in [
             (QType::Q4_0, &b40, Q4_0_BYTES),
             (QType::Q4_1, &b41, Q4_1_BYTES),
             (QType::Q5_0, &b50, Q5_0_BYTES),
+            (QType::Q5_1, &b51, Q5_1_BYTES),
         ] {
             prop_assert_eq!(b.len(), bytes);
             prop_assert_eq!(b.len(), qtype.block_bytes());

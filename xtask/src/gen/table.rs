@@ -88,6 +88,13 @@ pub const QTYPES: &[QTypeRow] = &[
         families: &[],
     },
     QTypeRow {
+        name: "q5_1",
+        rust: "Q5_1",
+        traits: None,
+        load: None,
+        families: &[],
+    },
+    QTypeRow {
         name: "q5_0",
         rust: "Q5_0",
         traits: None,

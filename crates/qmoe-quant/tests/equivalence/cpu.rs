@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 use qmoe_quant::strategies::{
-    blocks, q4_0_block, q4_1_block, q4_k_block, q5_0_block, q6_k_block, q8_0_block,
+    blocks, q4_0_block, q4_1_block, q4_k_block, q5_0_block, q5_1_block, q6_k_block, q8_0_block,
 };
 use qmoe_quant::{reference, QTensor, QType, QuantError};
 
@@ -16,6 +16,7 @@ fn qtype_table() {
         (QType::Q4_0, 2, 32, 18, "q4_0"),
         (QType::Q4_1, 3, 32, 20, "q4_1"),
         (QType::Q5_0, 6, 32, 22, "q5_0"),
+        (QType::Q5_1, 7, 32, 24, "q5_1"),
         (QType::Q8_0, 8, 32, 34, "q8_0"),
         (QType::Q4_K, 12, 256, 144, "q4_k"),
         (QType::Q6_K, 14, 256, 210, "q6_k"),
@@ -250,6 +251,7 @@ fn quantize_refuses_types_without_a_quantizer() {
         }
     }
     assert!(!qmoe_quant::quantize::has_quantizer(QType::Q4_0));
+    assert!(!qmoe_quant::quantize::has_quantizer(QType::Q5_1));
     assert!(!qmoe_quant::quantize::has_quantizer(QType::Q5_0));
     assert!(!qmoe_quant::quantize::has_quantizer(QType::Q4_1));
 }
@@ -319,6 +321,31 @@ fn q5_0_hand_worked_block() {
         .all(|&v| v == 7.5));
 }
 
+/// A hand-worked Q5_1 block: d = 0.25, m = -4, `qs[j] = j | (15 - j) << 4`, `qh = 0xFFFF_0000`
+/// (the fifth bit set for weights 16..32 only), so weight j (j < 16) is j / 4 - 4 and weight
+/// j + 16 is (31 - j) / 4 - 4.
+#[test]
+fn q5_1_hand_worked_block() {
+    let f16b = |v: f32| half::f16::from_f32(v).to_bits().to_le_bytes();
+    let mut b = vec![0u8; 24];
+    b[0..2].copy_from_slice(&f16b(0.25));
+    b[2..4].copy_from_slice(&f16b(-4.0));
+    b[4..8].copy_from_slice(&0xFFFF_0000u32.to_le_bytes());
+    for j in 0..16 {
+        b[8 + j] = j as u8 | (15 - j as u8) << 4;
+    }
+    let got = reference::dequantize(QType::Q5_1, &b, 32);
+    let want: Vec<f32> = (0..16)
+        .map(|j| j as f32 / 4.0 - 4.0)
+        .chain((0..16).map(|j| (31 - j) as f32 / 4.0 - 4.0))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        (got[0], got[15], got[16], got[31]),
+        (-4.0, -0.25, 3.75, 0.0)
+    );
+}
+
 fn assert_bits_equal(name: &str, got: &[f32], want: &[f32]) {
     let g: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
     let w: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
@@ -355,6 +382,11 @@ proptest! {
     #[test]
     fn reference_matches_naive_q5_0(b in blocks(q5_0_block(), 4)) {
         assert_bits_equal("q5_0", &reference::dequantize(QType::Q5_0, &b, 128), &naive::dequantize("q5_0", &b));
+    }
+
+    #[test]
+    fn reference_matches_naive_q5_1(b in blocks(q5_1_block(), 4)) {
+        assert_bits_equal("q5_1", &reference::dequantize(QType::Q5_1, &b, 128), &naive::dequantize("q5_1", &b));
     }
 
     #[test]

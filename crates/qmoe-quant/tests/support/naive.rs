@@ -77,6 +77,14 @@ pub fn q5_0(b: &[u8], i: usize) -> f32 {
     ((lo | hi << 4) as i32 - 16) as f32 * h(b, 0)
 }
 
+/// Weight `i` of a Q5_1 block: nibble `i / 16` of byte `8 + i % 16`, bit `i` of the u32 at
+/// byte 4 above it, times d, plus m.
+pub fn q5_1(b: &[u8], i: usize) -> f32 {
+    let lo = (b[8 + i % 16] >> (4 * (i / 16))) & 15;
+    let hi = (b[4 + i / 8] >> (i % 8)) & 1;
+    (lo | hi << 4) as f32 * h(b, 0) + h(b, 2)
+}
+
 /// Every weight of `bytes` (whole blocks of the quantized type `name`).
 pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
     type At = fn(&[u8], usize) -> f32;
@@ -85,6 +93,7 @@ pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
         "q6_k" => (210, 256, q6k),
         "q8_0" => (34, 32, q8_0),
         "q4_0" => (18, 32, q4_0),
+        "q5_1" => (24, 32, q5_1),
         "q5_0" => (22, 32, q5_0),
         "q4_1" => (20, 32, q4_1),
         _ => panic!("naive: {name}"),
