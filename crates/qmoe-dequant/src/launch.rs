@@ -157,8 +157,9 @@ mod tests {
                 }
             }
         }
-        // The GGML legacy formats are read on the host only (no device header yet).
+        // The GGML legacy formats and Q5_K are read on the host only (no device header yet).
         assert!(!with_kernels().contains(&QType::Q4_0));
+        assert!(!with_kernels().contains(&QType::Q5_K));
         assert!(!with_kernels().contains(&QType::Q5_1));
         assert!(!with_kernels().contains(&QType::Q5_0));
         assert!(!with_kernels().contains(&QType::Q4_1));

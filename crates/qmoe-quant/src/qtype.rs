@@ -27,13 +27,15 @@ pub enum QType {
     Q8_0,
     /// 256 weights per 144-byte super-block: 4-bit quants, 6-bit scales and mins.
     Q4_K,
+    /// 256 weights per 176-byte super-block: 5-bit quants, 6-bit scales and mins.
+    Q5_K,
     /// 256 weights per 210-byte super-block: 6-bit quants, int8 scales.
     Q6_K,
 }
 
 impl QType {
     /// Every type, for tests and tables.
-    pub const ALL: [QType; 10] = [
+    pub const ALL: [QType; 11] = [
         QType::F32,
         QType::F16,
         QType::BF16,
@@ -43,6 +45,7 @@ impl QType {
         QType::Q5_1,
         QType::Q8_0,
         QType::Q4_K,
+        QType::Q5_K,
         QType::Q6_K,
     ];
 
@@ -57,6 +60,7 @@ impl QType {
             QType::Q5_1 => 7,
             QType::Q8_0 => 8,
             QType::Q4_K => 12,
+            QType::Q5_K => 13,
             QType::Q6_K => 14,
             QType::BF16 => 30,
         }
@@ -77,6 +81,7 @@ impl QType {
             QType::Q5_1 => layout::q5_1::BLOCK_WEIGHTS,
             QType::Q8_0 => layout::q8_0::BLOCK_WEIGHTS,
             QType::Q4_K => layout::q4_k::BLOCK_WEIGHTS,
+            QType::Q5_K => layout::q5_k::BLOCK_WEIGHTS,
             QType::Q6_K => layout::q6_k::BLOCK_WEIGHTS,
         }
     }
@@ -92,6 +97,7 @@ impl QType {
             QType::Q5_1 => layout::q5_1::BLOCK_BYTES,
             QType::Q8_0 => layout::q8_0::BLOCK_BYTES,
             QType::Q4_K => layout::q4_k::BLOCK_BYTES,
+            QType::Q5_K => layout::q5_k::BLOCK_BYTES,
             QType::Q6_K => layout::q6_k::BLOCK_BYTES,
         }
     }
@@ -113,6 +119,7 @@ impl QType {
             QType::Q5_1 => "q5_1",
             QType::Q8_0 => "q8_0",
             QType::Q4_K => "q4_k",
+            QType::Q5_K => "q5_k",
             QType::Q6_K => "q6_k",
         }
     }

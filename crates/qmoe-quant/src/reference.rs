@@ -4,6 +4,7 @@
 //! `gguf` Python package's numpy code and of `cuda/kquants.cuh`), so the reference, the oracle
 //! and the GPU kernels agree bit for bit:
 //! - Q4_K: `d1 = d * sc; m1 = dmin * m; value = d1 * q - m1`
+//! - Q5_K: as Q4_K, with the fifth bit: `d1 = d * sc; m1 = dmin * m; value = d1 * q - m1`
 //! - Q6_K: `value = (d * sc) * q`
 //! - Q8_0: `value = d * q`
 //! - Q4_0: `value = (q - 8) * d`, the offset taken in integers
@@ -13,7 +14,7 @@
 
 use half::{bf16, f16};
 
-use crate::layout::{q4_0, q4_1, q4_k, q5_0, q5_1, q6_k, q8_0};
+use crate::layout::{q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0};
 use crate::QType;
 
 /// Q4_K sub-block `j` (0..8) scale and min from the 12 packed scale bytes.
@@ -52,6 +53,34 @@ pub fn q4_k_block(block: &[u8], out: &mut [f32]) {
             let byte = qs[32 * c + l];
             out[64 * c + l] = d_lo * (byte & 0x0F) as f32 - m1_lo;
             out[64 * c + 32 + l] = d_hi * (byte >> 4) as f32 - m1_hi;
+        }
+    }
+}
+
+/// Dequantizes one 176-byte Q5_K block into `out[..256]`: Q4_K's scales, mins and nibbles,
+/// plus a fifth bit per weight from `qh` (bit `2c` of `qh[l]` for weight `64c + l`, bit `2c + 1`
+/// for weight `64c + 32 + l`).
+pub fn q5_k_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), q5_k::BLOCK_BYTES, "q5_k block is 176 bytes");
+    let d = f16_at(block, q5_k::D);
+    let dmin = f16_at(block, q5_k::DMIN);
+    let scales = &block[q5_k::SCALES];
+    let qh = &block[q5_k::QH];
+    let qs = &block[q5_k::QS];
+    for c in 0..4 {
+        let (sc_lo, m_lo) = q4_k_scale_min(2 * c, scales);
+        let (sc_hi, m_hi) = q4_k_scale_min(2 * c + 1, scales);
+        let d_lo = d * sc_lo as f32;
+        let m1_lo = dmin * m_lo as f32;
+        let d_hi = d * sc_hi as f32;
+        let m1_hi = dmin * m_hi as f32;
+        let (u_lo, u_hi) = (1u8 << (2 * c), 1u8 << (2 * c + 1));
+        for l in 0..32 {
+            let byte = qs[32 * c + l];
+            let q_lo = (byte & 0x0F) + if qh[l] & u_lo != 0 { 16 } else { 0 };
+            let q_hi = (byte >> 4) + if qh[l] & u_hi != 0 { 16 } else { 0 };
+            out[64 * c + l] = d_lo * q_lo as f32 - m1_lo;
+            out[64 * c + 32 + l] = d_hi * q_hi as f32 - m1_hi;
         }
     }
 }
@@ -188,6 +217,7 @@ pub fn dequantize(qtype: QType, bytes: &[u8], n: usize) -> Vec<f32> {
             QType::Q5_1 => q5_1_block(block, o),
             QType::Q8_0 => q8_0_block(block, o),
             QType::Q4_K => q4_k_block(block, o),
+            QType::Q5_K => q5_k_block(block, o),
             QType::Q6_K => q6_k_block(block, o),
         }
     }

@@ -9,11 +9,13 @@
 use half::f16;
 use proptest::prelude::*;
 
-use crate::layout::{self, q4_0, q4_1, q4_k, q5_0, q5_1, q6_k, q8_0, F16_BYTES};
+use crate::layout::{self, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, F16_BYTES};
 use crate::{QTensor, QType};
 
 /// Q4_K block bytes (`d`, `dmin`, `scales[12]`, `qs[128]`).
 pub const Q4_K_BYTES: usize = q4_k::BLOCK_BYTES;
+/// Q5_K block bytes (`d`, `dmin`, `scales[12]`, `qh[32]`, `qs[128]`).
+pub const Q5_K_BYTES: usize = q5_k::BLOCK_BYTES;
 /// Q6_K block bytes (`ql[128]`, `qh[64]`, `scales[16]`, `d`).
 pub const Q6_K_BYTES: usize = q6_k::BLOCK_BYTES;
 /// Q4_0 block bytes (`d`, `qs[16]`).
@@ -173,6 +175,26 @@ pub fn q5_1_block() -> impl Strategy<Value = Vec<u8>> {
 /// A Q4_K block over the whole finite f16 scale range, adversarial payloads included.
 pub fn q4_k_block() -> impl Strategy<Value = Vec<u8>> {
     q4_k_block_with(f16_scale())
+}
+
+/// One Q5_K block with d and dmin from `scale` (dmin may exceed d).
+pub fn q5_k_block_with(
+    scale: impl Strategy<Value = f16> + Clone,
+) -> impl Strategy<Value = Vec<u8>> {
+    // The payload is everything after the two f16 scales: `scales`, `qh` and `qs`, contiguous.
+    let body = q5_k::SCALES.start..q5_k::QS.end;
+    (scale.clone(), scale, payload(body.len())).prop_map(move |(d, dmin, payload)| {
+        let mut b = vec![0u8; Q5_K_BYTES];
+        put_f16(&mut b, q5_k::D, d);
+        put_f16(&mut b, q5_k::DMIN, dmin);
+        b[body.clone()].copy_from_slice(&payload);
+        b
+    })
+}
+
+/// A Q5_K block over the whole finite f16 scale range, adversarial payloads included.
+pub fn q5_k_block() -> impl Strategy<Value = Vec<u8>> {
+    q5_k_block_with(f16_scale())
 }
 
 /// A Q6_K block over the whole finite f16 scale range.

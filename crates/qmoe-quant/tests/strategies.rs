@@ -20,17 +20,18 @@ proptest! {
         prop_assert!(h(&q8, q8_0::D).is_finite());
     }
 
-    /// The legacy formats' blocks, checked through the layout's own scale list.
+    /// The host-only types' blocks, checked through the layout's own scale list.
     #[test]
-    fn legacy_blocks_have_their_sizes_and_finite_scales(
-        blocks in (q4_0_block(), q4_1_block(), q5_0_block(), q5_1_block())
+    fn host_only_blocks_have_their_sizes_and_finite_scales(
+        blocks in (q4_0_block(), q4_1_block(), q5_0_block(), q5_1_block(), q5_k_block())
     ) {
-        let (b40, b41, b50, b51) = blocks;
+        let (b40, b41, b50, b51, b5k) = blocks;
         for (qtype, b, bytes) in [
             (QType::Q4_0, &b40, Q4_0_BYTES),
             (QType::Q4_1, &b41, Q4_1_BYTES),
             (QType::Q5_0, &b50, Q5_0_BYTES),
             (QType::Q5_1, &b51, Q5_1_BYTES),
+            (QType::Q5_K, &b5k, Q5_K_BYTES),
         ] {
             prop_assert_eq!(b.len(), bytes);
             prop_assert_eq!(b.len(), qtype.block_bytes());

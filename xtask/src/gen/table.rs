@@ -95,6 +95,13 @@ pub const QTYPES: &[QTypeRow] = &[
         families: &[],
     },
     QTypeRow {
+        name: "q5_k",
+        rust: "Q5_K",
+        traits: None,
+        load: None,
+        families: &[],
+    },
+    QTypeRow {
         name: "q5_0",
         rust: "Q5_0",
         traits: None,

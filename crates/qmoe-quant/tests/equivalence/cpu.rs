@@ -2,7 +2,8 @@
 
 use proptest::prelude::*;
 use qmoe_quant::strategies::{
-    blocks, q4_0_block, q4_1_block, q4_k_block, q5_0_block, q5_1_block, q6_k_block, q8_0_block,
+    blocks, q4_0_block, q4_1_block, q4_k_block, q5_0_block, q5_1_block, q5_k_block, q6_k_block,
+    q8_0_block,
 };
 use qmoe_quant::{reference, QTensor, QType, QuantError};
 
@@ -19,6 +20,7 @@ fn qtype_table() {
         (QType::Q5_1, 7, 32, 24, "q5_1"),
         (QType::Q8_0, 8, 32, 34, "q8_0"),
         (QType::Q4_K, 12, 256, 144, "q4_k"),
+        (QType::Q5_K, 13, 256, 176, "q5_k"),
         (QType::Q6_K, 14, 256, 210, "q6_k"),
         (QType::BF16, 30, 1, 2, "bf16"),
     ];
@@ -32,7 +34,7 @@ fn qtype_table() {
         assert_eq!(QType::parse(&name.to_uppercase()), Some(t));
     }
     assert_eq!(QType::from_ggml_type(10), None); // Q2_K: not read by qmoe
-    assert_eq!(QType::parse("q5_k"), None);
+    assert_eq!(QType::parse("q3_k"), None);
     assert_eq!(QType::Q4_K.row_bytes(2048), Some(8 * 144));
     assert_eq!(QType::Q6_K.row_bytes(768), Some(3 * 210));
     assert_eq!(QType::Q4_K.row_bytes(100), None);
@@ -252,6 +254,7 @@ fn quantize_refuses_types_without_a_quantizer() {
     }
     assert!(!qmoe_quant::quantize::has_quantizer(QType::Q4_0));
     assert!(!qmoe_quant::quantize::has_quantizer(QType::Q5_1));
+    assert!(!qmoe_quant::quantize::has_quantizer(QType::Q5_K));
     assert!(!qmoe_quant::quantize::has_quantizer(QType::Q5_0));
     assert!(!qmoe_quant::quantize::has_quantizer(QType::Q4_1));
 }
@@ -346,6 +349,50 @@ fn q5_1_hand_worked_block() {
     );
 }
 
+/// A hand-worked Q5_K block. d = 1, dmin = 0.5; every sub-block scale 2 and min 4 except
+/// sub-block 5 (scale 35 = 0b10_0011, min 50 = 0b11_0010: high bits from bytes 1 and 5, the
+/// Q4_K pitfall); nibbles: byte l of `qs` is `l % 16 | 7 << 4`; `qh[l]` has bit j set when
+/// weight 32j + l takes the fifth bit, here for odd sub-blocks and even l.
+#[test]
+fn q5_k_hand_worked_block() {
+    let f16b = |v: f32| half::f16::from_f32(v).to_bits().to_le_bytes();
+    let mut b = vec![0u8; 176];
+    b[0..2].copy_from_slice(&f16b(1.0));
+    b[2..4].copy_from_slice(&f16b(0.5));
+    let s = &mut b[4..16];
+    for j in 0..4 {
+        s[j] = 2; // scales 0..3
+        s[j + 4] = 4; // mins 0..3
+        s[j + 8] = 2 | 4 << 4; // low bits of scale and min 4..7
+    }
+    // Sub-block 5: scale 35 = 3 | 2 << 4 (high bits in byte 1), min 50 = 2 | 3 << 4 (byte 5).
+    s[9] = 3 | 2 << 4;
+    s[1] |= 2 << 6;
+    s[5] |= 3 << 6;
+    for l in 0..32 {
+        b[16 + l] = if l % 2 == 0 { 0b1010_1010 } else { 0 };
+    }
+    for k in 0..128 {
+        b[48 + k] = (k % 32 % 16) as u8 | 7 << 4;
+    }
+    let got = reference::dequantize(QType::Q5_K, &b, 256);
+    let sc = |j: usize| if j == 5 { 35.0 } else { 2.0 };
+    let mn = |j: usize| if j == 5 { 50.0 } else { 4.0 };
+    for (i, &g) in got.iter().enumerate() {
+        let (j, l) = (i / 32, i % 32);
+        let lo = if j % 2 == 0 { (l % 16) as f32 } else { 7.0 };
+        let hi = if j % 2 == 1 && l % 2 == 0 { 16.0 } else { 0.0 };
+        let want = sc(j) * (lo + hi) - 0.5 * mn(j);
+        assert_eq!(g, want, "weight {i}");
+    }
+    // Weight 160 (sub-block 5, l = 0): 35 * (7 + 16) - 0.5 * 50 = 780.
+    assert_eq!(got[160], 780.0);
+    assert_eq!(
+        reference::dequantize(QType::Q5_K, &b, 256),
+        naive::dequantize("q5_k", &b)
+    );
+}
+
 fn assert_bits_equal(name: &str, got: &[f32], want: &[f32]) {
     let g: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
     let w: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
@@ -362,6 +409,11 @@ proptest! {
     #[test]
     fn reference_matches_naive_q4_k(b in blocks(q4_k_block(), 3)) {
         assert_bits_equal("q4_k", &reference::dequantize(QType::Q4_K, &b, 768), &naive::dequantize("q4_k", &b));
+    }
+
+    #[test]
+    fn reference_matches_naive_q5_k(b in blocks(q5_k_block(), 3)) {
+        assert_bits_equal("q5_k", &reference::dequantize(QType::Q5_K, &b, 768), &naive::dequantize("q5_k", &b));
     }
 
     #[test]

@@ -36,6 +36,22 @@ pub fn q4k(b: &[u8], i: usize) -> f32 {
     d1 * q as f32 - m1
 }
 
+/// Weight `i` of a Q5_K block: Q4_K's scale, min and nibble, plus bit `i / 32` of
+/// `qh[i % 32]` (at byte 16) as the fifth bit; nibbles at byte 48.
+pub fn q5k(b: &[u8], i: usize) -> f32 {
+    let (sc, m) = q4k_scale_min(&b[4..16], i / 32);
+    let byte = b[48 + 32 * (i / 64) + i % 32];
+    let lo = if (i / 32) % 2 == 1 {
+        byte >> 4
+    } else {
+        byte & 15
+    };
+    let hi = (b[16 + i % 32] >> (i / 32)) & 1;
+    let d1 = h(b, 0) * sc as f32;
+    let m1 = h(b, 2) * m as f32;
+    d1 * (lo | hi << 4) as f32 - m1
+}
+
 /// Weight `i` of a Q6_K block.
 pub fn q6k(b: &[u8], i: usize) -> f32 {
     let (half, r) = (i / 128, i % 128);
@@ -90,6 +106,7 @@ pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
     type At = fn(&[u8], usize) -> f32;
     let (bb, bw, f): (usize, usize, At) = match name {
         "q4_k" => (144, 256, q4k),
+        "q5_k" => (176, 256, q5k),
         "q6_k" => (210, 256, q6k),
         "q8_0" => (34, 32, q8_0),
         "q4_0" => (18, 32, q4_0),
