@@ -2,7 +2,7 @@
 
 Writes random blocks (finite f16 scales, plus adversarial ones: d = 65504, subnormal d, dmin > d,
 negative d, zero d, all-0xff payloads with every nibble 15 and every 6-bit scale 63, all-zero
-scales) for Q4_K, Q6_K and Q8_0, dequantizes them with $QMOE_EXAMPLE (our reference) and with
+scales) for Q4_K, Q5_K, Q6_K, Q8_0 and the GGML legacy formats, dequantizes them with $QMOE_EXAMPLE (our reference) and with
 gguf.quants.dequantize, and requires every element to be bit-identical. Exits non-zero on any
 mismatch, printing the first ones.
 """
@@ -21,8 +21,13 @@ N_RANDOM = 4096  # random blocks per type, in addition to the adversarial ones
 # name, gguf type, block bytes, weights per block, byte offsets of the f16 scales
 TYPES = [
     ("q4_k", GGMLQuantizationType.Q4_K, 144, 256, [0, 2]),
+    ("q5_k", GGMLQuantizationType.Q5_K, 176, 256, [0, 2]),
     ("q6_k", GGMLQuantizationType.Q6_K, 210, 256, [208]),
     ("q8_0", GGMLQuantizationType.Q8_0, 34, 32, [0]),
+    ("q4_0", GGMLQuantizationType.Q4_0, 18, 32, [0]),
+    ("q4_1", GGMLQuantizationType.Q4_1, 20, 32, [0, 2]),
+    ("q5_0", GGMLQuantizationType.Q5_0, 22, 32, [0]),
+    ("q5_1", GGMLQuantizationType.Q5_1, 24, 32, [0, 2]),
 ]
 
 SPECIAL_SCALES = [

@@ -1,6 +1,6 @@
 //! The crate's one error type.
 
-use qmoe_quant::QuantError;
+use qmoe_quant::{QType, QuantError};
 
 /// Everything that can go wrong with a device tensor: a host-side check (shape, bytes, scales)
 /// or a device failure.
@@ -21,6 +21,19 @@ pub enum DequantError {
         expected: usize,
         /// Elements given.
         actual: usize,
+    },
+    /// A type qmoe reads and dequantizes on the host (the reference) but has no device kernel
+    /// for yet (the GGML legacy formats, Q5_K).
+    #[error(
+        "tensor {name}: no {op} kernel for {qtype}; dequantize it on the host (the reference)"
+    )]
+    NoKernel {
+        /// Tensor name.
+        name: String,
+        /// The operation.
+        op: &'static str,
+        /// The tensor's type.
+        qtype: QType,
     },
     /// A device error (allocation, copy, module load, launch).
     #[error("tensor {name}: {op}: {source}")]

@@ -50,12 +50,11 @@ unsafe fn launch_dequant<T>(
     o: OutType,
     out: &mut CudaSlice<T>,
 ) -> Result<(), DequantError> {
-    let name = gen::kernel_for(t.qtype(), o).unwrap_or_else(|| {
-        unreachable!(
-            "{} has no dequant kernel but every QType has one",
-            t.qtype()
-        )
-    });
+    let name = gen::kernel_for(t.qtype(), o).ok_or_else(|| DequantError::NoKernel {
+        name: t.name().to_string(),
+        op: "dequant",
+        qtype: t.qtype(),
+    })?;
     let f = gpu
         .function(&PTX, name)
         .map_err(DequantError::gpu(t.name(), "load kernel"))?;
@@ -125,24 +124,58 @@ pub fn dequantize_gpu_bf16(
 mod tests {
     use super::*;
 
-    #[test]
-    fn kernel_table_matches_every_arch_ptx() {
-        PTX.assert_entries(KERNELS);
-        assert_eq!(KERNELS.len(), 3 * QType::ALL.len());
+    /// The types the table gives dequant kernels (every type but those read on the host only).
+    fn with_kernels() -> Vec<QType> {
+        QType::ALL
+            .into_iter()
+            .filter(|&q| gen::kernel_for(q, OutType::F32).is_some())
+            .collect()
     }
 
     #[test]
-    fn every_type_has_a_kernel_per_output_named_for_both() {
+    fn kernel_table_matches_every_arch_ptx() {
+        PTX.assert_entries(KERNELS);
+        assert_eq!(KERNELS.len(), 3 * with_kernels().len());
+    }
+
+    #[test]
+    fn every_type_has_a_kernel_per_output_named_for_both_or_none() {
         for q in QType::ALL {
+            let have = with_kernels().contains(&q);
             for (o, suffix) in [
                 (OutType::F32, "_f32"),
                 (OutType::F16, "_f16"),
                 (OutType::BF16, "_bf16"),
             ] {
-                let name = gen::kernel_for(q, o).unwrap();
-                assert_eq!(name, format!("qmoe_dequant_{}{suffix}", q.name()));
-                assert!(KERNELS.contains(&name));
+                match gen::kernel_for(q, o) {
+                    Some(name) => {
+                        assert!(have, "{q}: a {suffix} kernel but no f32 one");
+                        assert_eq!(name, format!("qmoe_dequant_{}{suffix}", q.name()));
+                        assert!(KERNELS.contains(&name));
+                    }
+                    None => assert!(!have, "{q}: no {suffix} kernel"),
+                }
             }
         }
+        // The GGML legacy formats and Q5_K are read on the host only (no device header yet).
+        assert!(!with_kernels().contains(&QType::Q4_0));
+        assert!(!with_kernels().contains(&QType::Q5_K));
+        assert!(!with_kernels().contains(&QType::Q5_1));
+        assert!(!with_kernels().contains(&QType::Q5_0));
+        assert!(!with_kernels().contains(&QType::Q4_1));
+    }
+
+    #[test]
+    fn no_kernel_error_names_tensor_and_type() {
+        let e = DequantError::NoKernel {
+            name: "blk.0.ffn_down_exps.weight".into(),
+            op: "dequant",
+            qtype: QType::Q4_0,
+        };
+        assert_eq!(
+            e.to_string(),
+            "tensor blk.0.ffn_down_exps.weight: no dequant kernel for q4_0; dequantize it on the \
+             host (the reference)"
+        );
     }
 }

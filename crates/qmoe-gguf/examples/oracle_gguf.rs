@@ -7,7 +7,7 @@
 //! - `write-sample OUT.gguf [ALIGNMENT]`: a file with every metadata type and every tensor type
 
 use qmoe_gguf::{GgufBuilder, GgufFile, MetaArray, MetaValue};
-use qmoe_quant::{QTensor, QType};
+use qmoe_quant::QType;
 use serde_json::{json, Value};
 
 fn main() {
@@ -152,7 +152,8 @@ fn write_sample(out: &str, alignment: u64) -> Res {
                 })
                 .collect();
             let name = format!("{}.{}d.weight", q.name(), shape.len());
-            tensors.push(QTensor::quantize(name, q, &shape, &v)?);
+            // Quantized where qmoe has a quantizer, sampled valid blocks otherwise.
+            tensors.push(qmoe_check::strategies::tensor(&name, q, &shape, &v));
         }
     }
     let mut b = GgufBuilder::new();

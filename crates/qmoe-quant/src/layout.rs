@@ -29,6 +29,27 @@ pub mod q4_k {
     pub const QS: Range<usize> = 16..144;
 }
 
+/// Q5_K: 256 weights in a 176-byte super-block of eight 32-weight sub-blocks, each with a
+/// 6-bit scale and a 6-bit min packed as in Q4_K; the quants' fifth bits live in `qh`.
+pub mod q5_k {
+    use std::ops::Range;
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 256;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 176;
+    /// `d`, f16: the super-block scale of the sub-block scales.
+    pub const D: usize = 0;
+    /// `dmin`, f16: the super-block scale of the sub-block mins.
+    pub const DMIN: usize = 2;
+    /// `scales[12]`: eight 6-bit scales and eight 6-bit mins, packed as in Q4_K.
+    pub const SCALES: Range<usize> = 4..16;
+    /// `qh[32]`: the fifth bits: bit `j` of `qh[l]` belongs to weight `32j + l`.
+    pub const QH: Range<usize> = 16..48;
+    /// `qs[128]`: the low four bits of the 256 quants, two per byte, placed as in Q4_K.
+    pub const QS: Range<usize> = 48..176;
+}
+
 /// Q6_K: 256 weights in a 210-byte super-block of sixteen 16-weight sub-blocks, each with an
 /// int8 scale.
 pub mod q6_k {
@@ -46,6 +67,74 @@ pub mod q6_k {
     pub const SCALES: Range<usize> = 192..208;
     /// `d`, f16: the super-block scale.
     pub const D: usize = 208;
+}
+
+/// Q4_0: 32 weights in an 18-byte block with one f16 scale; weight `j` (j < 16) is the low
+/// nibble of `qs[j]`, weight `j + 16` its high nibble, both offset by 8.
+pub mod q4_0 {
+    use std::ops::Range;
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 32;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 18;
+    /// `d`, f16: the block scale.
+    pub const D: usize = 0;
+    /// `qs[16]`: 32 four-bit quants, two per byte.
+    pub const QS: Range<usize> = 2..18;
+}
+
+/// Q4_1: 32 weights in a 20-byte block with an f16 scale and an f16 min; the nibbles are placed
+/// as in Q4_0 but unsigned, and the min is added.
+pub mod q4_1 {
+    use std::ops::Range;
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 32;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 20;
+    /// `d`, f16: the block scale.
+    pub const D: usize = 0;
+    /// `m`, f16: the block min (added to every weight).
+    pub const M: usize = 2;
+    /// `qs[16]`: 32 four-bit quants, two per byte.
+    pub const QS: Range<usize> = 4..20;
+}
+
+/// Q5_0: 32 weights in a 22-byte block with one f16 scale; the low four bits of each quant are
+/// placed as in Q4_0, the fifth bit of weight `i` is bit `i` of the little-endian u32 `qh`.
+pub mod q5_0 {
+    use std::ops::Range;
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 32;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 22;
+    /// `d`, f16: the block scale.
+    pub const D: usize = 0;
+    /// `qh[4]`: the fifth bits, one per weight, a little-endian u32.
+    pub const QH: Range<usize> = 2..6;
+    /// `qs[16]`: the low four bits, two quants per byte.
+    pub const QS: Range<usize> = 6..22;
+}
+
+/// Q5_1: 32 weights in a 24-byte block with an f16 scale and an f16 min; the quants are placed
+/// as in Q5_0 but unsigned, and the min is added.
+pub mod q5_1 {
+    use std::ops::Range;
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 32;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 24;
+    /// `d`, f16: the block scale.
+    pub const D: usize = 0;
+    /// `m`, f16: the block min (added to every weight).
+    pub const M: usize = 2;
+    /// `qh[4]`: the fifth bits, one per weight, a little-endian u32.
+    pub const QH: Range<usize> = 4..8;
+    /// `qs[16]`: the low four bits, two quants per byte.
+    pub const QS: Range<usize> = 8..24;
 }
 
 /// Q8_0: 32 weights in a 34-byte block with one f16 scale.
@@ -70,7 +159,12 @@ pub const F16_BYTES: usize = 2;
 pub const fn f16_scales(qtype: QType) -> &'static [(&'static str, usize)] {
     match qtype {
         QType::Q4_K => &[("d", q4_k::D), ("dmin", q4_k::DMIN)],
+        QType::Q5_K => &[("d", q5_k::D), ("dmin", q5_k::DMIN)],
         QType::Q6_K => &[("d", q6_k::D)],
+        QType::Q4_0 => &[("d", q4_0::D)],
+        QType::Q4_1 => &[("d", q4_1::D), ("m", q4_1::M)],
+        QType::Q5_0 => &[("d", q5_0::D)],
+        QType::Q5_1 => &[("d", q5_1::D), ("m", q5_1::M)],
         QType::Q8_0 => &[("d", q8_0::D)],
         QType::F32 | QType::F16 | QType::BF16 => &[],
     }
@@ -87,11 +181,27 @@ pub fn fields(qtype: QType) -> Vec<(&'static str, Range<usize>)> {
             ("scales", q4_k::SCALES),
             ("qs", q4_k::QS),
         ],
+        QType::Q5_K => vec![
+            ("d", f16(q5_k::D)),
+            ("dmin", f16(q5_k::DMIN)),
+            ("scales", q5_k::SCALES),
+            ("qh", q5_k::QH),
+            ("qs", q5_k::QS),
+        ],
         QType::Q6_K => vec![
             ("ql", q6_k::QL),
             ("qh", q6_k::QH),
             ("scales", q6_k::SCALES),
             ("d", f16(q6_k::D)),
+        ],
+        QType::Q4_0 => vec![("d", f16(q4_0::D)), ("qs", q4_0::QS)],
+        QType::Q4_1 => vec![("d", f16(q4_1::D)), ("m", f16(q4_1::M)), ("qs", q4_1::QS)],
+        QType::Q5_0 => vec![("d", f16(q5_0::D)), ("qh", q5_0::QH), ("qs", q5_0::QS)],
+        QType::Q5_1 => vec![
+            ("d", f16(q5_1::D)),
+            ("m", f16(q5_1::M)),
+            ("qh", q5_1::QH),
+            ("qs", q5_1::QS),
         ],
         QType::Q8_0 => vec![("d", f16(q8_0::D)), ("qs", q8_0::QS)],
         QType::F32 | QType::F16 | QType::BF16 => Vec::new(),
@@ -140,5 +250,13 @@ mod tests {
             (0..128, 128..192, 192..208, 208)
         );
         assert_eq!((q8_0::D, q8_0::QS), (0, 2..34));
+        assert_eq!(
+            (q5_k::D, q5_k::DMIN, q5_k::SCALES, q5_k::QH, q5_k::QS),
+            (0, 2, 4..16, 16..48, 48..176)
+        );
+        assert_eq!((q5_1::D, q5_1::M, q5_1::QH, q5_1::QS), (0, 2, 4..8, 8..24));
+        assert_eq!((q5_0::D, q5_0::QH, q5_0::QS), (0, 2..6, 6..22));
+        assert_eq!((q4_1::D, q4_1::M, q4_1::QS), (0, 2, 4..20));
+        assert_eq!((q4_0::D, q4_0::QS), (0, 2..18));
     }
 }

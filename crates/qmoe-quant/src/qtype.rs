@@ -15,22 +15,37 @@ pub enum QType {
     F16,
     /// bfloat16, one weight per 2 bytes.
     BF16,
+    /// 32 weights per 18-byte block: f16 scale + 32 four-bit quants offset by 8 (GGML legacy).
+    Q4_0,
+    /// 32 weights per 20-byte block: f16 scale and f16 min + 32 unsigned four-bit quants (GGML legacy).
+    Q4_1,
+    /// 32 weights per 22-byte block: f16 scale + 32 five-bit quants offset by 16 (GGML legacy).
+    Q5_0,
+    /// 32 weights per 24-byte block: f16 scale and f16 min + 32 unsigned five-bit quants (GGML legacy).
+    Q5_1,
     /// 32 weights per 34-byte block: f16 scale + 32 int8.
     Q8_0,
     /// 256 weights per 144-byte super-block: 4-bit quants, 6-bit scales and mins.
     Q4_K,
+    /// 256 weights per 176-byte super-block: 5-bit quants, 6-bit scales and mins.
+    Q5_K,
     /// 256 weights per 210-byte super-block: 6-bit quants, int8 scales.
     Q6_K,
 }
 
 impl QType {
     /// Every type, for tests and tables.
-    pub const ALL: [QType; 6] = [
+    pub const ALL: [QType; 11] = [
         QType::F32,
         QType::F16,
         QType::BF16,
+        QType::Q4_0,
+        QType::Q4_1,
+        QType::Q5_0,
+        QType::Q5_1,
         QType::Q8_0,
         QType::Q4_K,
+        QType::Q5_K,
         QType::Q6_K,
     ];
 
@@ -39,8 +54,13 @@ impl QType {
         match self {
             QType::F32 => 0,
             QType::F16 => 1,
+            QType::Q4_0 => 2,
+            QType::Q4_1 => 3,
+            QType::Q5_0 => 6,
+            QType::Q5_1 => 7,
             QType::Q8_0 => 8,
             QType::Q4_K => 12,
+            QType::Q5_K => 13,
             QType::Q6_K => 14,
             QType::BF16 => 30,
         }
@@ -51,12 +71,17 @@ impl QType {
         QType::ALL.into_iter().find(|t| t.ggml_type() == id)
     }
 
-    /// Weights per block: 256 for k-quants, 32 for Q8_0, 1 for float types.
+    /// Weights per block: 256 for k-quants, 32 for the legacy formats and Q8_0, 1 for float types.
     pub const fn block_weights(self) -> usize {
         match self {
             QType::F32 | QType::F16 | QType::BF16 => 1,
+            QType::Q4_0 => layout::q4_0::BLOCK_WEIGHTS,
+            QType::Q4_1 => layout::q4_1::BLOCK_WEIGHTS,
+            QType::Q5_0 => layout::q5_0::BLOCK_WEIGHTS,
+            QType::Q5_1 => layout::q5_1::BLOCK_WEIGHTS,
             QType::Q8_0 => layout::q8_0::BLOCK_WEIGHTS,
             QType::Q4_K => layout::q4_k::BLOCK_WEIGHTS,
+            QType::Q5_K => layout::q5_k::BLOCK_WEIGHTS,
             QType::Q6_K => layout::q6_k::BLOCK_WEIGHTS,
         }
     }
@@ -66,8 +91,13 @@ impl QType {
         match self {
             QType::F32 => 4,
             QType::F16 | QType::BF16 => 2,
+            QType::Q4_0 => layout::q4_0::BLOCK_BYTES,
+            QType::Q4_1 => layout::q4_1::BLOCK_BYTES,
+            QType::Q5_0 => layout::q5_0::BLOCK_BYTES,
+            QType::Q5_1 => layout::q5_1::BLOCK_BYTES,
             QType::Q8_0 => layout::q8_0::BLOCK_BYTES,
             QType::Q4_K => layout::q4_k::BLOCK_BYTES,
+            QType::Q5_K => layout::q5_k::BLOCK_BYTES,
             QType::Q6_K => layout::q6_k::BLOCK_BYTES,
         }
     }
@@ -83,8 +113,13 @@ impl QType {
             QType::F32 => "f32",
             QType::F16 => "f16",
             QType::BF16 => "bf16",
+            QType::Q4_0 => "q4_0",
+            QType::Q4_1 => "q4_1",
+            QType::Q5_0 => "q5_0",
+            QType::Q5_1 => "q5_1",
             QType::Q8_0 => "q8_0",
             QType::Q4_K => "q4_k",
+            QType::Q5_K => "q5_k",
             QType::Q6_K => "q6_k",
         }
     }

@@ -27,11 +27,22 @@ fn nearest(x: f32) -> i32 {
     x.round() as i32
 }
 
+/// Whether qmoe has a quantizer for `qtype`. The GGML legacy formats (Q4_0, Q4_1, Q5_0, Q5_1)
+/// and Q5_K are read and dequantized but not written: [`QTensor::quantize`](crate::QTensor::quantize)
+/// refuses them with [`QuantError::Unsupported`](crate::QuantError::Unsupported).
+pub const fn has_quantizer(qtype: QType) -> bool {
+    match qtype {
+        QType::F32 | QType::F16 | QType::BF16 | QType::Q8_0 | QType::Q4_K | QType::Q6_K => true,
+        QType::Q4_0 | QType::Q4_1 | QType::Q5_0 | QType::Q5_1 | QType::Q5_K => false,
+    }
+}
+
 /// Quantizes `values` (a whole number of blocks) to `qtype`'s bytes, on all available cores for
 /// large inputs. Blocks are independent, so the bytes are the same for any thread count.
 ///
 /// # Panics
-/// When `values.len()` is not a multiple of the block size.
+/// When `values.len()` is not a multiple of the block size, or `qtype` has no quantizer
+/// ([`has_quantizer`]).
 pub fn quantize(qtype: QType, values: &[f32]) -> Vec<u8> {
     let threads = if values.len() >= 1 << 20 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -44,8 +55,9 @@ pub fn quantize(qtype: QType, values: &[f32]) -> Vec<u8> {
 /// [`quantize`] on exactly `threads` threads (1: the calling thread only).
 ///
 /// # Panics
-/// When `values.len()` is not a multiple of the block size.
+/// When `values.len()` is not a multiple of the block size, or `qtype` has no quantizer.
 pub fn quantize_with_threads(qtype: QType, values: &[f32], threads: usize) -> Vec<u8> {
+    assert!(has_quantizer(qtype), "qmoe has no {qtype} quantizer");
     let (bw, bb) = (qtype.block_weights(), qtype.block_bytes());
     assert_eq!(
         values.len() % bw,
@@ -83,6 +95,9 @@ fn quantize_serial(qtype: QType, values: &[f32], out: &mut [u8]) {
             QType::Q8_0 => o.copy_from_slice(&q8_0_block(x.try_into().expect("32"))),
             QType::Q4_K => o.copy_from_slice(&q4_k_block(x.try_into().expect("256"))),
             QType::Q6_K => o.copy_from_slice(&q6_k_block(x.try_into().expect("256"))),
+            QType::Q4_0 | QType::Q4_1 | QType::Q5_0 | QType::Q5_1 | QType::Q5_K => {
+                unreachable!("{qtype} has no quantizer (checked by the caller)")
+            }
         }
     }
 }

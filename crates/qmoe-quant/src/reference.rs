@@ -4,12 +4,17 @@
 //! `gguf` Python package's numpy code and of `cuda/kquants.cuh`), so the reference, the oracle
 //! and the GPU kernels agree bit for bit:
 //! - Q4_K: `d1 = d * sc; m1 = dmin * m; value = d1 * q - m1`
+//! - Q5_K: as Q4_K, with the fifth bit: `d1 = d * sc; m1 = dmin * m; value = d1 * q - m1`
 //! - Q6_K: `value = (d * sc) * q`
 //! - Q8_0: `value = d * q`
+//! - Q4_0: `value = (q - 8) * d`, the offset taken in integers
+//! - Q5_1: `value = q * d + m`
+//! - Q5_0: `value = (q - 16) * d`, the offset taken in integers
+//! - Q4_1: `value = q * d + m` (two roundings: the product is exact, the sum is not)
 
 use half::{bf16, f16};
 
-use crate::layout::{q4_k, q6_k, q8_0};
+use crate::layout::{q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0};
 use crate::QType;
 
 /// Q4_K sub-block `j` (0..8) scale and min from the 12 packed scale bytes.
@@ -52,6 +57,34 @@ pub fn q4_k_block(block: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Dequantizes one 176-byte Q5_K block into `out[..256]`: Q4_K's scales, mins and nibbles,
+/// plus a fifth bit per weight from `qh` (bit `2c` of `qh[l]` for weight `64c + l`, bit `2c + 1`
+/// for weight `64c + 32 + l`).
+pub fn q5_k_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), q5_k::BLOCK_BYTES, "q5_k block is 176 bytes");
+    let d = f16_at(block, q5_k::D);
+    let dmin = f16_at(block, q5_k::DMIN);
+    let scales = &block[q5_k::SCALES];
+    let qh = &block[q5_k::QH];
+    let qs = &block[q5_k::QS];
+    for c in 0..4 {
+        let (sc_lo, m_lo) = q4_k_scale_min(2 * c, scales);
+        let (sc_hi, m_hi) = q4_k_scale_min(2 * c + 1, scales);
+        let d_lo = d * sc_lo as f32;
+        let m1_lo = dmin * m_lo as f32;
+        let d_hi = d * sc_hi as f32;
+        let m1_hi = dmin * m_hi as f32;
+        let (u_lo, u_hi) = (1u8 << (2 * c), 1u8 << (2 * c + 1));
+        for l in 0..32 {
+            let byte = qs[32 * c + l];
+            let q_lo = (byte & 0x0F) + if qh[l] & u_lo != 0 { 16 } else { 0 };
+            let q_hi = (byte >> 4) + if qh[l] & u_hi != 0 { 16 } else { 0 };
+            out[64 * c + l] = d_lo * q_lo as f32 - m1_lo;
+            out[64 * c + 32 + l] = d_hi * q_hi as f32 - m1_hi;
+        }
+    }
+}
+
 /// Dequantizes one 210-byte Q6_K block into `out[..256]`.
 pub fn q6_k_block(block: &[u8], out: &mut [f32]) {
     assert_eq!(block.len(), q6_k::BLOCK_BYTES, "q6_k block is 210 bytes");
@@ -85,6 +118,73 @@ pub fn q8_0_block(block: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Dequantizes one 18-byte Q4_0 block into `out[..32]`: weight `j` is the low nibble of
+/// `qs[j]`, weight `j + 16` its high nibble.
+pub fn q4_0_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), q4_0::BLOCK_BYTES, "q4_0 block is 18 bytes");
+    let d = f16_at(block, q4_0::D);
+    let half = q4_0::BLOCK_WEIGHTS / 2;
+    for (j, &byte) in block[q4_0::QS].iter().enumerate() {
+        let x0 = (byte & 0x0F) as i32 - 8;
+        let x1 = (byte >> 4) as i32 - 8;
+        out[j] = x0 as f32 * d;
+        out[j + half] = x1 as f32 * d;
+    }
+}
+
+/// Dequantizes one 20-byte Q4_1 block into `out[..32]`: the nibbles are placed as in Q4_0.
+pub fn q4_1_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), q4_1::BLOCK_BYTES, "q4_1 block is 20 bytes");
+    let d = f16_at(block, q4_1::D);
+    let m = f16_at(block, q4_1::M);
+    let half = q4_1::BLOCK_WEIGHTS / 2;
+    for (j, &byte) in block[q4_1::QS].iter().enumerate() {
+        let x0 = (byte & 0x0F) as f32;
+        let x1 = (byte >> 4) as f32;
+        out[j] = x0 * d + m;
+        out[j + half] = x1 * d + m;
+    }
+}
+
+/// The little-endian u32 of the four bytes of `qh` (Q5_0, Q5_1: bit `i` is weight `i`'s fifth).
+fn qh_bits(qh: &[u8]) -> u32 {
+    u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]])
+}
+
+/// Dequantizes one 22-byte Q5_0 block into `out[..32]`: low nibbles as in Q4_0, the fifth bit
+/// of weight `j` is bit `j` of `qh`.
+pub fn q5_0_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), q5_0::BLOCK_BYTES, "q5_0 block is 22 bytes");
+    let d = f16_at(block, q5_0::D);
+    let qh = qh_bits(&block[q5_0::QH]);
+    let half = q5_0::BLOCK_WEIGHTS / 2;
+    for (j, &byte) in block[q5_0::QS].iter().enumerate() {
+        let xh0 = ((qh >> j) << 4) as u8 & 0x10;
+        let xh1 = (qh >> (j + 12)) as u8 & 0x10;
+        let x0 = ((byte & 0x0F) | xh0) as i32 - 16;
+        let x1 = ((byte >> 4) | xh1) as i32 - 16;
+        out[j] = x0 as f32 * d;
+        out[j + half] = x1 as f32 * d;
+    }
+}
+
+/// Dequantizes one 24-byte Q5_1 block into `out[..32]`: the quants are placed as in Q5_0.
+pub fn q5_1_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), q5_1::BLOCK_BYTES, "q5_1 block is 24 bytes");
+    let d = f16_at(block, q5_1::D);
+    let m = f16_at(block, q5_1::M);
+    let qh = qh_bits(&block[q5_1::QH]);
+    let half = q5_1::BLOCK_WEIGHTS / 2;
+    for (j, &byte) in block[q5_1::QS].iter().enumerate() {
+        let xh0 = ((qh >> j) << 4) as u8 & 0x10;
+        let xh1 = (qh >> (j + 12)) as u8 & 0x10;
+        let x0 = ((byte & 0x0F) | xh0) as f32;
+        let x1 = ((byte >> 4) | xh1) as f32;
+        out[j] = x0 * d + m;
+        out[j + half] = x1 * d + m;
+    }
+}
+
 /// Dequantizes the first `n` weights stored in `bytes` as `qtype` (`n` a multiple of the block
 /// size; `bytes` at least `n / block_weights * block_bytes` long).
 pub fn dequantize(qtype: QType, bytes: &[u8], n: usize) -> Vec<f32> {
@@ -111,8 +211,13 @@ pub fn dequantize(qtype: QType, bytes: &[u8], n: usize) -> Vec<f32> {
             QType::BF16 => {
                 o[0] = bf16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32()
             }
+            QType::Q4_0 => q4_0_block(block, o),
+            QType::Q4_1 => q4_1_block(block, o),
+            QType::Q5_0 => q5_0_block(block, o),
+            QType::Q5_1 => q5_1_block(block, o),
             QType::Q8_0 => q8_0_block(block, o),
             QType::Q4_K => q4_k_block(block, o),
+            QType::Q5_K => q5_k_block(block, o),
             QType::Q6_K => q6_k_block(block, o),
         }
     }

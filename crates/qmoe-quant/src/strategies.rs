@@ -9,12 +9,23 @@
 use half::f16;
 use proptest::prelude::*;
 
-use crate::layout::{q4_k, q6_k, q8_0, F16_BYTES};
+use crate::layout::{self, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, F16_BYTES};
+use crate::{QTensor, QType};
 
 /// Q4_K block bytes (`d`, `dmin`, `scales[12]`, `qs[128]`).
 pub const Q4_K_BYTES: usize = q4_k::BLOCK_BYTES;
+/// Q5_K block bytes (`d`, `dmin`, `scales[12]`, `qh[32]`, `qs[128]`).
+pub const Q5_K_BYTES: usize = q5_k::BLOCK_BYTES;
 /// Q6_K block bytes (`ql[128]`, `qh[64]`, `scales[16]`, `d`).
 pub const Q6_K_BYTES: usize = q6_k::BLOCK_BYTES;
+/// Q4_0 block bytes (`d`, `qs[16]`).
+pub const Q4_0_BYTES: usize = q4_0::BLOCK_BYTES;
+/// Q4_1 block bytes (`d`, `m`, `qs[16]`).
+pub const Q4_1_BYTES: usize = q4_1::BLOCK_BYTES;
+/// Q5_0 block bytes (`d`, `qh[4]`, `qs[16]`).
+pub const Q5_0_BYTES: usize = q5_0::BLOCK_BYTES;
+/// Q5_1 block bytes (`d`, `m`, `qh[4]`, `qs[16]`).
+pub const Q5_1_BYTES: usize = q5_1::BLOCK_BYTES;
 /// Q8_0 block bytes (`d`, `qs[32]`).
 pub const Q8_0_BYTES: usize = q8_0::BLOCK_BYTES;
 
@@ -91,9 +102,99 @@ pub fn q8_0_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value
     })
 }
 
+/// One Q4_0 block with d from `scale`.
+pub fn q4_0_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
+    (scale, payload(q4_0::QS.len())).prop_map(|(d, qs)| {
+        let mut b = vec![0u8; Q4_0_BYTES];
+        put_f16(&mut b, q4_0::D, d);
+        b[q4_0::QS].copy_from_slice(&qs);
+        b
+    })
+}
+
+/// A Q4_0 block over the whole finite f16 scale range, adversarial payloads included.
+pub fn q4_0_block() -> impl Strategy<Value = Vec<u8>> {
+    q4_0_block_with(f16_scale())
+}
+
+/// One Q4_1 block with d and m from `scale` (m may be negative, zero or larger than d).
+pub fn q4_1_block_with(
+    scale: impl Strategy<Value = f16> + Clone,
+) -> impl Strategy<Value = Vec<u8>> {
+    (scale.clone(), scale, payload(q4_1::QS.len())).prop_map(|(d, m, qs)| {
+        let mut b = vec![0u8; Q4_1_BYTES];
+        put_f16(&mut b, q4_1::D, d);
+        put_f16(&mut b, q4_1::M, m);
+        b[q4_1::QS].copy_from_slice(&qs);
+        b
+    })
+}
+
+/// A Q4_1 block over the whole finite f16 scale range, adversarial payloads included.
+pub fn q4_1_block() -> impl Strategy<Value = Vec<u8>> {
+    q4_1_block_with(f16_scale())
+}
+
+/// One Q5_0 block with d from `scale`.
+pub fn q5_0_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
+    // The payload is everything after the f16 scale: `qh` and `qs`, contiguous.
+    let body = q5_0::QH.start..q5_0::QS.end;
+    (scale, payload(body.len())).prop_map(move |(d, payload)| {
+        let mut b = vec![0u8; Q5_0_BYTES];
+        put_f16(&mut b, q5_0::D, d);
+        b[body.clone()].copy_from_slice(&payload);
+        b
+    })
+}
+
+/// A Q5_0 block over the whole finite f16 scale range, adversarial payloads included.
+pub fn q5_0_block() -> impl Strategy<Value = Vec<u8>> {
+    q5_0_block_with(f16_scale())
+}
+
+/// One Q5_1 block with d and m from `scale` (m may be negative, zero or larger than d).
+pub fn q5_1_block_with(
+    scale: impl Strategy<Value = f16> + Clone,
+) -> impl Strategy<Value = Vec<u8>> {
+    // The payload is everything after the two f16 fields: `qh` and `qs`, contiguous.
+    let body = q5_1::QH.start..q5_1::QS.end;
+    (scale.clone(), scale, payload(body.len())).prop_map(move |(d, m, payload)| {
+        let mut b = vec![0u8; Q5_1_BYTES];
+        put_f16(&mut b, q5_1::D, d);
+        put_f16(&mut b, q5_1::M, m);
+        b[body.clone()].copy_from_slice(&payload);
+        b
+    })
+}
+
+/// A Q5_1 block over the whole finite f16 scale range, adversarial payloads included.
+pub fn q5_1_block() -> impl Strategy<Value = Vec<u8>> {
+    q5_1_block_with(f16_scale())
+}
+
 /// A Q4_K block over the whole finite f16 scale range, adversarial payloads included.
 pub fn q4_k_block() -> impl Strategy<Value = Vec<u8>> {
     q4_k_block_with(f16_scale())
+}
+
+/// One Q5_K block with d and dmin from `scale` (dmin may exceed d).
+pub fn q5_k_block_with(
+    scale: impl Strategy<Value = f16> + Clone,
+) -> impl Strategy<Value = Vec<u8>> {
+    // The payload is everything after the two f16 scales: `scales`, `qh` and `qs`, contiguous.
+    let body = q5_k::SCALES.start..q5_k::QS.end;
+    (scale.clone(), scale, payload(body.len())).prop_map(move |(d, dmin, payload)| {
+        let mut b = vec![0u8; Q5_K_BYTES];
+        put_f16(&mut b, q5_k::D, d);
+        put_f16(&mut b, q5_k::DMIN, dmin);
+        b[body.clone()].copy_from_slice(&payload);
+        b
+    })
+}
+
+/// A Q5_K block over the whole finite f16 scale range, adversarial payloads included.
+pub fn q5_k_block() -> impl Strategy<Value = Vec<u8>> {
+    q5_k_block_with(f16_scale())
 }
 
 /// A Q6_K block over the whole finite f16 scale range.
@@ -109,4 +210,49 @@ pub fn q8_0_block() -> impl Strategy<Value = Vec<u8>> {
 /// `n` blocks of `block` concatenated.
 pub fn blocks<S: Strategy<Value = Vec<u8>>>(block: S, n: usize) -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(block, n).prop_map(|v| v.concat())
+}
+
+/// `n_blocks` valid blocks of any quantized `qtype`, deterministic in `seed`: pseudo-random
+/// payload bytes and realistic f16 scales (about 1e-3..0.03) in every scale field. For tests
+/// that need the bytes of a type without a quantizer ([`crate::quantize::has_quantizer`]).
+pub fn sample_blocks(qtype: QType, n_blocks: usize, seed: u64) -> Vec<u8> {
+    // splitmix64: a fixed, dependency-free byte stream.
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let bb = qtype.block_bytes();
+    let mut out = vec![0u8; n_blocks * bb];
+    for block in out.chunks_exact_mut(bb) {
+        for byte in block.iter_mut() {
+            *byte = next() as u8;
+        }
+        for &(_, at) in layout::f16_scales(qtype) {
+            let unit = (next() >> 40) as f32 / (1u64 << 24) as f32;
+            put_f16(block, at, f16::from_f32(1e-3 + 0.03 * unit));
+        }
+    }
+    out
+}
+
+/// A tensor of `qtype` and `shape` for tests: `values` quantized where `qtype` has a quantizer,
+/// otherwise [`sample_blocks`] seeded by the values (so different values give different bytes).
+///
+/// # Panics
+/// When `shape` or the value count is invalid for `qtype` (a test's own mistake).
+pub fn tensor(name: &str, qtype: QType, shape: &[usize], values: &[f32]) -> QTensor<'static> {
+    if crate::quantize::has_quantizer(qtype) {
+        return QTensor::quantize(name, qtype, shape, values).expect("a valid test tensor");
+    }
+    let n: usize = shape.iter().product();
+    assert_eq!(values.len(), n, "{name}: {n} values for {shape:?}");
+    let seed = values.iter().fold(0x00C0_FFEE_u64, |h, v| {
+        h.rotate_left(5) ^ u64::from(v.to_bits())
+    });
+    let bytes = sample_blocks(qtype, n / qtype.block_weights(), seed);
+    QTensor::new(name, qtype, shape, bytes).expect("a valid test tensor")
 }

@@ -189,7 +189,8 @@ impl<'a> QTensor<'a> {
     }
 
     /// Quantizes `values` (row-major, `shape`) with the reference quantizers. Q4_K, Q6_K and
-    /// Q8_0 search scales per sub-block; F32, F16 and BF16 round to nearest even.
+    /// Q8_0 search scales per sub-block; F32, F16 and BF16 round to nearest even. A type without
+    /// a quantizer ([`quantize::has_quantizer`]) is [`QuantError::Unsupported`].
     pub fn quantize(
         name: impl Into<String>,
         qtype: QType,
@@ -197,6 +198,13 @@ impl<'a> QTensor<'a> {
         values: &[f32],
     ) -> Result<QTensor<'static>, QuantError> {
         let name = name.into();
+        if !quantize::has_quantizer(qtype) {
+            return Err(QuantError::Unsupported {
+                name,
+                op: "quantize",
+                qtype,
+            });
+        }
         let (_, total) = expected_bytes(&name, qtype, shape)?;
         let expected: usize = shape.iter().product();
         if values.len() != expected {

@@ -79,6 +79,42 @@ pub const QTYPES: &[QTypeRow] = &[
         load: None,
         families: &[Family::Dequant, Family::Matvec],
     },
+    // Read and dequantized on the host only (the reference): no device header, no kernels.
+    QTypeRow {
+        name: "q4_0",
+        rust: "Q4_0",
+        traits: None,
+        load: None,
+        families: &[],
+    },
+    QTypeRow {
+        name: "q5_1",
+        rust: "Q5_1",
+        traits: None,
+        load: None,
+        families: &[],
+    },
+    QTypeRow {
+        name: "q5_k",
+        rust: "Q5_K",
+        traits: None,
+        load: None,
+        families: &[],
+    },
+    QTypeRow {
+        name: "q5_0",
+        rust: "Q5_0",
+        traits: None,
+        load: None,
+        families: &[],
+    },
+    QTypeRow {
+        name: "q4_1",
+        rust: "Q4_1",
+        traits: None,
+        load: None,
+        families: &[],
+    },
 ];
 
 /// Dequant output types: (name, C storage type, Rust `OutType` variant, outputs per thread of a

@@ -1,7 +1,10 @@
 //! CPU tests: types, tensor validation, reference vs naive re-derivation, quantizer error.
 
 use proptest::prelude::*;
-use qmoe_quant::strategies::{blocks, q4_k_block, q6_k_block, q8_0_block};
+use qmoe_quant::strategies::{
+    blocks, q4_0_block, q4_1_block, q4_k_block, q5_0_block, q5_1_block, q5_k_block, q6_k_block,
+    q8_0_block,
+};
 use qmoe_quant::{reference, QTensor, QType, QuantError};
 
 use crate::support::naive;
@@ -11,8 +14,13 @@ fn qtype_table() {
     let want = [
         (QType::F32, 0, 1, 4, "f32"),
         (QType::F16, 1, 1, 2, "f16"),
+        (QType::Q4_0, 2, 32, 18, "q4_0"),
+        (QType::Q4_1, 3, 32, 20, "q4_1"),
+        (QType::Q5_0, 6, 32, 22, "q5_0"),
+        (QType::Q5_1, 7, 32, 24, "q5_1"),
         (QType::Q8_0, 8, 32, 34, "q8_0"),
         (QType::Q4_K, 12, 256, 144, "q4_k"),
+        (QType::Q5_K, 13, 256, 176, "q5_k"),
         (QType::Q6_K, 14, 256, 210, "q6_k"),
         (QType::BF16, 30, 1, 2, "bf16"),
     ];
@@ -25,8 +33,8 @@ fn qtype_table() {
         );
         assert_eq!(QType::parse(&name.to_uppercase()), Some(t));
     }
-    assert_eq!(QType::from_ggml_type(2), None); // Q4_0: not read by qmoe
-    assert_eq!(QType::parse("q5_k"), None);
+    assert_eq!(QType::from_ggml_type(10), None); // Q2_K: not read by qmoe
+    assert_eq!(QType::parse("q3_k"), None);
     assert_eq!(QType::Q4_K.row_bytes(2048), Some(8 * 144));
     assert_eq!(QType::Q6_K.row_bytes(768), Some(3 * 210));
     assert_eq!(QType::Q4_K.row_bytes(100), None);
@@ -202,6 +210,189 @@ fn float_types_round_trip() {
     }
 }
 
+/// A hand-worked Q4_0 block: d = 0.5, `qs[j] = j | (15 - j) << 4`, so weight j (j < 16) is
+/// (j - 8) * 0.5 and weight j + 16 is (7 - j) * 0.5; every product is exact.
+#[test]
+fn q4_0_hand_worked_block() {
+    let mut b = vec![0u8; 18];
+    b[0..2].copy_from_slice(&half::f16::from_f32(0.5).to_bits().to_le_bytes());
+    for j in 0..16 {
+        b[2 + j] = j as u8 | (15 - j as u8) << 4;
+    }
+    let got = reference::dequantize(QType::Q4_0, &b, 32);
+    let want: Vec<f32> = (0..16)
+        .map(|j| (j as f32 - 8.0) * 0.5)
+        .chain((0..16).map(|j| (7.0 - j as f32) * 0.5))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        (got[0], got[8], got[15], got[16], got[31]),
+        (-4.0, 0.0, 3.5, 3.5, -4.0)
+    );
+    // The largest scale: -8 * 65504 is finite in f32 (f16 would overflow).
+    b[0..2].copy_from_slice(&half::f16::MAX.to_bits().to_le_bytes());
+    b[2] = 0;
+    assert_eq!(
+        reference::dequantize(QType::Q4_0, &b, 32)[0],
+        -8.0 * 65504.0
+    );
+}
+
+/// The formats qmoe reads but does not write: quantizing to them is a typed error.
+#[test]
+fn quantize_refuses_types_without_a_quantizer() {
+    for t in QType::ALL {
+        let r = QTensor::quantize("w", t, &[256], &[0.25; 256]);
+        if qmoe_quant::quantize::has_quantizer(t) {
+            assert!(r.is_ok(), "{t}");
+        } else {
+            assert_eq!(
+                r.unwrap_err().to_string(),
+                format!("tensor w: quantize does not support {t}")
+            );
+        }
+    }
+    assert!(!qmoe_quant::quantize::has_quantizer(QType::Q4_0));
+    assert!(!qmoe_quant::quantize::has_quantizer(QType::Q5_1));
+    assert!(!qmoe_quant::quantize::has_quantizer(QType::Q5_K));
+    assert!(!qmoe_quant::quantize::has_quantizer(QType::Q5_0));
+    assert!(!qmoe_quant::quantize::has_quantizer(QType::Q4_1));
+}
+
+/// A hand-worked Q4_1 block: d = 0.25, m = -1, `qs[j] = j | (15 - j) << 4`, so weight j
+/// (j < 16) is j / 4 - 1 and weight j + 16 is (15 - j) / 4 - 1; then a sum that rounds.
+#[test]
+fn q4_1_hand_worked_block() {
+    let f16b = |v: f32| half::f16::from_f32(v).to_bits().to_le_bytes();
+    let mut b = vec![0u8; 20];
+    b[0..2].copy_from_slice(&f16b(0.25));
+    b[2..4].copy_from_slice(&f16b(-1.0));
+    for j in 0..16 {
+        b[4 + j] = j as u8 | (15 - j as u8) << 4;
+    }
+    let got = reference::dequantize(QType::Q4_1, &b, 32);
+    let want: Vec<f32> = (0..16)
+        .map(|j| j as f32 / 4.0 - 1.0)
+        .chain((0..16).map(|j| (15 - j) as f32 / 4.0 - 1.0))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        (got[0], got[15], got[16], got[31]),
+        (-1.0, 2.75, 2.75, -1.0)
+    );
+    // m = 2048 and q * d = 15 * 2^-14 = 3.75 ulp of 2048: the product is exact (an f16 times a
+    // nibble always is, so an FMA would give the same bits), the sum rounds to 2048 + 4 ulp.
+    b[0..2].copy_from_slice(&f16b(2f32.powi(-14)));
+    b[2..4].copy_from_slice(&f16b(2048.0));
+    b[4] = 0x0F;
+    let got = reference::dequantize(QType::Q4_1, &b, 32);
+    assert_eq!(
+        got[0].to_bits(),
+        (2048.0f32 + 4.0 * 2f32.powi(-12)).to_bits()
+    );
+    assert_eq!(got[1], 2048.0);
+}
+
+/// A hand-worked Q5_0 block: d = 0.5, `qs[j] = j | (15 - j) << 4`, `qh = 0xAAAA_5555` (the
+/// fifth bit set for even weights below 16 and odd weights from 16).
+#[test]
+fn q5_0_hand_worked_block() {
+    let mut b = vec![0u8; 22];
+    b[0..2].copy_from_slice(&half::f16::from_f32(0.5).to_bits().to_le_bytes());
+    b[2..6].copy_from_slice(&0xAAAA_5555u32.to_le_bytes());
+    for j in 0..16 {
+        b[6 + j] = j as u8 | (15 - j as u8) << 4;
+    }
+    let got = reference::dequantize(QType::Q5_0, &b, 32);
+    // weight: (q, value) with q = low | fifth bit << 4, value = (q - 16) / 2.
+    for (i, want) in [
+        (0, 0.0),   // q = 16
+        (1, -7.5),  // q = 1
+        (14, 7.0),  // q = 30
+        (15, -0.5), // q = 15
+        (16, -0.5), // q = 15
+        (17, 7.0),  // q = 30
+        (30, -7.5), // q = 1
+        (31, 0.0),  // q = 16
+    ] {
+        assert_eq!(got[i], want, "weight {i}");
+    }
+    // All bits set: q = 31 everywhere, 15 * d.
+    let ones: Vec<u8> = [&b[0..2], &[0xFF; 20][..]].concat();
+    assert!(reference::dequantize(QType::Q5_0, &ones, 32)
+        .iter()
+        .all(|&v| v == 7.5));
+}
+
+/// A hand-worked Q5_1 block: d = 0.25, m = -4, `qs[j] = j | (15 - j) << 4`, `qh = 0xFFFF_0000`
+/// (the fifth bit set for weights 16..32 only), so weight j (j < 16) is j / 4 - 4 and weight
+/// j + 16 is (31 - j) / 4 - 4.
+#[test]
+fn q5_1_hand_worked_block() {
+    let f16b = |v: f32| half::f16::from_f32(v).to_bits().to_le_bytes();
+    let mut b = vec![0u8; 24];
+    b[0..2].copy_from_slice(&f16b(0.25));
+    b[2..4].copy_from_slice(&f16b(-4.0));
+    b[4..8].copy_from_slice(&0xFFFF_0000u32.to_le_bytes());
+    for j in 0..16 {
+        b[8 + j] = j as u8 | (15 - j as u8) << 4;
+    }
+    let got = reference::dequantize(QType::Q5_1, &b, 32);
+    let want: Vec<f32> = (0..16)
+        .map(|j| j as f32 / 4.0 - 4.0)
+        .chain((0..16).map(|j| (31 - j) as f32 / 4.0 - 4.0))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        (got[0], got[15], got[16], got[31]),
+        (-4.0, -0.25, 3.75, 0.0)
+    );
+}
+
+/// A hand-worked Q5_K block. d = 1, dmin = 0.5; every sub-block scale 2 and min 4 except
+/// sub-block 5 (scale 35 = 0b10_0011, min 50 = 0b11_0010: high bits from bytes 1 and 5, the
+/// Q4_K pitfall); nibbles: byte l of `qs` is `l % 16 | 7 << 4`; `qh[l]` has bit j set when
+/// weight 32j + l takes the fifth bit, here for odd sub-blocks and even l.
+#[test]
+fn q5_k_hand_worked_block() {
+    let f16b = |v: f32| half::f16::from_f32(v).to_bits().to_le_bytes();
+    let mut b = vec![0u8; 176];
+    b[0..2].copy_from_slice(&f16b(1.0));
+    b[2..4].copy_from_slice(&f16b(0.5));
+    let s = &mut b[4..16];
+    for j in 0..4 {
+        s[j] = 2; // scales 0..3
+        s[j + 4] = 4; // mins 0..3
+        s[j + 8] = 2 | 4 << 4; // low bits of scale and min 4..7
+    }
+    // Sub-block 5: scale 35 = 3 | 2 << 4 (high bits in byte 1), min 50 = 2 | 3 << 4 (byte 5).
+    s[9] = 3 | 2 << 4;
+    s[1] |= 2 << 6;
+    s[5] |= 3 << 6;
+    for l in 0..32 {
+        b[16 + l] = if l % 2 == 0 { 0b1010_1010 } else { 0 };
+    }
+    for k in 0..128 {
+        b[48 + k] = (k % 32 % 16) as u8 | 7 << 4;
+    }
+    let got = reference::dequantize(QType::Q5_K, &b, 256);
+    let sc = |j: usize| if j == 5 { 35.0 } else { 2.0 };
+    let mn = |j: usize| if j == 5 { 50.0 } else { 4.0 };
+    for (i, &g) in got.iter().enumerate() {
+        let (j, l) = (i / 32, i % 32);
+        let lo = if j % 2 == 0 { (l % 16) as f32 } else { 7.0 };
+        let hi = if j % 2 == 1 && l % 2 == 0 { 16.0 } else { 0.0 };
+        let want = sc(j) * (lo + hi) - 0.5 * mn(j);
+        assert_eq!(g, want, "weight {i}");
+    }
+    // Weight 160 (sub-block 5, l = 0): 35 * (7 + 16) - 0.5 * 50 = 780.
+    assert_eq!(got[160], 780.0);
+    assert_eq!(
+        reference::dequantize(QType::Q5_K, &b, 256),
+        naive::dequantize("q5_k", &b)
+    );
+}
+
 fn assert_bits_equal(name: &str, got: &[f32], want: &[f32]) {
     let g: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
     let w: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
@@ -221,8 +412,33 @@ proptest! {
     }
 
     #[test]
+    fn reference_matches_naive_q5_k(b in blocks(q5_k_block(), 3)) {
+        assert_bits_equal("q5_k", &reference::dequantize(QType::Q5_K, &b, 768), &naive::dequantize("q5_k", &b));
+    }
+
+    #[test]
     fn reference_matches_naive_q6_k(b in blocks(q6_k_block(), 3)) {
         assert_bits_equal("q6_k", &reference::dequantize(QType::Q6_K, &b, 768), &naive::dequantize("q6_k", &b));
+    }
+
+    #[test]
+    fn reference_matches_naive_q4_0(b in blocks(q4_0_block(), 4)) {
+        assert_bits_equal("q4_0", &reference::dequantize(QType::Q4_0, &b, 128), &naive::dequantize("q4_0", &b));
+    }
+
+    #[test]
+    fn reference_matches_naive_q4_1(b in blocks(q4_1_block(), 4)) {
+        assert_bits_equal("q4_1", &reference::dequantize(QType::Q4_1, &b, 128), &naive::dequantize("q4_1", &b));
+    }
+
+    #[test]
+    fn reference_matches_naive_q5_0(b in blocks(q5_0_block(), 4)) {
+        assert_bits_equal("q5_0", &reference::dequantize(QType::Q5_0, &b, 128), &naive::dequantize("q5_0", &b));
+    }
+
+    #[test]
+    fn reference_matches_naive_q5_1(b in blocks(q5_1_block(), 4)) {
+        assert_bits_equal("q5_1", &reference::dequantize(QType::Q5_1, &b, 128), &naive::dequantize("q5_1", &b));
     }
 
     #[test]

@@ -36,6 +36,22 @@ pub fn q4k(b: &[u8], i: usize) -> f32 {
     d1 * q as f32 - m1
 }
 
+/// Weight `i` of a Q5_K block: Q4_K's scale, min and nibble, plus bit `i / 32` of
+/// `qh[i % 32]` (at byte 16) as the fifth bit; nibbles at byte 48.
+pub fn q5k(b: &[u8], i: usize) -> f32 {
+    let (sc, m) = q4k_scale_min(&b[4..16], i / 32);
+    let byte = b[48 + 32 * (i / 64) + i % 32];
+    let lo = if (i / 32) % 2 == 1 {
+        byte >> 4
+    } else {
+        byte & 15
+    };
+    let hi = (b[16 + i % 32] >> (i / 32)) & 1;
+    let d1 = h(b, 0) * sc as f32;
+    let m1 = h(b, 2) * m as f32;
+    d1 * (lo | hi << 4) as f32 - m1
+}
+
 /// Weight `i` of a Q6_K block.
 pub fn q6k(b: &[u8], i: usize) -> f32 {
     let (half, r) = (i / 128, i % 128);
@@ -57,13 +73,46 @@ pub fn q8_0(b: &[u8], i: usize) -> f32 {
     h(b, 0) * b[2 + i] as i8 as f32
 }
 
-/// Every weight of `bytes` (whole blocks of the k-quant or Q8_0 type `name`).
+/// Weight `i` of a Q4_0 block: nibble `i / 16` of byte `2 + i % 16`, minus 8, times d.
+pub fn q4_0(b: &[u8], i: usize) -> f32 {
+    let q = (b[2 + i % 16] >> (4 * (i / 16))) & 15;
+    (q as i32 - 8) as f32 * h(b, 0)
+}
+
+/// Weight `i` of a Q4_1 block: nibble `i / 16` of byte `4 + i % 16`, times d, plus m.
+pub fn q4_1(b: &[u8], i: usize) -> f32 {
+    let q = (b[4 + i % 16] >> (4 * (i / 16))) & 15;
+    q as f32 * h(b, 0) + h(b, 2)
+}
+
+/// Weight `i` of a Q5_0 block: nibble `i / 16` of byte `6 + i % 16`, bit `i` of the u32 at
+/// byte 2 above it, minus 16, times d.
+pub fn q5_0(b: &[u8], i: usize) -> f32 {
+    let lo = (b[6 + i % 16] >> (4 * (i / 16))) & 15;
+    let hi = (b[2 + i / 8] >> (i % 8)) & 1;
+    ((lo | hi << 4) as i32 - 16) as f32 * h(b, 0)
+}
+
+/// Weight `i` of a Q5_1 block: nibble `i / 16` of byte `8 + i % 16`, bit `i` of the u32 at
+/// byte 4 above it, times d, plus m.
+pub fn q5_1(b: &[u8], i: usize) -> f32 {
+    let lo = (b[8 + i % 16] >> (4 * (i / 16))) & 15;
+    let hi = (b[4 + i / 8] >> (i % 8)) & 1;
+    (lo | hi << 4) as f32 * h(b, 0) + h(b, 2)
+}
+
+/// Every weight of `bytes` (whole blocks of the quantized type `name`).
 pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
     type At = fn(&[u8], usize) -> f32;
     let (bb, bw, f): (usize, usize, At) = match name {
         "q4_k" => (144, 256, q4k),
+        "q5_k" => (176, 256, q5k),
         "q6_k" => (210, 256, q6k),
         "q8_0" => (34, 32, q8_0),
+        "q4_0" => (18, 32, q4_0),
+        "q5_1" => (24, 32, q5_1),
+        "q5_0" => (22, 32, q5_0),
+        "q4_1" => (20, 32, q4_1),
         _ => panic!("naive: {name}"),
     };
     bytes
