@@ -1,4 +1,5 @@
-//! qmoe-quant: the GGML tensor formats qmoe reads (Q4_K, Q6_K, Q8_0, F32, F16, BF16) as plain
+//! qmoe-quant: the GGML tensor formats qmoe reads (Q4_K, Q6_K, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+//! Q5_K, F32, F16, BF16) as plain
 //! host code: [`QType`], the validated host [`QTensor`], each block's byte [`layout`], the scalar
 //! [`reference`](mod@reference) dequantizer, the reference [`quantize`]rs, the Q8_1 activation
 //! format of the int8 matvec path ([`q8_1`]), the per-model type
