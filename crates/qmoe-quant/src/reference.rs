@@ -38,23 +38,8 @@ pub fn f16_at(bytes: &[u8], at: usize) -> f32 {
 /// Dequantizes one 144-byte Q4_K block into `out[..256]`.
 pub fn q4_k_block(block: &[u8], out: &mut [f32]) {
     assert_eq!(block.len(), q4_k::BLOCK_BYTES, "q4_k block is 144 bytes");
-    let d = f16_at(block, q4_k::D);
-    let dmin = f16_at(block, q4_k::DMIN);
-    let scales = &block[q4_k::SCALES];
-    let qs = &block[q4_k::QS];
-    for c in 0..4 {
-        let (sc_lo, m_lo) = q4_k_scale_min(2 * c, scales);
-        let (sc_hi, m_hi) = q4_k_scale_min(2 * c + 1, scales);
-        let d_lo = d * sc_lo as f32;
-        let m1_lo = dmin * m_lo as f32;
-        let d_hi = d * sc_hi as f32;
-        let m1_hi = dmin * m_hi as f32;
-        for l in 0..32 {
-            let byte = qs[32 * c + l];
-            out[64 * c + l] = d_lo * (byte & 0x0F) as f32 - m1_lo;
-            out[64 * c + 32 + l] = d_hi * (byte >> 4) as f32 - m1_hi;
-        }
-    }
+    let (d, dmin) = (f16_at(block, q4_k::D), f16_at(block, q4_k::DMIN));
+    k_nibbles(d, dmin, &block[q4_k::SCALES], &block[q4_k::QS], None, out);
 }
 
 /// Dequantizes one 176-byte Q5_K block into `out[..256]`: Q4_K's scales, mins and nibbles,
@@ -62,11 +47,15 @@ pub fn q4_k_block(block: &[u8], out: &mut [f32]) {
 /// for weight `64c + 32 + l`).
 pub fn q5_k_block(block: &[u8], out: &mut [f32]) {
     assert_eq!(block.len(), q5_k::BLOCK_BYTES, "q5_k block is 176 bytes");
-    let d = f16_at(block, q5_k::D);
-    let dmin = f16_at(block, q5_k::DMIN);
-    let scales = &block[q5_k::SCALES];
-    let qh = &block[q5_k::QH];
-    let qs = &block[q5_k::QS];
+    let (d, dmin) = (f16_at(block, q5_k::D), f16_at(block, q5_k::DMIN));
+    let qh = Some(&block[q5_k::QH]);
+    k_nibbles(d, dmin, &block[q5_k::SCALES], &block[q5_k::QS], qh, out);
+}
+
+/// The body Q4_K and Q5_K share: per 64-weight chunk c, sub-blocks 2c (low nibbles of
+/// `qs[32c..32c + 32]`) and 2c + 1 (high nibbles), each weight `(d·sc)·q − dmin·m` with every
+/// step rounded on its own; Q5_K adds 16 to q where its `qh` bit (`2c`, `2c + 1`) is set.
+fn k_nibbles(d: f32, dmin: f32, scales: &[u8], qs: &[u8], qh: Option<&[u8]>, out: &mut [f32]) {
     for c in 0..4 {
         let (sc_lo, m_lo) = q4_k_scale_min(2 * c, scales);
         let (sc_hi, m_hi) = q4_k_scale_min(2 * c + 1, scales);
@@ -74,11 +63,14 @@ pub fn q5_k_block(block: &[u8], out: &mut [f32]) {
         let m1_lo = dmin * m_lo as f32;
         let d_hi = d * sc_hi as f32;
         let m1_hi = dmin * m_hi as f32;
-        let (u_lo, u_hi) = (1u8 << (2 * c), 1u8 << (2 * c + 1));
+        let fifth = |l: usize, bit: usize| match qh {
+            Some(qh) if qh[l] & (1u8 << bit) != 0 => 16,
+            _ => 0,
+        };
         for l in 0..32 {
             let byte = qs[32 * c + l];
-            let q_lo = (byte & 0x0F) + if qh[l] & u_lo != 0 { 16 } else { 0 };
-            let q_hi = (byte >> 4) + if qh[l] & u_hi != 0 { 16 } else { 0 };
+            let q_lo = (byte & 0x0F) + fifth(l, 2 * c);
+            let q_hi = (byte >> 4) + fifth(l, 2 * c + 1);
             out[64 * c + l] = d_lo * q_lo as f32 - m1_lo;
             out[64 * c + 32 + l] = d_hi * q_hi as f32 - m1_hi;
         }
