@@ -158,9 +158,9 @@ fn gpu_layer_matches_reference_on_random_configs() {
     eprintln!("near-ties skipped: {}", skipped_ties.get());
 }
 
-#[test]
-#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
-fn gpu_every_qtype_combination_and_batch() {
+/// Every (gate, up, down) type triple once, B cycling 1..=8, at precision `p` against its
+/// reference: layer n from seed `seed + n`, its input from `x_seed + n`.
+fn every_qtype_combination_and_batch(p: Precision, seed: u64, x_seed: u64) {
     let gpu = qmoe_gpu::test_gpu();
     let mut n = 0;
     for g in EXPERT_QTYPES {
@@ -168,11 +168,10 @@ fn gpu_every_qtype_combination_and_batch() {
             for d in EXPERT_QTYPES {
                 let b = 1 + n % 8;
                 let cfg = small_cfg(512, 256, 16, 4);
-                let l = random_layer(cfg, [g, u, d], 100 + n as u64, n);
-                let x = hidden(n as u64, b, 512);
-                match check_layer_on_gpu(&gpu, l, &x, b) {
-                    Ok(_) => {}
-                    Err(m) => panic!("types {g}/{u}/{d} B {b}: {m}"),
+                let l = random_layer(cfg, [g, u, d], seed + n as u64, n);
+                let x = hidden(x_seed + n as u64, b, 512);
+                if let Err(m) = check_layer_on_gpu_at(&gpu, p, l, &x, b) {
+                    panic!("{p} types {g}/{u}/{d} B {b}: {m}");
                 }
                 n += 1;
             }
@@ -182,24 +181,15 @@ fn gpu_every_qtype_combination_and_batch() {
 
 #[test]
 #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_every_qtype_combination_and_batch() {
+    every_qtype_combination_and_batch(Precision::F32, 100, 0);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
 fn gpu_every_qtype_combination_and_batch_with_q8_1() {
     // The int8 path against its own reference (Q8_1 activations, exact sums), every stage.
-    let gpu = qmoe_gpu::test_gpu();
-    let mut n = 0;
-    for g in EXPERT_QTYPES {
-        for u in EXPERT_QTYPES {
-            for d in EXPERT_QTYPES {
-                let b = 1 + n % 8;
-                let cfg = small_cfg(512, 256, 16, 4);
-                let l = random_layer(cfg, [g, u, d], 200 + n as u64, n);
-                let x = hidden(n as u64 + 7, b, 512);
-                if let Err(m) = check_layer_on_gpu_at(&gpu, Precision::Q8_1, l, &x, b) {
-                    panic!("q8_1 types {g}/{u}/{d} B {b}: {m}");
-                }
-                n += 1;
-            }
-        }
-    }
+    every_qtype_combination_and_batch(Precision::Q8_1, 200, 7);
 }
 
 #[test]
