@@ -172,16 +172,7 @@ pub fn slug(card: &str) -> String {
 }
 
 /// The fields that identify a row (its case), in key order.
-const KEY_FIELDS: &[&str] = &[
-    "op",
-    "precision",
-    "qtype",
-    "shape",
-    "b",
-    "graph",
-    "fused_norm",
-    "stage",
-];
+const KEY_FIELDS: &[&str] = &["op", "precision", "qtype", "shape", "b", "graph", "stage"];
 
 /// A row's identity: its case fields as `field=value`, joined by `|`.
 pub fn key(row: &Value) -> String {

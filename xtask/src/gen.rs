@@ -419,10 +419,12 @@ mod tests {
         let (offs, size) = layout(&table::MATVEC.params[0]);
         assert_eq!(offs, vec![0, 8, 16, 24, 28, 32, 36, 40, 44]);
         assert_eq!(size, 48);
-        // A trailing u32 pads the struct to its 8-byte alignment.
+        // Nine pointers (0..72), a u64 at 72, nine u32 from 80: the last at 112, and a
+        // trailing u32 pads the struct to its 8-byte alignment.
         let (offs, size) = layout(&table::MATVEC.params[1]);
-        assert_eq!(offs.last(), Some(&72));
-        assert_eq!(size, 80);
+        assert_eq!(offs[9], 72);
+        assert_eq!(offs.last(), Some(&112));
+        assert_eq!(size, 120);
     }
 
     #[test]

@@ -189,13 +189,12 @@ fn gpu_layer(_c: &mut Criterion) {
                 let captured = gpu
                     .bench(10, 200, |_| graph.launch(&stack, &mut ws).map_err(to_gpu))
                     .unwrap();
-                // One row per measured forward of the 8 layers (`fused_norm` only on the fused one,
-                // so the rows' keys stay what the speed gate's baseline names).
-                let layer_row = |stack_us: f64, graph: bool, fused_norm: bool| {
+                // One row per measured forward of the 8 layers (three launches per layer).
+                let layer_row = |stack_us: f64, graph: bool| {
                     let us = stack_us / SETS as f64;
                     let gbps = bytes / (us * 1e-6) / 1e9;
                     let floor_us = bytes / (ceiling_gbps * 1e9) * 1e6;
-                    let mut row = serde_json::json!({
+                    line(serde_json::json!({
                         "op": "moe_layer", "precision": prec.name(), "qtype": format!("gate q4_k, up q4_k, down {down_type}"),
                         "down": down_type.to_string(), "graph": graph,
                         "shape": "H2048 I768 E128 k8 (qwen3-30b-a3b)", "b": b, "card": card, "arch": arch,
@@ -203,26 +202,12 @@ fn gpu_layer(_c: &mut Criterion) {
                         "gbps": gbps, "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / ceiling_gbps,
                         "floor_us": floor_us, "ratio_to_floor": us / floor_us,
                         "vs_pytorch_424us": 424.0 / us, "layers_rotated": SETS,
+                        "launches_per_layer": ForwardStage::ALL.len(),
                         "pdl": qmoe_gpu::launch::pdl_enabled(&gpu),
-                    });
-                    if fused_norm {
-                        row["fused_norm"] = true.into();
-                    }
-                    line(row);
+                    }));
                 };
-                layer_row(direct.median_us, false, false);
-                layer_row(captured.median_us, true, false);
-                // Opt-in fused path (combine + next RMSNorm), graph only; printed after the rows above.
-                stack.set_fused_norm(true);
-                gpu.upload_into(&h, ws.input_mut()).unwrap();
-                let fused_graph = stack.capture(&gpu, &mut ws).unwrap();
-                let fused = gpu
-                    .bench(10, 200, |_| {
-                        fused_graph.launch(&stack, &mut ws).map_err(to_gpu)
-                    })
-                    .unwrap();
-                stack.set_fused_norm(false);
-                layer_row(fused.median_us, true, true);
+                layer_row(direct.median_us, false);
+                layer_row(captured.median_us, true);
                 // Per-kernel: each stage of the 8 layers alone in a graph (inputs from the last run).
                 let mut lws = LayerWorkspace::new(&gpu, &cfg, b).unwrap();
                 lws.set_precision(prec);

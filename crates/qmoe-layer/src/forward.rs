@@ -1,4 +1,4 @@
-//! The GPU forward of one layer: five launches on the device's stream, no host synchronisation,
+//! The GPU forward of one layer: three launches on the device's stream, no host synchronisation,
 //! every buffer preallocated in a [`LayerWorkspace`] so the step can be captured in a CUDA graph.
 
 use std::fmt;
@@ -8,44 +8,37 @@ use qmoe_dequant::{DeviceQTensor, Precision};
 use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::Gpu;
 
-use crate::launch::{combine_gpu, combine_norm_gpu, rmsnorm_gpu, NextNorm, COMBINE_NORM_THREADS};
 use crate::trace::UnknownStage;
 use crate::{ops, DeviceMoeLayer, LayerError, LayerTrace, MoeConfig, Result, Stage};
 
-/// One of the five launches of a forward (what per-kernel timings are taken of). Not the same
-/// thing as a traced [`Stage`]: the fused gate+up+SwiGLU launch fills three of those.
+/// One of the three launches of a forward (what per-kernel timings are taken of). Not the same
+/// thing as a traced [`Stage`]: each launch fills several of those.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ForwardStage {
-    /// RMSNorm of the input hidden state.
-    RmsNorm,
-    /// Router logits, softmax, top-k and renormalise (one kernel).
-    Router,
+    /// RMSNorm of the input hidden state fused into the router: logits, softmax, top-k and
+    /// renormalise (qmoe-router's `router_norm_gpu`).
+    NormRouter,
     /// Gate and up projections of the selected experts with the SwiGLU epilogue.
     GateUpSwiglu,
-    /// Down projection of the selected experts.
-    Down,
-    /// Weighted sum over the k slots plus the residual.
-    Combine,
+    /// Down projection of the selected experts with the weighted sum over the k slots and the
+    /// residual add in its tail (qmoe-matvec's `matvec_indexed_combine_gpu`).
+    DownCombine,
 }
 
 impl ForwardStage {
     /// Every launch, in the order a forward enqueues them.
-    pub const ALL: [ForwardStage; 5] = [
-        ForwardStage::RmsNorm,
-        ForwardStage::Router,
+    pub const ALL: [ForwardStage; 3] = [
+        ForwardStage::NormRouter,
         ForwardStage::GateUpSwiglu,
-        ForwardStage::Down,
-        ForwardStage::Combine,
+        ForwardStage::DownCombine,
     ];
 
     /// The launch's name in timings and benchmark output.
     pub const fn name(self) -> &'static str {
         match self {
-            ForwardStage::RmsNorm => "rmsnorm",
-            ForwardStage::Router => "router",
+            ForwardStage::NormRouter => "norm_router",
             ForwardStage::GateUpSwiglu => "gate_up_swiglu",
-            ForwardStage::Down => "down",
-            ForwardStage::Combine => "combine",
+            ForwardStage::DownCombine => "down_combine",
         }
     }
 }
@@ -70,10 +63,10 @@ impl FromStr for ForwardStage {
     }
 }
 
-/// Names of the five launches of one forward, in order. Derived from [`ForwardStage::ALL`] and
+/// Names of the three launches of one forward, in order. Derived from [`ForwardStage::ALL`] and
 /// [`ForwardStage::name`]; prefer [`ForwardStage`].
-pub const FORWARD_STAGES: [&str; 5] = {
-    let mut names = [""; 5];
+pub const FORWARD_STAGES: [&str; 3] = {
+    let mut names = [""; 3];
     let mut i = 0;
     while i < names.len() {
         names[i] = ForwardStage::ALL[i].name();
@@ -98,16 +91,11 @@ pub struct LayerWorkspace {
     pub(crate) ffn: CudaSlice<f32>,
     pub(crate) gate_t: CudaSlice<f32>,
     pub(crate) up_t: CudaSlice<f32>,
-    pub(crate) partial: CudaSlice<f64>,
-    pub(crate) counter: CudaSlice<u32>,
+    /// The down launch's per-tile counters for its combine tail (zero between launches).
+    pub(crate) counters: CudaSlice<u32>,
 }
 
 impl LayerWorkspace {
-    /// Whether the stack can fuse each combine with the next layer's RMSNorm (H % 256 == 0).
-    pub(crate) fn can_fuse_norm(&self) -> bool {
-        self.cfg.hidden.is_multiple_of(COMBINE_NORM_THREADS)
-    }
-
     /// Allocates the buffers for `b` tokens (1..=[`crate::MAX_BATCH`]).
     pub fn new(gpu: &Gpu, cfg: &MoeConfig, b: usize) -> Result<LayerWorkspace> {
         cfg.validate()?;
@@ -126,8 +114,7 @@ impl LayerWorkspace {
             ffn: gpu.poisoned_f32(b * h)?,
             gate_t: gpu.poisoned_f32(b * k * i)?,
             up_t: gpu.poisoned_f32(b * k * i)?,
-            partial: gpu.zeros::<f64>((b * h).div_ceil(COMBINE_NORM_THREADS))?,
-            counter: gpu.zeros::<u32>(1)?,
+            counters: gpu.zeros::<u32>(qmoe_matvec::combine_counters(h))?,
         })
     }
 
@@ -213,7 +200,7 @@ impl DeviceMoeLayer {
         Ok(())
     }
 
-    /// The five launches. `down` is the tensor the down projection dispatches on (the layer's
+    /// The three launches. `down` is the tensor the down projection dispatches on (the layer's
     /// own, or a fault-injected stand-in); `logits` also writes the router logits.
     pub(crate) fn launch_forward(
         &self,
@@ -230,52 +217,6 @@ impl DeviceMoeLayer {
         Ok(())
     }
 
-    /// The stack's hot path for one layer: the forward without its RMSNorm when `skip_norm`
-    /// (the previous layer's combine already wrote `ws.xn`), and with the next layer's RMSNorm
-    /// fused into the combine when `next` is given.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn launch_forward_fused(
-        &self,
-        gpu: &Gpu,
-        down: &DeviceQTensor,
-        h_in: &CudaSlice<f32>,
-        h_out: &mut CudaSlice<f32>,
-        ws: &mut LayerWorkspace,
-        skip_norm: bool,
-        next: Option<(&CudaSlice<f32>, f32)>,
-    ) -> Result<()> {
-        if !skip_norm {
-            self.launch_stage(gpu, ForwardStage::RmsNorm, down, h_in, h_out, ws, false)?;
-        }
-        for stage in [
-            ForwardStage::Router,
-            ForwardStage::GateUpSwiglu,
-            ForwardStage::Down,
-        ] {
-            self.launch_stage(gpu, stage, down, h_in, h_out, ws, false)?;
-        }
-        match next {
-            None => self.launch_stage(gpu, ForwardStage::Combine, down, h_in, h_out, ws, false),
-            Some((weight, eps)) => combine_norm_gpu(
-                gpu,
-                h_in,
-                &ws.down,
-                &ws.weights,
-                ws.b,
-                self.cfg.top_k,
-                h_out,
-                &mut ws.ffn,
-                NextNorm {
-                    weight,
-                    eps,
-                    xn: &mut ws.xn,
-                    partial: &mut ws.partial,
-                    counter: &mut ws.counter,
-                },
-            ),
-        }
-    }
-
     /// Launch `stage` of the forward alone.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn launch_stage(
@@ -290,16 +231,15 @@ impl DeviceMoeLayer {
     ) -> Result<()> {
         let (b, k) = (ws.b, self.cfg.top_k);
         match stage {
-            ForwardStage::RmsNorm => {
-                rmsnorm_gpu(gpu, h_in, &self.ffn_norm, b, self.cfg.rms_eps, &mut ws.xn)
-            }
-            ForwardStage::Router => {
+            ForwardStage::NormRouter => {
                 let lg = if logits { Some(&mut ws.logits) } else { None };
-                ops::router_gpu(
+                ops::norm_router_gpu(
                     gpu,
                     &self.cfg,
                     &self.router,
-                    &ws.xn,
+                    h_in,
+                    &self.ffn_norm,
+                    &mut ws.xn,
                     b,
                     &mut ws.ids,
                     &mut ws.weights,
@@ -318,21 +258,23 @@ impl DeviceMoeLayer {
                 &mut ws.act,
                 (&mut ws.gate_t, &mut ws.up_t),
             ),
-            ForwardStage::Down => ops::matvec_indexed_gpu(
+            ForwardStage::DownCombine => ops::down_combine_gpu(
                 gpu,
                 ws.precision,
-                ForwardStage::Down.name(),
                 down,
                 &ws.ids,
                 k,
                 &ws.act,
-                true,
                 b,
                 &mut ws.down,
+                qmoe_matvec::Combine {
+                    resid: h_in,
+                    weights: &ws.weights,
+                    out: h_out,
+                    ffn: &mut ws.ffn,
+                    counters: &mut ws.counters,
+                },
             ),
-            ForwardStage::Combine => {
-                combine_gpu(gpu, h_in, &ws.down, &ws.weights, b, k, h_out, &mut ws.ffn)
-            }
         }
     }
 
@@ -442,7 +384,7 @@ mod tests {
     fn forward_stage_names_are_derived_from_the_enum_in_order() {
         assert_eq!(
             FORWARD_STAGES,
-            ["rmsnorm", "router", "gate_up_swiglu", "down", "combine"]
+            ["norm_router", "gate_up_swiglu", "down_combine"]
         );
         for s in ForwardStage::ALL {
             assert_eq!(s.to_string(), s.name());
@@ -450,6 +392,6 @@ mod tests {
         }
         let err = "gate".parse::<ForwardStage>().unwrap_err();
         assert_eq!(err.name, "gate");
-        assert!(err.to_string().contains("rmsnorm, router"), "{err}");
+        assert!(err.to_string().contains("norm_router, gate_up"), "{err}");
     }
 }

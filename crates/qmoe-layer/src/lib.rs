@@ -2,15 +2,23 @@
 //! B = 1..8 tokens, with a CPU reference layer of the same stage structure, a sub-stage trace
 //! both paths fill under the same names, a layer stack and its CUDA-graph capture.
 //!
-//! Key design decision: the layer composes the op crates' kernels and adds only two of its own
-//! (RMSNorm and the weighted sum + residual, `cuda/layer.cu`), so one forward is five launches —
-//! rmsnorm, router (fused softmax/top-k), gate+up+SwiGLU (indexed, fused), down (indexed),
-//! combine — on one stream, with every buffer preallocated in a [`LayerWorkspace`] and no host
-//! synchronisation, so a whole stack's decode step is captured once as a CUDA graph and
-//! replayed ([`MoeLayerStack::set_fused_norm`] opts into four: each combine also normalises the
-//! next layer's input). Each expert tensor is dispatched on its own qtype (a Q4_K_M file mixes Q4_K and
-//! Q6_K down projections by layer); nothing assumes a type by position. Tracing is a separate
-//! entry point, so the hot path carries no branch or copy for it.
+//! Key design decision: the layer composes the op crates' kernels and has none of its own. One
+//! forward is **three dependent launches** on one stream:
+//! 1. `norm_router` — RMSNorm of the residual stream computed inside the router kernel
+//!    (qmoe-router's `router_norm_gpu`), which also stores the normalised input for the experts;
+//! 2. `gate_up_swiglu` — the selected experts' gate and up projections with the SwiGLU
+//!    epilogue (qmoe-matvec, fused, expert-indexed);
+//! 3. `down_combine` — the down projection, whose last block per row tile sums the k slots'
+//!    outputs (fixed order, f64, integer counters only) and adds the residual
+//!    (qmoe-matvec's `matvec_indexed_combine_gpu`).
+//!
+//! So the residual stream is complete when a layer's last launch ends, and whatever reads it
+//! next — the next MoE layer, or an attention block — folds its own RMSNorm into its first kernel.
+//! Every buffer is preallocated in a [`LayerWorkspace`] and there is no host synchronisation, so
+//! a whole stack's decode step is captured once as a CUDA graph and replayed. Each expert tensor
+//! is dispatched on its own qtype (a Q4_K_M file mixes Q4_K and Q6_K down projections by layer);
+//! nothing assumes a type by position. Tracing is a separate entry point, so the hot path carries
+//! no branch or copy for it.
 //!
 //! **Invariant:** [`DeviceMoeLayer::forward`] and [`MoeLayerStack::forward_device`] only enqueue
 //! work on the device's stream: no allocation, no host read of device data.
@@ -19,7 +27,6 @@
 mod config;
 mod error;
 mod forward;
-pub mod launch;
 mod ops;
 pub mod reference;
 mod stack;

@@ -10,22 +10,37 @@ use crate::{ForwardStage, LayerError, MoeConfig, Result};
 
 /// Router on the device: ids and weights [b, k], logits [b, E] when asked for.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn router_gpu(
+pub(crate) fn norm_router_gpu(
     gpu: &Gpu,
     cfg: &MoeConfig,
     wr: &CudaSlice<f32>,
-    x: &CudaSlice<f32>,
+    h: &CudaSlice<f32>,
+    norm_weight: &CudaSlice<f32>,
+    xn: &mut CudaSlice<f32>,
     b: usize,
     ids: &mut CudaSlice<u32>,
     weights: &mut CudaSlice<f32>,
     logits: Option<&mut CudaSlice<f32>>,
 ) -> Result<()> {
-    qmoe_router::router_gpu(gpu, &cfg.router_config(), wr, x, b, ids, weights, logits)
-        .map_err(LayerError::router(ForwardStage::Router.name()))
+    let norm = qmoe_router::RouterNorm {
+        weight: norm_weight,
+        eps: cfg.rms_eps,
+        xn,
+    };
+    qmoe_router::router_norm_gpu(
+        gpu,
+        &cfg.router_config(),
+        wr,
+        h,
+        norm,
+        b,
+        ids,
+        weights,
+        logits,
+    )
+    .map_err(LayerError::router(ForwardStage::NormRouter.name()))
 }
 
-/// Gate + up + SwiGLU for the selected experts: act [b, k, I]; `scratch` holds [b, k, I] each
-/// for the unfused path of a mixed gate/up pair.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gate_up_swiglu_gpu(
     gpu: &Gpu,
@@ -70,6 +85,23 @@ pub(crate) fn matvec_indexed_gpu(
 }
 
 /// Router reference: (logits [b, E], ids [b, k], weights [b, k]).
+/// The down projection with the combine in its tail (x per slot: `[b, k, I]`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn down_combine_gpu(
+    gpu: &Gpu,
+    precision: Precision,
+    w: &DeviceQTensor,
+    ids: &CudaSlice<u32>,
+    k: usize,
+    x: &CudaSlice<f32>,
+    b: usize,
+    y: &mut CudaSlice<f32>,
+    combine: qmoe_matvec::Combine<'_>,
+) -> Result<()> {
+    qmoe_matvec::matvec_indexed_combine_gpu(gpu, precision, w, ids, k, x, b, y, combine)
+        .map_err(LayerError::matvec(ForwardStage::DownCombine.name()))
+}
+
 pub(crate) fn router_ref(
     cfg: &MoeConfig,
     wr: &[f32],

@@ -21,8 +21,9 @@
 //!   the Q8_1 kernels' f32 accumulation, as KernelF32 is of the f32 kernels'. It stands in for
 //!   the GPU when there is none.
 //!
-//! [`rmsnorm_ref`] and [`combine_ref`] are also the references of the layer's own kernels
-//! (`cuda/layer.cu`, launched by [`crate::launch`]).
+//! [`rmsnorm_ref`] and [`combine_ref`] are also the references of the two fused steps: the RMSNorm
+//! inside the router launch (within 1 ulp: only the f64 summation order differs) and the combine
+//! in the down launch's tail (bit for bit).
 
 use qmoe_dequant::{Precision, QTensor};
 

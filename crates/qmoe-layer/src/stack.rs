@@ -105,7 +105,7 @@ impl StackWorkspace {
     }
 }
 
-/// A captured CUDA graph of a whole stack's forward (all layers, 5 launches each).
+/// A captured CUDA graph of a whole stack's forward (all layers, 3 launches each).
 pub struct StackGraph {
     graph: CudaGraph,
     stack_id: u64,
@@ -148,7 +148,6 @@ pub struct MoeLayerStack<'a> {
     device: Vec<DeviceMoeLayer>,
     faults: Vec<Option<Fault>>,
     fault_down: Vec<Option<DeviceQTensor>>,
-    fuse_norm: bool,
     precision: Precision,
 }
 
@@ -186,7 +185,6 @@ impl<'a> MoeLayerStack<'a> {
             device: Vec::new(),
             faults: vec![None; n],
             fault_down: (0..n).map(|_| None).collect(),
-            fuse_norm: false,
             precision: Precision::F32,
         })
     }
@@ -214,14 +212,6 @@ impl<'a> MoeLayerStack<'a> {
     /// The device layers (empty before [`MoeLayerStack::upload`]).
     pub fn device_layers(&self) -> &[DeviceMoeLayer] {
         &self.device
-    }
-
-    /// Opt-in: [`MoeLayerStack::forward_device`] (and graphs captured afterwards) fuse each
-    /// layer's combine with the next layer's RMSNorm (`qmoe_layer_combine_norm`: 4 launches per
-    /// layer instead of 5, when H is a multiple of 256). Off by default until it has a GPU run
-    /// of the whole suite behind it (see BENCHMARKS.md); the traced paths never fuse.
-    pub fn set_fused_norm(&mut self, on: bool) {
-        self.fuse_norm = on;
     }
 
     /// The activation precision every GPU forward of this stack runs its expert projections at
@@ -302,8 +292,6 @@ impl<'a> MoeLayerStack<'a> {
             ));
         }
         ws.layer.set_precision(self.precision);
-        let fuse = self.fuse_norm && ws.layer.can_fuse_norm();
-        let n = self.device.len();
         let [h0, h1] = &mut ws.h;
         for (i, layer) in self.device.iter().enumerate() {
             let (src, dst) = if i % 2 == 0 {
@@ -311,21 +299,7 @@ impl<'a> MoeLayerStack<'a> {
             } else {
                 (&*h1, &mut *h0)
             };
-            // Each combine also normalises for the next layer, which then skips its RMSNorm.
-            let next = (fuse && i + 1 < n).then(|| {
-                let l = &self.device[i + 1];
-                (&l.ffn_norm, l.cfg.rms_eps)
-            });
-            let skip_norm = fuse && i > 0;
-            layer.launch_forward_fused(
-                gpu,
-                self.down_of(i),
-                src,
-                dst,
-                &mut ws.layer,
-                skip_norm,
-                next,
-            )?;
+            layer.launch_forward(gpu, self.down_of(i), src, dst, &mut ws.layer, false)?;
         }
         Ok(())
     }

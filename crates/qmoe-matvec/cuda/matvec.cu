@@ -592,6 +592,46 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, const uint8_t* __rest
     });
 }
 
+// The MoE combine in the down projection's tail (p.resid != null): for every token t and row r
+// of this block's tile, ffn[t, r] = sum_j wts[t, j] * y[t, j, r] (j ascending, each product and
+// sum rounded in f64, no FMA) and out[t, r] = resid[t, r] + ffn (added to the unrounded sum):
+// qmoe-layer's combine_ref, bit for bit. The tile's rows are complete only when all n_tasks
+// blocks of its column (grid.y) have written theirs, so each block publishes its rows (fence),
+// counts itself on the tile's counter, and the block that counts last does the tile's combine;
+// it resets the counter for the next launch (graph replay). Blocks that computed nothing (an
+// expert an earlier task computes, an id out of range) count too. Which block is last varies
+// from run to run; what it computes does not: the order of the sum is fixed, there are no float
+// atomics, so the output is bit-identical run to run. The residual stream leaves this launch
+// complete, so whatever reads it next (the next layer's router with its fused RMSNorm, or
+// anything else) needs no combine of its own.
+__device__ __forceinline__ void mv_combine_tail(const MvIndexedParams& p) {
+    __shared__ bool mv_last;
+    __threadfence();  // this block's y rows are visible device-wide before it is counted
+    __syncthreads();
+    if (threadIdx.x == 0) mv_last = atomicAdd(p.counters + blockIdx.x, 1u) == gridDim.y - 1;
+    __syncthreads();
+    if (!mv_last) return;  // block-uniform
+    __threadfence();
+    const uint32_t r0 = blockIdx.x * p.tile_rows, nrows = min(p.tile_rows, p.rows - r0);
+    const uint32_t b = p.n_tasks / p.top_k;
+    for (uint32_t i = threadIdx.x; i < b * nrows; i += blockDim.x) {
+        const uint32_t t = i / nrows, r = r0 + (i - t * nrows);
+        double acc = 0.0;
+#pragma unroll 8
+        for (uint32_t j = 0; j < p.top_k; j++) {
+            const uint32_t task = t * p.top_k + j;
+            // y: written by other blocks of this launch, so read from L2 (__ldcg), never through
+            // the non-coherent path. wts: written by an earlier launch.
+            const double y = (double)__ldcg(p.y + (size_t)task * p.rows + r);
+            acc = __dadd_rn(acc, __dmul_rn((double)__ldg(p.wts + task), y));
+        }
+        const size_t o = (size_t)t * p.rows + r;
+        p.ffn[o] = (float)acc;
+        p.out[o] = (float)__dadd_rn((double)__ldg(p.resid + o), acc);
+    }
+    if (threadIdx.x == 0) p.counters[blockIdx.x] = 0u;  // ready for the next launch
+}
+
 // ---------------------------------------------------------------------------------------------
 // Entry points: the generated MV_INSTANCES list (matvec.gen.cuh), whose names, dispatch and
 // parameter structs the Rust launcher includes from the same table (src/launch.gen.rs). Each is
@@ -623,6 +663,7 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, const uint8_t* __rest
         qmoe_pdl_trigger();                                                                       \
         mv_indexed<QT, P, NC>(p.w, p.expert_bytes, p.n_experts, p.rows, p.row_bytes, p.k, p.glog,      \
                            p.tile_rows, p.ids, p.n_tasks, p.top_k, p.x, p.x_per_slot, p.y);        \
+        if (p.resid != nullptr) mv_combine_tail(p);                                               \
     }
 #define MV_GATE_UP(NAME, QT, P, NC)                                                                  \
     extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(const MvGateUpParams p) { \

@@ -34,12 +34,17 @@ static_assert(offsetof(MvDenseParams, glog) == 36, "MvDenseParams.glog offset");
 static_assert(offsetof(MvDenseParams, tile_rows) == 40, "MvDenseParams.tile_rows offset");
 static_assert(offsetof(MvDenseParams, b) == 44, "MvDenseParams.b offset");
 
-// Expert-indexed y[t, R] = W[ids[t]] · x[t / k or t] for every task t < n_tasks.
+// Expert-indexed y[t, R] = W[ids[t]] · x[t / k or t] for every task t < n_tasks, optionally with the MoE combine in its tail.
 struct MvIndexedParams {
     const uint8_t* w;  // the [E, R, K] weights
     const uint32_t* ids;  // n_tasks expert ids
     const float* x;  // activation vectors of K
     float* y;  // n_tasks vectors of R
+    const float* resid;  // combine tail: the residual [n_tasks / top_k, R], or null for none
+    const float* wts;  // combine tail: the routing weights [n_tasks]
+    float* out;  // combine tail: resid + sum over slots of wts * y
+    float* ffn;  // combine tail: the sum over slots of wts * y
+    unsigned int* counters;  // combine tail: one counter per row tile, zero between launches
     uint64_t expert_bytes;  // bytes of one expert
     uint32_t n_experts;  // E
     uint32_t rows;  // R
@@ -51,21 +56,26 @@ struct MvIndexedParams {
     uint32_t top_k;  // slots per token
     uint32_t x_per_slot;  // 1: x[t] per task; 0: x[t / top_k] per token
 };
-static_assert(sizeof(MvIndexedParams) == 80, "MvIndexedParams layout");
+static_assert(sizeof(MvIndexedParams) == 120, "MvIndexedParams layout");
 static_assert(offsetof(MvIndexedParams, w) == 0, "MvIndexedParams.w offset");
 static_assert(offsetof(MvIndexedParams, ids) == 8, "MvIndexedParams.ids offset");
 static_assert(offsetof(MvIndexedParams, x) == 16, "MvIndexedParams.x offset");
 static_assert(offsetof(MvIndexedParams, y) == 24, "MvIndexedParams.y offset");
-static_assert(offsetof(MvIndexedParams, expert_bytes) == 32, "MvIndexedParams.expert_bytes offset");
-static_assert(offsetof(MvIndexedParams, n_experts) == 40, "MvIndexedParams.n_experts offset");
-static_assert(offsetof(MvIndexedParams, rows) == 44, "MvIndexedParams.rows offset");
-static_assert(offsetof(MvIndexedParams, row_bytes) == 48, "MvIndexedParams.row_bytes offset");
-static_assert(offsetof(MvIndexedParams, k) == 52, "MvIndexedParams.k offset");
-static_assert(offsetof(MvIndexedParams, glog) == 56, "MvIndexedParams.glog offset");
-static_assert(offsetof(MvIndexedParams, tile_rows) == 60, "MvIndexedParams.tile_rows offset");
-static_assert(offsetof(MvIndexedParams, n_tasks) == 64, "MvIndexedParams.n_tasks offset");
-static_assert(offsetof(MvIndexedParams, top_k) == 68, "MvIndexedParams.top_k offset");
-static_assert(offsetof(MvIndexedParams, x_per_slot) == 72, "MvIndexedParams.x_per_slot offset");
+static_assert(offsetof(MvIndexedParams, resid) == 32, "MvIndexedParams.resid offset");
+static_assert(offsetof(MvIndexedParams, wts) == 40, "MvIndexedParams.wts offset");
+static_assert(offsetof(MvIndexedParams, out) == 48, "MvIndexedParams.out offset");
+static_assert(offsetof(MvIndexedParams, ffn) == 56, "MvIndexedParams.ffn offset");
+static_assert(offsetof(MvIndexedParams, counters) == 64, "MvIndexedParams.counters offset");
+static_assert(offsetof(MvIndexedParams, expert_bytes) == 72, "MvIndexedParams.expert_bytes offset");
+static_assert(offsetof(MvIndexedParams, n_experts) == 80, "MvIndexedParams.n_experts offset");
+static_assert(offsetof(MvIndexedParams, rows) == 84, "MvIndexedParams.rows offset");
+static_assert(offsetof(MvIndexedParams, row_bytes) == 88, "MvIndexedParams.row_bytes offset");
+static_assert(offsetof(MvIndexedParams, k) == 92, "MvIndexedParams.k offset");
+static_assert(offsetof(MvIndexedParams, glog) == 96, "MvIndexedParams.glog offset");
+static_assert(offsetof(MvIndexedParams, tile_rows) == 100, "MvIndexedParams.tile_rows offset");
+static_assert(offsetof(MvIndexedParams, n_tasks) == 104, "MvIndexedParams.n_tasks offset");
+static_assert(offsetof(MvIndexedParams, top_k) == 108, "MvIndexedParams.top_k offset");
+static_assert(offsetof(MvIndexedParams, x_per_slot) == 112, "MvIndexedParams.x_per_slot offset");
 
 // Fused act[t, I] = swiglu(Wg[e] · x[t / k], Wu[e] · x[t / k]), e = ids[t]; gate and up share one type and shape.
 struct MvGateUpParams {

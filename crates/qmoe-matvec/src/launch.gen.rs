@@ -46,7 +46,7 @@ const _: () = assert!(std::mem::offset_of!(MvDenseParams, glog) == 36);
 const _: () = assert!(std::mem::offset_of!(MvDenseParams, tile_rows) == 40);
 const _: () = assert!(std::mem::offset_of!(MvDenseParams, b) == 44);
 
-/// Expert-indexed y[t, R] = W[ids[t]] · x[t / k or t] for every task t < n_tasks. Field for field the device's `struct MvIndexedParams`.
+/// Expert-indexed y[t, R] = W[ids[t]] · x[t / k or t] for every task t < n_tasks, optionally with the MoE combine in its tail. Field for field the device's `struct MvIndexedParams`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct MvIndexedParams {
@@ -58,6 +58,16 @@ pub(crate) struct MvIndexedParams {
     pub x: u64,
     /// N_tasks vectors of R.
     pub y: u64,
+    /// Combine tail: the residual [n_tasks / top_k, R], or null for none.
+    pub resid: u64,
+    /// Combine tail: the routing weights [n_tasks].
+    pub wts: u64,
+    /// Combine tail: resid + sum over slots of wts * y.
+    pub out: u64,
+    /// Combine tail: the sum over slots of wts * y.
+    pub ffn: u64,
+    /// Combine tail: one counter per row tile, zero between launches.
+    pub counters: u64,
     /// Bytes of one expert.
     pub expert_bytes: u64,
     /// E.
@@ -81,21 +91,26 @@ pub(crate) struct MvIndexedParams {
 }
 // SAFETY: plain integers in the C layout the kernels take by value (checked below).
 unsafe impl qmoe_gpu::cuda::DeviceRepr for MvIndexedParams {}
-const _: () = assert!(std::mem::size_of::<MvIndexedParams>() == 80);
+const _: () = assert!(std::mem::size_of::<MvIndexedParams>() == 120);
 const _: () = assert!(std::mem::offset_of!(MvIndexedParams, w) == 0);
 const _: () = assert!(std::mem::offset_of!(MvIndexedParams, ids) == 8);
 const _: () = assert!(std::mem::offset_of!(MvIndexedParams, x) == 16);
 const _: () = assert!(std::mem::offset_of!(MvIndexedParams, y) == 24);
-const _: () = assert!(std::mem::offset_of!(MvIndexedParams, expert_bytes) == 32);
-const _: () = assert!(std::mem::offset_of!(MvIndexedParams, n_experts) == 40);
-const _: () = assert!(std::mem::offset_of!(MvIndexedParams, rows) == 44);
-const _: () = assert!(std::mem::offset_of!(MvIndexedParams, row_bytes) == 48);
-const _: () = assert!(std::mem::offset_of!(MvIndexedParams, k) == 52);
-const _: () = assert!(std::mem::offset_of!(MvIndexedParams, glog) == 56);
-const _: () = assert!(std::mem::offset_of!(MvIndexedParams, tile_rows) == 60);
-const _: () = assert!(std::mem::offset_of!(MvIndexedParams, n_tasks) == 64);
-const _: () = assert!(std::mem::offset_of!(MvIndexedParams, top_k) == 68);
-const _: () = assert!(std::mem::offset_of!(MvIndexedParams, x_per_slot) == 72);
+const _: () = assert!(std::mem::offset_of!(MvIndexedParams, resid) == 32);
+const _: () = assert!(std::mem::offset_of!(MvIndexedParams, wts) == 40);
+const _: () = assert!(std::mem::offset_of!(MvIndexedParams, out) == 48);
+const _: () = assert!(std::mem::offset_of!(MvIndexedParams, ffn) == 56);
+const _: () = assert!(std::mem::offset_of!(MvIndexedParams, counters) == 64);
+const _: () = assert!(std::mem::offset_of!(MvIndexedParams, expert_bytes) == 72);
+const _: () = assert!(std::mem::offset_of!(MvIndexedParams, n_experts) == 80);
+const _: () = assert!(std::mem::offset_of!(MvIndexedParams, rows) == 84);
+const _: () = assert!(std::mem::offset_of!(MvIndexedParams, row_bytes) == 88);
+const _: () = assert!(std::mem::offset_of!(MvIndexedParams, k) == 92);
+const _: () = assert!(std::mem::offset_of!(MvIndexedParams, glog) == 96);
+const _: () = assert!(std::mem::offset_of!(MvIndexedParams, tile_rows) == 100);
+const _: () = assert!(std::mem::offset_of!(MvIndexedParams, n_tasks) == 104);
+const _: () = assert!(std::mem::offset_of!(MvIndexedParams, top_k) == 108);
+const _: () = assert!(std::mem::offset_of!(MvIndexedParams, x_per_slot) == 112);
 
 /// Fused act[t, I] = swiglu(Wg[e] · x[t / k], Wu[e] · x[t / k]), e = ids[t]; gate and up share one type and shape. Field for field the device's `struct MvGateUpParams`.
 #[repr(C)]

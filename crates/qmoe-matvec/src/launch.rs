@@ -9,6 +9,8 @@ use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::launch::{device_addr, grid, launch_params, launch_params_dependent};
 use qmoe_gpu::{embed_ptx, Gpu, PtxSet, Result};
 
+use crate::Combine;
+
 /// What `cargo xtask gen` writes from the table: names, dispatch, parameter structs, constants.
 mod gen {
     use qmoe_dequant::{Precision, QType};
@@ -104,6 +106,13 @@ pub(crate) struct Plan {
     glog: u32,
     /// Tiles over `rows` (grid.x).
     tiles: u32,
+}
+
+impl Plan {
+    /// Row tiles of the launch (grid.x): the counters a combine tail needs.
+    pub(crate) fn tiles(&self) -> usize {
+        self.tiles as usize
+    }
 }
 
 /// Why no plan exists: the smallest launch (one staged vector, one tile pass) needs `need`
@@ -204,7 +213,9 @@ pub(crate) unsafe fn launch_dense(
 
 /// # Safety
 /// `w` is a 3-D tensor of a type in [`QTYPES`]; `ids` ≥ b·k, `x` ≥ (b or b·k)·K, `y` ≥ b·k·R
-/// elements; 1 ≤ b·k ≤ MAX_TASKS; `p` is [`plan`]'s for this launch.
+/// elements; 1 ≤ b·k ≤ MAX_TASKS; `p` is [`plan`]'s for this launch; with `combine`, its
+/// residual, out and ffn hold ≥ b·R elements, its weights ≥ b·k and its counters ≥ `p.tiles`
+/// (zero, or left zero by the previous combine launch).
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn launch_indexed(
     gpu: &Gpu,
@@ -215,15 +226,30 @@ pub(crate) unsafe fn launch_indexed(
     x_per_slot: bool,
     b: usize,
     y: &mut CudaSlice<f32>,
+    combine: Option<&mut Combine<'_>>,
     p: Plan,
 ) -> Result<()> {
     let name = kernel(Family::Indexed, w.qtype(), p.prec, p.nci);
     let f = gpu.function(&PTX, name)?;
+    let [resid, wts, out, ffn, counters] = combine.map_or([0; 5], |c| {
+        [
+            device_addr(gpu, c.resid),
+            device_addr(gpu, c.weights),
+            device_addr(gpu, &*c.out),
+            device_addr(gpu, &*c.ffn),
+            device_addr(gpu, &*c.counters),
+        ]
+    });
     let params = MvIndexedParams {
         w: device_addr(gpu, w.data()),
         ids: device_addr(gpu, ids),
         x: device_addr(gpu, x),
         y: device_addr(gpu, y),
+        resid,
+        wts,
+        out,
+        ffn,
+        counters,
         expert_bytes: w.expert_bytes() as u64,
         n_experts: w.experts() as u32,
         rows: w.rows() as u32,

@@ -300,24 +300,119 @@ pub fn matvec_indexed_gpu(
     b: usize,
     y: &mut CudaSlice<f32>,
 ) -> Result<()> {
-    const OP: &str = "matvec_indexed_gpu";
-    supported(OP, w)?;
-    dims(OP, w, 3, "a 3-D [experts, rows, cols] tensor")?;
-    count(OP, "k", k, w.experts().min(MAX_TASKS))?;
-    count(OP, "b", b, MAX_TASKS)?;
-    count(OP, "b * k", b * k, MAX_TASKS)?;
+    indexed(
+        "matvec_indexed_gpu",
+        gpu,
+        precision,
+        w,
+        ids,
+        k,
+        x,
+        x_per_slot,
+        b,
+        y,
+        None,
+    )
+}
+
+/// The MoE combine a down projection can do in its own launch (see
+/// [`matvec_indexed_combine_gpu`]): `ffn[t, :] = Σ_s weights[t, s] · y[t, s, :]` and
+/// `out[t, :] = resid[t, :] + ffn[t, :]`, evaluated as qmoe-layer's `combine_ref` (f64, slots in
+/// order, one rounding each), bit for bit.
+#[derive(Debug)]
+pub struct Combine<'a> {
+    /// The residual stream `[b, R]`.
+    pub resid: &'a CudaSlice<f32>,
+    /// The routing weights `[b, k]`.
+    pub weights: &'a CudaSlice<f32>,
+    /// Receives `resid + ffn` `[b, R]` (may not alias `resid`).
+    pub out: &'a mut CudaSlice<f32>,
+    /// Receives the weighted sum `[b, R]`.
+    pub ffn: &'a mut CudaSlice<f32>,
+    /// One counter per row tile of the launch, zero before the first launch; every launch leaves
+    /// them zero. [`combine_counters`] says how many suffice.
+    pub counters: &'a mut CudaSlice<u32>,
+}
+
+/// How many counters a [`Combine`] over `rows` output rows needs: one per row tile, and tiles
+/// are never shorter than one row, so `rows` always suffices.
+pub fn combine_counters(rows: usize) -> usize {
+    rows
+}
+
+/// The down projection with the MoE combine in its tail, one launch: as
+/// [`matvec_indexed_gpu`] with `x_per_slot` (`x` is `[b, k, K]`, `y` is `[b, k, R]`, the
+/// per-slot outputs, still written), and then, per row tile, the last block to finish it
+/// (a fence and an integer counter: no float atomics) writes `combine.ffn` and `combine.out`
+/// for those rows in a fixed order, so repeat runs are bit-identical. The residual stream is
+/// complete when the launch ends: whatever reads it next needs no combine kernel.
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_indexed_combine_gpu(
+    gpu: &Gpu,
+    precision: Precision,
+    w: &DeviceQTensor,
+    ids: &CudaSlice<u32>,
+    k: usize,
+    x: &CudaSlice<f32>,
+    b: usize,
+    y: &mut CudaSlice<f32>,
+    combine: Combine<'_>,
+) -> Result<()> {
+    indexed(
+        "matvec_indexed_combine_gpu",
+        gpu,
+        precision,
+        w,
+        ids,
+        k,
+        x,
+        true,
+        b,
+        y,
+        Some(combine),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn indexed(
+    op: &'static str,
+    gpu: &Gpu,
+    precision: Precision,
+    w: &DeviceQTensor,
+    ids: &CudaSlice<u32>,
+    k: usize,
+    x: &CudaSlice<f32>,
+    x_per_slot: bool,
+    b: usize,
+    y: &mut CudaSlice<f32>,
+    mut combine: Option<Combine<'_>>,
+) -> Result<()> {
+    supported(op, w)?;
+    dims(op, w, 3, "a 3-D [experts, rows, cols] tensor")?;
+    count(op, "k", k, w.experts().min(MAX_TASKS))?;
+    count(op, "b", b, MAX_TASKS)?;
+    count(op, "b * k", b * k, MAX_TASKS)?;
     let xv = if x_per_slot { b * k } else { b };
-    offsets(OP, "activation vectors", xv, w.cols())?;
-    buffer(OP, "ids", b * k, ids.len())?;
-    buffer(OP, "x", xv * w.cols(), x.len())?;
-    buffer(OP, "y", b * k * w.rows(), y.len())?;
+    offsets(op, "activation vectors", xv, w.cols())?;
+    buffer(op, "ids", b * k, ids.len())?;
+    buffer(op, "x", xv * w.cols(), x.len())?;
+    buffer(op, "y", b * k * w.rows(), y.len())?;
     // Columns per expert: the tasks that chose it, at most b (a token picks an expert once).
-    let p = plan(OP, gpu, precision, b, w, None)?;
+    let p = plan(op, gpu, precision, b, w, None)?;
+    if let Some(c) = combine.as_ref() {
+        let out = b * w.rows();
+        buffer(op, "combine.resid", out, c.resid.len())?;
+        buffer(op, "combine.weights", b * k, c.weights.len())?;
+        buffer(op, "combine.out", out, c.out.len())?;
+        buffer(op, "combine.ffn", out, c.ffn.len())?;
+        buffer(op, "combine.counters", p.tiles(), c.counters.len())?;
+    }
     // SAFETY: qtype supported; w is [E, R, K] with E·expert_bytes device bytes; ids ≥ b·k, x ≥
     // (b or b·k)·K, y ≥ b·k·R elements; b·k ≤ MAX_TASKS; ids are range-checked in the kernel;
-    // p is this launch's plan.
-    unsafe { launch::launch_indexed(gpu, w, ids, k, x, x_per_slot, b, y, p) }
-        .map_err(|source| MatvecError::Gpu { op: OP, source })
+    // the combine's buffers hold b·R (weights b·k, counters one per tile of p); p is this
+    // launch's plan.
+    unsafe { launch::launch_indexed(gpu, w, ids, k, x, x_per_slot, b, y, combine.as_mut(), p) }
+        .map_err(|source| MatvecError::Gpu { op, source })
 }
 
 /// Fused gate+up with SwiGLU: `act[t, s, :] = silu(Wg[e] · x_t) ⊙ (Wu[e] · x_t)` with

@@ -12,6 +12,12 @@
 // is relaunchable and CUDA-graph-replayable) and runs the tail: one warp per token, softmax and
 // top-k in registers (lane l holds experts l, l+32, …; E ≤ 512 → 16 per lane).
 //
+// Two entry points share the body: qmoe_router_f32 routes the given x; qmoe_router_norm_f32 routes
+// RMSNorm(r) of the residual stream r, computing the norm in every block (each needs it for its
+// whole row; the sum of squares is over the same 8 KB per token the block reads anyway) and
+// storing RMSNorm(r) once for the experts: the MoE layer's first launch, with no separate norm
+// kernel in front of it.
+//
 // Invariant: launches of this module on one context must be stream-ordered (the scratch and the
 // counters are module globals); qmoe's Gpu has one stream.
 
@@ -34,10 +40,12 @@ __device__ unsigned int qmoe_router_done[QMOE_ROUTER_GROUPS];
 
 // Partial dot products of one Wr row with `nt` token rows of x, one partial per token in acc.
 // Thread tid takes float4 columns tid, tid + 256, … (or scalar columns when h % 4 != 0, where
-// rows are not 16-byte aligned): at most 4·ceil(h/1024) roundings per partial.
-__device__ __forceinline__ void router_row_partials(const float* __restrict__ wrow,
-                                                    const float* __restrict__ x, uint32_t h,
-                                                    uint32_t nt, float acc[QMOE_ROUTER_TOK]) {
+// rows are not 16-byte aligned): at most 4·ceil(h/1024) roundings per partial. `X` supplies the
+// activations: X::get4(t, c) the float4 column c of token t, X::get(t, i) element i.
+template <class X>
+__device__ __forceinline__ void router_row_partials(const float* __restrict__ wrow, const X& x,
+                                                    uint32_t h, uint32_t nt,
+                                                    float acc[QMOE_ROUTER_TOK]) {
     if ((h & 3u) == 0) {
         const uint32_t h4 = h >> 2;
         const float4* w4 = reinterpret_cast<const float4*>(wrow);
@@ -47,7 +55,7 @@ __device__ __forceinline__ void router_row_partials(const float* __restrict__ wr
 #pragma unroll
             for (int t = 0; t < QMOE_ROUTER_TOK; ++t) {
                 if ((uint32_t)t < nt) {
-                    const float4 v = __ldg(reinterpret_cast<const float4*>(x + (size_t)t * h) + c);
+                    const float4 v = x.get4(t, c);
                     acc[t] = fmaf(w.x, v.x, acc[t]);
                     acc[t] = fmaf(w.y, v.y, acc[t]);
                     acc[t] = fmaf(w.z, v.z, acc[t]);
@@ -61,11 +69,98 @@ __device__ __forceinline__ void router_row_partials(const float* __restrict__ wr
 #pragma unroll
             for (int t = 0; t < QMOE_ROUTER_TOK; ++t) {
                 if ((uint32_t)t < nt) {
-                    acc[t] = fmaf(w, __ldg(x + (size_t)t * h + c), acc[t]);
+                    acc[t] = fmaf(w, x.get(t, c), acc[t]);
                 }
             }
         }
     }
+}
+
+// The router's input as given: token rows of h floats.
+struct RouterX {
+    const float* x;  // the group's first token row
+    uint32_t h;
+    __device__ float4 get4(int t, uint32_t c) const {
+        return __ldg(reinterpret_cast<const float4*>(x + (size_t)t * h) + c);
+    }
+    __device__ float get(int t, uint32_t i) const { return __ldg(x + (size_t)t * h + i); }
+};
+
+// The router's input RMSNorm'ed on the fly: xn = f32(r · scale_t · w), evaluated in f64 with one
+// rounding (scale_t = 1 / sqrt(mean(r²) + eps), see router_norm_scales). One block of the grid
+// (out != null) also stores xn for the kernels after the router; every block computes the same
+// bits, so which one stores does not matter.
+struct RouterNormX {
+    const float* r;   // the group's first residual row
+    const float* w;   // the norm weight [h]
+    const double* scale;  // per token of the group (shared memory)
+    float* out;       // the group's first xn row, or null
+    uint32_t h;
+    __device__ float one(int t, uint32_t i, float v) const {
+        return (float)__dmul_rn(__dmul_rn((double)v, scale[t]), (double)__ldg(w + i));
+    }
+    __device__ float4 get4(int t, uint32_t c) const {
+        const float4 v = __ldg(reinterpret_cast<const float4*>(r + (size_t)t * h) + c);
+        const uint32_t i = 4 * c;
+        const float4 y = make_float4(one(t, i, v.x), one(t, i + 1, v.y), one(t, i + 2, v.z), one(t, i + 3, v.w));
+        if (out != nullptr) reinterpret_cast<float4*>(out + (size_t)t * h)[c] = y;
+        return y;
+    }
+    __device__ float get(int t, uint32_t i) const {
+        const float y = one(t, i, __ldg(r + (size_t)t * h + i));
+        if (out != nullptr) out[(size_t)t * h + i] = y;
+        return y;
+    }
+};
+
+// scale[t] = 1 / sqrt(mean(r_t²) + eps) for the nt token rows at r, in f64 (a square of any
+// finite f32 is finite in f64, so a hidden state of 1e20 normalises instead of overflowing).
+// The order is fixed by the thread layout (per-thread columns ascending, a warp butterfly, the 8
+// warp sums in order), so every block of the launch gets the same bits; it differs from
+// rmsnorm_ref's sequential loop only in f64 rounding (~1e-16 relative), far below the one f32
+// rounding of the output: the two agree within 1 ulp. All threads; ends with a barrier.
+__device__ __forceinline__ void router_norm_scales(const float* __restrict__ r, uint32_t h,
+                                                   uint32_t nt, float eps, double* scale) {
+    __shared__ double red[QMOE_ROUTER_WARPS][QMOE_ROUTER_TOK];
+    const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31u;
+    double ss[QMOE_ROUTER_TOK];
+#pragma unroll
+    for (int t = 0; t < QMOE_ROUTER_TOK; ++t) ss[t] = 0.0;
+    const bool vec = (h & 3u) == 0;
+    const uint32_t n = vec ? h >> 2 : h;
+    for (uint32_t c = threadIdx.x; c < n; c += QMOE_ROUTER_THREADS) {
+#pragma unroll
+        for (int t = 0; t < QMOE_ROUTER_TOK; ++t) {
+            if ((uint32_t)t < nt) {
+                if (vec) {
+                    const float4 v = __ldg(reinterpret_cast<const float4*>(r + (size_t)t * h) + c);
+                    ss[t] = __dadd_rn(ss[t], __dmul_rn((double)v.x, (double)v.x));
+                    ss[t] = __dadd_rn(ss[t], __dmul_rn((double)v.y, (double)v.y));
+                    ss[t] = __dadd_rn(ss[t], __dmul_rn((double)v.z, (double)v.z));
+                    ss[t] = __dadd_rn(ss[t], __dmul_rn((double)v.w, (double)v.w));
+                } else {
+                    const double v = (double)__ldg(r + (size_t)t * h + c);
+                    ss[t] = __dadd_rn(ss[t], __dmul_rn(v, v));
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < QMOE_ROUTER_TOK; ++t) {
+        double v = ss[t];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) v = __dadd_rn(v, __shfl_xor_sync(FULL_MASK, v, off));
+        if (lane == 0) red[warp][t] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < nt) {
+        double s = red[0][threadIdx.x];
+#pragma unroll
+        for (int w = 1; w < QMOE_ROUTER_WARPS; ++w) s = __dadd_rn(s, red[w][threadIdx.x]);
+        const double mean = __ddiv_rn(s, (double)h);
+        scale[threadIdx.x] = __ddiv_rn(1.0, __dsqrt_rn(__dadd_rn(mean, (double)eps)));
+    }
+    __syncthreads();
 }
 
 // Softmax + top-k + renormalisation of one token, by one warp. `lrow` holds the token's E logits.
@@ -165,12 +260,15 @@ __device__ __forceinline__ void router_token_tail(const float* lrow, uint32_t e,
     }
 }
 
+// The kernel body. X is RouterX (x given) or RouterNormX (x = RMSNorm(r) computed here).
 // wr: [e, h] row-major; x: [b, h]; ids, weights: [b, k]; logits: [b, e] or null. b ≤ CHUNK,
 // 1 ≤ e ≤ 512, 1 ≤ k ≤ e, grid = (e, ceil(b / 8)), block = 256: all checked by the launcher.
-extern "C" __global__ void __launch_bounds__(QMOE_ROUTER_THREADS)
-qmoe_router_f32(const float* __restrict__ wr, const float* __restrict__ x, uint32_t e, uint32_t h,
-                uint32_t b, uint32_t k, uint32_t norm, uint32_t* __restrict__ ids,
-                float* __restrict__ weights, float* __restrict__ logits) {
+template <bool NORM>
+__device__ __forceinline__ void router_body(const float* __restrict__ wr, const float* __restrict__ x,
+                                            const float* __restrict__ nw, float eps, float* xn,
+                                            uint32_t e, uint32_t h, uint32_t b, uint32_t k,
+                                            uint32_t norm, uint32_t* __restrict__ ids,
+                                            float* __restrict__ weights, float* __restrict__ logits) {
     __shared__ float red[QMOE_ROUTER_WARPS][QMOE_ROUTER_TOK];
     __shared__ int is_last;
     const uint32_t row = blockIdx.x;
@@ -190,7 +288,14 @@ qmoe_router_f32(const float* __restrict__ wr, const float* __restrict__ x, uint3
     float acc[QMOE_ROUTER_TOK];
 #pragma unroll
     for (int t = 0; t < QMOE_ROUTER_TOK; ++t) acc[t] = 0.0f;
-    router_row_partials(wr + (size_t)row * h, x + (size_t)tok0 * h, h, nt, acc);
+    if constexpr (NORM) {
+        __shared__ double scale[QMOE_ROUTER_TOK];
+        router_norm_scales(x + (size_t)tok0 * h, h, nt, eps, scale);
+        const RouterNormX xs{x + (size_t)tok0 * h, nw, scale, row == 0 ? xn + (size_t)tok0 * h : nullptr, h};
+        router_row_partials(wr + (size_t)row * h, xs, h, nt, acc);
+    } else {
+        router_row_partials(wr + (size_t)row * h, RouterX{x + (size_t)tok0 * h, h}, h, nt, acc);
+    }
 #pragma unroll
     for (int t = 0; t < QMOE_ROUTER_TOK; ++t) {
         float v = acc[t];
@@ -227,4 +332,22 @@ qmoe_router_f32(const float* __restrict__ wr, const float* __restrict__ x, uint3
             router_token_tail<QMOE_ROUTER_PER_LANE>(lrow, e, k, norm, ids + (size_t)t * k, weights + (size_t)t * k);
         }
     }
+}
+
+extern "C" __global__ void __launch_bounds__(QMOE_ROUTER_THREADS)
+qmoe_router_f32(const float* __restrict__ wr, const float* __restrict__ x, uint32_t e, uint32_t h,
+                uint32_t b, uint32_t k, uint32_t norm, uint32_t* __restrict__ ids,
+                float* __restrict__ weights, float* __restrict__ logits) {
+    router_body<false>(wr, x, nullptr, 0.0f, nullptr, e, h, b, k, norm, ids, weights, logits);
+}
+
+// The router of RMSNorm(r): the MoE layer's first launch. r: [b, h] the residual stream; nw: [h]
+// the norm weight; xn: [b, h] receives RMSNorm(r) (the experts' input), written by the blocks of
+// expert 0. Otherwise as qmoe_router_f32.
+extern "C" __global__ void __launch_bounds__(QMOE_ROUTER_THREADS)
+qmoe_router_norm_f32(const float* __restrict__ wr, const float* __restrict__ r,
+                     const float* __restrict__ nw, float eps, float* __restrict__ xn, uint32_t e,
+                     uint32_t h, uint32_t b, uint32_t k, uint32_t norm, uint32_t* __restrict__ ids,
+                     float* __restrict__ weights, float* __restrict__ logits) {
+    router_body<true>(wr, r, nw, eps, xn, e, h, b, k, norm, ids, weights, logits);
 }

@@ -11,9 +11,10 @@ use crate::{check_inputs, RouterConfig, RouterError};
 pub const PTX: PtxSet = embed_ptx!("router");
 
 /// Every entry point this crate launches: the one source of truth checked against the PTX.
-pub const KERNELS: &[&str] = &[ROUTER_F32];
+pub const KERNELS: &[&str] = &[ROUTER_F32, ROUTER_NORM_F32];
 
 const ROUTER_F32: &str = "qmoe_router_f32";
+const ROUTER_NORM_F32: &str = "qmoe_router_norm_f32";
 const THREADS: u32 = 256;
 /// Tokens per block group (one warp each in the tail): `QMOE_ROUTER_TOK` in router.cu.
 const TOKENS_PER_GROUP: usize = 8;
@@ -21,46 +22,74 @@ const TOKENS_PER_GROUP: usize = 8;
 /// [`router_gpu`] issues ⌈B / 64⌉ stream-ordered launches for larger B.
 pub const TOKENS_PER_LAUNCH: usize = 64;
 
-/// One launch of `qmoe_router_f32` for `b` tokens.
+/// The input RMSNorm the router can fuse: `x = RMSNorm(r) = r / sqrt(mean(r²) + eps) · weight`
+/// per token, computed in the router's launch (f64, one rounding; within 1 ulp of qmoe-layer's
+/// `rmsnorm_ref`) and stored to `xn` for the kernels after it.
+#[derive(Debug)]
+pub struct RouterNorm<'a> {
+    /// The norm weight `[H]`.
+    pub weight: &'a CudaSlice<f32>,
+    /// The epsilon added to the mean square.
+    pub eps: f32,
+    /// Receives RMSNorm(r) `[B, H]` (at least B·H elements).
+    pub xn: &'a mut CudaSlice<f32>,
+}
+
+/// One launch of `qmoe_router_f32` for `b` tokens, or of `qmoe_router_norm_f32` with `norm`
+/// (`x` is then the residual r, and `norm.0` the weight, `norm.2` the xn rows of these tokens).
 ///
 /// # Safety
 /// `cfg` must be valid (1 ≤ E ≤ 512, 1 ≤ k ≤ E, H ≥ 1), `1 ≤ b ≤ TOKENS_PER_LAUNCH`, `wr` must
-/// hold E·H elements, `x` b·H, `ids` and `weights` b·k, and `logits` (when given) b·E.
-/// Launches must be stream-ordered with every other launch of this module (shared scratch).
+/// hold E·H elements, `x` b·H, `ids` and `weights` b·k, `logits` (when given) b·E, and with
+/// `norm` the weight H and xn b·H. Launches must be stream-ordered with every other launch of
+/// this module (shared scratch).
 #[allow(clippy::too_many_arguments)]
-unsafe fn launch_router_f32(
+unsafe fn launch_router(
     gpu: &Gpu,
     cfg: &RouterConfig,
     wr: &CudaSlice<f32>,
     x: &CudaView<'_, f32>,
+    norm: Option<(&CudaSlice<f32>, f32, &mut CudaViewMut<'_, f32>)>,
     b: usize,
     ids: &mut CudaViewMut<'_, u32>,
     weights: &mut CudaViewMut<'_, f32>,
     logits: Option<&mut CudaViewMut<'_, f32>>,
 ) -> Result<(), RouterError> {
-    let f = gpu.function(&PTX, ROUTER_F32)?;
+    let name = if norm.is_some() {
+        ROUTER_NORM_F32
+    } else {
+        ROUTER_F32
+    };
+    let f = gpu.function(&PTX, name)?;
     let (e, h, k) = (cfg.n_experts as u32, cfg.hidden as u32, cfg.top_k as u32);
-    let (b32, norm) = (b as u32, cfg.norm_topk_prob as u32);
+    let (b32, renorm) = (b as u32, cfg.norm_topk_prob as u32);
     let groups = b.div_ceil(TOKENS_PER_GROUP) as u32;
     let (wr, x) = (device_addr(gpu, wr), device_addr(gpu, x));
     let (ids, weights) = (device_addr(gpu, &*ids), device_addr(gpu, &*weights));
     let logits: u64 = logits.map_or(0, |l| device_addr(gpu, &*l));
-    let mut args = kernel_args![wr, x, e, h, b32, k, norm, ids, weights, logits];
-    // SAFETY: (const float* wr, const float* x, u32 e, u32 h, u32 b, u32 k, u32 norm, u32* ids,
-    // float* weights, float* logits-or-null) matches qmoe_router_f32; the caller guarantees the
-    // buffer sizes for grid (E, ⌈b/8⌉): block (r, g) reads row r < E of wr and token rows
-    // < b of x, writes logits[t·E + r] and ids/weights[t·k .. t·k + k] for t < b only; b ≤ 64
-    // keeps the scratch index t·E + r below 64·512.
-    // The kernel waits for the previous kernel (qmoe_pdl_wait) before it reads x.
-    unsafe {
-        launch_dependent(
-            gpu,
-            &f,
-            grid((e, groups, 1), THREADS, 0),
-            &mut args,
-            ROUTER_F32,
-        )?
-    };
+    let cfg = grid((e, groups, 1), THREADS, 0);
+    match norm {
+        None => {
+            let mut args = kernel_args![wr, x, e, h, b32, k, renorm, ids, weights, logits];
+            // SAFETY: (const float* wr, const float* x, u32 e, u32 h, u32 b, u32 k, u32 norm,
+            // u32* ids, float* weights, float* logits-or-null) matches qmoe_router_f32; the
+            // caller guarantees the buffer sizes for grid (E, ⌈b/8⌉): block (r, g) reads row
+            // r < E of wr and token rows < b of x, writes logits[t·E + r] and
+            // ids/weights[t·k .. t·k + k] for t < b only; b ≤ 64 keeps the scratch index
+            // t·E + r below 64·512. The kernel waits for the previous kernel (qmoe_pdl_wait)
+            // before it reads x.
+            unsafe { launch_dependent(gpu, &f, cfg, &mut args, name)? };
+        }
+        Some((nw, eps, xn)) => {
+            let (nw, xn) = (device_addr(gpu, nw), device_addr(gpu, &*xn));
+            let mut args =
+                kernel_args![wr, x, nw, eps, xn, e, h, b32, k, renorm, ids, weights, logits];
+            // SAFETY: (wr, r, const float* nw, float eps, float* xn, then as qmoe_router_f32)
+            // matches qmoe_router_norm_f32; as above, plus nw holds H and xn b·H elements
+            // (written by the blocks of expert 0 only, rows < b).
+            unsafe { launch_dependent(gpu, &f, cfg, &mut args, name)? };
+        }
+    }
     Ok(())
 }
 
@@ -99,6 +128,39 @@ pub fn router_gpu(
     b: usize,
     ids: &mut CudaSlice<u32>,
     weights: &mut CudaSlice<f32>,
+    logits: Option<&mut CudaSlice<f32>>,
+) -> Result<(), RouterError> {
+    route(gpu, cfg, wr, x, None, b, ids, weights, logits)
+}
+
+/// [`router_gpu`] of `RMSNorm(r)`, the norm computed in the same launch and stored to
+/// `norm.xn`: the MoE layer's first launch (no separate norm kernel before it). `r` is the
+/// residual stream `[b, H]`. The routing sees exactly the `xn` it stores.
+#[allow(clippy::too_many_arguments)]
+pub fn router_norm_gpu(
+    gpu: &Gpu,
+    cfg: &RouterConfig,
+    wr: &CudaSlice<f32>,
+    r: &CudaSlice<f32>,
+    norm: RouterNorm<'_>,
+    b: usize,
+    ids: &mut CudaSlice<u32>,
+    weights: &mut CudaSlice<f32>,
+    logits: Option<&mut CudaSlice<f32>>,
+) -> Result<(), RouterError> {
+    route(gpu, cfg, wr, r, Some(norm), b, ids, weights, logits)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn route(
+    gpu: &Gpu,
+    cfg: &RouterConfig,
+    wr: &CudaSlice<f32>,
+    x: &CudaSlice<f32>,
+    mut norm: Option<RouterNorm<'_>>,
+    b: usize,
+    ids: &mut CudaSlice<u32>,
+    weights: &mut CudaSlice<f32>,
     mut logits: Option<&mut CudaSlice<f32>>,
 ) -> Result<(), RouterError> {
     check_inputs(cfg, wr.len(), x.len(), b)?;
@@ -114,6 +176,22 @@ pub fn router_gpu(
             format!("[B={b}, E={e}]"),
         )?;
     }
+    if let Some(n) = norm.as_ref() {
+        if n.weight.len() != h {
+            return Err(RouterError::Length {
+                tensor: "ffn_norm (norm weight)",
+                len: n.weight.len(),
+                needed: h,
+                shape: format!("[H={h}]"),
+            });
+        }
+        check_len(
+            "xn",
+            n.xn.len(),
+            b.saturating_mul(h),
+            format!("[B={b}, H={h}]"),
+        )?;
+    }
     let mut t0 = 0;
     while t0 < b {
         let bc = TOKENS_PER_LAUNCH.min(b - t0);
@@ -123,10 +201,14 @@ pub fn router_gpu(
         let mut lv = logits
             .as_deref_mut()
             .map(|l| l.slice_mut(t0 * e..(t0 + bc) * e));
+        let mut nv = norm
+            .as_mut()
+            .map(|n| (n.weight, n.eps, n.xn.slice_mut(t0 * h..(t0 + bc) * h)));
+        let nargs = nv.as_mut().map(|(w, eps, xn)| (*w, *eps, xn));
         // SAFETY: cfg validated; 1 ≤ bc ≤ 64; the views hold exactly bc rows of x (H), ids and
-        // weights (k) and logits (E), and wr was checked to be E·H; launches are enqueued in
-        // order on the one stream.
-        unsafe { launch_router_f32(gpu, cfg, wr, &xv, bc, &mut iv, &mut wv, lv.as_mut())? };
+        // weights (k), logits (E) and xn (H), wr was checked to be E·H and the norm weight H;
+        // launches are enqueued in order on the one stream.
+        unsafe { launch_router(gpu, cfg, wr, &xv, nargs, bc, &mut iv, &mut wv, lv.as_mut())? };
         t0 += bc;
     }
     Ok(())

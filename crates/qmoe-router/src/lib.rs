@@ -54,7 +54,7 @@
 mod launch;
 mod reference;
 
-pub use launch::{router_gpu, KERNELS, PTX, TOKENS_PER_LAUNCH};
+pub use launch::{router_gpu, router_norm_gpu, RouterNorm, KERNELS, PTX, TOKENS_PER_LAUNCH};
 pub use reference::{
     gamma, logit_depth, logit_error_bound, nan_tokens, pair_margin, router_ref, weight_log_error,
     MIN_ORDERABLE_PROB,

@@ -233,12 +233,38 @@ pub const MATVEC: Unit = Unit {
         },
         ParamStruct {
             name: "MvIndexedParams",
-            doc: "Expert-indexed y[t, R] = W[ids[t]] · x[t / k or t] for every task t < n_tasks.",
+            doc: "Expert-indexed y[t, R] = W[ids[t]] · x[t / k or t] for every task t < n_tasks, \
+                  optionally with the MoE combine in its tail.",
             fields: &[
                 ("w", Ty::Ptr("const uint8_t"), "the [E, R, K] weights"),
                 ("ids", Ty::Ptr("const uint32_t"), "n_tasks expert ids"),
                 ("x", Ty::Ptr("const float"), "activation vectors of K"),
                 ("y", Ty::Ptr("float"), "n_tasks vectors of R"),
+                (
+                    "resid",
+                    Ty::Ptr("const float"),
+                    "combine tail: the residual [n_tasks / top_k, R], or null for none",
+                ),
+                (
+                    "wts",
+                    Ty::Ptr("const float"),
+                    "combine tail: the routing weights [n_tasks]",
+                ),
+                (
+                    "out",
+                    Ty::Ptr("float"),
+                    "combine tail: resid + sum over slots of wts * y",
+                ),
+                (
+                    "ffn",
+                    Ty::Ptr("float"),
+                    "combine tail: the sum over slots of wts * y",
+                ),
+                (
+                    "counters",
+                    Ty::Ptr("unsigned int"),
+                    "combine tail: one counter per row tile, zero between launches",
+                ),
                 ("expert_bytes", Ty::U64, "bytes of one expert"),
                 ("n_experts", Ty::U32, "E"),
                 ("rows", Ty::U32, "R"),

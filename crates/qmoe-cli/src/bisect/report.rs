@@ -67,9 +67,9 @@ pub fn summarize(run: &ModeRun) -> Summary {
 fn hint(stage: &str, t: LayerTypes, hidden: usize, inter: usize, experts: usize) -> String {
     let q = |x: qmoe_dequant::QType| x.name().to_uppercase();
     match stage {
-        "ffn_norm" => "the RMSNorm kernel (qmoe-layer, cuda/layer.cu)".to_string(),
+        "ffn_norm" => "the RMSNorm fused into the router launch (qmoe-router, qmoe_router_norm_f32)".to_string(),
         "router_logits" | "topk_ids" | "topk_weights" => {
-            format!("the router: qmoe-router's fused kernel (E={experts}, H={hidden})")
+            format!("the router: qmoe-router's fused norm + router kernel (E={experts}, H={hidden})")
         }
         "gate" => format!("the gate projection: the {} kernel of qmoe-matvec indexed (K={hidden})", q(t.gate)),
         "up" => format!("the up projection: the {} kernel of qmoe-matvec indexed (K={hidden})", q(t.up)),
@@ -87,8 +87,14 @@ fn hint(stage: &str, t: LayerTypes, hidden: usize, inter: usize, experts: usize)
             "the {} down kernel (qmoe-matvec indexed, K={inter})",
             q(t.down)
         ),
-        "ffn_out" => "the weighted sum over the k experts (qmoe-layer combine kernel)".to_string(),
-        _ => "the residual add (qmoe-layer combine kernel)".to_string(),
+        "ffn_out" => format!(
+            "the weighted sum over the k experts (the combine tail of the {} down kernel, qmoe-matvec)",
+            q(t.down)
+        ),
+        _ => format!(
+            "the residual add (the combine tail of the {} down kernel, qmoe-matvec)",
+            q(t.down)
+        ),
     }
 }
 
