@@ -194,24 +194,25 @@ pub fn dequantize(qtype: QType, bytes: &[u8], n: usize) -> Vec<f32> {
         blocks * bb,
         bytes.len()
     );
+    let decode = qtype.row().decode;
     let mut out = vec![0.0f32; n];
-    for (b, o) in out.chunks_exact_mut(bw).enumerate() {
-        let block = &bytes[b * bb..(b + 1) * bb];
-        match qtype {
-            QType::F32 => o[0] = f32::from_le_bytes([block[0], block[1], block[2], block[3]]),
-            QType::F16 => o[0] = f16_at(block, 0),
-            QType::BF16 => {
-                o[0] = bf16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32()
-            }
-            QType::Q4_0 => q4_0_block(block, o),
-            QType::Q4_1 => q4_1_block(block, o),
-            QType::Q5_0 => q5_0_block(block, o),
-            QType::Q5_1 => q5_1_block(block, o),
-            QType::Q8_0 => q8_0_block(block, o),
-            QType::Q4_K => q4_k_block(block, o),
-            QType::Q5_K => q5_k_block(block, o),
-            QType::Q6_K => q6_k_block(block, o),
-        }
+    for (block, o) in bytes.chunks_exact(bb).zip(out.chunks_exact_mut(bw)) {
+        decode(block, o);
     }
     out
+}
+
+/// Decodes one little-endian f32 into `out[0]`.
+pub fn f32_block(block: &[u8], out: &mut [f32]) {
+    out[0] = f32::from_le_bytes([block[0], block[1], block[2], block[3]]);
+}
+
+/// Decodes one little-endian f16 into `out[0]` (exact).
+pub fn f16_block(block: &[u8], out: &mut [f32]) {
+    out[0] = f16_at(block, 0);
+}
+
+/// Decodes one little-endian bf16 into `out[0]` (exact).
+pub fn bf16_block(block: &[u8], out: &mut [f32]) {
+    out[0] = bf16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32();
 }

@@ -1,10 +1,7 @@
 //! CPU tests: types, tensor validation, reference vs naive re-derivation, quantizer error.
 
 use proptest::prelude::*;
-use qmoe_quant::strategies::{
-    blocks, q4_0_block, q4_1_block, q4_k_block, q5_0_block, q5_1_block, q5_k_block, q6_k_block,
-    q8_0_block,
-};
+use qmoe_quant::strategies::{block, blocks};
 use qmoe_quant::{reference, QTensor, QType, QuantError};
 
 use crate::support::naive;
@@ -403,47 +400,22 @@ fn assert_bits_equal(name: &str, got: &[f32], want: &[f32]) {
     );
 }
 
-proptest! {
-    #![proptest_config(naive::config(64))]
-
-    #[test]
-    fn reference_matches_naive_q4_k(b in blocks(q4_k_block(), 3)) {
-        assert_bits_equal("q4_k", &reference::dequantize(QType::Q4_K, &b, 768), &naive::dequantize("q4_k", &b));
-    }
-
-    #[test]
-    fn reference_matches_naive_q5_k(b in blocks(q5_k_block(), 3)) {
-        assert_bits_equal("q5_k", &reference::dequantize(QType::Q5_K, &b, 768), &naive::dequantize("q5_k", &b));
-    }
-
-    #[test]
-    fn reference_matches_naive_q6_k(b in blocks(q6_k_block(), 3)) {
-        assert_bits_equal("q6_k", &reference::dequantize(QType::Q6_K, &b, 768), &naive::dequantize("q6_k", &b));
-    }
-
-    #[test]
-    fn reference_matches_naive_q4_0(b in blocks(q4_0_block(), 4)) {
-        assert_bits_equal("q4_0", &reference::dequantize(QType::Q4_0, &b, 128), &naive::dequantize("q4_0", &b));
-    }
-
-    #[test]
-    fn reference_matches_naive_q4_1(b in blocks(q4_1_block(), 4)) {
-        assert_bits_equal("q4_1", &reference::dequantize(QType::Q4_1, &b, 128), &naive::dequantize("q4_1", &b));
-    }
-
-    #[test]
-    fn reference_matches_naive_q5_0(b in blocks(q5_0_block(), 4)) {
-        assert_bits_equal("q5_0", &reference::dequantize(QType::Q5_0, &b, 128), &naive::dequantize("q5_0", &b));
-    }
-
-    #[test]
-    fn reference_matches_naive_q5_1(b in blocks(q5_1_block(), 4)) {
-        assert_bits_equal("q5_1", &reference::dequantize(QType::Q5_1, &b, 128), &naive::dequantize("q5_1", &b));
-    }
-
-    #[test]
-    fn reference_matches_naive_q8_0(b in blocks(q8_0_block(), 4)) {
-        assert_bits_equal("q8_0", &reference::dequantize(QType::Q8_0, &b, 128), &naive::dequantize("q8_0", &b));
+/// Every quantized type's reference decoder against the naive per-element re-derivation, on
+/// random and adversarial blocks (`strategies::block`): 64 cases per type, 3 super-blocks of a
+/// 256-weight type or 4 blocks of a 32-weight one per case.
+#[test]
+fn reference_matches_naive_every_type() {
+    use proptest::test_runner::TestRunner;
+    for qtype in QType::ALL.into_iter().filter(|t| t.is_quantized()) {
+        let n_blocks = if qtype.block_weights() == 256 { 3 } else { 4 };
+        let n = n_blocks * qtype.block_weights();
+        TestRunner::new(naive::config(64))
+            .run(&blocks(block(qtype), n_blocks), |b| {
+                let want = naive::dequantize(qtype.name(), &b);
+                assert_bits_equal(qtype.name(), &reference::dequantize(qtype, &b, n), &want);
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{qtype}: {e}"));
     }
 }
 
