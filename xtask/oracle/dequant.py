@@ -2,7 +2,7 @@
 
 Writes random blocks (finite f16 scales, plus adversarial ones: d = 65504, subnormal d, dmin > d,
 negative d, zero d, all-0xff payloads with every nibble 15 and every 6-bit scale 63, all-zero
-scales) for Q4_K, Q5_K, Q6_K, Q8_0 and the GGML legacy formats, dequantizes them with $QMOE_EXAMPLE (our reference) and with
+scales) for Q4_K, Q5_K, Q6_K, Q8_0, the GGML legacy formats and IQ4_NL, dequantizes them with $QMOE_EXAMPLE (our reference) and with
 gguf.quants.dequantize, and requires every element to be bit-identical. Exits non-zero on any
 mismatch, printing the first ones.
 """
@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 from gguf import GGMLQuantizationType
+from gguf.constants import GGML_QUANT_SIZES
 from gguf.quants import dequantize
 
 SEED = 20261128
@@ -28,6 +29,7 @@ TYPES = [
     ("q4_1", GGMLQuantizationType.Q4_1, 20, 32, [0, 2]),
     ("q5_0", GGMLQuantizationType.Q5_0, 22, 32, [0]),
     ("q5_1", GGMLQuantizationType.Q5_1, 24, 32, [0, 2]),
+    ("iq4_nl", GGMLQuantizationType.IQ4_NL, 18, 32, [0]),
 ]
 
 SPECIAL_SCALES = [
@@ -82,6 +84,11 @@ def main():
     failed = False
     summary = []
     for name, gtype, nbytes, nweights, offs in TYPES:
+        if GGML_QUANT_SIZES[gtype] != (nweights, nbytes):
+            print(f"dequant oracle: {name}: {nweights} weights in {nbytes} bytes here, "
+                  f"gguf says {GGML_QUANT_SIZES[gtype]}")
+            failed = True
+            continue
         blocks = make_blocks(rng, nbytes, offs)
         src = os.path.join(work, f"{name}.bin")
         dst = os.path.join(work, f"{name}.f32")

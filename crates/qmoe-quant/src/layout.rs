@@ -210,6 +210,32 @@ pub mod q8_0 {
     pub const F16_SCALES: Scales = &[("d", D)];
 }
 
+/// IQ4_NL: 32 weights in an 18-byte block with one f16 scale; each weight is a four-bit index
+/// into the fixed non-uniform codebook [`iq4_nl::VALUES`], placed as in Q4_0 (weight `j < 16` the
+/// low nibble of `qs[j]`, weight `j + 16` its high nibble).
+pub mod iq4_nl {
+    use std::ops::Range;
+
+    use super::{f16, Fields, Scales};
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 32;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 18;
+    /// `d`, f16: the block scale.
+    pub const D: usize = 0;
+    /// `qs[16]`: 32 four-bit codebook indices, two per byte.
+    pub const QS: Range<usize> = 2..18;
+    /// The codebook: index `k` stands for `VALUES[k]` (times `d`). Shared with IQ4_XS.
+    pub const VALUES: [i8; 16] = [
+        -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+    ];
+    /// Every field as (name, byte range), in storage order.
+    pub const FIELDS: Fields = &[("d", f16(D)), ("qs", QS)];
+    /// The f16 scale fields as (name, byte offset).
+    pub const F16_SCALES: Scales = &[("d", D)];
+}
+
 /// Bytes of one `f16` field.
 pub const F16_BYTES: usize = 2;
 
@@ -314,5 +340,6 @@ mod tests {
         assert_eq!((q5_0::D, q5_0::QH, q5_0::QS), (0, 2..6, 6..22));
         assert_eq!((q4_1::D, q4_1::M, q4_1::QS), (0, 2, 4..20));
         assert_eq!((q4_0::D, q4_0::QS), (0, 2..18));
+        assert_eq!((iq4_nl::D, iq4_nl::QS), (0, 2..18));
     }
 }

@@ -87,6 +87,8 @@ qtypes! {
     Q5_K = 13, "q5_k", layout::q5_k, reference::q5_k_block, quantizer: false;
     /// 256 weights per 210-byte super-block: 6-bit quants, int8 scales.
     Q6_K = 14, "q6_k", layout::q6_k, reference::q6_k_block, quantizer: true;
+    /// 32 weights per 18-byte block: f16 scale + 32 four-bit indices into a non-uniform codebook.
+    IQ4_NL = 20, "iq4_nl", layout::iq4_nl, reference::iq4_nl_block, quantizer: false;
 }
 
 impl QType {

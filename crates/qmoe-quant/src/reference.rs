@@ -11,10 +11,11 @@
 //! - Q5_1: `value = q * d + m`
 //! - Q5_0: `value = (q - 16) * d`, the offset taken in integers
 //! - Q4_1: `value = q * d + m` (two roundings: the product is exact, the sum is not)
+//! - IQ4_NL: `value = d * VALUES[q]`, the codebook value an exact small integer
 
 use half::{bf16, f16};
 
-use crate::layout::{q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0};
+use crate::layout::{iq4_nl, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0};
 use crate::QType;
 
 /// Q4_K sub-block `j` (0..8) scale and min from the 12 packed scale bytes.
@@ -174,6 +175,18 @@ pub fn q5_1_block(block: &[u8], out: &mut [f32]) {
         let x1 = ((byte >> 4) | xh1) as f32;
         out[j] = x0 * d + m;
         out[j + half] = x1 * d + m;
+    }
+}
+
+/// Dequantizes one 18-byte IQ4_NL block into `out[..32]`: `d × VALUES[k]` with the nibble `k`
+/// placed as in Q4_0 (the codebook value converts to f32 exactly; one rounding, the product).
+pub fn iq4_nl_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), iq4_nl::BLOCK_BYTES, "iq4_nl block is 18 bytes");
+    let d = f16_at(block, iq4_nl::D);
+    let half = iq4_nl::BLOCK_WEIGHTS / 2;
+    for (j, &byte) in block[iq4_nl::QS].iter().enumerate() {
+        out[j] = d * iq4_nl::VALUES[(byte & 0x0F) as usize] as f32;
+        out[j + half] = d * iq4_nl::VALUES[(byte >> 4) as usize] as f32;
     }
 }
 

@@ -20,6 +20,7 @@ fn qtype_table() {
         (QType::Q5_K, 13, 256, 176, "q5_k"),
         (QType::Q6_K, 14, 256, 210, "q6_k"),
         (QType::BF16, 30, 1, 2, "bf16"),
+        (QType::IQ4_NL, 20, 32, 18, "iq4_nl"),
     ];
     for (t, id, bw, bb, name) in want {
         assert_eq!(t.ggml_type(), id);
@@ -30,8 +31,8 @@ fn qtype_table() {
         );
         assert_eq!(QType::parse(&name.to_uppercase()), Some(t));
     }
-    assert_eq!(QType::from_ggml_type(10), None); // Q2_K: not read by qmoe
-    assert_eq!(QType::parse("q3_k"), None);
+    assert_eq!(QType::from_ggml_type(16), None); // IQ2_XXS: not read by qmoe
+    assert_eq!(QType::parse("iq2_xxs"), None);
     assert_eq!(QType::Q4_K.row_bytes(2048), Some(8 * 144));
     assert_eq!(QType::Q6_K.row_bytes(768), Some(3 * 210));
     assert_eq!(QType::Q4_K.row_bytes(100), None);
@@ -387,6 +388,38 @@ fn q5_k_hand_worked_block() {
     assert_eq!(
         reference::dequantize(QType::Q5_K, &b, 256),
         naive::dequantize("q5_k", &b)
+    );
+}
+
+/// A hand-worked IQ4_NL block: d = 0.5, `qs[j] = j | (15 - j) << 4`, so weight j (j < 16) is
+/// half of codebook entry j and weight j + 16 half of entry 15 - j. The codebook is not
+/// symmetric (-127 .. 113, no zero), which a sign or offset slip would break.
+#[test]
+fn iq4_nl_hand_worked_block() {
+    let codebook = [
+        -127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0,
+        69.0, 89.0, 113.0,
+    ];
+    let mut b = vec![0u8; 18];
+    b[0..2].copy_from_slice(&half::f16::from_f32(0.5).to_bits().to_le_bytes());
+    for j in 0..16 {
+        b[2 + j] = j as u8 | (15 - j as u8) << 4;
+    }
+    let got = reference::dequantize(QType::IQ4_NL, &b, 32);
+    let want: Vec<f32> = (0..16)
+        .map(|j| codebook[j] * 0.5)
+        .chain((0..16).map(|j| codebook[15 - j] * 0.5))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        (got[0], got[7], got[8], got[16], got[31]),
+        (-63.5, -5.0, 0.5, 56.5, -63.5)
+    );
+    // An f16 times a codebook entry (at most 7 bits) is exact in f32, even at the largest scale.
+    b[0..2].copy_from_slice(&half::f16::MAX.to_bits().to_le_bytes());
+    assert_eq!(
+        reference::dequantize(QType::IQ4_NL, &b, 32)[0],
+        -127.0 * 65504.0
     );
 }
 

@@ -101,6 +101,18 @@ pub fn q5_1(b: &[u8], i: usize) -> f32 {
     (lo | hi << 4) as f32 * h(b, 0) + h(b, 2)
 }
 
+/// IQ4_NL's (and IQ4_XS's) codebook, as GGML lists it.
+const IQ4_CODEBOOK: [i32; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// Weight `i` of an IQ4_NL block: nibble `i / 16` of byte `2 + i % 16` picks a codebook entry,
+/// times d.
+pub fn iq4_nl(b: &[u8], i: usize) -> f32 {
+    let k = (b[2 + i % 16] >> (4 * (i / 16))) & 15;
+    h(b, 0) * IQ4_CODEBOOK[k as usize] as f32
+}
+
 /// Every weight of `bytes` (whole blocks of the quantized type `name`).
 pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
     type At = fn(&[u8], usize) -> f32;
@@ -113,6 +125,7 @@ pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
         "q5_1" => (24, 32, q5_1),
         "q5_0" => (22, 32, q5_0),
         "q4_1" => (20, 32, q4_1),
+        "iq4_nl" => (18, 32, iq4_nl),
         _ => panic!("naive: {name}"),
     };
     bytes
