@@ -236,6 +236,37 @@ pub mod iq4_nl {
     pub const F16_SCALES: Scales = &[("d", D)];
 }
 
+/// Q3_K: 256 weights in a 110-byte super-block of sixteen 16-weight sub-blocks, each with a
+/// signed 6-bit scale; each quant is two low bits in `qs` plus a high bit in `hmask`, where a
+/// *clear* bit subtracts 4.
+pub mod q3_k {
+    use std::ops::Range;
+
+    use super::{f16, Fields, Scales};
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 256;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 110;
+    /// `hmask[32]`: the high bits: bit `j` of `hmask[l]` belongs to weight `32j + l`.
+    pub const HMASK: Range<usize> = 0..32;
+    /// `qs[64]`: the low two bits of the 256 quants, four per byte.
+    pub const QS: Range<usize> = 32..96;
+    /// `scales[12]`: sixteen 6-bit scales (offset by 32), packed.
+    pub const SCALES: Range<usize> = 96..108;
+    /// `d`, f16: the super-block scale.
+    pub const D: usize = 108;
+    /// Every field as (name, byte range), in storage order.
+    pub const FIELDS: Fields = &[
+        ("hmask", HMASK),
+        ("qs", QS),
+        ("scales", SCALES),
+        ("d", f16(D)),
+    ];
+    /// The f16 scale fields as (name, byte offset).
+    pub const F16_SCALES: Scales = &[("d", D)];
+}
+
 /// Bytes of one `f16` field.
 pub const F16_BYTES: usize = 2;
 
@@ -341,5 +372,9 @@ mod tests {
         assert_eq!((q4_1::D, q4_1::M, q4_1::QS), (0, 2, 4..20));
         assert_eq!((q4_0::D, q4_0::QS), (0, 2..18));
         assert_eq!((iq4_nl::D, iq4_nl::QS), (0, 2..18));
+        assert_eq!(
+            (q3_k::HMASK, q3_k::QS, q3_k::SCALES, q3_k::D),
+            (0..32, 32..96, 96..108, 108)
+        );
     }
 }

@@ -89,6 +89,8 @@ qtypes! {
     Q6_K = 14, "q6_k", layout::q6_k, reference::q6_k_block, quantizer: true;
     /// 32 weights per 18-byte block: f16 scale + 32 four-bit indices into a non-uniform codebook.
     IQ4_NL = 20, "iq4_nl", layout::iq4_nl, reference::iq4_nl_block, quantizer: false;
+    /// 256 weights per 110-byte super-block: 3-bit quants, signed 6-bit scales.
+    Q3_K = 11, "q3_k", layout::q3_k, reference::q3_k_block, quantizer: false;
 }
 
 impl QType {

@@ -12,10 +12,11 @@
 //! - Q5_0: `value = (q - 16) * d`, the offset taken in integers
 //! - Q4_1: `value = q * d + m` (two roundings: the product is exact, the sum is not)
 //! - IQ4_NL: `value = d * VALUES[q]`, the codebook value an exact small integer
+//! - Q3_K: `dl = d * (sc - 32); value = dl * q`, q in −4..3 taken in integers
 
 use half::{bf16, f16};
 
-use crate::layout::{iq4_nl, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0};
+use crate::layout::{iq4_nl, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0};
 use crate::QType;
 
 /// Q4_K sub-block `j` (0..8) scale and min from the 12 packed scale bytes.
@@ -187,6 +188,37 @@ pub fn iq4_nl_block(block: &[u8], out: &mut [f32]) {
     for (j, &byte) in block[iq4_nl::QS].iter().enumerate() {
         out[j] = d * iq4_nl::VALUES[(byte & 0x0F) as usize] as f32;
         out[j + half] = d * iq4_nl::VALUES[(byte >> 4) as usize] as f32;
+    }
+}
+
+/// Q3_K sub-block `j` (0..16) scale from the 12 packed scale bytes, offset removed (−32..31):
+/// the low four bits are nibble `j div 8` of `q[j mod 8]`, the high two bits are bits
+/// `2·(j div 4)` and up of `q[8 + j mod 4]`.
+pub fn q3_k_scale(j: usize, q: &[u8]) -> i32 {
+    let low = (q[j % 8] >> (4 * (j / 8))) & 0x0F;
+    let high = (q[8 + j % 4] >> (2 * (j / 4))) & 3;
+    (low | high << 4) as i32 - 32
+}
+
+/// Dequantizes one 110-byte Q3_K block into `out[..256]`: per 128-weight half `c` and shift
+/// `s` (0..4), weight `128c + 32s + l` takes bits `2s..2s+2` of `qs[32c + l]`, minus 4 unless
+/// bit `4c + s` of `hmask[l]` is set; value `(d · sc) · q`, each product rounded.
+pub fn q3_k_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), q3_k::BLOCK_BYTES, "q3_k block is 110 bytes");
+    let d = f16_at(block, q3_k::D);
+    let (hmask, qs, scales) = (&block[q3_k::HMASK], &block[q3_k::QS], &block[q3_k::SCALES]);
+    for c in 0..2 {
+        for s in 0..4 {
+            let base = 128 * c + 32 * s;
+            for l in 0..32 {
+                let i = base + l;
+                let dl = d * q3_k_scale(i / 16, scales) as f32;
+                let low = ((qs[32 * c + l] >> (2 * s)) & 3) as i32;
+                let high_set = hmask[l] & (1 << (4 * c + s)) != 0;
+                let q = if high_set { low } else { low - 4 };
+                out[i] = dl * q as f32;
+            }
+        }
     }
 }
 

@@ -21,6 +21,7 @@ fn qtype_table() {
         (QType::Q6_K, 14, 256, 210, "q6_k"),
         (QType::BF16, 30, 1, 2, "bf16"),
         (QType::IQ4_NL, 20, 32, 18, "iq4_nl"),
+        (QType::Q3_K, 11, 256, 110, "q3_k"),
     ];
     for (t, id, bw, bb, name) in want {
         assert_eq!(t.ggml_type(), id);
@@ -421,6 +422,41 @@ fn iq4_nl_hand_worked_block() {
         reference::dequantize(QType::IQ4_NL, &b, 32)[0],
         -127.0 * 65504.0
     );
+}
+
+/// A hand-worked Q3_K block. d = 0.5; sub-block j's stored 6-bit scale is 33 + j (high bits
+/// 0b10, and 0b11 for j = 15), so its signed scale is 1 + j, packed by hand: the low nibble into
+/// byte j mod 8 (low half for j < 8, high half for j ≥ 8), the high two bits into byte
+/// 8 + j mod 4 at bit 2·(j div 4). Every `qs` byte is 0b11_10_01_00 (shift s gives low bits s),
+/// and `hmask[l]` is 0x0F for even l: the high bit set for weights of the first 128 (c = 0) at
+/// even l, clear everywhere else (there q − 4).
+#[test]
+fn q3_k_hand_worked_block() {
+    let mut b = vec![0u8; 110];
+    for j in 0..16 {
+        let sc = 33 + j as u8; // 6 bits: 33..48
+        b[96 + j % 8] |= (sc & 0x0F) << (4 * (j / 8));
+        b[96 + 8 + j % 4] |= (sc >> 4) << (2 * (j / 4));
+    }
+    b[108..110].copy_from_slice(&half::f16::from_f32(0.5).to_bits().to_le_bytes());
+    for l in 0..32 {
+        b[l] = if l % 2 == 0 { 0x0F } else { 0x00 };
+    }
+    for k in 0..64 {
+        b[32 + k] = 0b11_10_01_00;
+    }
+    let got = reference::dequantize(QType::Q3_K, &b, 256);
+    for (i, &g) in got.iter().enumerate() {
+        let (c, s, l) = (i / 128, (i % 128) / 32, i % 32);
+        let high = c == 0 && l % 2 == 0;
+        let q = s as f32 - if high { 0.0 } else { 4.0 };
+        let want = 0.5 * (1 + i / 16) as f32 * q;
+        assert_eq!(g, want, "weight {i}");
+    }
+    // Weight 0: s = 0, high bit set: q = 0. Weight 1: high bit clear: q = −4, scale 1: −2.
+    // Weight 255 (sub-block 15, scale 16, s = 3, odd l): q = −1, so 0.5 · 16 · −1 = −8.
+    assert_eq!((got[0], got[1], got[255]), (0.0, -2.0, -8.0));
+    assert_eq!(got, naive::dequantize("q3_k", &b));
 }
 
 fn assert_bits_equal(name: &str, got: &[f32], want: &[f32]) {

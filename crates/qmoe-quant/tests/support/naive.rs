@@ -113,6 +113,28 @@ pub fn iq4_nl(b: &[u8], i: usize) -> f32 {
     h(b, 0) * IQ4_CODEBOOK[k as usize] as f32
 }
 
+/// Weight `i` of a Q3_K block, scales unpacked the way GGML's C code does: the 12 bytes as three
+/// little-endian u32 words, masked and shifted into sixteen bytes at once.
+pub fn q3k(b: &[u8], i: usize) -> f32 {
+    let w =
+        |k: usize| u32::from_le_bytes([b[96 + 4 * k], b[97 + 4 * k], b[98 + 4 * k], b[99 + 4 * k]]);
+    let (a0, a1, tmp) = (w(0), w(1), w(2));
+    let (m2, m4) = (0x0303_0303u32, 0x0f0f_0f0fu32);
+    let words = [
+        (a0 & m4) | ((tmp & m2) << 4),
+        (a1 & m4) | (((tmp >> 2) & m2) << 4),
+        ((a0 >> 4) & m4) | (((tmp >> 4) & m2) << 4),
+        ((a1 >> 4) & m4) | (((tmp >> 6) & m2) << 4),
+    ];
+    let j = i / 16;
+    let sc = ((words[j / 4] >> (8 * (j % 4))) & 0xff) as i32 - 32;
+    let (c, s, l) = (i / 128, (i % 128) / 32, i % 32);
+    let low = ((b[32 + 32 * c + l] >> (2 * s)) & 3) as i32;
+    let high = ((b[l] >> (i / 32)) & 1) as i32;
+    let q = low - 4 * (1 - high);
+    h(b, 108) * sc as f32 * q as f32
+}
+
 /// Every weight of `bytes` (whole blocks of the quantized type `name`).
 pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
     type At = fn(&[u8], usize) -> f32;
@@ -126,6 +148,7 @@ pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
         "q5_0" => (22, 32, q5_0),
         "q4_1" => (20, 32, q4_1),
         "iq4_nl" => (18, 32, iq4_nl),
+        "q3_k" => (110, 256, q3k),
         _ => panic!("naive: {name}"),
     };
     bytes
