@@ -267,6 +267,36 @@ pub mod q3_k {
     pub const F16_SCALES: Scales = &[("d", D)];
 }
 
+/// Q2_K: 256 weights in an 84-byte super-block of sixteen 16-weight sub-blocks, each with a
+/// 4-bit scale and a 4-bit min; two-bit quants, four per byte.
+pub mod q2_k {
+    use std::ops::Range;
+
+    use super::{f16, Fields, Scales};
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 256;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 84;
+    /// `scales[16]`: sub-block `j`'s scale in the low nibble of byte `j`, its min in the high one.
+    pub const SCALES: Range<usize> = 0..16;
+    /// `qs[64]`: the 256 two-bit quants, four per byte.
+    pub const QS: Range<usize> = 16..80;
+    /// `d`, f16: the super-block scale of the sub-block scales.
+    pub const D: usize = 80;
+    /// `dmin`, f16: the super-block scale of the sub-block mins.
+    pub const DMIN: usize = 82;
+    /// Every field as (name, byte range), in storage order.
+    pub const FIELDS: Fields = &[
+        ("scales", SCALES),
+        ("qs", QS),
+        ("d", f16(D)),
+        ("dmin", f16(DMIN)),
+    ];
+    /// The f16 scale fields as (name, byte offset).
+    pub const F16_SCALES: Scales = &[("d", D), ("dmin", DMIN)];
+}
+
 /// Bytes of one `f16` field.
 pub const F16_BYTES: usize = 2;
 
@@ -375,6 +405,10 @@ mod tests {
         assert_eq!(
             (q3_k::HMASK, q3_k::QS, q3_k::SCALES, q3_k::D),
             (0..32, 32..96, 96..108, 108)
+        );
+        assert_eq!(
+            (q2_k::SCALES, q2_k::QS, q2_k::D, q2_k::DMIN),
+            (0..16, 16..80, 80, 82)
         );
     }
 }

@@ -91,6 +91,8 @@ qtypes! {
     IQ4_NL = 20, "iq4_nl", layout::iq4_nl, reference::iq4_nl_block, quantizer: false;
     /// 256 weights per 110-byte super-block: 3-bit quants, signed 6-bit scales.
     Q3_K = 11, "q3_k", layout::q3_k, reference::q3_k_block, quantizer: false;
+    /// 256 weights per 84-byte super-block: 2-bit quants, 4-bit scales and mins.
+    Q2_K = 10, "q2_k", layout::q2_k, reference::q2_k_block, quantizer: false;
 }
 
 impl QType {

@@ -13,10 +13,11 @@
 //! - Q4_1: `value = q * d + m` (two roundings: the product is exact, the sum is not)
 //! - IQ4_NL: `value = d * VALUES[q]`, the codebook value an exact small integer
 //! - Q3_K: `dl = d * (sc - 32); value = dl * q`, q in −4..3 taken in integers
+//! - Q2_K: `dl = d * sc; ml = dmin * m; value = dl * q - ml`
 
 use half::{bf16, f16};
 
-use crate::layout::{iq4_nl, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0};
+use crate::layout::{iq4_nl, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0};
 use crate::QType;
 
 /// Q4_K sub-block `j` (0..8) scale and min from the 12 packed scale bytes.
@@ -217,6 +218,28 @@ pub fn q3_k_block(block: &[u8], out: &mut [f32]) {
                 let high_set = hmask[l] & (1 << (4 * c + s)) != 0;
                 let q = if high_set { low } else { low - 4 };
                 out[i] = dl * q as f32;
+            }
+        }
+    }
+}
+
+/// Dequantizes one 84-byte Q2_K block into `out[..256]`: weight `128c + 32s + l` is bits
+/// `2s..2s+2` of `qs[32c + l]`; its sub-block (16 weights) has scale `scales[j] & 15` and min
+/// `scales[j] >> 4`; value `(d · sc) · q − dmin · m`, every step rounded on its own.
+pub fn q2_k_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), q2_k::BLOCK_BYTES, "q2_k block is 84 bytes");
+    let (d, dmin) = (f16_at(block, q2_k::D), f16_at(block, q2_k::DMIN));
+    let (scales, qs) = (&block[q2_k::SCALES], &block[q2_k::QS]);
+    for c in 0..2 {
+        for s in 0..4 {
+            let base = 128 * c + 32 * s;
+            for l in 0..32 {
+                let i = base + l;
+                let sc = scales[i / 16];
+                let dl = d * (sc & 0x0F) as f32;
+                let ml = dmin * (sc >> 4) as f32;
+                let q = (qs[32 * c + l] >> (2 * s)) & 3;
+                out[i] = dl * q as f32 - ml;
             }
         }
     }

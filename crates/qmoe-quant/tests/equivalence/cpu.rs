@@ -22,6 +22,7 @@ fn qtype_table() {
         (QType::BF16, 30, 1, 2, "bf16"),
         (QType::IQ4_NL, 20, 32, 18, "iq4_nl"),
         (QType::Q3_K, 11, 256, 110, "q3_k"),
+        (QType::Q2_K, 10, 256, 84, "q2_k"),
     ];
     for (t, id, bw, bb, name) in want {
         assert_eq!(t.ggml_type(), id);
@@ -439,12 +440,10 @@ fn q3_k_hand_worked_block() {
         b[96 + 8 + j % 4] |= (sc >> 4) << (2 * (j / 4));
     }
     b[108..110].copy_from_slice(&half::f16::from_f32(0.5).to_bits().to_le_bytes());
-    for l in 0..32 {
-        b[l] = if l % 2 == 0 { 0x0F } else { 0x00 };
+    for (l, hmask) in b[..32].iter_mut().enumerate() {
+        *hmask = if l % 2 == 0 { 0x0F } else { 0x00 };
     }
-    for k in 0..64 {
-        b[32 + k] = 0b11_10_01_00;
-    }
+    b[32..96].fill(0b11_10_01_00);
     let got = reference::dequantize(QType::Q3_K, &b, 256);
     for (i, &g) in got.iter().enumerate() {
         let (c, s, l) = (i / 128, (i % 128) / 32, i % 32);
@@ -457,6 +456,40 @@ fn q3_k_hand_worked_block() {
     // Weight 255 (sub-block 15, scale 16, s = 3, odd l): q = −1, so 0.5 · 16 · −1 = −8.
     assert_eq!((got[0], got[1], got[255]), (0.0, -2.0, -8.0));
     assert_eq!(got, naive::dequantize("q3_k", &b));
+}
+
+/// A hand-worked Q2_K block. d = 0.5, dmin = 0.25; sub-block j's scale byte is
+/// `j | (15 − j) << 4` (scale j, min 15 − j); every `qs` byte is 0b11_10_01_00, so weight
+/// `128c + 32s + l` has q = s. Then a difference that rounds.
+#[test]
+fn q2_k_hand_worked_block() {
+    let f16b = |v: f32| half::f16::from_f32(v).to_bits().to_le_bytes();
+    let mut b = vec![0u8; 84];
+    for (j, packed) in b[..16].iter_mut().enumerate() {
+        *packed = j as u8 | (15 - j as u8) << 4;
+    }
+    b[16..80].fill(0b11_10_01_00);
+    b[80..82].copy_from_slice(&f16b(0.5));
+    b[82..84].copy_from_slice(&f16b(0.25));
+    let got = reference::dequantize(QType::Q2_K, &b, 256);
+    for (i, &g) in got.iter().enumerate() {
+        let (j, s) = (i / 16, (i % 128) / 32);
+        let want = 0.5 * j as f32 * s as f32 - 0.25 * (15 - j) as f32;
+        assert_eq!(g, want, "weight {i}");
+    }
+    // Weight 0: sub-block 0 (scale 0, min 15), q = 0: −3.75. Weight 255: sub-block 15
+    // (scale 15, min 0), q = 3: 22.5.
+    assert_eq!((got[0], got[255]), (-3.75, 22.5));
+    // A difference that rounds: d = 2, dmin = 2^-24 (the smallest f16 subnormal), sub-block 0
+    // with scale 1 and min 1. Weight 0 with q = 1: 2 − 2^-24 lies halfway between 2 − 2^-23
+    // and 2 and rounds to even, 2. Weight 1 with q = 0: exactly −2^-24.
+    b[80..82].copy_from_slice(&f16b(2.0));
+    b[82..84].copy_from_slice(&1u16.to_le_bytes());
+    b[0] = 1 | 1 << 4;
+    b[16] = 0b11_10_01_01;
+    let got = reference::dequantize(QType::Q2_K, &b, 256);
+    assert_eq!((got[0], got[1]), (2.0, -(2f32.powi(-24))));
+    assert_eq!(got, naive::dequantize("q2_k", &b));
 }
 
 fn assert_bits_equal(name: &str, got: &[f32], want: &[f32]) {

@@ -135,6 +135,17 @@ pub fn q3k(b: &[u8], i: usize) -> f32 {
     h(b, 108) * sc as f32 * q as f32
 }
 
+/// Weight `i` of a Q2_K block: the two bits at `2 · ((i mod 128) div 32)` of byte
+/// `16 + 32 · (i div 128) + i mod 32`; scale and min the nibbles of byte `i div 16`; d and dmin
+/// at bytes 80 and 82.
+pub fn q2k(b: &[u8], i: usize) -> f32 {
+    let q = (b[16 + 32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3;
+    let packed = b[i / 16];
+    let d1 = h(b, 80) * (packed % 16) as f32;
+    let m1 = h(b, 82) * (packed / 16) as f32;
+    d1 * q as f32 - m1
+}
+
 /// Every weight of `bytes` (whole blocks of the quantized type `name`).
 pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
     type At = fn(&[u8], usize) -> f32;
@@ -149,6 +160,7 @@ pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
         "q4_1" => (20, 32, q4_1),
         "iq4_nl" => (18, 32, iq4_nl),
         "q3_k" => (110, 256, q3k),
+        "q2_k" => (84, 256, q2k),
         _ => panic!("naive: {name}"),
     };
     bytes
