@@ -2,7 +2,7 @@
 
 Writes random blocks (finite f16 scales, plus adversarial ones: d = 65504, subnormal d, dmin > d,
 negative d, zero d, all-0xff payloads with every nibble 15 and every 6-bit scale 63, all-zero
-scales) for Q4_K, Q5_K, Q6_K, Q8_0, the GGML legacy formats, IQ4_NL, Q3_K and Q2_K, dequantizes them with $QMOE_EXAMPLE (our reference) and with
+scales) for Q4_K, Q5_K, Q6_K, Q8_0, the GGML legacy formats, IQ4_NL, Q3_K, Q2_K and IQ4_XS, dequantizes them with $QMOE_EXAMPLE (our reference) and with
 gguf.quants.dequantize, and requires every element to be bit-identical. Exits non-zero on any
 mismatch, printing the first ones.
 """
@@ -32,6 +32,7 @@ TYPES = [
     ("iq4_nl", GGMLQuantizationType.IQ4_NL, 18, 32, [0]),
     ("q3_k", GGMLQuantizationType.Q3_K, 110, 256, [108]),
     ("q2_k", GGMLQuantizationType.Q2_K, 84, 256, [80, 82]),
+    ("iq4_xs", GGMLQuantizationType.IQ4_XS, 136, 256, [0]),
 ]
 
 SPECIAL_SCALES = [

@@ -297,6 +297,36 @@ pub mod q2_k {
     pub const F16_SCALES: Scales = &[("d", D), ("dmin", DMIN)];
 }
 
+/// IQ4_XS: 256 weights in a 136-byte super-block of eight 32-weight sub-blocks, each with a
+/// signed 6-bit scale; the quants are indices into IQ4_NL's codebook ([`iq4_nl::VALUES`]).
+pub mod iq4_xs {
+    use std::ops::Range;
+
+    use super::{f16, Fields, Scales};
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 256;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 136;
+    /// `d`, f16: the super-block scale.
+    pub const D: usize = 0;
+    /// `scales_h`, little-endian u16: the high two bits of sub-block `j`'s scale at bit `2j`.
+    pub const SCALES_H: Range<usize> = 2..4;
+    /// `scales_l[4]`: the low four bits of sub-block `j`'s scale, nibble `j mod 2` of byte `j / 2`.
+    pub const SCALES_L: Range<usize> = 4..8;
+    /// `qs[128]`: 256 four-bit codebook indices, 16 bytes per sub-block, placed as in IQ4_NL.
+    pub const QS: Range<usize> = 8..136;
+    /// Every field as (name, byte range), in storage order.
+    pub const FIELDS: Fields = &[
+        ("d", f16(D)),
+        ("scales_h", SCALES_H),
+        ("scales_l", SCALES_L),
+        ("qs", QS),
+    ];
+    /// The f16 scale fields as (name, byte offset).
+    pub const F16_SCALES: Scales = &[("d", D)];
+}
+
 /// Bytes of one `f16` field.
 pub const F16_BYTES: usize = 2;
 
@@ -409,6 +439,10 @@ mod tests {
         assert_eq!(
             (q2_k::SCALES, q2_k::QS, q2_k::D, q2_k::DMIN),
             (0..16, 16..80, 80, 82)
+        );
+        assert_eq!(
+            (iq4_xs::D, iq4_xs::SCALES_H, iq4_xs::SCALES_L, iq4_xs::QS),
+            (0, 2..4, 4..8, 8..136)
         );
     }
 }

@@ -93,6 +93,8 @@ qtypes! {
     Q3_K = 11, "q3_k", layout::q3_k, reference::q3_k_block, quantizer: false;
     /// 256 weights per 84-byte super-block: 2-bit quants, 4-bit scales and mins.
     Q2_K = 10, "q2_k", layout::q2_k, reference::q2_k_block, quantizer: false;
+    /// 256 weights per 136-byte super-block: IQ4_NL's codebook with signed 6-bit sub-block scales.
+    IQ4_XS = 23, "iq4_xs", layout::iq4_xs, reference::iq4_xs_block, quantizer: false;
 }
 
 impl QType {

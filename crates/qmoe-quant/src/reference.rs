@@ -14,10 +14,11 @@
 //! - IQ4_NL: `value = d * VALUES[q]`, the codebook value an exact small integer
 //! - Q3_K: `dl = d * (sc - 32); value = dl * q`, q in −4..3 taken in integers
 //! - Q2_K: `dl = d * sc; ml = dmin * m; value = dl * q - ml`
+//! - IQ4_XS: `dl = d * (ls - 32); value = dl * VALUES[q]`
 
 use half::{bf16, f16};
 
-use crate::layout::{iq4_nl, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0};
+use crate::layout::{iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0};
 use crate::QType;
 
 /// Q4_K sub-block `j` (0..8) scale and min from the 12 packed scale bytes.
@@ -241,6 +242,34 @@ pub fn q2_k_block(block: &[u8], out: &mut [f32]) {
                 let q = (qs[32 * c + l] >> (2 * s)) & 3;
                 out[i] = dl * q as f32 - ml;
             }
+        }
+    }
+}
+
+/// Dequantizes one 136-byte IQ4_XS block into `out[..256]`: sub-block `j` (32 weights) has the
+/// signed scale `ls = (low | high << 4) − 32` (low from `scales_l`, high from `scales_h`) and
+/// decodes like an IQ4_NL block with `d · ls` for its scale.
+pub fn iq4_xs_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(
+        block.len(),
+        iq4_xs::BLOCK_BYTES,
+        "iq4_xs block is 136 bytes"
+    );
+    let d = f16_at(block, iq4_xs::D);
+    let h = &block[iq4_xs::SCALES_H];
+    let scales_h = u16::from_le_bytes([h[0], h[1]]);
+    let (scales_l, qs) = (&block[iq4_xs::SCALES_L], &block[iq4_xs::QS]);
+    for (j, (qs, out)) in qs
+        .chunks_exact(16)
+        .zip(out.chunks_exact_mut(32))
+        .enumerate()
+    {
+        let low = (scales_l[j / 2] >> (4 * (j % 2))) & 0x0F;
+        let high = ((scales_h >> (2 * j)) & 3) as u8;
+        let dl = d * ((low | high << 4) as i32 - 32) as f32;
+        for (l, &byte) in qs.iter().enumerate() {
+            out[l] = dl * iq4_nl::VALUES[(byte & 0x0F) as usize] as f32;
+            out[l + 16] = dl * iq4_nl::VALUES[(byte >> 4) as usize] as f32;
         }
     }
 }

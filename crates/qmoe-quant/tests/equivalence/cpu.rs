@@ -23,6 +23,7 @@ fn qtype_table() {
         (QType::IQ4_NL, 20, 32, 18, "iq4_nl"),
         (QType::Q3_K, 11, 256, 110, "q3_k"),
         (QType::Q2_K, 10, 256, 84, "q2_k"),
+        (QType::IQ4_XS, 23, 256, 136, "iq4_xs"),
     ];
     for (t, id, bw, bb, name) in want {
         assert_eq!(t.ggml_type(), id);
@@ -490,6 +491,49 @@ fn q2_k_hand_worked_block() {
     let got = reference::dequantize(QType::Q2_K, &b, 256);
     assert_eq!((got[0], got[1]), (2.0, -(2f32.powi(-24))));
     assert_eq!(got, naive::dequantize("q2_k", &b));
+}
+
+/// A hand-worked IQ4_XS block. d = 0.25; sub-block j's stored 6-bit scale is 33 + 4j (low
+/// nibble into `scales_l`, high two bits into the u16 `scales_h` at bit 2j), so its signed scale
+/// is 1 + 4j; within every sub-block byte l is `l | (15 − l) << 4`, so weight l (l < 16) is
+/// codebook entry l and weight l + 16 entry 15 − l.
+#[test]
+fn iq4_xs_hand_worked_block() {
+    let codebook = [
+        -127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0,
+        69.0, 89.0, 113.0,
+    ];
+    let mut b = vec![0u8; 136];
+    b[0..2].copy_from_slice(&half::f16::from_f32(0.25).to_bits().to_le_bytes());
+    let mut scales_h = 0u16;
+    for j in 0..8 {
+        let u = 33 + 4 * j as u8;
+        b[4 + j / 2] |= (u & 0x0F) << (4 * (j % 2));
+        scales_h |= u16::from(u >> 4) << (2 * j);
+    }
+    b[2..4].copy_from_slice(&scales_h.to_le_bytes());
+    for (k, byte) in b[8..].iter_mut().enumerate() {
+        let l = (k % 16) as u8;
+        *byte = l | (15 - l) << 4;
+    }
+    let got = reference::dequantize(QType::IQ4_XS, &b, 256);
+    for (i, &g) in got.iter().enumerate() {
+        let (j, r) = (i / 32, i % 32);
+        let level = if r < 16 {
+            codebook[r]
+        } else {
+            codebook[31 - r]
+        };
+        assert_eq!(g, 0.25 * (1 + 4 * j) as f32 * level, "weight {i}");
+    }
+    // Weight 224 (sub-block 7, scale 29, entry 0): 0.25 · 29 · −127.
+    assert_eq!(got[224], -920.75);
+    // The most negative scale, −32 (stored 0): the sign flips the codebook.
+    b[4] &= 0xF0;
+    b[2] &= !3;
+    let got = reference::dequantize(QType::IQ4_XS, &b, 256);
+    assert_eq!((got[0], got[16]), (1016.0, -904.0));
+    assert_eq!(got, naive::dequantize("iq4_xs", &b));
 }
 
 fn assert_bits_equal(name: &str, got: &[f32], want: &[f32]) {

@@ -146,6 +146,18 @@ pub fn q2k(b: &[u8], i: usize) -> f32 {
     d1 * q as f32 - m1
 }
 
+/// Weight `i` of an IQ4_XS block: sub-block `j = i div 32`, its scale's low nibble from byte
+/// `4 + j div 2`, its high two bits from byte `2 + j div 4` (the u16 read a byte at a time), the
+/// codebook index placed as in IQ4_NL within the sub-block's 16 bytes at `8 + 16j`.
+pub fn iq4_xs(b: &[u8], i: usize) -> f32 {
+    let (j, r) = (i / 32, i % 32);
+    let low = (b[4 + j / 2] >> (4 * (j % 2))) & 15;
+    let high = (b[2 + j / 4] >> (2 * (j % 4))) & 3;
+    let ls = (low + 16 * high) as i32 - 32;
+    let k = (b[8 + 16 * j + r % 16] >> (4 * (r / 16))) & 15;
+    h(b, 0) * ls as f32 * IQ4_CODEBOOK[k as usize] as f32
+}
+
 /// Every weight of `bytes` (whole blocks of the quantized type `name`).
 pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
     type At = fn(&[u8], usize) -> f32;
@@ -161,6 +173,7 @@ pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
         "iq4_nl" => (18, 32, iq4_nl),
         "q3_k" => (110, 256, q3k),
         "q2_k" => (84, 256, q2k),
+        "iq4_xs" => (136, 256, iq4_xs),
         _ => panic!("naive: {name}"),
     };
     bytes
