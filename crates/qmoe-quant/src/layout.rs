@@ -327,6 +327,33 @@ pub mod iq4_xs {
     pub const F16_SCALES: Scales = &[("d", D)];
 }
 
+/// MXFP4: 32 weights in a 17-byte block with one E8M0 scale (an exponent byte, see
+/// [`reference::e8m0_half`](crate::reference::e8m0_half)); each weight is a four-bit E2M1 code
+/// looked up in [`mxfp4::VALUES`], placed as in Q4_0.
+pub mod mxfp4 {
+    use std::ops::Range;
+
+    use super::{Fields, Scales};
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 32;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 17;
+    /// `e`, u8: the E8M0 scale exponent.
+    pub const E: usize = 0;
+    /// `qs[16]`: 32 four-bit E2M1 codes, two per byte.
+    pub const QS: Range<usize> = 1..17;
+    /// Twice the E2M1 value of each code (sign bit 3, two exponent bits, one mantissa bit), so
+    /// the table holds integers; the decoder multiplies by half the E8M0 scale to match.
+    pub const VALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+    /// Every field as (name, byte range), in storage order.
+    pub const FIELDS: Fields = &[("e", E..E + 1), ("qs", QS)];
+    /// No f16 scales.
+    pub const F16_SCALES: Scales = &[];
+    /// The E8M0 scale fields as (name, byte offset).
+    pub const E8M0_SCALES: Scales = &[("e", E)];
+}
+
 /// Bytes of one `f16` field.
 pub const F16_BYTES: usize = 2;
 
@@ -375,6 +402,13 @@ pub const fn f16_scales(qtype: QType) -> &'static [(&'static str, usize)] {
     qtype.row().f16_scales
 }
 
+/// The E8M0 scale fields of a block of `qtype` (exponent bytes; MXFP4's `e`), as (name, byte
+/// offset). Every byte decodes to a finite power of two, so these never fail
+/// [`QTensor::validate_finite`](crate::QTensor::validate_finite); empty for other types.
+pub const fn e8m0_scales(qtype: QType) -> &'static [(&'static str, usize)] {
+    qtype.row().e8m0_scales
+}
+
 /// Every field of a block of `qtype` as (name, byte range), in storage order; empty for float
 /// types. The layout test checks they tile the block exactly.
 pub fn fields(qtype: QType) -> Vec<(&'static str, Range<usize>)> {
@@ -401,7 +435,7 @@ mod tests {
                 qtype.block_bytes(),
                 "{qtype}: fields do not fill the block"
             );
-            for &(name, at) in f16_scales(qtype) {
+            for &(name, at) in f16_scales(qtype).iter().chain(e8m0_scales(qtype)) {
                 assert!(
                     fields(qtype)
                         .iter()
@@ -444,5 +478,6 @@ mod tests {
             (iq4_xs::D, iq4_xs::SCALES_H, iq4_xs::SCALES_L, iq4_xs::QS),
             (0, 2..4, 4..8, 8..136)
         );
+        assert_eq!((mxfp4::E, mxfp4::QS), (0, 1..17));
     }
 }

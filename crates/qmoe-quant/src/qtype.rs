@@ -22,16 +22,21 @@ pub(crate) struct Row {
     pub(crate) fields: &'static [(&'static str, Range<usize>)],
     /// The f16 scale fields as (name, byte offset).
     pub(crate) f16_scales: &'static [(&'static str, usize)],
+    /// The E8M0 (power-of-two exponent byte) scale fields as (name, byte offset).
+    pub(crate) e8m0_scales: &'static [(&'static str, usize)],
 }
 
 /// Declares [`QType`] and its table from one list of rows: variant (with its doc), GGML id,
 /// name, the [`layout`] module that holds its geometry and fields, its [`reference`] block
-/// decoder, and whether it has a quantizer. Adding a type is one row here.
+/// decoder, whether it has a quantizer, and (only where a format has them) its E8M0 scale
+/// fields. Adding a type is one row here.
 macro_rules! qtypes {
+    (@e8m0) => { &[] };
+    (@e8m0 $fields:expr) => { $fields };
     ($(
         $(#[doc = $doc:literal])*
         $variant:ident = $id:literal, $name:literal, layout::$layout:ident,
-            reference::$decode:ident, quantizer: $quantizer:literal;
+            reference::$decode:ident, quantizer: $quantizer:literal $(, e8m0: $e8m0:expr)?;
     )*) => {
         /// A tensor's element type: GGML's quantized block formats and the plain float types.
         ///
@@ -54,6 +59,7 @@ macro_rules! qtypes {
                 quantizer: $quantizer,
                 fields: layout::$layout::FIELDS,
                 f16_scales: layout::$layout::F16_SCALES,
+                e8m0_scales: qtypes!(@e8m0 $($e8m0)?),
             },
         )*];
 
@@ -95,6 +101,9 @@ qtypes! {
     Q2_K = 10, "q2_k", layout::q2_k, reference::q2_k_block, quantizer: false;
     /// 256 weights per 136-byte super-block: IQ4_NL's codebook with signed 6-bit sub-block scales.
     IQ4_XS = 23, "iq4_xs", layout::iq4_xs, reference::iq4_xs_block, quantizer: false;
+    /// 32 weights per 17-byte block: a power-of-two (E8M0) scale + 32 FP4 (E2M1) values.
+    MXFP4 = 39, "mxfp4", layout::mxfp4, reference::mxfp4_block, quantizer: false,
+        e8m0: layout::mxfp4::E8M0_SCALES;
 }
 
 impl QType {

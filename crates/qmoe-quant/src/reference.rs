@@ -15,10 +15,13 @@
 //! - Q3_K: `dl = d * (sc - 32); value = dl * q`, q in −4..3 taken in integers
 //! - Q2_K: `dl = d * sc; ml = dmin * m; value = dl * q - ml`
 //! - IQ4_XS: `dl = d * (ls - 32); value = dl * VALUES[q]`
+//! - MXFP4: `value = e8m0_half(e) * VALUES[q]`
 
 use half::{bf16, f16};
 
-use crate::layout::{iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0};
+use crate::layout::{
+    iq4_nl, iq4_xs, mxfp4, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0,
+};
 use crate::QType;
 
 /// Q4_K sub-block `j` (0..8) scale and min from the 12 packed scale bytes.
@@ -271,6 +274,30 @@ pub fn iq4_xs_block(block: &[u8], out: &mut [f32]) {
             out[l] = dl * iq4_nl::VALUES[(byte & 0x0F) as usize] as f32;
             out[l + 16] = dl * iq4_nl::VALUES[(byte >> 4) as usize] as f32;
         }
+    }
+}
+
+/// Half the E8M0 scale with exponent byte `e`: 2^(e − 128), as GGML computes it (built from bits,
+/// subnormal for `e` < 2). Every byte gives a finite power of two, 2^-128 ..= 2^127.
+pub fn e8m0_half(e: u8) -> f32 {
+    let bits = if e < 2 {
+        0x0020_0000u32 << e
+    } else {
+        (e as u32 - 1) << 23
+    };
+    f32::from_bits(bits)
+}
+
+/// Dequantizes one 17-byte MXFP4 block into `out[..32]`: `e8m0_half(e) × VALUES[k]` with the
+/// nibble `k` placed as in Q4_0. The product of a power of two and a small integer is exact
+/// unless it overflows: for `e` ≥ 253 the largest codes give ±inf, as in GGML.
+pub fn mxfp4_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), mxfp4::BLOCK_BYTES, "mxfp4 block is 17 bytes");
+    let d = e8m0_half(block[mxfp4::E]);
+    let half = mxfp4::BLOCK_WEIGHTS / 2;
+    for (j, &byte) in block[mxfp4::QS].iter().enumerate() {
+        out[j] = d * mxfp4::VALUES[(byte & 0x0F) as usize] as f32;
+        out[j + half] = d * mxfp4::VALUES[(byte >> 4) as usize] as f32;
     }
 }
 

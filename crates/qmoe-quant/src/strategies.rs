@@ -65,21 +65,40 @@ fn payload(len: usize) -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// An E8M0 scale exponent byte: mostly realistic (half-scales 2^-28 ..= 2^12), plus the
+/// extremes: 0 and 1 (subnormal f32 scales), 127 (one half), 252 (the largest whose every code
+/// stays finite) and 253..=255 (where the largest codes overflow to ±inf, as in GGML).
+pub fn e8m0_scale() -> impl Strategy<Value = u8> + Clone {
+    prop_oneof![
+        6 => 100u8..=140,
+        1 => Just(0u8),
+        1 => Just(1u8),
+        1 => Just(127u8),
+        1 => Just(252u8),
+        1 => 253u8..=255,
+        1 => any::<u8>(),
+    ]
+}
+
 /// One block of the quantized `qtype`: every f16 scale field of its [`layout`] drawn from
-/// `scale` (independently, so dmin may exceed d and m may be negative), every other byte from
-/// [`payload`] (uniform, or all 0xff, or all zero).
+/// `scale` (independently, so dmin may exceed d and m may be negative), every E8M0 scale from
+/// [`e8m0_scale`], every other byte from [`payload`] (uniform, or all 0xff, or all zero).
 pub fn block_with(
     qtype: QType,
     scale: impl Strategy<Value = f16>,
 ) -> impl Strategy<Value = Vec<u8>> {
-    let scales = layout::f16_scales(qtype);
+    let (scales, exponents) = (layout::f16_scales(qtype), layout::e8m0_scales(qtype));
     (
         proptest::collection::vec(scale, scales.len()),
+        proptest::collection::vec(e8m0_scale(), exponents.len()),
         payload(qtype.block_bytes()),
     )
-        .prop_map(move |(values, mut b)| {
+        .prop_map(move |(values, exps, mut b)| {
             for (&(_, at), v) in scales.iter().zip(values) {
                 put_f16(&mut b, at, v);
+            }
+            for (&(_, at), e) in exponents.iter().zip(exps) {
+                b[at] = e;
             }
             b
         })
@@ -177,7 +196,8 @@ pub fn blocks<S: Strategy<Value = Vec<u8>>>(block: S, n: usize) -> impl Strategy
 }
 
 /// `n_blocks` valid blocks of any quantized `qtype`, deterministic in `seed`: pseudo-random
-/// payload bytes and realistic f16 scales (about 1e-3..0.03) in every scale field. For tests
+/// payload bytes, realistic f16 scales (about 1e-3..0.03) in every f16 scale field and realistic
+/// exponents (half-scales 2^-10 ..= 2^-1) in every E8M0 one. For tests
 /// that need the bytes of a type without a quantizer ([`crate::quantize::has_quantizer`]).
 pub fn sample_blocks(qtype: QType, n_blocks: usize, seed: u64) -> Vec<u8> {
     // splitmix64: a fixed, dependency-free byte stream.
@@ -198,6 +218,9 @@ pub fn sample_blocks(qtype: QType, n_blocks: usize, seed: u64) -> Vec<u8> {
         for &(_, at) in layout::f16_scales(qtype) {
             let unit = (next() >> 40) as f32 / (1u64 << 24) as f32;
             put_f16(block, at, f16::from_f32(1e-3 + 0.03 * unit));
+        }
+        for &(_, at) in layout::e8m0_scales(qtype) {
+            block[at] = 118 + (next() % 10) as u8;
         }
     }
     out

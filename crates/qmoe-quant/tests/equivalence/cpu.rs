@@ -24,6 +24,7 @@ fn qtype_table() {
         (QType::Q3_K, 11, 256, 110, "q3_k"),
         (QType::Q2_K, 10, 256, 84, "q2_k"),
         (QType::IQ4_XS, 23, 256, 136, "iq4_xs"),
+        (QType::MXFP4, 39, 32, 17, "mxfp4"),
     ];
     for (t, id, bw, bb, name) in want {
         assert_eq!(t.ggml_type(), id);
@@ -534,6 +535,44 @@ fn iq4_xs_hand_worked_block() {
     let got = reference::dequantize(QType::IQ4_XS, &b, 256);
     assert_eq!((got[0], got[16]), (1016.0, -904.0));
     assert_eq!(got, naive::dequantize("iq4_xs", &b));
+}
+
+/// A hand-worked MXFP4 block. e = 127 (half-scale 2^-1, so every weight is its plain E2M1
+/// value), `qs[j] = j | (15 − j) << 4`: weight j is the value of code j, weight j + 16 that of
+/// code 15 − j. Then the extremes of the exponent.
+#[test]
+fn mxfp4_hand_worked_block() {
+    let e2m1 = [
+        0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
+    ];
+    let mut b = vec![0u8; 17];
+    b[0] = 127;
+    for (j, byte) in b[1..].iter_mut().enumerate() {
+        *byte = j as u8 | (15 - j as u8) << 4;
+    }
+    let got = reference::dequantize(QType::MXFP4, &b, 32);
+    let want: Vec<f32> = (0..16)
+        .map(|j| e2m1[j])
+        .chain((0..16).map(|j| e2m1[15 - j]))
+        .collect();
+    assert_eq!(got, want);
+    // Code 8 is E2M1's negative zero; GGML decodes it to +0.
+    assert_eq!(got[8].to_bits(), 0);
+    // e = 0: half-scale 2^-128, an f32 subnormal; code 7 (6.0, doubled 12) gives 12 · 2^-128.
+    b[0] = 0;
+    let got = reference::dequantize(QType::MXFP4, &b, 32);
+    assert_eq!(got[7], 12.0 * 2f32.powi(-64) * 2f32.powi(-64));
+    // e = 252: 12 · 2^124 is finite; e = 253: 12 · 2^125 overflows f32 (as in GGML), while
+    // code 5 (doubled 6) still fits.
+    b[0] = 252;
+    assert!(reference::dequantize(QType::MXFP4, &b, 32)
+        .iter()
+        .all(|v| v.is_finite()));
+    b[0] = 253;
+    let got = reference::dequantize(QType::MXFP4, &b, 32);
+    assert_eq!((got[7], got[15]), (f32::INFINITY, f32::NEG_INFINITY));
+    assert_eq!(got[5], 6.0 * 2f32.powi(125));
+    assert_eq!(got, naive::dequantize("mxfp4", &b));
 }
 
 fn assert_bits_equal(name: &str, got: &[f32], want: &[f32]) {

@@ -158,6 +158,32 @@ pub fn iq4_xs(b: &[u8], i: usize) -> f32 {
     h(b, 0) * ls as f32 * IQ4_CODEBOOK[k as usize] as f32
 }
 
+/// The value of the four-bit E2M1 code `k` from its fields (sign, two exponent bits with bias 1,
+/// one mantissa bit; exponent 0 is subnormal), not from a table.
+fn e2m1(k: u8) -> f64 {
+    let sign = if k & 8 != 0 { -1.0 } else { 1.0 };
+    let (exp, mant) = ((k >> 1) & 3, (k & 1) as f64);
+    let magnitude = if exp == 0 {
+        0.5 * mant
+    } else {
+        2f64.powi(exp as i32 - 1) * (1.0 + 0.5 * mant)
+    };
+    sign * magnitude
+}
+
+/// Weight `i` of an MXFP4 block: 2^(e − 127) times the E2M1 value of nibble `i / 16` of byte
+/// `1 + i % 16`, exact in f64 and rounded once to f32 (overflow to ±inf included).
+pub fn mxfp4(b: &[u8], i: usize) -> f32 {
+    let k = (b[1 + i % 16] >> (4 * (i / 16))) & 15;
+    let v = 2f64.powi(b[0] as i32 - 127) * e2m1(k);
+    // E2M1 has a negative zero; GGML's integer table has none, so the weight is +0.
+    if v == 0.0 {
+        0.0
+    } else {
+        v as f32
+    }
+}
+
 /// Every weight of `bytes` (whole blocks of the quantized type `name`).
 pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
     type At = fn(&[u8], usize) -> f32;
@@ -174,6 +200,7 @@ pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
         "q3_k" => (110, 256, q3k),
         "q2_k" => (84, 256, q2k),
         "iq4_xs" => (136, 256, iq4_xs),
+        "mxfp4" => (17, 32, mxfp4),
         _ => panic!("naive: {name}"),
     };
     bytes
