@@ -164,3 +164,21 @@ impl std::fmt::Display for QType {
         f.write_str(self.name())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A copied row that kept its id or name would make `from_ggml_type` or `parse` find the
+    /// wrong type; the variant's own spelling must be its name.
+    #[test]
+    fn table_ids_and_names_are_unique_and_match_the_variants() {
+        for (i, a) in QType::ALL.into_iter().enumerate() {
+            assert_eq!(a.name(), format!("{a:?}").to_lowercase());
+            for b in QType::ALL.into_iter().skip(i + 1) {
+                assert_ne!(a.ggml_type(), b.ggml_type(), "{a} and {b} share an id");
+                assert_ne!(a.name(), b.name(), "{a:?} and {b:?} share a name");
+            }
+        }
+    }
+}

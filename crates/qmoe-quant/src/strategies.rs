@@ -2,7 +2,7 @@
 //! across their whole finite range; the kernel crates' suites reach them through
 //! `qmoe_check::strategies`.
 //!
-//! Blocks are built field by field from [`layout`](crate::layout). Every block has finite f16
+//! Blocks are built field by field from [`layout`]. Every block has finite f16
 //! scales: non-finite ones are a load-time error ([`QTensor::validate_finite`](crate::QTensor::validate_finite)),
 //! tested separately.
 
@@ -82,7 +82,7 @@ pub fn e8m0_scale() -> impl Strategy<Value = u8> + Clone {
 
 /// One block of the quantized `qtype`: every f16 scale field of its [`layout`] drawn from
 /// `scale` (independently, so dmin may exceed d and m may be negative), every E8M0 scale from
-/// [`e8m0_scale`], every other byte from [`payload`] (uniform, or all 0xff, or all zero).
+/// [`e8m0_scale`], every other byte uniform, or all 0xff, or all zero.
 pub fn block_with(
     qtype: QType,
     scale: impl Strategy<Value = f16>,
