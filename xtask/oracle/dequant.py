@@ -2,7 +2,8 @@
 
 Writes random blocks (finite f16 scales, plus adversarial ones: d = 65504, subnormal d, dmin > d,
 negative d, zero d, all-0xff payloads with every nibble 15 and every 6-bit scale 63, all-zero
-scales) for Q4_K, Q5_K, Q6_K, Q8_0 and the GGML legacy formats, dequantizes them with $QMOE_EXAMPLE (our reference) and with
+scales) for Q4_K, Q5_K, Q6_K, Q8_0, the GGML legacy formats, IQ4_NL, Q3_K, Q2_K, IQ4_XS and MXFP4 (whose E8M0 exponent byte
+takes every value, those that overflow the largest codes to inf included), dequantizes them with $QMOE_EXAMPLE (our reference) and with
 gguf.quants.dequantize, and requires every element to be bit-identical. Exits non-zero on any
 mismatch, printing the first ones.
 """
@@ -13,6 +14,7 @@ import sys
 
 import numpy as np
 from gguf import GGMLQuantizationType
+from gguf.constants import GGML_QUANT_SIZES
 from gguf.quants import dequantize
 
 SEED = 20261128
@@ -28,7 +30,19 @@ TYPES = [
     ("q4_1", GGMLQuantizationType.Q4_1, 20, 32, [0, 2]),
     ("q5_0", GGMLQuantizationType.Q5_0, 22, 32, [0]),
     ("q5_1", GGMLQuantizationType.Q5_1, 24, 32, [0, 2]),
+    ("iq4_nl", GGMLQuantizationType.IQ4_NL, 18, 32, [0]),
+    ("q3_k", GGMLQuantizationType.Q3_K, 110, 256, [108]),
+    ("q2_k", GGMLQuantizationType.Q2_K, 84, 256, [80, 82]),
+    ("iq4_xs", GGMLQuantizationType.IQ4_XS, 136, 256, [0]),
+    ("mxfp4", GGMLQuantizationType.MXFP4, 17, 32, []),
 ]
+
+# MXFP4's E8M0 exponent byte (offset 0): every byte is a legal scale. Random blocks draw it
+# uniformly; the adversarial ones take these: subnormal half-scales (0, 1), the smallest normal
+# (2), one half and its neighbours, the largest with every code finite (252) and the three whose
+# largest codes overflow f32 (253..255).
+E8M0_OFFSETS = {"mxfp4": [0]}
+SPECIAL_E8M0 = [0, 1, 2, 126, 127, 128, 252, 253, 254, 255]
 
 SPECIAL_SCALES = [
     0x7BFF,  # 65504, the largest finite f16
@@ -51,6 +65,22 @@ def finite_f16_bits(rng, n):
     anybits = np.where((anybits & 0x7C00) == 0x7C00, anybits & 0x83FF, anybits).astype(np.uint16)
     pick = rng.integers(0, 2, n).astype(bool)
     return np.where(pick, realistic, anybits).astype(np.uint16)
+
+
+def make_e8m0_blocks(rng, nbytes, e_offsets):
+    """Random blocks (any exponent byte) plus every special exponent under each payload."""
+    blocks = rng.integers(0, 256, (N_RANDOM, nbytes), dtype=np.uint8)
+    adversarial = []
+    for payload in ("random", "ff", "zero"):
+        for e in SPECIAL_E8M0:
+            if payload == "random":
+                b = rng.integers(0, 256, nbytes, dtype=np.uint8)
+            else:
+                b = np.full(nbytes, 0xFF if payload == "ff" else 0, dtype=np.uint8)
+            for off in e_offsets:
+                b[off] = e
+            adversarial.append(b)
+    return np.concatenate([blocks, np.stack(adversarial)], axis=0)
 
 
 def make_blocks(rng, nbytes, scale_offsets):
@@ -82,7 +112,15 @@ def main():
     failed = False
     summary = []
     for name, gtype, nbytes, nweights, offs in TYPES:
-        blocks = make_blocks(rng, nbytes, offs)
+        if GGML_QUANT_SIZES[gtype] != (nweights, nbytes):
+            print(f"dequant oracle: {name}: {nweights} weights in {nbytes} bytes here, "
+                  f"gguf says {GGML_QUANT_SIZES[gtype]}")
+            failed = True
+            continue
+        if name in E8M0_OFFSETS:
+            blocks = make_e8m0_blocks(rng, nbytes, E8M0_OFFSETS[name])
+        else:
+            blocks = make_blocks(rng, nbytes, offs)
         src = os.path.join(work, f"{name}.bin")
         dst = os.path.join(work, f"{name}.f32")
         blocks.tofile(src)

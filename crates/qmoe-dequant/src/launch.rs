@@ -157,12 +157,22 @@ mod tests {
                 }
             }
         }
-        // The GGML legacy formats and Q5_K are read on the host only (no device header yet).
-        assert!(!with_kernels().contains(&QType::Q4_0));
-        assert!(!with_kernels().contains(&QType::Q5_K));
-        assert!(!with_kernels().contains(&QType::Q5_1));
-        assert!(!with_kernels().contains(&QType::Q5_0));
-        assert!(!with_kernels().contains(&QType::Q4_1));
+        // The GGML legacy formats, Q5_K, Q3_K, Q2_K, IQ4_NL, IQ4_XS and MXFP4 are read on the
+        // host only (no device header yet): dequant answers NoKernel for them.
+        for q in [
+            QType::Q4_0,
+            QType::Q4_1,
+            QType::Q5_0,
+            QType::Q5_1,
+            QType::Q5_K,
+            QType::Q3_K,
+            QType::Q2_K,
+            QType::IQ4_NL,
+            QType::IQ4_XS,
+            QType::MXFP4,
+        ] {
+            assert!(!with_kernels().contains(&q), "{q}");
+        }
     }
 
     #[test]

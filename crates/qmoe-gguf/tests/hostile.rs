@@ -382,13 +382,14 @@ fn unknown_and_unsupported_ggml_types() {
             "{e}"
         );
     }
-    // Q3_K is a real ggml type qmoe does not compute with: the file opens, the tensor does not.
+    // IQ2_XXS is a real ggml type qmoe does not compute with: the file opens, the tensor does
+    // not.
     let mut r = Raw::header(3, 1, 0);
-    r.info("q3", &[256], 11, 0).pad(32).zeros(110);
+    r.info("iq2", &[256], 16, 0).pad(32).zeros(66);
     let f = r.parse().unwrap();
-    let e = f.tensor("q3").unwrap_err();
+    let e = f.tensor("iq2").unwrap_err();
     assert!(
-        matches!(&e, GgufError::UnsupportedType { tensor, ggml_type: "Q3_K" } if tensor == "q3"),
+        matches!(&e, GgufError::UnsupportedType { tensor, ggml_type: "IQ2_XXS" } if tensor == "iq2"),
         "{e}"
     );
     // A row that is not a whole number of blocks.

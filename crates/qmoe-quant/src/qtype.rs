@@ -1,69 +1,120 @@
 //! The tensor element types qmoe reads, with GGML's ids and block geometry.
 
-use crate::layout;
+use std::ops::Range;
 
-/// A tensor's element type: GGML's quantized block formats and the plain float types.
-///
-/// Carries GGML's type id, how many weights a block holds and how many bytes it takes, so every
-/// size computation in the project goes through one table.
-#[allow(non_camel_case_types)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum QType {
+use crate::{layout, reference};
+
+/// One row of the type table: every fact qmoe keeps about a type, stated once.
+pub(crate) struct Row {
+    /// GGML's `ggml_type` id.
+    pub(crate) ggml: u32,
+    /// Lowercase name.
+    pub(crate) name: &'static str,
+    /// Weights per block.
+    pub(crate) block_weights: usize,
+    /// Bytes per block.
+    pub(crate) block_bytes: usize,
+    /// The reference decoder of one block (`block_bytes` in, `block_weights` f32 out).
+    pub(crate) decode: fn(&[u8], &mut [f32]),
+    /// Whether [`crate::quantize`] writes this type.
+    pub(crate) quantizer: bool,
+    /// Every field of a block as (name, byte range), in storage order.
+    pub(crate) fields: &'static [(&'static str, Range<usize>)],
+    /// The f16 scale fields as (name, byte offset).
+    pub(crate) f16_scales: &'static [(&'static str, usize)],
+    /// The E8M0 (power-of-two exponent byte) scale fields as (name, byte offset).
+    pub(crate) e8m0_scales: &'static [(&'static str, usize)],
+}
+
+/// Declares [`QType`] and its table from one list of rows: variant (with its doc), GGML id,
+/// name, the [`layout`] module that holds its geometry and fields, its [`reference`] block
+/// decoder, whether it has a quantizer, and (only where a format has them) its E8M0 scale
+/// fields. Adding a type is one row here.
+macro_rules! qtypes {
+    (@e8m0) => { &[] };
+    (@e8m0 $fields:expr) => { $fields };
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident = $id:literal, $name:literal, layout::$layout:ident,
+            reference::$decode:ident, quantizer: $quantizer:literal $(, e8m0: $e8m0:expr)?;
+    )*) => {
+        /// A tensor's element type: GGML's quantized block formats and the plain float types.
+        ///
+        /// Carries GGML's type id, how many weights a block holds and how many bytes it takes, so
+        /// every size computation in the project goes through one table.
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum QType {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        /// The rows, in variant order (`TABLE[t as usize]` is `t`'s row).
+        const TABLE: &[Row] = &[$(
+            Row {
+                ggml: $id,
+                name: $name,
+                block_weights: layout::$layout::BLOCK_WEIGHTS,
+                block_bytes: layout::$layout::BLOCK_BYTES,
+                decode: reference::$decode,
+                quantizer: $quantizer,
+                fields: layout::$layout::FIELDS,
+                f16_scales: layout::$layout::F16_SCALES,
+                e8m0_scales: qtypes!(@e8m0 $($e8m0)?),
+            },
+        )*];
+
+        impl QType {
+            /// Every type, for tests and tables.
+            pub const ALL: [QType; TABLE.len()] = [$( QType::$variant, )*];
+        }
+    };
+}
+
+qtypes! {
     /// IEEE f32, one weight per 4 bytes.
-    F32,
+    F32 = 0, "f32", layout::float32, reference::f32_block, quantizer: true;
     /// IEEE f16, one weight per 2 bytes.
-    F16,
+    F16 = 1, "f16", layout::float16, reference::f16_block, quantizer: true;
     /// bfloat16, one weight per 2 bytes.
-    BF16,
+    BF16 = 30, "bf16", layout::bfloat16, reference::bf16_block, quantizer: true;
     /// 32 weights per 18-byte block: f16 scale + 32 four-bit quants offset by 8 (GGML legacy).
-    Q4_0,
+    Q4_0 = 2, "q4_0", layout::q4_0, reference::q4_0_block, quantizer: false;
     /// 32 weights per 20-byte block: f16 scale and f16 min + 32 unsigned four-bit quants (GGML legacy).
-    Q4_1,
+    Q4_1 = 3, "q4_1", layout::q4_1, reference::q4_1_block, quantizer: false;
     /// 32 weights per 22-byte block: f16 scale + 32 five-bit quants offset by 16 (GGML legacy).
-    Q5_0,
+    Q5_0 = 6, "q5_0", layout::q5_0, reference::q5_0_block, quantizer: false;
     /// 32 weights per 24-byte block: f16 scale and f16 min + 32 unsigned five-bit quants (GGML legacy).
-    Q5_1,
+    Q5_1 = 7, "q5_1", layout::q5_1, reference::q5_1_block, quantizer: false;
     /// 32 weights per 34-byte block: f16 scale + 32 int8.
-    Q8_0,
+    Q8_0 = 8, "q8_0", layout::q8_0, reference::q8_0_block, quantizer: true;
     /// 256 weights per 144-byte super-block: 4-bit quants, 6-bit scales and mins.
-    Q4_K,
+    Q4_K = 12, "q4_k", layout::q4_k, reference::q4_k_block, quantizer: true;
     /// 256 weights per 176-byte super-block: 5-bit quants, 6-bit scales and mins.
-    Q5_K,
+    Q5_K = 13, "q5_k", layout::q5_k, reference::q5_k_block, quantizer: false;
     /// 256 weights per 210-byte super-block: 6-bit quants, int8 scales.
-    Q6_K,
+    Q6_K = 14, "q6_k", layout::q6_k, reference::q6_k_block, quantizer: true;
+    /// 32 weights per 18-byte block: f16 scale + 32 four-bit indices into a non-uniform codebook.
+    IQ4_NL = 20, "iq4_nl", layout::iq4_nl, reference::iq4_nl_block, quantizer: false;
+    /// 256 weights per 110-byte super-block: 3-bit quants, signed 6-bit scales.
+    Q3_K = 11, "q3_k", layout::q3_k, reference::q3_k_block, quantizer: false;
+    /// 256 weights per 84-byte super-block: 2-bit quants, 4-bit scales and mins.
+    Q2_K = 10, "q2_k", layout::q2_k, reference::q2_k_block, quantizer: false;
+    /// 256 weights per 136-byte super-block: IQ4_NL's codebook with signed 6-bit sub-block scales.
+    IQ4_XS = 23, "iq4_xs", layout::iq4_xs, reference::iq4_xs_block, quantizer: false;
+    /// 32 weights per 17-byte block: a power-of-two (E8M0) scale + 32 FP4 (E2M1) values.
+    MXFP4 = 39, "mxfp4", layout::mxfp4, reference::mxfp4_block, quantizer: false,
+        e8m0: layout::mxfp4::E8M0_SCALES;
 }
 
 impl QType {
-    /// Every type, for tests and tables.
-    pub const ALL: [QType; 11] = [
-        QType::F32,
-        QType::F16,
-        QType::BF16,
-        QType::Q4_0,
-        QType::Q4_1,
-        QType::Q5_0,
-        QType::Q5_1,
-        QType::Q8_0,
-        QType::Q4_K,
-        QType::Q5_K,
-        QType::Q6_K,
-    ];
+    /// This type's row of the table.
+    pub(crate) const fn row(self) -> &'static Row {
+        &TABLE[self as usize]
+    }
 
     /// GGML's `ggml_type` id (the value stored in GGUF tensor infos).
     pub const fn ggml_type(self) -> u32 {
-        match self {
-            QType::F32 => 0,
-            QType::F16 => 1,
-            QType::Q4_0 => 2,
-            QType::Q4_1 => 3,
-            QType::Q5_0 => 6,
-            QType::Q5_1 => 7,
-            QType::Q8_0 => 8,
-            QType::Q4_K => 12,
-            QType::Q5_K => 13,
-            QType::Q6_K => 14,
-            QType::BF16 => 30,
-        }
+        self.row().ggml
     }
 
     /// The type with GGML id `id`, or `None` for a type qmoe does not read.
@@ -73,33 +124,12 @@ impl QType {
 
     /// Weights per block: 256 for k-quants, 32 for the legacy formats and Q8_0, 1 for float types.
     pub const fn block_weights(self) -> usize {
-        match self {
-            QType::F32 | QType::F16 | QType::BF16 => 1,
-            QType::Q4_0 => layout::q4_0::BLOCK_WEIGHTS,
-            QType::Q4_1 => layout::q4_1::BLOCK_WEIGHTS,
-            QType::Q5_0 => layout::q5_0::BLOCK_WEIGHTS,
-            QType::Q5_1 => layout::q5_1::BLOCK_WEIGHTS,
-            QType::Q8_0 => layout::q8_0::BLOCK_WEIGHTS,
-            QType::Q4_K => layout::q4_k::BLOCK_WEIGHTS,
-            QType::Q5_K => layout::q5_k::BLOCK_WEIGHTS,
-            QType::Q6_K => layout::q6_k::BLOCK_WEIGHTS,
-        }
+        self.row().block_weights
     }
 
     /// Bytes per block.
     pub const fn block_bytes(self) -> usize {
-        match self {
-            QType::F32 => 4,
-            QType::F16 | QType::BF16 => 2,
-            QType::Q4_0 => layout::q4_0::BLOCK_BYTES,
-            QType::Q4_1 => layout::q4_1::BLOCK_BYTES,
-            QType::Q5_0 => layout::q5_0::BLOCK_BYTES,
-            QType::Q5_1 => layout::q5_1::BLOCK_BYTES,
-            QType::Q8_0 => layout::q8_0::BLOCK_BYTES,
-            QType::Q4_K => layout::q4_k::BLOCK_BYTES,
-            QType::Q5_K => layout::q5_k::BLOCK_BYTES,
-            QType::Q6_K => layout::q6_k::BLOCK_BYTES,
-        }
+        self.row().block_bytes
     }
 
     /// Whether this is a quantized block format (as opposed to a plain float type).
@@ -108,20 +138,8 @@ impl QType {
     }
 
     /// The lowercase name used in messages and on the command line ("q4_k", "bf16").
-    pub fn name(self) -> &'static str {
-        match self {
-            QType::F32 => "f32",
-            QType::F16 => "f16",
-            QType::BF16 => "bf16",
-            QType::Q4_0 => "q4_0",
-            QType::Q4_1 => "q4_1",
-            QType::Q5_0 => "q5_0",
-            QType::Q5_1 => "q5_1",
-            QType::Q8_0 => "q8_0",
-            QType::Q4_K => "q4_k",
-            QType::Q5_K => "q5_k",
-            QType::Q6_K => "q6_k",
-        }
+    pub const fn name(self) -> &'static str {
+        self.row().name
     }
 
     /// The type named `s`, case-insensitively ("Q4_K", "q6_k", "BF16").
@@ -144,5 +162,23 @@ impl QType {
 impl std::fmt::Display for QType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A copied row that kept its id or name would make `from_ggml_type` or `parse` find the
+    /// wrong type; the variant's own spelling must be its name.
+    #[test]
+    fn table_ids_and_names_are_unique_and_match_the_variants() {
+        for (i, a) in QType::ALL.into_iter().enumerate() {
+            assert_eq!(a.name(), format!("{a:?}").to_lowercase());
+            for b in QType::ALL.into_iter().skip(i + 1) {
+                assert_ne!(a.ggml_type(), b.ggml_type(), "{a} and {b} share an id");
+                assert_ne!(a.name(), b.name(), "{a:?} and {b:?} share a name");
+            }
+        }
     }
 }

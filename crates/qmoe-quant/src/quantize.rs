@@ -31,10 +31,7 @@ fn nearest(x: f32) -> i32 {
 /// and Q5_K are read and dequantized but not written: [`QTensor::quantize`](crate::QTensor::quantize)
 /// refuses them with [`QuantError::Unsupported`](crate::QuantError::Unsupported).
 pub const fn has_quantizer(qtype: QType) -> bool {
-    match qtype {
-        QType::F32 | QType::F16 | QType::BF16 | QType::Q8_0 | QType::Q4_K | QType::Q6_K => true,
-        QType::Q4_0 | QType::Q4_1 | QType::Q5_0 | QType::Q5_1 | QType::Q5_K => false,
-    }
+    qtype.row().quantizer
 }
 
 /// Quantizes `values` (a whole number of blocks) to `qtype`'s bytes, on all available cores for
@@ -95,9 +92,7 @@ fn quantize_serial(qtype: QType, values: &[f32], out: &mut [u8]) {
             QType::Q8_0 => o.copy_from_slice(&q8_0_block(x.try_into().expect("32"))),
             QType::Q4_K => o.copy_from_slice(&q4_k_block(x.try_into().expect("256"))),
             QType::Q6_K => o.copy_from_slice(&q6_k_block(x.try_into().expect("256"))),
-            QType::Q4_0 | QType::Q4_1 | QType::Q5_0 | QType::Q5_1 | QType::Q5_K => {
-                unreachable!("{qtype} has no quantizer (checked by the caller)")
-            }
+            _ => unreachable!("{qtype} has no quantizer (checked by the caller)"),
         }
     }
 }

@@ -11,10 +11,17 @@
 //! - Q5_1: `value = q * d + m`
 //! - Q5_0: `value = (q - 16) * d`, the offset taken in integers
 //! - Q4_1: `value = q * d + m` (two roundings: the product is exact, the sum is not)
+//! - IQ4_NL: `value = d * VALUES[q]`, the codebook value an exact small integer
+//! - Q3_K: `dl = d * (sc - 32); value = dl * q`, q in −4..3 taken in integers
+//! - Q2_K: `dl = d * sc; ml = dmin * m; value = dl * q - ml`
+//! - IQ4_XS: `dl = d * (ls - 32); value = dl * VALUES[q]`
+//! - MXFP4: `value = e8m0_half(e) * VALUES[q]`
 
 use half::{bf16, f16};
 
-use crate::layout::{q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0};
+use crate::layout::{
+    iq4_nl, iq4_xs, mxfp4, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0,
+};
 use crate::QType;
 
 /// Q4_K sub-block `j` (0..8) scale and min from the 12 packed scale bytes.
@@ -177,6 +184,123 @@ pub fn q5_1_block(block: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Dequantizes one 18-byte IQ4_NL block into `out[..32]`: `d × VALUES[k]` with the nibble `k`
+/// placed as in Q4_0 (the codebook value converts to f32 exactly; one rounding, the product).
+pub fn iq4_nl_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), iq4_nl::BLOCK_BYTES, "iq4_nl block is 18 bytes");
+    let d = f16_at(block, iq4_nl::D);
+    let half = iq4_nl::BLOCK_WEIGHTS / 2;
+    for (j, &byte) in block[iq4_nl::QS].iter().enumerate() {
+        out[j] = d * iq4_nl::VALUES[(byte & 0x0F) as usize] as f32;
+        out[j + half] = d * iq4_nl::VALUES[(byte >> 4) as usize] as f32;
+    }
+}
+
+/// Q3_K sub-block `j` (0..16) scale from the 12 packed scale bytes, offset removed (−32..31):
+/// the low four bits are nibble `j div 8` of `q[j mod 8]`, the high two bits are bits
+/// `2·(j div 4)` and up of `q[8 + j mod 4]`.
+pub fn q3_k_scale(j: usize, q: &[u8]) -> i32 {
+    let low = (q[j % 8] >> (4 * (j / 8))) & 0x0F;
+    let high = (q[8 + j % 4] >> (2 * (j / 4))) & 3;
+    (low | high << 4) as i32 - 32
+}
+
+/// Dequantizes one 110-byte Q3_K block into `out[..256]`: per 128-weight half `c` and shift
+/// `s` (0..4), weight `128c + 32s + l` takes bits `2s..2s+2` of `qs[32c + l]`, minus 4 unless
+/// bit `4c + s` of `hmask[l]` is set; value `(d · sc) · q`, each product rounded.
+pub fn q3_k_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), q3_k::BLOCK_BYTES, "q3_k block is 110 bytes");
+    let d = f16_at(block, q3_k::D);
+    let (hmask, qs, scales) = (&block[q3_k::HMASK], &block[q3_k::QS], &block[q3_k::SCALES]);
+    for c in 0..2 {
+        for s in 0..4 {
+            let base = 128 * c + 32 * s;
+            for l in 0..32 {
+                let i = base + l;
+                let dl = d * q3_k_scale(i / 16, scales) as f32;
+                let low = ((qs[32 * c + l] >> (2 * s)) & 3) as i32;
+                let high_set = hmask[l] & (1 << (4 * c + s)) != 0;
+                let q = if high_set { low } else { low - 4 };
+                out[i] = dl * q as f32;
+            }
+        }
+    }
+}
+
+/// Dequantizes one 84-byte Q2_K block into `out[..256]`: weight `128c + 32s + l` is bits
+/// `2s..2s+2` of `qs[32c + l]`; its sub-block (16 weights) has scale `scales[j] & 15` and min
+/// `scales[j] >> 4`; value `(d · sc) · q − dmin · m`, every step rounded on its own.
+pub fn q2_k_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), q2_k::BLOCK_BYTES, "q2_k block is 84 bytes");
+    let (d, dmin) = (f16_at(block, q2_k::D), f16_at(block, q2_k::DMIN));
+    let (scales, qs) = (&block[q2_k::SCALES], &block[q2_k::QS]);
+    for c in 0..2 {
+        for s in 0..4 {
+            let base = 128 * c + 32 * s;
+            for l in 0..32 {
+                let i = base + l;
+                let sc = scales[i / 16];
+                let dl = d * (sc & 0x0F) as f32;
+                let ml = dmin * (sc >> 4) as f32;
+                let q = (qs[32 * c + l] >> (2 * s)) & 3;
+                out[i] = dl * q as f32 - ml;
+            }
+        }
+    }
+}
+
+/// Dequantizes one 136-byte IQ4_XS block into `out[..256]`: sub-block `j` (32 weights) has the
+/// signed scale `ls = (low | high << 4) − 32` (low from `scales_l`, high from `scales_h`) and
+/// decodes like an IQ4_NL block with `d · ls` for its scale.
+pub fn iq4_xs_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(
+        block.len(),
+        iq4_xs::BLOCK_BYTES,
+        "iq4_xs block is 136 bytes"
+    );
+    let d = f16_at(block, iq4_xs::D);
+    let h = &block[iq4_xs::SCALES_H];
+    let scales_h = u16::from_le_bytes([h[0], h[1]]);
+    let (scales_l, qs) = (&block[iq4_xs::SCALES_L], &block[iq4_xs::QS]);
+    for (j, (qs, out)) in qs
+        .chunks_exact(16)
+        .zip(out.chunks_exact_mut(32))
+        .enumerate()
+    {
+        let low = (scales_l[j / 2] >> (4 * (j % 2))) & 0x0F;
+        let high = ((scales_h >> (2 * j)) & 3) as u8;
+        let dl = d * ((low | high << 4) as i32 - 32) as f32;
+        for (l, &byte) in qs.iter().enumerate() {
+            out[l] = dl * iq4_nl::VALUES[(byte & 0x0F) as usize] as f32;
+            out[l + 16] = dl * iq4_nl::VALUES[(byte >> 4) as usize] as f32;
+        }
+    }
+}
+
+/// Half the E8M0 scale with exponent byte `e`: 2^(e − 128), as GGML computes it (built from bits,
+/// subnormal for `e` < 2). Every byte gives a finite power of two, 2^-128 ..= 2^127.
+pub fn e8m0_half(e: u8) -> f32 {
+    let bits = if e < 2 {
+        0x0020_0000u32 << e
+    } else {
+        (e as u32 - 1) << 23
+    };
+    f32::from_bits(bits)
+}
+
+/// Dequantizes one 17-byte MXFP4 block into `out[..32]`: `e8m0_half(e) × VALUES[k]` with the
+/// nibble `k` placed as in Q4_0. The product of a power of two and a small integer is exact
+/// unless it overflows: for `e` ≥ 253 the largest codes give ±inf, as in GGML.
+pub fn mxfp4_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), mxfp4::BLOCK_BYTES, "mxfp4 block is 17 bytes");
+    let d = e8m0_half(block[mxfp4::E]);
+    let half = mxfp4::BLOCK_WEIGHTS / 2;
+    for (j, &byte) in block[mxfp4::QS].iter().enumerate() {
+        out[j] = d * mxfp4::VALUES[(byte & 0x0F) as usize] as f32;
+        out[j + half] = d * mxfp4::VALUES[(byte >> 4) as usize] as f32;
+    }
+}
+
 /// Dequantizes the first `n` weights stored in `bytes` as `qtype` (`n` a multiple of the block
 /// size; `bytes` at least `n / block_weights * block_bytes` long).
 pub fn dequantize(qtype: QType, bytes: &[u8], n: usize) -> Vec<f32> {
@@ -194,24 +318,25 @@ pub fn dequantize(qtype: QType, bytes: &[u8], n: usize) -> Vec<f32> {
         blocks * bb,
         bytes.len()
     );
+    let decode = qtype.row().decode;
     let mut out = vec![0.0f32; n];
-    for (b, o) in out.chunks_exact_mut(bw).enumerate() {
-        let block = &bytes[b * bb..(b + 1) * bb];
-        match qtype {
-            QType::F32 => o[0] = f32::from_le_bytes([block[0], block[1], block[2], block[3]]),
-            QType::F16 => o[0] = f16_at(block, 0),
-            QType::BF16 => {
-                o[0] = bf16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32()
-            }
-            QType::Q4_0 => q4_0_block(block, o),
-            QType::Q4_1 => q4_1_block(block, o),
-            QType::Q5_0 => q5_0_block(block, o),
-            QType::Q5_1 => q5_1_block(block, o),
-            QType::Q8_0 => q8_0_block(block, o),
-            QType::Q4_K => q4_k_block(block, o),
-            QType::Q5_K => q5_k_block(block, o),
-            QType::Q6_K => q6_k_block(block, o),
-        }
+    for (block, o) in bytes.chunks_exact(bb).zip(out.chunks_exact_mut(bw)) {
+        decode(block, o);
     }
     out
+}
+
+/// Decodes one little-endian f32 into `out[0]`.
+pub fn f32_block(block: &[u8], out: &mut [f32]) {
+    out[0] = f32::from_le_bytes([block[0], block[1], block[2], block[3]]);
+}
+
+/// Decodes one little-endian f16 into `out[0]` (exact).
+pub fn f16_block(block: &[u8], out: &mut [f32]) {
+    out[0] = f16_at(block, 0);
+}
+
+/// Decodes one little-endian bf16 into `out[0]` (exact).
+pub fn bf16_block(block: &[u8], out: &mut [f32]) {
+    out[0] = bf16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32();
 }

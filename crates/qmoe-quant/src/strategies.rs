@@ -2,7 +2,7 @@
 //! across their whole finite range; the kernel crates' suites reach them through
 //! `qmoe_check::strategies`.
 //!
-//! Blocks are built field by field from [`layout`](crate::layout). Every block has finite f16
+//! Blocks are built field by field from [`layout`]. Every block has finite f16
 //! scales: non-finite ones are a load-time error ([`QTensor::validate_finite`](crate::QTensor::validate_finite)),
 //! tested separately.
 
@@ -65,146 +65,129 @@ fn payload(len: usize) -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// An E8M0 scale exponent byte: mostly realistic (half-scales 2^-28 ..= 2^12), plus the
+/// extremes: 0 and 1 (subnormal f32 scales), 127 (one half), 252 (the largest whose every code
+/// stays finite) and 253..=255 (where the largest codes overflow to ±inf, as in GGML).
+pub fn e8m0_scale() -> impl Strategy<Value = u8> + Clone {
+    prop_oneof![
+        6 => 100u8..=140,
+        1 => Just(0u8),
+        1 => Just(1u8),
+        1 => Just(127u8),
+        1 => Just(252u8),
+        1 => 253u8..=255,
+        1 => any::<u8>(),
+    ]
+}
+
+/// One block of the quantized `qtype`: every f16 scale field of its [`layout`] drawn from
+/// `scale` (independently, so dmin may exceed d and m may be negative), every E8M0 scale from
+/// [`e8m0_scale`], every other byte uniform, or all 0xff, or all zero.
+pub fn block_with(
+    qtype: QType,
+    scale: impl Strategy<Value = f16>,
+) -> impl Strategy<Value = Vec<u8>> {
+    let (scales, exponents) = (layout::f16_scales(qtype), layout::e8m0_scales(qtype));
+    (
+        proptest::collection::vec(scale, scales.len()),
+        proptest::collection::vec(e8m0_scale(), exponents.len()),
+        payload(qtype.block_bytes()),
+    )
+        .prop_map(move |(values, exps, mut b)| {
+            for (&(_, at), v) in scales.iter().zip(values) {
+                put_f16(&mut b, at, v);
+            }
+            for (&(_, at), e) in exponents.iter().zip(exps) {
+                b[at] = e;
+            }
+            b
+        })
+}
+
+/// A block of the quantized `qtype` over the whole finite f16 scale range, adversarial payloads
+/// included.
+pub fn block(qtype: QType) -> impl Strategy<Value = Vec<u8>> {
+    block_with(qtype, f16_scale())
+}
+
 /// One Q4_K block with d and dmin from `scale` (dmin may exceed d).
-pub fn q4_k_block_with(
-    scale: impl Strategy<Value = f16> + Clone,
-) -> impl Strategy<Value = Vec<u8>> {
-    // The payload is everything after the two f16 scales: `scales` and `qs`, contiguous.
-    let body = q4_k::SCALES.start..q4_k::QS.end;
-    (scale.clone(), scale, payload(body.len())).prop_map(move |(d, dmin, payload)| {
-        let mut b = vec![0u8; Q4_K_BYTES];
-        put_f16(&mut b, q4_k::D, d);
-        put_f16(&mut b, q4_k::DMIN, dmin);
-        b[body.clone()].copy_from_slice(&payload);
-        b
-    })
-}
-
-/// One Q6_K block with d from `scale`.
-pub fn q6_k_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
-    // The payload is everything before the f16 scale: `ql`, `qh` and `scales`, contiguous.
-    let body = q6_k::QL.start..q6_k::SCALES.end;
-    (scale, payload(body.len())).prop_map(move |(d, payload)| {
-        let mut b = vec![0u8; Q6_K_BYTES];
-        b[body.clone()].copy_from_slice(&payload);
-        put_f16(&mut b, q6_k::D, d);
-        b
-    })
-}
-
-/// One Q8_0 block with d from `scale`.
-pub fn q8_0_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
-    (scale, payload(q8_0::QS.len())).prop_map(|(d, qs)| {
-        let mut b = vec![0u8; Q8_0_BYTES];
-        put_f16(&mut b, q8_0::D, d);
-        b[q8_0::QS].copy_from_slice(&qs);
-        b
-    })
-}
-
-/// One Q4_0 block with d from `scale`.
-pub fn q4_0_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
-    (scale, payload(q4_0::QS.len())).prop_map(|(d, qs)| {
-        let mut b = vec![0u8; Q4_0_BYTES];
-        put_f16(&mut b, q4_0::D, d);
-        b[q4_0::QS].copy_from_slice(&qs);
-        b
-    })
-}
-
-/// A Q4_0 block over the whole finite f16 scale range, adversarial payloads included.
-pub fn q4_0_block() -> impl Strategy<Value = Vec<u8>> {
-    q4_0_block_with(f16_scale())
-}
-
-/// One Q4_1 block with d and m from `scale` (m may be negative, zero or larger than d).
-pub fn q4_1_block_with(
-    scale: impl Strategy<Value = f16> + Clone,
-) -> impl Strategy<Value = Vec<u8>> {
-    (scale.clone(), scale, payload(q4_1::QS.len())).prop_map(|(d, m, qs)| {
-        let mut b = vec![0u8; Q4_1_BYTES];
-        put_f16(&mut b, q4_1::D, d);
-        put_f16(&mut b, q4_1::M, m);
-        b[q4_1::QS].copy_from_slice(&qs);
-        b
-    })
-}
-
-/// A Q4_1 block over the whole finite f16 scale range, adversarial payloads included.
-pub fn q4_1_block() -> impl Strategy<Value = Vec<u8>> {
-    q4_1_block_with(f16_scale())
-}
-
-/// One Q5_0 block with d from `scale`.
-pub fn q5_0_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
-    // The payload is everything after the f16 scale: `qh` and `qs`, contiguous.
-    let body = q5_0::QH.start..q5_0::QS.end;
-    (scale, payload(body.len())).prop_map(move |(d, payload)| {
-        let mut b = vec![0u8; Q5_0_BYTES];
-        put_f16(&mut b, q5_0::D, d);
-        b[body.clone()].copy_from_slice(&payload);
-        b
-    })
-}
-
-/// A Q5_0 block over the whole finite f16 scale range, adversarial payloads included.
-pub fn q5_0_block() -> impl Strategy<Value = Vec<u8>> {
-    q5_0_block_with(f16_scale())
-}
-
-/// One Q5_1 block with d and m from `scale` (m may be negative, zero or larger than d).
-pub fn q5_1_block_with(
-    scale: impl Strategy<Value = f16> + Clone,
-) -> impl Strategy<Value = Vec<u8>> {
-    // The payload is everything after the two f16 fields: `qh` and `qs`, contiguous.
-    let body = q5_1::QH.start..q5_1::QS.end;
-    (scale.clone(), scale, payload(body.len())).prop_map(move |(d, m, payload)| {
-        let mut b = vec![0u8; Q5_1_BYTES];
-        put_f16(&mut b, q5_1::D, d);
-        put_f16(&mut b, q5_1::M, m);
-        b[body.clone()].copy_from_slice(&payload);
-        b
-    })
-}
-
-/// A Q5_1 block over the whole finite f16 scale range, adversarial payloads included.
-pub fn q5_1_block() -> impl Strategy<Value = Vec<u8>> {
-    q5_1_block_with(f16_scale())
+pub fn q4_k_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
+    block_with(QType::Q4_K, scale)
 }
 
 /// A Q4_K block over the whole finite f16 scale range, adversarial payloads included.
 pub fn q4_k_block() -> impl Strategy<Value = Vec<u8>> {
-    q4_k_block_with(f16_scale())
+    block(QType::Q4_K)
 }
 
 /// One Q5_K block with d and dmin from `scale` (dmin may exceed d).
-pub fn q5_k_block_with(
-    scale: impl Strategy<Value = f16> + Clone,
-) -> impl Strategy<Value = Vec<u8>> {
-    // The payload is everything after the two f16 scales: `scales`, `qh` and `qs`, contiguous.
-    let body = q5_k::SCALES.start..q5_k::QS.end;
-    (scale.clone(), scale, payload(body.len())).prop_map(move |(d, dmin, payload)| {
-        let mut b = vec![0u8; Q5_K_BYTES];
-        put_f16(&mut b, q5_k::D, d);
-        put_f16(&mut b, q5_k::DMIN, dmin);
-        b[body.clone()].copy_from_slice(&payload);
-        b
-    })
+pub fn q5_k_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
+    block_with(QType::Q5_K, scale)
 }
 
 /// A Q5_K block over the whole finite f16 scale range, adversarial payloads included.
 pub fn q5_k_block() -> impl Strategy<Value = Vec<u8>> {
-    q5_k_block_with(f16_scale())
+    block(QType::Q5_K)
 }
 
-/// A Q6_K block over the whole finite f16 scale range.
+/// One Q6_K block with d from `scale`.
+pub fn q6_k_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
+    block_with(QType::Q6_K, scale)
+}
+
+/// A Q6_K block over the whole finite f16 scale range, adversarial payloads included.
 pub fn q6_k_block() -> impl Strategy<Value = Vec<u8>> {
-    q6_k_block_with(f16_scale())
+    block(QType::Q6_K)
 }
 
-/// A Q8_0 block over the whole finite f16 scale range.
+/// One Q8_0 block with d from `scale`.
+pub fn q8_0_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
+    block_with(QType::Q8_0, scale)
+}
+
+/// A Q8_0 block over the whole finite f16 scale range, adversarial payloads included.
 pub fn q8_0_block() -> impl Strategy<Value = Vec<u8>> {
-    q8_0_block_with(f16_scale())
+    block(QType::Q8_0)
+}
+
+/// One Q4_0 block with d from `scale`.
+pub fn q4_0_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
+    block_with(QType::Q4_0, scale)
+}
+
+/// A Q4_0 block over the whole finite f16 scale range, adversarial payloads included.
+pub fn q4_0_block() -> impl Strategy<Value = Vec<u8>> {
+    block(QType::Q4_0)
+}
+
+/// One Q4_1 block with d and m from `scale` (m may be negative, zero or larger than d).
+pub fn q4_1_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
+    block_with(QType::Q4_1, scale)
+}
+
+/// A Q4_1 block over the whole finite f16 scale range, adversarial payloads included.
+pub fn q4_1_block() -> impl Strategy<Value = Vec<u8>> {
+    block(QType::Q4_1)
+}
+
+/// One Q5_0 block with d from `scale`.
+pub fn q5_0_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
+    block_with(QType::Q5_0, scale)
+}
+
+/// A Q5_0 block over the whole finite f16 scale range, adversarial payloads included.
+pub fn q5_0_block() -> impl Strategy<Value = Vec<u8>> {
+    block(QType::Q5_0)
+}
+
+/// One Q5_1 block with d and m from `scale` (m may be negative, zero or larger than d).
+pub fn q5_1_block_with(scale: impl Strategy<Value = f16>) -> impl Strategy<Value = Vec<u8>> {
+    block_with(QType::Q5_1, scale)
+}
+
+/// A Q5_1 block over the whole finite f16 scale range, adversarial payloads included.
+pub fn q5_1_block() -> impl Strategy<Value = Vec<u8>> {
+    block(QType::Q5_1)
 }
 
 /// `n` blocks of `block` concatenated.
@@ -213,7 +196,8 @@ pub fn blocks<S: Strategy<Value = Vec<u8>>>(block: S, n: usize) -> impl Strategy
 }
 
 /// `n_blocks` valid blocks of any quantized `qtype`, deterministic in `seed`: pseudo-random
-/// payload bytes and realistic f16 scales (about 1e-3..0.03) in every scale field. For tests
+/// payload bytes, realistic f16 scales (about 1e-3..0.03) in every f16 scale field and realistic
+/// exponents (half-scales 2^-10 ..= 2^-1) in every E8M0 one. For tests
 /// that need the bytes of a type without a quantizer ([`crate::quantize::has_quantizer`]).
 pub fn sample_blocks(qtype: QType, n_blocks: usize, seed: u64) -> Vec<u8> {
     // splitmix64: a fixed, dependency-free byte stream.
@@ -234,6 +218,9 @@ pub fn sample_blocks(qtype: QType, n_blocks: usize, seed: u64) -> Vec<u8> {
         for &(_, at) in layout::f16_scales(qtype) {
             let unit = (next() >> 40) as f32 / (1u64 << 24) as f32;
             put_f16(block, at, f16::from_f32(1e-3 + 0.03 * unit));
+        }
+        for &(_, at) in layout::e8m0_scales(qtype) {
+            block[at] = 118 + (next() % 10) as u8;
         }
     }
     out

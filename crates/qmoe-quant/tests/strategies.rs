@@ -2,45 +2,32 @@
 
 use half::f16;
 use proptest::prelude::*;
-use qmoe_quant::layout::{self, q4_k, q6_k, q8_0};
+use qmoe_quant::layout;
 use qmoe_quant::strategies::*;
 use qmoe_quant::QType;
 
-proptest! {
-    #[test]
-    fn blocks_have_their_sizes_and_finite_scales(
-        q4 in q4_k_block(), q6 in q6_k_block(), q8 in q8_0_block()
-    ) {
-        prop_assert_eq!(q4.len(), Q4_K_BYTES);
-        prop_assert_eq!(q6.len(), Q6_K_BYTES);
-        prop_assert_eq!(q8.len(), Q8_0_BYTES);
-        let h = |b: &[u8], at: usize| f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]]));
-        prop_assert!(h(&q4, q4_k::D).is_finite() && h(&q4, q4_k::DMIN).is_finite());
-        prop_assert!(h(&q6, q6_k::D).is_finite());
-        prop_assert!(h(&q8, q8_0::D).is_finite());
+/// Every quantized type's blocks have its size and finite f16 scales, checked through the
+/// layout's own scale list.
+#[test]
+fn blocks_have_their_sizes_and_finite_scales() {
+    use proptest::test_runner::TestRunner;
+    for qtype in QType::ALL.into_iter().filter(|t| t.is_quantized()) {
+        TestRunner::default()
+            .run(&block(qtype), |b| {
+                prop_assert_eq!(b.len(), qtype.block_bytes());
+                for &(name, at) in layout::f16_scales(qtype) {
+                    let v = f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]]));
+                    prop_assert!(v.is_finite(), "{} {}", qtype, name);
+                }
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{qtype}: {e}"));
     }
-
-    /// The host-only types' blocks, checked through the layout's own scale list.
-    #[test]
-    fn host_only_blocks_have_their_sizes_and_finite_scales(
-        blocks in (q4_0_block(), q4_1_block(), q5_0_block(), q5_1_block(), q5_k_block())
-    ) {
-        let (b40, b41, b50, b51, b5k) = blocks;
-        for (qtype, b, bytes) in [
-            (QType::Q4_0, &b40, Q4_0_BYTES),
-            (QType::Q4_1, &b41, Q4_1_BYTES),
-            (QType::Q5_0, &b50, Q5_0_BYTES),
-            (QType::Q5_1, &b51, Q5_1_BYTES),
-            (QType::Q5_K, &b5k, Q5_K_BYTES),
-        ] {
-            prop_assert_eq!(b.len(), bytes);
-            prop_assert_eq!(b.len(), qtype.block_bytes());
-            for &(name, at) in layout::f16_scales(qtype) {
-                let v = f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]]));
-                prop_assert!(v.is_finite(), "{} {}", qtype, name);
-            }
-        }
-    }
+    assert_eq!(
+        (Q4_K_BYTES, Q6_K_BYTES, Q8_0_BYTES, Q4_0_BYTES, Q4_1_BYTES),
+        (144, 210, 34, 18, 20)
+    );
+    assert_eq!((Q5_0_BYTES, Q5_1_BYTES, Q5_K_BYTES), (22, 24, 176));
 }
 
 #[test]

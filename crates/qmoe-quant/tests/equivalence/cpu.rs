@@ -1,10 +1,7 @@
 //! CPU tests: types, tensor validation, reference vs naive re-derivation, quantizer error.
 
 use proptest::prelude::*;
-use qmoe_quant::strategies::{
-    blocks, q4_0_block, q4_1_block, q4_k_block, q5_0_block, q5_1_block, q5_k_block, q6_k_block,
-    q8_0_block,
-};
+use qmoe_quant::strategies::{block, blocks};
 use qmoe_quant::{reference, QTensor, QType, QuantError};
 
 use crate::support::naive;
@@ -23,6 +20,11 @@ fn qtype_table() {
         (QType::Q5_K, 13, 256, 176, "q5_k"),
         (QType::Q6_K, 14, 256, 210, "q6_k"),
         (QType::BF16, 30, 1, 2, "bf16"),
+        (QType::IQ4_NL, 20, 32, 18, "iq4_nl"),
+        (QType::Q3_K, 11, 256, 110, "q3_k"),
+        (QType::Q2_K, 10, 256, 84, "q2_k"),
+        (QType::IQ4_XS, 23, 256, 136, "iq4_xs"),
+        (QType::MXFP4, 39, 32, 17, "mxfp4"),
     ];
     for (t, id, bw, bb, name) in want {
         assert_eq!(t.ggml_type(), id);
@@ -33,8 +35,8 @@ fn qtype_table() {
         );
         assert_eq!(QType::parse(&name.to_uppercase()), Some(t));
     }
-    assert_eq!(QType::from_ggml_type(10), None); // Q2_K: not read by qmoe
-    assert_eq!(QType::parse("q3_k"), None);
+    assert_eq!(QType::from_ggml_type(16), None); // IQ2_XXS: not read by qmoe
+    assert_eq!(QType::parse("iq2_xxs"), None);
     assert_eq!(QType::Q4_K.row_bytes(2048), Some(8 * 144));
     assert_eq!(QType::Q6_K.row_bytes(768), Some(3 * 210));
     assert_eq!(QType::Q4_K.row_bytes(100), None);
@@ -393,6 +395,186 @@ fn q5_k_hand_worked_block() {
     );
 }
 
+/// A hand-worked IQ4_NL block: d = 0.5, `qs[j] = j | (15 - j) << 4`, so weight j (j < 16) is
+/// half of codebook entry j and weight j + 16 half of entry 15 - j. The codebook is not
+/// symmetric (-127 .. 113, no zero), which a sign or offset slip would break.
+#[test]
+fn iq4_nl_hand_worked_block() {
+    let codebook = [
+        -127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0,
+        69.0, 89.0, 113.0,
+    ];
+    let mut b = vec![0u8; 18];
+    b[0..2].copy_from_slice(&half::f16::from_f32(0.5).to_bits().to_le_bytes());
+    for j in 0..16 {
+        b[2 + j] = j as u8 | (15 - j as u8) << 4;
+    }
+    let got = reference::dequantize(QType::IQ4_NL, &b, 32);
+    let want: Vec<f32> = (0..16)
+        .map(|j| codebook[j] * 0.5)
+        .chain((0..16).map(|j| codebook[15 - j] * 0.5))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        (got[0], got[7], got[8], got[16], got[31]),
+        (-63.5, -5.0, 0.5, 56.5, -63.5)
+    );
+    // An f16 times a codebook entry (at most 7 bits) is exact in f32, even at the largest scale.
+    b[0..2].copy_from_slice(&half::f16::MAX.to_bits().to_le_bytes());
+    assert_eq!(
+        reference::dequantize(QType::IQ4_NL, &b, 32)[0],
+        -127.0 * 65504.0
+    );
+}
+
+/// A hand-worked Q3_K block. d = 0.5; sub-block j's stored 6-bit scale is 33 + j (high bits
+/// 0b10, and 0b11 for j = 15), so its signed scale is 1 + j, packed by hand: the low nibble into
+/// byte j mod 8 (low half for j < 8, high half for j ≥ 8), the high two bits into byte
+/// 8 + j mod 4 at bit 2·(j div 4). Every `qs` byte is 0b11_10_01_00 (shift s gives low bits s),
+/// and `hmask[l]` is 0x0F for even l: the high bit set for weights of the first 128 (c = 0) at
+/// even l, clear everywhere else (there q − 4).
+#[test]
+fn q3_k_hand_worked_block() {
+    let mut b = vec![0u8; 110];
+    for j in 0..16 {
+        let sc = 33 + j as u8; // 6 bits: 33..48
+        b[96 + j % 8] |= (sc & 0x0F) << (4 * (j / 8));
+        b[96 + 8 + j % 4] |= (sc >> 4) << (2 * (j / 4));
+    }
+    b[108..110].copy_from_slice(&half::f16::from_f32(0.5).to_bits().to_le_bytes());
+    for (l, hmask) in b[..32].iter_mut().enumerate() {
+        *hmask = if l % 2 == 0 { 0x0F } else { 0x00 };
+    }
+    b[32..96].fill(0b11_10_01_00);
+    let got = reference::dequantize(QType::Q3_K, &b, 256);
+    for (i, &g) in got.iter().enumerate() {
+        let (c, s, l) = (i / 128, (i % 128) / 32, i % 32);
+        let high = c == 0 && l % 2 == 0;
+        let q = s as f32 - if high { 0.0 } else { 4.0 };
+        let want = 0.5 * (1 + i / 16) as f32 * q;
+        assert_eq!(g, want, "weight {i}");
+    }
+    // Weight 0: s = 0, high bit set: q = 0. Weight 1: high bit clear: q = −4, scale 1: −2.
+    // Weight 255 (sub-block 15, scale 16, s = 3, odd l): q = −1, so 0.5 · 16 · −1 = −8.
+    assert_eq!((got[0], got[1], got[255]), (0.0, -2.0, -8.0));
+    assert_eq!(got, naive::dequantize("q3_k", &b));
+}
+
+/// A hand-worked Q2_K block. d = 0.5, dmin = 0.25; sub-block j's scale byte is
+/// `j | (15 − j) << 4` (scale j, min 15 − j); every `qs` byte is 0b11_10_01_00, so weight
+/// `128c + 32s + l` has q = s. Then a difference that rounds.
+#[test]
+fn q2_k_hand_worked_block() {
+    let f16b = |v: f32| half::f16::from_f32(v).to_bits().to_le_bytes();
+    let mut b = vec![0u8; 84];
+    for (j, packed) in b[..16].iter_mut().enumerate() {
+        *packed = j as u8 | (15 - j as u8) << 4;
+    }
+    b[16..80].fill(0b11_10_01_00);
+    b[80..82].copy_from_slice(&f16b(0.5));
+    b[82..84].copy_from_slice(&f16b(0.25));
+    let got = reference::dequantize(QType::Q2_K, &b, 256);
+    for (i, &g) in got.iter().enumerate() {
+        let (j, s) = (i / 16, (i % 128) / 32);
+        let want = 0.5 * j as f32 * s as f32 - 0.25 * (15 - j) as f32;
+        assert_eq!(g, want, "weight {i}");
+    }
+    // Weight 0: sub-block 0 (scale 0, min 15), q = 0: −3.75. Weight 255: sub-block 15
+    // (scale 15, min 0), q = 3: 22.5.
+    assert_eq!((got[0], got[255]), (-3.75, 22.5));
+    // A difference that rounds: d = 2, dmin = 2^-24 (the smallest f16 subnormal), sub-block 0
+    // with scale 1 and min 1. Weight 0 with q = 1: 2 − 2^-24 lies halfway between 2 − 2^-23
+    // and 2 and rounds to even, 2. Weight 1 with q = 0: exactly −2^-24.
+    b[80..82].copy_from_slice(&f16b(2.0));
+    b[82..84].copy_from_slice(&1u16.to_le_bytes());
+    b[0] = 1 | 1 << 4;
+    b[16] = 0b11_10_01_01;
+    let got = reference::dequantize(QType::Q2_K, &b, 256);
+    assert_eq!((got[0], got[1]), (2.0, -(2f32.powi(-24))));
+    assert_eq!(got, naive::dequantize("q2_k", &b));
+}
+
+/// A hand-worked IQ4_XS block. d = 0.25; sub-block j's stored 6-bit scale is 33 + 4j (low
+/// nibble into `scales_l`, high two bits into the u16 `scales_h` at bit 2j), so its signed scale
+/// is 1 + 4j; within every sub-block byte l is `l | (15 − l) << 4`, so weight l (l < 16) is
+/// codebook entry l and weight l + 16 entry 15 − l.
+#[test]
+fn iq4_xs_hand_worked_block() {
+    let codebook = [
+        -127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0,
+        69.0, 89.0, 113.0,
+    ];
+    let mut b = vec![0u8; 136];
+    b[0..2].copy_from_slice(&half::f16::from_f32(0.25).to_bits().to_le_bytes());
+    let mut scales_h = 0u16;
+    for j in 0..8 {
+        let u = 33 + 4 * j as u8;
+        b[4 + j / 2] |= (u & 0x0F) << (4 * (j % 2));
+        scales_h |= u16::from(u >> 4) << (2 * j);
+    }
+    b[2..4].copy_from_slice(&scales_h.to_le_bytes());
+    for (k, byte) in b[8..].iter_mut().enumerate() {
+        let l = (k % 16) as u8;
+        *byte = l | (15 - l) << 4;
+    }
+    let got = reference::dequantize(QType::IQ4_XS, &b, 256);
+    for (i, &g) in got.iter().enumerate() {
+        let (j, r) = (i / 32, i % 32);
+        let level = if r < 16 {
+            codebook[r]
+        } else {
+            codebook[31 - r]
+        };
+        assert_eq!(g, 0.25 * (1 + 4 * j) as f32 * level, "weight {i}");
+    }
+    // Weight 224 (sub-block 7, scale 29, entry 0): 0.25 · 29 · −127.
+    assert_eq!(got[224], -920.75);
+    // The most negative scale, −32 (stored 0): the sign flips the codebook.
+    b[4] &= 0xF0;
+    b[2] &= !3;
+    let got = reference::dequantize(QType::IQ4_XS, &b, 256);
+    assert_eq!((got[0], got[16]), (1016.0, -904.0));
+    assert_eq!(got, naive::dequantize("iq4_xs", &b));
+}
+
+/// A hand-worked MXFP4 block. e = 127 (half-scale 2^-1, so every weight is its plain E2M1
+/// value), `qs[j] = j | (15 − j) << 4`: weight j is the value of code j, weight j + 16 that of
+/// code 15 − j. Then the extremes of the exponent.
+#[test]
+fn mxfp4_hand_worked_block() {
+    let e2m1 = [
+        0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
+    ];
+    let mut b = vec![0u8; 17];
+    b[0] = 127;
+    for (j, byte) in b[1..].iter_mut().enumerate() {
+        *byte = j as u8 | (15 - j as u8) << 4;
+    }
+    let got = reference::dequantize(QType::MXFP4, &b, 32);
+    let want: Vec<f32> = (0..16)
+        .map(|j| e2m1[j])
+        .chain((0..16).map(|j| e2m1[15 - j]))
+        .collect();
+    assert_eq!(got, want);
+    // Code 8 is E2M1's negative zero; GGML decodes it to +0.
+    assert_eq!(got[8].to_bits(), 0);
+    // e = 0: half-scale 2^-128, an f32 subnormal; code 7 (6.0, doubled 12) gives 12 · 2^-128.
+    b[0] = 0;
+    let got = reference::dequantize(QType::MXFP4, &b, 32);
+    assert_eq!(got[7], 12.0 * 2f32.powi(-64) * 2f32.powi(-64));
+    // e = 252: 12 · 2^124 is finite; e = 253: 12 · 2^125 overflows f32 (as in GGML), while
+    // code 5 (doubled 6) still fits.
+    b[0] = 252;
+    assert!(reference::dequantize(QType::MXFP4, &b, 32)
+        .iter()
+        .all(|v| v.is_finite()));
+    b[0] = 253;
+    let got = reference::dequantize(QType::MXFP4, &b, 32);
+    assert_eq!((got[7], got[15]), (f32::INFINITY, f32::NEG_INFINITY));
+    assert_eq!(got[5], 6.0 * 2f32.powi(125));
+    assert_eq!(got, naive::dequantize("mxfp4", &b));
+}
+
 fn assert_bits_equal(name: &str, got: &[f32], want: &[f32]) {
     let g: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
     let w: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
@@ -403,47 +585,22 @@ fn assert_bits_equal(name: &str, got: &[f32], want: &[f32]) {
     );
 }
 
-proptest! {
-    #![proptest_config(naive::config(64))]
-
-    #[test]
-    fn reference_matches_naive_q4_k(b in blocks(q4_k_block(), 3)) {
-        assert_bits_equal("q4_k", &reference::dequantize(QType::Q4_K, &b, 768), &naive::dequantize("q4_k", &b));
-    }
-
-    #[test]
-    fn reference_matches_naive_q5_k(b in blocks(q5_k_block(), 3)) {
-        assert_bits_equal("q5_k", &reference::dequantize(QType::Q5_K, &b, 768), &naive::dequantize("q5_k", &b));
-    }
-
-    #[test]
-    fn reference_matches_naive_q6_k(b in blocks(q6_k_block(), 3)) {
-        assert_bits_equal("q6_k", &reference::dequantize(QType::Q6_K, &b, 768), &naive::dequantize("q6_k", &b));
-    }
-
-    #[test]
-    fn reference_matches_naive_q4_0(b in blocks(q4_0_block(), 4)) {
-        assert_bits_equal("q4_0", &reference::dequantize(QType::Q4_0, &b, 128), &naive::dequantize("q4_0", &b));
-    }
-
-    #[test]
-    fn reference_matches_naive_q4_1(b in blocks(q4_1_block(), 4)) {
-        assert_bits_equal("q4_1", &reference::dequantize(QType::Q4_1, &b, 128), &naive::dequantize("q4_1", &b));
-    }
-
-    #[test]
-    fn reference_matches_naive_q5_0(b in blocks(q5_0_block(), 4)) {
-        assert_bits_equal("q5_0", &reference::dequantize(QType::Q5_0, &b, 128), &naive::dequantize("q5_0", &b));
-    }
-
-    #[test]
-    fn reference_matches_naive_q5_1(b in blocks(q5_1_block(), 4)) {
-        assert_bits_equal("q5_1", &reference::dequantize(QType::Q5_1, &b, 128), &naive::dequantize("q5_1", &b));
-    }
-
-    #[test]
-    fn reference_matches_naive_q8_0(b in blocks(q8_0_block(), 4)) {
-        assert_bits_equal("q8_0", &reference::dequantize(QType::Q8_0, &b, 128), &naive::dequantize("q8_0", &b));
+/// Every quantized type's reference decoder against the naive per-element re-derivation, on
+/// random and adversarial blocks (`strategies::block`): 64 cases per type, 3 super-blocks of a
+/// 256-weight type or 4 blocks of a 32-weight one per case.
+#[test]
+fn reference_matches_naive_every_type() {
+    use proptest::test_runner::TestRunner;
+    for qtype in QType::ALL.into_iter().filter(|t| t.is_quantized()) {
+        let n_blocks = if qtype.block_weights() == 256 { 3 } else { 4 };
+        let n = n_blocks * qtype.block_weights();
+        TestRunner::new(naive::config(64))
+            .run(&blocks(block(qtype), n_blocks), |b| {
+                let want = naive::dequantize(qtype.name(), &b);
+                assert_bits_equal(qtype.name(), &reference::dequantize(qtype, &b, n), &want);
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{qtype}: {e}"));
     }
 }
 

@@ -101,6 +101,89 @@ pub fn q5_1(b: &[u8], i: usize) -> f32 {
     (lo | hi << 4) as f32 * h(b, 0) + h(b, 2)
 }
 
+/// IQ4_NL's (and IQ4_XS's) codebook, as GGML lists it.
+const IQ4_CODEBOOK: [i32; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// Weight `i` of an IQ4_NL block: nibble `i / 16` of byte `2 + i % 16` picks a codebook entry,
+/// times d.
+pub fn iq4_nl(b: &[u8], i: usize) -> f32 {
+    let k = (b[2 + i % 16] >> (4 * (i / 16))) & 15;
+    h(b, 0) * IQ4_CODEBOOK[k as usize] as f32
+}
+
+/// Weight `i` of a Q3_K block, scales unpacked the way GGML's C code does: the 12 bytes as three
+/// little-endian u32 words, masked and shifted into sixteen bytes at once.
+pub fn q3k(b: &[u8], i: usize) -> f32 {
+    let w =
+        |k: usize| u32::from_le_bytes([b[96 + 4 * k], b[97 + 4 * k], b[98 + 4 * k], b[99 + 4 * k]]);
+    let (a0, a1, tmp) = (w(0), w(1), w(2));
+    let (m2, m4) = (0x0303_0303u32, 0x0f0f_0f0fu32);
+    let words = [
+        (a0 & m4) | ((tmp & m2) << 4),
+        (a1 & m4) | (((tmp >> 2) & m2) << 4),
+        ((a0 >> 4) & m4) | (((tmp >> 4) & m2) << 4),
+        ((a1 >> 4) & m4) | (((tmp >> 6) & m2) << 4),
+    ];
+    let j = i / 16;
+    let sc = ((words[j / 4] >> (8 * (j % 4))) & 0xff) as i32 - 32;
+    let (c, s, l) = (i / 128, (i % 128) / 32, i % 32);
+    let low = ((b[32 + 32 * c + l] >> (2 * s)) & 3) as i32;
+    let high = ((b[l] >> (i / 32)) & 1) as i32;
+    let q = low - 4 * (1 - high);
+    h(b, 108) * sc as f32 * q as f32
+}
+
+/// Weight `i` of a Q2_K block: the two bits at `2 · ((i mod 128) div 32)` of byte
+/// `16 + 32 · (i div 128) + i mod 32`; scale and min the nibbles of byte `i div 16`; d and dmin
+/// at bytes 80 and 82.
+pub fn q2k(b: &[u8], i: usize) -> f32 {
+    let q = (b[16 + 32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3;
+    let packed = b[i / 16];
+    let d1 = h(b, 80) * (packed % 16) as f32;
+    let m1 = h(b, 82) * (packed / 16) as f32;
+    d1 * q as f32 - m1
+}
+
+/// Weight `i` of an IQ4_XS block: sub-block `j = i div 32`, its scale's low nibble from byte
+/// `4 + j div 2`, its high two bits from byte `2 + j div 4` (the u16 read a byte at a time), the
+/// codebook index placed as in IQ4_NL within the sub-block's 16 bytes at `8 + 16j`.
+pub fn iq4_xs(b: &[u8], i: usize) -> f32 {
+    let (j, r) = (i / 32, i % 32);
+    let low = (b[4 + j / 2] >> (4 * (j % 2))) & 15;
+    let high = (b[2 + j / 4] >> (2 * (j % 4))) & 3;
+    let ls = (low + 16 * high) as i32 - 32;
+    let k = (b[8 + 16 * j + r % 16] >> (4 * (r / 16))) & 15;
+    h(b, 0) * ls as f32 * IQ4_CODEBOOK[k as usize] as f32
+}
+
+/// The value of the four-bit E2M1 code `k` from its fields (sign, two exponent bits with bias 1,
+/// one mantissa bit; exponent 0 is subnormal), not from a table.
+fn e2m1(k: u8) -> f64 {
+    let sign = if k & 8 != 0 { -1.0 } else { 1.0 };
+    let (exp, mant) = ((k >> 1) & 3, (k & 1) as f64);
+    let magnitude = if exp == 0 {
+        0.5 * mant
+    } else {
+        2f64.powi(exp as i32 - 1) * (1.0 + 0.5 * mant)
+    };
+    sign * magnitude
+}
+
+/// Weight `i` of an MXFP4 block: 2^(e − 127) times the E2M1 value of nibble `i / 16` of byte
+/// `1 + i % 16`, exact in f64 and rounded once to f32 (overflow to ±inf included).
+pub fn mxfp4(b: &[u8], i: usize) -> f32 {
+    let k = (b[1 + i % 16] >> (4 * (i / 16))) & 15;
+    let v = 2f64.powi(b[0] as i32 - 127) * e2m1(k);
+    // E2M1 has a negative zero; GGML's integer table has none, so the weight is +0.
+    if v == 0.0 {
+        0.0
+    } else {
+        v as f32
+    }
+}
+
 /// Every weight of `bytes` (whole blocks of the quantized type `name`).
 pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
     type At = fn(&[u8], usize) -> f32;
@@ -113,6 +196,11 @@ pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
         "q5_1" => (24, 32, q5_1),
         "q5_0" => (22, 32, q5_0),
         "q4_1" => (20, 32, q4_1),
+        "iq4_nl" => (18, 32, iq4_nl),
+        "q3_k" => (110, 256, q3k),
+        "q2_k" => (84, 256, q2k),
+        "iq4_xs" => (136, 256, iq4_xs),
+        "mxfp4" => (17, 32, mxfp4),
         _ => panic!("naive: {name}"),
     };
     bytes
