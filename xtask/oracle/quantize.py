@@ -1,8 +1,8 @@
 """Oracle: our reference quantizers vs GGML's own reference quantizers (ggml-python, numpy, gguf).
 
 Quantizes the same fixed-seed data, Gaussian N(0, 1) and heavy-tailed Student-t with 3 degrees
-of freedom, to Q4_K, Q6_K and Q8_0 with $QMOE_EXAMPLE (our quantizer) and with ggml's
-`ggml_quantize_chunk` (no importance matrix, i.e. GGML's `quantize_row_*_ref`), dequantizes both
+of freedom, to Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 with $QMOE_EXAMPLE (our
+quantizer) and with ggml's `ggml_quantize_chunk` (no importance matrix, i.e. GGML's `quantize_row_*_ref`), dequantizes both
 with gguf.quants.dequantize (bit-identical to our reference dequant, see dequant.py) and requires,
 per type and data set, either identical bytes or our relative RMSE <= 1.01 x ggml's. Prints
 which of the two holds and the RMSE ratio; exits non-zero when neither does.
@@ -28,6 +28,11 @@ TYPES = [
     ("q4_k", ggml.GGML_TYPE_Q4_K, GGMLQuantizationType.Q4_K, 144, 256),
     ("q6_k", ggml.GGML_TYPE_Q6_K, GGMLQuantizationType.Q6_K, 210, 256),
     ("q8_0", ggml.GGML_TYPE_Q8_0, GGMLQuantizationType.Q8_0, 34, 32),
+    ("q5_k", ggml.GGML_TYPE_Q5_K, GGMLQuantizationType.Q5_K, 176, 256),
+    ("q4_0", ggml.GGML_TYPE_Q4_0, GGMLQuantizationType.Q4_0, 18, 32),
+    ("q4_1", ggml.GGML_TYPE_Q4_1, GGMLQuantizationType.Q4_1, 20, 32),
+    ("q5_0", ggml.GGML_TYPE_Q5_0, GGMLQuantizationType.Q5_0, 22, 32),
+    ("q5_1", ggml.GGML_TYPE_Q5_1, GGMLQuantizationType.Q5_1, 24, 32),
 ]
 
 

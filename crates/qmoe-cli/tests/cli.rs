@@ -17,5 +17,7 @@ mod env;
 mod gen_model;
 #[path = "cli/inspect.rs"]
 mod inspect;
+#[path = "cli/mixes.rs"]
+mod mixes;
 #[path = "cli/process.rs"]
 mod process;

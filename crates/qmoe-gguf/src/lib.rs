@@ -1,5 +1,6 @@
 //! qmoe-gguf: GGUF v3 files — a memory-mapped reader, a streaming writer, the Qwen3-MoE view of a
-//! file, and a synthetic model generator with llama.cpp's Q4_K_M type rule.
+//! file, and a synthetic model generator with llama.cpp's per-layer type rules (Q4_K_M, Q5_K_M,
+//! ... : `qmoe_quant::mix`).
 //!
 //! Key design decision: a GGUF header is untrusted input. The parser ([`parse_header`]) checks every
 //! count, length, dimension product and data range against the bytes actually present before it

@@ -1,10 +1,11 @@
-//! Synthetic Qwen3-MoE models: seeded weights quantized by the reference quantizer, with the
-//! Q4_K_M per-layer type rule, written to a GGUF file (streaming) or built in memory one layer at
+//! Synthetic Qwen3-MoE models: seeded weights quantized by the reference quantizer, with a
+//! llama.cpp mix's per-layer type rule (Q4_K_M by default), written to a GGUF file (streaming) or built in memory one layer at
 //! a time (for `qmoe bisect`).
 //!
 //! Every expert matrix has its own RNG stream, seeded from (seed, layer, projection, expert), so a
 //! layer is the same whether it is generated in memory or for a file, on one thread or many.
 
+use qmoe_quant::mix::{self, Mix};
 use qmoe_quant::{QTensor, QType};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -66,62 +67,72 @@ impl Preset {
     }
 }
 
-/// Which types the expert tensors get.
+/// Which types the expert tensors get: one of llama.cpp's mixes (the table
+/// [`qmoe_quant::mix::MIXES`]) or one type everywhere.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum TypeScheme {
-    /// llama.cpp's Q4_K_M: gate/up Q4_K, down Q6_K on "more bits" layers, else Q4_K.
-    Q4KM,
-    /// Every expert tensor Q4_K.
-    Q4K,
-    /// Every expert tensor Q6_K.
-    Q6K,
-    /// Every expert tensor Q8_0.
-    Q8_0,
+    /// A llama.cpp mix: its per-layer rule for the expert tensors, and its `general.file_type`.
+    Mix(&'static Mix),
+    /// Every expert tensor of this type (no llama.cpp file type names it).
+    Uniform(QType),
 }
 
 impl TypeScheme {
-    /// Every scheme.
-    pub const ALL: [TypeScheme; 4] = [
-        TypeScheme::Q4KM,
-        TypeScheme::Q4K,
-        TypeScheme::Q6K,
-        TypeScheme::Q8_0,
-    ];
+    /// llama.cpp's Q4_K_M: gate/up Q4_K, down Q6_K on "more bits" layers, else Q4_K.
+    pub const Q4KM: TypeScheme = TypeScheme::Mix(&mix::Q4_K_M);
+    /// Every expert tensor Q4_K.
+    pub const Q4K: TypeScheme = TypeScheme::Uniform(QType::Q4_K);
+    /// llama.cpp's Q6_K: every expert tensor Q6_K.
+    pub const Q6K: TypeScheme = TypeScheme::Mix(&mix::Q6_K);
+    /// llama.cpp's Q8_0: every expert tensor Q8_0.
+    pub const Q8_0: TypeScheme = TypeScheme::Mix(&mix::Q8_0);
 
-    /// The command-line name.
+    /// The command-line name: the mix's (`q5_k_m`) or the type's (`q4_k`).
     pub fn name(self) -> &'static str {
         match self {
-            TypeScheme::Q4KM => "q4_k_m",
-            TypeScheme::Q4K => "q4_k",
-            TypeScheme::Q6K => "q6_k",
-            TypeScheme::Q8_0 => "q8_0",
+            TypeScheme::Mix(m) => m.name,
+            TypeScheme::Uniform(t) => t.name(),
         }
     }
 
-    /// The scheme named `s` (case-insensitive).
+    /// The scheme named `s` (case-insensitive): a mix of [`qmoe_quant::mix::MIXES`] first,
+    /// else one quantized type that qmoe can quantize to (`q4_k`, `q5_k`).
     pub fn parse(s: &str) -> Option<TypeScheme> {
-        TypeScheme::ALL
-            .into_iter()
-            .find(|t| t.name().eq_ignore_ascii_case(s))
+        if let Some(m) = Mix::parse(s) {
+            return Some(TypeScheme::Mix(m));
+        }
+        QType::parse(s)
+            .filter(|t| t.is_quantized() && qmoe_quant::quantize::has_quantizer(*t))
+            .map(TypeScheme::Uniform)
+    }
+
+    /// Every name [`TypeScheme::parse`] accepts, mixes first, for messages.
+    pub fn names() -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = mix::MIXES.iter().map(|m| m.name).collect();
+        for t in QType::ALL {
+            if t.is_quantized()
+                && qmoe_quant::quantize::has_quantizer(t)
+                && !names.contains(&t.name())
+            {
+                names.push(t.name());
+            }
+        }
+        names
     }
 
     /// Types of (gate, up, down) in layer `layer` of `n_layers`.
     pub fn layer_types(self, layer: usize, n_layers: usize) -> [QType; 3] {
         match self {
-            TypeScheme::Q4KM => [QType::Q4_K, QType::Q4_K, q4_k_m_down_type(layer, n_layers)],
-            TypeScheme::Q4K => [QType::Q4_K; 3],
-            TypeScheme::Q6K => [QType::Q6_K; 3],
-            TypeScheme::Q8_0 => [QType::Q8_0; 3],
+            TypeScheme::Mix(m) => m.expert_types(layer, n_layers),
+            TypeScheme::Uniform(t) => [t; 3],
         }
     }
 
-    /// llama.cpp's `general.file_type` for this mix, where one fits.
+    /// llama.cpp's `general.file_type` for this scheme, where one fits (a mix).
     pub fn file_type(self) -> Option<u32> {
         match self {
-            TypeScheme::Q4KM => Some(15),
-            TypeScheme::Q6K => Some(18),
-            TypeScheme::Q8_0 => Some(7),
-            TypeScheme::Q4K => None,
+            TypeScheme::Mix(m) => Some(m.file_type),
+            TypeScheme::Uniform(_) => None,
         }
     }
 }

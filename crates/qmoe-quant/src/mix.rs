@@ -1,16 +1,45 @@
-//! Per-model type rules: which quant type llama.cpp's mixes give each tensor, stated once for
-//! the synthetic-model generator (qmoe-gguf) and the layer stacks (qmoe-layer) alike.
+//! Per-model type rules: which quant type llama.cpp's mixes (`llama-quantize`'s file types) give
+//! each tensor, stated once for the synthetic-model generator (qmoe-gguf), `qmoe inspect` and the
+//! layer stacks (qmoe-layer) alike.
 //!
-//! Q4_K_M (llama.cpp's `use_more_bits`): `ffn_gate_exps` and `ffn_up_exps` are Q4_K in every
-//! layer; `ffn_down_exps` is Q6_K on the "more bits" layers and Q4_K elsewhere. With `n` layers,
-//! layer `i` has more bits when `i < n/8`, `i >= 7n/8` or `(i - n/8) % 3 == 2`, in integer
-//! arithmetic. For 48 layers that is Q6_K on 0-5, 8, 11, ..., 41 and 42-47: layer 6 is the first
-//! Q4_K down projection, where a kernel that assumes "down is Q6_K" first reads garbage.
+//! A mix is one row of [`MIXES`]: a base type and the per-family rules of llama.cpp's
+//! `llama_tensor_get_type`, written here from the stated rules (without an importance matrix,
+//! for a non-Falcon architecture such as Qwen3-MoE). With `n` layers, the "more bits" layers
+//! (llama.cpp's `use_more_bits`, [`q4_k_m_more_bits`]) are `i < n/8`, `i >= 7n/8` and
+//! `(i - n/8) % 3 == 2`, in integer arithmetic; for 48 layers that is 0-5, 8, 11, ..., 41 and
+//! 42-47.
+//!
+//! | mix | base | `ffn_down_exps` | `attn_v` | `attn_output`, 8 experts |
+//! |---|---|---|---|---|
+//! | q4_k_s | Q4_K | Q5_K on `i < n/8` (48 layers: 0-5) | Q5_K on layers 0-3 | Q5_K |
+//! | q4_k_m | Q4_K | Q6_K on the more-bits layers | Q6_K on the more-bits layers | Q5_K |
+//! | q5_k_s | Q5_K | Q5_K | Q5_K | Q5_K |
+//! | q5_k_m | Q5_K | Q6_K on the more-bits layers | Q6_K on the more-bits layers | Q5_K |
+//! | q6_k | Q6_K | Q6_K | Q6_K | Q6_K |
+//! | q8_0 | Q8_0 | Q8_0 | Q8_0 | Q8_0 |
+//! | q4_0, q4_1, q5_0, q5_1 | that type | the base | the base | the base |
+//! | bf16 | BF16 | BF16 | BF16 | BF16 |
+//!
+//! Rules every quantized mix shares (llama.cpp skips them all for a float base type, so bf16
+//! is BF16 throughout):
+//! - `ffn_gate_exps`, `ffn_up_exps` and every family not named here are the base type.
+//! - A model with exactly 8 experts gets Q8_0 for `attn_v` and `attn_k` (whatever the mix) and
+//!   the table's last column for `attn_output`; Qwen3-30B-A3B has 128, so this never fires
+//!   there.
+//! - `output` is Q6_K, or Q8_0 when the base is Q8_0 or the row length is not a multiple of
+//!   the base type's block.
+//! - Row-length fallback: a k-quant whose block (256) does not divide the row length is
+//!   replaced, Q4_K by Q5_0, Q5_K by Q5_1 and Q6_K by Q8_0 (F16 if 32 does not divide it
+//!   either); llama.cpp refuses any other type that does not fit ([`Mix::tensor_type`] is
+//!   `None`). This is how real MoE files with 1408-wide experts come to hold Q5_0 and Q5_1.
+//!
+//! The router (`ffn_gate_inp`) and the norms are never quantized by llama.cpp; they keep their
+//! float type in every mix.
 
 use crate::QType;
 
-/// Whether layer `layer` of `n_layers` is a "more bits" layer of a Q4_K_M file:
-/// `layer < n/8`, `layer >= 7n/8` or `(layer - n/8) % 3 == 2`.
+/// Whether layer `layer` of `n_layers` is a "more bits" layer (llama.cpp's `use_more_bits`,
+/// used by Q4_K_M and Q5_K_M): `layer < n/8`, `layer >= 7n/8` or `(layer - n/8) % 3 == 2`.
 pub fn q4_k_m_more_bits(layer: usize, n_layers: usize) -> bool {
     let eighth = n_layers / 8;
     layer < eighth || layer >= 7 * n_layers / 8 || (layer - eighth) % 3 == 2
@@ -19,11 +48,299 @@ pub fn q4_k_m_more_bits(layer: usize, n_layers: usize) -> bool {
 /// The `ffn_down_exps` qtype of layer `layer` in a Q4_K_M file of `n_layers` layers: Q6_K on the
 /// "more bits" layers, Q4_K elsewhere (gate and up are always Q4_K).
 pub fn q4_k_m_down_type(layer: usize, n_layers: usize) -> QType {
-    if q4_k_m_more_bits(layer, n_layers) {
-        QType::Q6_K
-    } else {
-        QType::Q4_K
+    Q4_K_M.ffn_down.qtype(layer, n_layers)
+}
+
+/// How one family's type depends on the layer.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LayerRule {
+    /// The same type in every layer.
+    All(QType),
+    /// `more` on the "more bits" layers ([`q4_k_m_more_bits`]), `rest` elsewhere.
+    MoreBits {
+        /// Type of the more-bits layers.
+        more: QType,
+        /// Type of the other layers.
+        rest: QType,
+    },
+    /// `first` on layers `i < n / div` (integer division), `rest` elsewhere.
+    FirstFraction {
+        /// The divisor of the layer count.
+        div: usize,
+        /// Type of the first layers.
+        first: QType,
+        /// Type of the other layers.
+        rest: QType,
+    },
+    /// `first` on layers `i < count`, `rest` elsewhere (llama.cpp's absolute counts, e.g.
+    /// Q4_K_S's first four `attn_v`).
+    FirstCount {
+        /// How many leading layers get `first`.
+        count: usize,
+        /// Type of the first layers.
+        first: QType,
+        /// Type of the other layers.
+        rest: QType,
+    },
+}
+
+impl LayerRule {
+    /// The type of layer `layer` of `n_layers`.
+    pub fn qtype(self, layer: usize, n_layers: usize) -> QType {
+        match self {
+            LayerRule::All(t) => t,
+            LayerRule::MoreBits { more, rest } => {
+                if q4_k_m_more_bits(layer, n_layers) {
+                    more
+                } else {
+                    rest
+                }
+            }
+            LayerRule::FirstFraction { div, first, rest } => {
+                if layer < n_layers / div {
+                    first
+                } else {
+                    rest
+                }
+            }
+            LayerRule::FirstCount { count, first, rest } => {
+                if layer < count {
+                    first
+                } else {
+                    rest
+                }
+            }
+        }
     }
+}
+
+/// A tensor family the rules tell apart (the name between `blk.N.` and `.weight`, or the
+/// top-level `output`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// `ffn_gate_exps`: the stacked expert gate projections.
+    FfnGateExps,
+    /// `ffn_up_exps`: the stacked expert up projections.
+    FfnUpExps,
+    /// `ffn_down_exps` (and any other `ffn_down*`): the down projections.
+    FfnDownExps,
+    /// `attn_v`.
+    AttnV,
+    /// `attn_k`.
+    AttnK,
+    /// `attn_output`.
+    AttnOutput,
+    /// `output`, the LM head.
+    Output,
+    /// Any other quantized family (`attn_q`, `ffn_gate_shexp`, ...): the base type.
+    Other,
+}
+
+impl Family {
+    /// The family of a tensor named `name` (`blk.N.` and `.weight` optional), matched as
+    /// llama.cpp matches it: by substring for the per-layer families.
+    pub fn of(name: &str) -> Family {
+        let bare = name.strip_suffix(".weight").unwrap_or(name);
+        if bare == "output" {
+            Family::Output
+        } else if bare.contains("ffn_down") {
+            Family::FfnDownExps
+        } else if bare.ends_with("attn_v") {
+            Family::AttnV
+        } else if bare.ends_with("attn_k") {
+            Family::AttnK
+        } else if bare.ends_with("attn_output") {
+            Family::AttnOutput
+        } else if bare.ends_with("ffn_gate_exps") {
+            Family::FfnGateExps
+        } else if bare.ends_with("ffn_up_exps") {
+            Family::FfnUpExps
+        } else {
+            Family::Other
+        }
+    }
+}
+
+/// One of llama.cpp's model mixes: a row of [`MIXES`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Mix {
+    /// The command-line name (`q4_k_m`).
+    pub name: &'static str,
+    /// llama.cpp's `general.file_type` (`LLAMA_FTYPE_MOSTLY_*`).
+    pub file_type: u32,
+    /// The type every tensor gets unless a rule says otherwise.
+    pub base: QType,
+    /// `ffn_down_exps` per layer.
+    pub ffn_down: LayerRule,
+    /// `attn_v` per layer (models with other than 8 experts).
+    pub attn_v: LayerRule,
+    /// `attn_output` in a model of exactly 8 experts.
+    pub attn_output_8_experts: QType,
+}
+
+/// llama.cpp's Q4_K_S: Q4_K, with Q5_K down projections in the first eighth of the layers and
+/// Q5_K `attn_v` in the first four.
+pub const Q4_K_S: Mix = Mix {
+    name: "q4_k_s",
+    file_type: 14,
+    base: QType::Q4_K,
+    ffn_down: LayerRule::FirstFraction {
+        div: 8,
+        first: QType::Q5_K,
+        rest: QType::Q4_K,
+    },
+    attn_v: LayerRule::FirstCount {
+        count: 4,
+        first: QType::Q5_K,
+        rest: QType::Q4_K,
+    },
+    attn_output_8_experts: QType::Q5_K,
+};
+
+/// llama.cpp's Q4_K_M: Q4_K, with Q6_K down projections and `attn_v` on the more-bits layers.
+pub const Q4_K_M: Mix = Mix {
+    name: "q4_k_m",
+    file_type: 15,
+    base: QType::Q4_K,
+    ffn_down: LayerRule::MoreBits {
+        more: QType::Q6_K,
+        rest: QType::Q4_K,
+    },
+    attn_v: LayerRule::MoreBits {
+        more: QType::Q6_K,
+        rest: QType::Q4_K,
+    },
+    attn_output_8_experts: QType::Q5_K,
+};
+
+/// llama.cpp's Q5_K_S: Q5_K throughout.
+pub const Q5_K_S: Mix = uniform("q5_k_s", 16, QType::Q5_K);
+
+/// llama.cpp's Q5_K_M: Q5_K, with Q6_K down projections and `attn_v` on the more-bits layers.
+pub const Q5_K_M: Mix = Mix {
+    name: "q5_k_m",
+    file_type: 17,
+    base: QType::Q5_K,
+    ffn_down: LayerRule::MoreBits {
+        more: QType::Q6_K,
+        rest: QType::Q5_K,
+    },
+    attn_v: LayerRule::MoreBits {
+        more: QType::Q6_K,
+        rest: QType::Q5_K,
+    },
+    attn_output_8_experts: QType::Q5_K,
+};
+
+/// llama.cpp's Q6_K: Q6_K throughout.
+pub const Q6_K: Mix = uniform("q6_k", 18, QType::Q6_K);
+
+/// llama.cpp's Q8_0: Q8_0 throughout (`output` too).
+pub const Q8_0: Mix = uniform("q8_0", 7, QType::Q8_0);
+
+/// llama.cpp's BF16: every weight matrix BF16 (no per-tensor rules for a float base).
+pub const BF16: Mix = uniform("bf16", 32, QType::BF16);
+
+/// A mix with no per-layer rule: `base` in every family the table covers.
+const fn uniform(name: &'static str, file_type: u32, base: QType) -> Mix {
+    Mix {
+        name,
+        file_type,
+        base,
+        ffn_down: LayerRule::All(base),
+        attn_v: LayerRule::All(base),
+        attn_output_8_experts: base,
+    }
+}
+
+/// Every mix qmoe can generate, one row each; a mix of a type added later (q3_k_m, q2_k, ...)
+/// is one more row.
+pub static MIXES: [Mix; 11] = [
+    Q4_K_S,
+    Q4_K_M,
+    Q5_K_S,
+    Q5_K_M,
+    Q6_K,
+    Q8_0,
+    uniform("q4_0", 2, QType::Q4_0),
+    uniform("q4_1", 3, QType::Q4_1),
+    uniform("q5_0", 8, QType::Q5_0),
+    uniform("q5_1", 9, QType::Q5_1),
+    BF16,
+];
+
+impl Mix {
+    /// The mix named `s`, case-insensitively.
+    pub fn parse(s: &str) -> Option<&'static Mix> {
+        MIXES.iter().find(|m| m.name.eq_ignore_ascii_case(s))
+    }
+
+    /// The type of a tensor of `family` in layer `layer` of `n_layers`, in a model of
+    /// `n_experts` experts, whose rows are `row_len` weights long; `None` where llama.cpp refuses
+    /// the row length (it fits no block of the chosen type or its fallback).
+    pub fn tensor_type(
+        &self,
+        family: Family,
+        layer: usize,
+        n_layers: usize,
+        n_experts: usize,
+        row_len: usize,
+    ) -> Option<QType> {
+        if !self.base.is_quantized() {
+            return Some(self.base);
+        }
+        let t = match family {
+            Family::Output => {
+                if !row_len.is_multiple_of(self.base.block_weights()) || self.base == QType::Q8_0 {
+                    QType::Q8_0
+                } else {
+                    QType::Q6_K
+                }
+            }
+            Family::AttnV if n_experts == 8 => QType::Q8_0,
+            Family::AttnV => self.attn_v.qtype(layer, n_layers),
+            Family::AttnK if n_experts == 8 => QType::Q8_0,
+            Family::AttnOutput if n_experts == 8 => self.attn_output_8_experts,
+            Family::FfnDownExps => self.ffn_down.qtype(layer, n_layers),
+            Family::AttnK | Family::AttnOutput => self.base,
+            Family::FfnGateExps | Family::FfnUpExps | Family::Other => self.base,
+        };
+        row_fallback(t, row_len)
+    }
+
+    /// The (gate, up, down) expert types of layer `layer` of `n_layers`, for rows that are whole
+    /// 256-weight super-blocks (every Qwen3-MoE shape; [`Mix::tensor_type`] handles others).
+    pub fn expert_types(&self, layer: usize, n_layers: usize) -> [QType; 3] {
+        let t = |f| {
+            self.tensor_type(f, layer, n_layers, 0, 256)
+                .expect("a 256-weight row fits every type")
+        };
+        [
+            t(Family::FfnGateExps),
+            t(Family::FfnUpExps),
+            t(Family::FfnDownExps),
+        ]
+    }
+}
+
+/// `t` where its block divides `row_len`; otherwise llama.cpp's fallback: Q4_K → Q5_0,
+/// Q5_K → Q5_1, Q6_K → Q8_0, and F16 when 32 does not divide the row either. `None` for any
+/// other type that does not fit (llama.cpp stops there).
+pub fn row_fallback(t: QType, row_len: usize) -> Option<QType> {
+    if row_len.is_multiple_of(t.block_weights()) {
+        return Some(t);
+    }
+    let f = match t {
+        QType::Q4_K => QType::Q5_0,
+        QType::Q5_K => QType::Q5_1,
+        QType::Q6_K => QType::Q8_0,
+        _ => return None,
+    };
+    Some(if row_len.is_multiple_of(f.block_weights()) {
+        f
+    } else {
+        QType::F16
+    })
 }
 
 #[cfg(test)]

@@ -78,19 +78,19 @@ qtypes! {
     /// bfloat16, one weight per 2 bytes.
     BF16 = 30, "bf16", layout::bfloat16, reference::bf16_block, quantizer: true;
     /// 32 weights per 18-byte block: f16 scale + 32 four-bit quants offset by 8 (GGML legacy).
-    Q4_0 = 2, "q4_0", layout::q4_0, reference::q4_0_block, quantizer: false;
+    Q4_0 = 2, "q4_0", layout::q4_0, reference::q4_0_block, quantizer: true;
     /// 32 weights per 20-byte block: f16 scale and f16 min + 32 unsigned four-bit quants (GGML legacy).
-    Q4_1 = 3, "q4_1", layout::q4_1, reference::q4_1_block, quantizer: false;
+    Q4_1 = 3, "q4_1", layout::q4_1, reference::q4_1_block, quantizer: true;
     /// 32 weights per 22-byte block: f16 scale + 32 five-bit quants offset by 16 (GGML legacy).
-    Q5_0 = 6, "q5_0", layout::q5_0, reference::q5_0_block, quantizer: false;
+    Q5_0 = 6, "q5_0", layout::q5_0, reference::q5_0_block, quantizer: true;
     /// 32 weights per 24-byte block: f16 scale and f16 min + 32 unsigned five-bit quants (GGML legacy).
-    Q5_1 = 7, "q5_1", layout::q5_1, reference::q5_1_block, quantizer: false;
+    Q5_1 = 7, "q5_1", layout::q5_1, reference::q5_1_block, quantizer: true;
     /// 32 weights per 34-byte block: f16 scale + 32 int8.
     Q8_0 = 8, "q8_0", layout::q8_0, reference::q8_0_block, quantizer: true;
     /// 256 weights per 144-byte super-block: 4-bit quants, 6-bit scales and mins.
     Q4_K = 12, "q4_k", layout::q4_k, reference::q4_k_block, quantizer: true;
     /// 256 weights per 176-byte super-block: 5-bit quants, 6-bit scales and mins.
-    Q5_K = 13, "q5_k", layout::q5_k, reference::q5_k_block, quantizer: false;
+    Q5_K = 13, "q5_k", layout::q5_k, reference::q5_k_block, quantizer: true;
     /// 256 weights per 210-byte super-block: 6-bit quants, int8 scales.
     Q6_K = 14, "q6_k", layout::q6_k, reference::q6_k_block, quantizer: true;
     /// 32 weights per 18-byte block: f16 scale + 32 four-bit indices into a non-uniform codebook.

@@ -1,4 +1,5 @@
-//! Reference quantizers f32 → Q4_K, Q6_K, Q8_0 (and the float types), deterministic.
+//! Reference quantizers f32 → Q4_K, Q5_K, Q6_K, Q8_0, the GGML legacy Q4_0, Q4_1, Q5_0, Q5_1
+//! (`legacy`: GGML's min/max rules) and the float types, deterministic.
 //!
 //! The k-quant quantizers search each sub-block's scale (and min) instead of taking min/max:
 //! for a range of candidate inverse scales they round the weights, then solve the weighted least
@@ -12,8 +13,12 @@ use half::{bf16, f16};
 use crate::layout::{q4_k, q8_0, F16_BYTES};
 use crate::QType;
 
+mod legacy;
+mod q5_k;
 mod q6_k;
 
+pub use legacy::{q4_0_block, q4_1_block, q5_0_block, q5_1_block};
+pub use q5_k::{q5_k_block, q5_k_block_portable};
 pub use q6_k::q6_k_block;
 use q6_k::q6_k_block_body;
 
@@ -27,9 +32,9 @@ fn nearest(x: f32) -> i32 {
     x.round() as i32
 }
 
-/// Whether qmoe has a quantizer for `qtype`. The GGML legacy formats (Q4_0, Q4_1, Q5_0, Q5_1)
-/// and Q5_K are read and dequantized but not written: [`QTensor::quantize`](crate::QTensor::quantize)
-/// refuses them with [`QuantError::Unsupported`](crate::QuantError::Unsupported).
+/// Whether qmoe has a quantizer for `qtype`; for a type without one,
+/// [`QTensor::quantize`](crate::QTensor::quantize) returns
+/// [`QuantError::Unsupported`](crate::QuantError::Unsupported).
 pub const fn has_quantizer(qtype: QType) -> bool {
     qtype.row().quantizer
 }
@@ -92,6 +97,11 @@ fn quantize_serial(qtype: QType, values: &[f32], out: &mut [u8]) {
             QType::Q8_0 => o.copy_from_slice(&q8_0_block(x.try_into().expect("32"))),
             QType::Q4_K => o.copy_from_slice(&q4_k_block(x.try_into().expect("256"))),
             QType::Q6_K => o.copy_from_slice(&q6_k_block(x.try_into().expect("256"))),
+            QType::Q5_K => o.copy_from_slice(&q5_k_block(x.try_into().expect("256"))),
+            QType::Q4_0 => o.copy_from_slice(&q4_0_block(x.try_into().expect("32"))),
+            QType::Q4_1 => o.copy_from_slice(&q4_1_block(x.try_into().expect("32"))),
+            QType::Q5_0 => o.copy_from_slice(&q5_0_block(x.try_into().expect("32"))),
+            QType::Q5_1 => o.copy_from_slice(&q5_1_block(x.try_into().expect("32"))),
             _ => unreachable!("{qtype} has no quantizer (checked by the caller)"),
         }
     }

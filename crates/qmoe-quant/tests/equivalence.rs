@@ -9,3 +9,6 @@ mod cpu;
 
 #[path = "equivalence/q8_1.rs"]
 mod q8_1;
+
+#[path = "equivalence/quantizers.rs"]
+mod quantizers;

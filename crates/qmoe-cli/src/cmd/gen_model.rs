@@ -13,11 +13,16 @@ use qmoe_gguf::synth::{write_model, Preset, SynthSpec, TypeScheme};
     long_about = "Generate a synthetic Qwen3-MoE GGUF file: per layer ffn_norm, the router \
 (ffn_gate_inp, F32) and the stacked expert tensors ffn_gate_exps / ffn_up_exps / ffn_down_exps, \
 quantized by qmoe's reference quantizer from seeded Gaussian weights scaled so activations stay \
-O(1) through all layers. No attention tensors. With --types q4_k_m (the default) the down \
-projections follow llama.cpp's Q4_K_M rule for the file's layer count: Q6_K on layers i < n/8, \
-i >= 7n/8 and (i - n/8) % 3 == 2, Q4_K elsewhere, with n the preset's layer count (48 for \
-qwen3-30b-a3b): a file cut with --layers holds the first layers of the full model, types \
-included, so layer 6 is still the first Q4_K down projection. --outliers L plants weights of magnitude 5e5 in \
+O(1) through all layers. No attention tensors. --types names one of llama.cpp's mixes (its \
+per-layer rule for the expert tensors, and its general.file_type) or one quant type for every \
+expert tensor (q4_k, q5_k). The mixes, with n the preset's layer count (48 for qwen3-30b-a3b) \
+and the \"more bits\" layers i < n/8, i >= 7n/8 and (i - n/8) % 3 == 2:
+  q4_k_m (default)  gate/up Q4_K; down Q6_K on the more-bits layers, Q4_K elsewhere
+  q4_k_s            gate/up Q4_K; down Q5_K on layers i < n/8, Q4_K elsewhere
+  q5_k_m            gate/up Q5_K; down Q6_K on the more-bits layers, Q5_K elsewhere
+  q5_k_s, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1, bf16: that type everywhere
+A file cut with --layers holds the first layers of the full model, types included, so with \
+q4_k_m layer 6 is still the first Q4_K down projection. --outliers L plants weights of magnitude 5e5 in \
 four input columns of every gate/up row of layer L, so silu(gate)·up reaches about 1e12 there.
 
 The file is written as it is generated (one batch of experts in memory at a time); the full \
@@ -26,7 +31,8 @@ The file is written as it is generated (one batch of experts in memory at a time
 Examples:
   qmoe gen-model --preset tiny --out tiny.gguf
   qmoe gen-model --preset qwen3-30b-a3b --layers 8 --seed 7 --out q30b-8.gguf
-  qmoe gen-model --preset tiny --types q8_0 --outliers 2 --out tiny-outliers.gguf"
+  qmoe gen-model --preset tiny --types q8_0 --outliers 2 --out tiny-outliers.gguf
+  qmoe gen-model --preset qwen3-30b-a3b --layers 8 --types q5_k_m --out q30b-q5km-8.gguf"
 )]
 pub struct Args {
     /// Model shape: qwen3-30b-a3b (hidden 2048, 128 experts, top-8, 48 layers) or tiny.
@@ -38,7 +44,8 @@ pub struct Args {
     /// RNG seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Expert types: q4_k_m, q4_k, q6_k or q8_0.
+    /// Expert types: a llama.cpp mix (q4_k_m, q4_k_s, q5_k_m, q5_k_s, q6_k, q8_0, q4_0, q4_1,
+    /// q5_0, q5_1, bf16) or one quant type everywhere (q4_k, q5_k).
     #[arg(long, default_value = "q4_k_m")]
     types: String,
     /// Plant large-magnitude gate/up weights in this layer.
@@ -59,8 +66,9 @@ pub fn run(args: &Args) -> Result<()> {
     };
     let Some(types) = TypeScheme::parse(&args.types) else {
         bail!(
-            "unknown --types {:?}; choose q4_k_m, q4_k, q6_k or q8_0",
-            args.types
+            "unknown --types {:?}; choose one of {}",
+            args.types,
+            TypeScheme::names().join(", ")
         );
     };
     let mut spec = SynthSpec::new(preset, args.seed, types);

@@ -4,7 +4,7 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use qmoe_gguf::mix::type_mix;
+use qmoe_gguf::mix::{check_mix, type_mix};
 use qmoe_gguf::{GgufFile, MetaArray, MetaValue, Qwen3MoeHparams};
 use serde_json::json;
 
@@ -19,7 +19,10 @@ const ARRAY_HEAD: usize = 8;
     long_about = "Show a GGUF file's metadata, its tensor table (name, type, ggml dims \
 fastest first, bytes, data offset), and, per tensor family, which types the layers use — the \
 view that shows a Q4_K_M file's mix, e.g. \
-\"ffn_down_exps: Q6_K ×24 (0-5, 8, 11, …), Q4_K ×24 (6-7, 9-10, …)\".
+\"ffn_down_exps: Q6_K ×24 (0-5, 8, 11, …), Q4_K ×24 (6-7, 9-10, …)\". When general.file_type \
+names one of llama.cpp's mixes (q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k, q8_0, q4_0, q4_1, q5_0, \
+q5_1, bf16), it also says whether every per-layer weight tensor has the type that mix's rule \
+gives it, and lists the first that do not.
 
 Examples:
   qmoe inspect model.gguf
@@ -82,6 +85,15 @@ fn to_json(file: &GgufFile, args: &Args) -> serde_json::Value {
         "metadata": metadata,
         "tensors": tensors,
         "type_mix": mix,
+        "mix_rule": check_mix(file).map(|c| json!({
+            "mix": c.mix.name,
+            "file_type": c.mix.file_type,
+            "rule_layers": c.rule_layers,
+            "checked": c.checked,
+            "mismatches": c.mismatches.iter().map(|m| json!({
+                "name": m.name, "type": m.found, "rule": m.rule,
+            })).collect::<Vec<_>>(),
+        })),
         "qwen3moe": Qwen3MoeHparams::from_file(file).ok().map(|h| h.to_json()),
     })
 }
@@ -189,6 +201,9 @@ fn write_text(out: &mut impl Write, file: &GgufFile, args: &Args) -> std::io::Re
         for m in &mix {
             writeln!(out, "  {m}")?;
         }
+    }
+    if let Some(check) = check_mix(file) {
+        writeln!(out, "\nmix: {check}")?;
     }
     if let Ok(hp) = Qwen3MoeHparams::from_file(file) {
         writeln!(

@@ -68,8 +68,8 @@ fn bad_flags_name_the_flag_and_leave_no_file() {
         &["unknown preset", "huge"],
     );
     fails(
-        &["gen-model", "--types", "q5_k", "--out", &out],
-        &["--types", "q5_k"],
+        &["gen-model", "--types", "q9_k", "--out", &out],
+        &["--types", "q9_k"],
     );
     fails(
         &["gen-model", "--outliers", "4", "--out", &out],
