@@ -27,11 +27,12 @@
 
 #define QMOE_ROUTER_THREADS 256
 #define QMOE_ROUTER_WARPS 8
-#define QMOE_ROUTER_TOK 8       // tokens per group (one warp each in the tail)
+#define QMOE_ROUTER_TOK 8       // tokens per group of qmoe_router_f32 (one warp each in the tail)
+#define QMOE_ROUTER_NORM_TOK 2  // tokens per group of qmoe_router_norm_f32 (see its comment)
 #define QMOE_ROUTER_MAX_E 512
 #define QMOE_ROUTER_PER_LANE 16 // QMOE_ROUTER_MAX_E / 32
 #define QMOE_ROUTER_CHUNK 64    // tokens per launch (bounded by the scratch)
-#define QMOE_ROUTER_GROUPS 8    // QMOE_ROUTER_CHUNK / QMOE_ROUTER_TOK
+#define QMOE_ROUTER_GROUPS 32   // QMOE_ROUTER_CHUNK / the smallest tokens per group
 
 __device__ float qmoe_router_scratch[QMOE_ROUTER_CHUNK * QMOE_ROUTER_MAX_E];
 __device__ unsigned int qmoe_router_done[QMOE_ROUTER_GROUPS];
@@ -42,10 +43,9 @@ __device__ unsigned int qmoe_router_done[QMOE_ROUTER_GROUPS];
 // Thread tid takes float4 columns tid, tid + 256, … (or scalar columns when h % 4 != 0, where
 // rows are not 16-byte aligned): at most 4·ceil(h/1024) roundings per partial. `X` supplies the
 // activations: X::get4(t, c) the float4 column c of token t, X::get(t, i) element i.
-template <class X>
+template <int TOK, class X>
 __device__ __forceinline__ void router_row_partials(const float* __restrict__ wrow, const X& x,
-                                                    uint32_t h, uint32_t nt,
-                                                    float acc[QMOE_ROUTER_TOK]) {
+                                                    uint32_t h, uint32_t nt, float acc[TOK]) {
     if ((h & 3u) == 0) {
         const uint32_t h4 = h >> 2;
         const float4* w4 = reinterpret_cast<const float4*>(wrow);
@@ -53,7 +53,7 @@ __device__ __forceinline__ void router_row_partials(const float* __restrict__ wr
         for (uint32_t c = threadIdx.x; c < h4; c += QMOE_ROUTER_THREADS) {
             const float4 w = __ldg(w4 + c);
 #pragma unroll
-            for (int t = 0; t < QMOE_ROUTER_TOK; ++t) {
+            for (int t = 0; t < TOK; ++t) {
                 if ((uint32_t)t < nt) {
                     const float4 v = x.get4(t, c);
                     acc[t] = fmaf(w.x, v.x, acc[t]);
@@ -67,7 +67,7 @@ __device__ __forceinline__ void router_row_partials(const float* __restrict__ wr
         for (uint32_t c = threadIdx.x; c < h; c += QMOE_ROUTER_THREADS) {
             const float w = __ldg(wrow + c);
 #pragma unroll
-            for (int t = 0; t < QMOE_ROUTER_TOK; ++t) {
+            for (int t = 0; t < TOK; ++t) {
                 if ((uint32_t)t < nt) {
                     acc[t] = fmaf(w, x.get(t, c), acc[t]);
                 }
@@ -119,18 +119,19 @@ struct RouterNormX {
 // warp sums in order), so every block of the launch gets the same bits; it differs from
 // rmsnorm_ref's sequential loop only in f64 rounding (~1e-16 relative), far below the one f32
 // rounding of the output: the two agree within 1 ulp. All threads; ends with a barrier.
+template <int TOK>
 __device__ __forceinline__ void router_norm_scales(const float* __restrict__ r, uint32_t h,
                                                    uint32_t nt, float eps, double* scale) {
-    __shared__ double red[QMOE_ROUTER_WARPS][QMOE_ROUTER_TOK];
+    __shared__ double red[QMOE_ROUTER_WARPS][TOK];
     const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31u;
-    double ss[QMOE_ROUTER_TOK];
+    double ss[TOK];
 #pragma unroll
-    for (int t = 0; t < QMOE_ROUTER_TOK; ++t) ss[t] = 0.0;
+    for (int t = 0; t < TOK; ++t) ss[t] = 0.0;
     const bool vec = (h & 3u) == 0;
     const uint32_t n = vec ? h >> 2 : h;
     for (uint32_t c = threadIdx.x; c < n; c += QMOE_ROUTER_THREADS) {
 #pragma unroll
-        for (int t = 0; t < QMOE_ROUTER_TOK; ++t) {
+        for (int t = 0; t < TOK; ++t) {
             if ((uint32_t)t < nt) {
                 if (vec) {
                     const float4 v = __ldg(reinterpret_cast<const float4*>(r + (size_t)t * h) + c);
@@ -146,7 +147,7 @@ __device__ __forceinline__ void router_norm_scales(const float* __restrict__ r, 
         }
     }
 #pragma unroll
-    for (int t = 0; t < QMOE_ROUTER_TOK; ++t) {
+    for (int t = 0; t < TOK; ++t) {
         double v = ss[t];
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) v = __dadd_rn(v, __shfl_xor_sync(FULL_MASK, v, off));
@@ -262,19 +263,19 @@ __device__ __forceinline__ void router_token_tail(const float* lrow, uint32_t e,
 
 // The kernel body. X is RouterX (x given) or RouterNormX (x = RMSNorm(r) computed here).
 // wr: [e, h] row-major; x: [b, h]; ids, weights: [b, k]; logits: [b, e] or null. b ≤ CHUNK,
-// 1 ≤ e ≤ 512, 1 ≤ k ≤ e, grid = (e, ceil(b / 8)), block = 256: all checked by the launcher.
-template <bool NORM>
+// 1 ≤ e ≤ 512, 1 ≤ k ≤ e, grid = (e, ceil(b / TOK)), block = 256: all checked by the launcher.
+template <int TOK, bool NORM>
 __device__ __forceinline__ void router_body(const float* __restrict__ wr, const float* __restrict__ x,
                                             const float* __restrict__ nw, float eps, float* xn,
                                             uint32_t e, uint32_t h, uint32_t b, uint32_t k,
                                             uint32_t norm, uint32_t* __restrict__ ids,
                                             float* __restrict__ weights, float* __restrict__ logits) {
-    __shared__ float red[QMOE_ROUTER_WARPS][QMOE_ROUTER_TOK];
+    __shared__ float red[QMOE_ROUTER_WARPS][TOK];
     __shared__ int is_last;
     const uint32_t row = blockIdx.x;
     const uint32_t group = blockIdx.y;
-    const uint32_t tok0 = group * QMOE_ROUTER_TOK;
-    const uint32_t nt = min((uint32_t)QMOE_ROUTER_TOK, b - tok0);
+    const uint32_t tok0 = group * TOK;
+    const uint32_t nt = min((uint32_t)TOK, b - tok0);
     const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31u;
     // Before waiting for the previous kernel (programmatic launch): pull this block's row of Wr
     // (constant weights, 8 KB for Qwen3) toward L2, so its DRAM latency overlaps the tail of the
@@ -283,21 +284,20 @@ __device__ __forceinline__ void router_body(const float* __restrict__ wr, const 
         asm volatile("prefetch.global.L2 [%0];\n" ::"l"(reinterpret_cast<const char*>(wr + (size_t)row * h) + c));
     }
     qmoe_pdl_wait();
-    qmoe_pdl_trigger();
 
-    float acc[QMOE_ROUTER_TOK];
+    float acc[TOK];
 #pragma unroll
-    for (int t = 0; t < QMOE_ROUTER_TOK; ++t) acc[t] = 0.0f;
+    for (int t = 0; t < TOK; ++t) acc[t] = 0.0f;
     if constexpr (NORM) {
-        __shared__ double scale[QMOE_ROUTER_TOK];
-        router_norm_scales(x + (size_t)tok0 * h, h, nt, eps, scale);
+        __shared__ double scale[TOK];
+        router_norm_scales<TOK>(x + (size_t)tok0 * h, h, nt, eps, scale);
         const RouterNormX xs{x + (size_t)tok0 * h, nw, scale, row == 0 ? xn + (size_t)tok0 * h : nullptr, h};
-        router_row_partials(wr + (size_t)row * h, xs, h, nt, acc);
+        router_row_partials<TOK>(wr + (size_t)row * h, xs, h, nt, acc);
     } else {
-        router_row_partials(wr + (size_t)row * h, RouterX{x + (size_t)tok0 * h, h}, h, nt, acc);
+        router_row_partials<TOK>(wr + (size_t)row * h, RouterX{x + (size_t)tok0 * h, h}, h, nt, acc);
     }
 #pragma unroll
-    for (int t = 0; t < QMOE_ROUTER_TOK; ++t) {
+    for (int t = 0; t < TOK; ++t) {
         float v = acc[t];
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) v = __fadd_rn(v, __shfl_xor_sync(FULL_MASK, v, off));
@@ -312,10 +312,13 @@ __device__ __forceinline__ void router_body(const float* __restrict__ wr, const 
         qmoe_router_scratch[(size_t)(tok0 + t) * e + row] = s;
         if (logits != nullptr) logits[(size_t)(tok0 + t) * e + row] = s;
     }
-    // Publish this block's logits before counting it done (threadFenceReduction pattern).
-    __threadfence();
+    // The next kernel may launch now (programmatic launch): only the top-k tail is left.
+    qmoe_pdl_trigger();
+    // Publish this block's logits before counting it done: the barrier orders the writes of
+    // threads < nt before thread 0's cumulative fence (the pattern of a cooperative grid sync).
     __syncthreads();
     if (threadIdx.x == 0) {
+        __threadfence();
         const unsigned int before = atomicAdd(&qmoe_router_done[group], 1u);
         is_last = (before == e - 1u);
     }
@@ -338,16 +341,20 @@ extern "C" __global__ void __launch_bounds__(QMOE_ROUTER_THREADS)
 qmoe_router_f32(const float* __restrict__ wr, const float* __restrict__ x, uint32_t e, uint32_t h,
                 uint32_t b, uint32_t k, uint32_t norm, uint32_t* __restrict__ ids,
                 float* __restrict__ weights, float* __restrict__ logits) {
-    router_body<false>(wr, x, nullptr, 0.0f, nullptr, e, h, b, k, norm, ids, weights, logits);
+    router_body<QMOE_ROUTER_TOK, false>(wr, x, nullptr, 0.0f, nullptr, e, h, b, k, norm, ids, weights, logits);
 }
 
 // The router of RMSNorm(r): the MoE layer's first launch. r: [b, h] the residual stream; nw: [h]
 // the norm weight; xn: [b, h] receives RMSNorm(r) (the experts' input), written by the blocks of
-// expert 0. Otherwise as qmoe_router_f32.
+// expert 0. Otherwise as qmoe_router_f32, but with groups of QMOE_ROUTER_NORM_TOK = 2 tokens
+// (grid (E, ceil(b / 2))): every block evaluates the f64 norm of its group's tokens over the
+// whole row, and with groups of 8 that work, on one block per SM, made the B = 8 launch twice the
+// plain router's time (H200, BENCHMARKS.md); smaller groups spread it over more blocks, whose
+// extra reads of the Wr row hit L2.
 extern "C" __global__ void __launch_bounds__(QMOE_ROUTER_THREADS)
 qmoe_router_norm_f32(const float* __restrict__ wr, const float* __restrict__ r,
                      const float* __restrict__ nw, float eps, float* __restrict__ xn, uint32_t e,
                      uint32_t h, uint32_t b, uint32_t k, uint32_t norm, uint32_t* __restrict__ ids,
                      float* __restrict__ weights, float* __restrict__ logits) {
-    router_body<true>(wr, r, nw, eps, xn, e, h, b, k, norm, ids, weights, logits);
+    router_body<QMOE_ROUTER_NORM_TOK, true>(wr, r, nw, eps, xn, e, h, b, k, norm, ids, weights, logits);
 }

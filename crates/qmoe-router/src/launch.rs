@@ -18,6 +18,8 @@ const ROUTER_NORM_F32: &str = "qmoe_router_norm_f32";
 const THREADS: u32 = 256;
 /// Tokens per block group (one warp each in the tail): `QMOE_ROUTER_TOK` in router.cu.
 const TOKENS_PER_GROUP: usize = 8;
+/// Tokens per block group of the norm variant: `QMOE_ROUTER_NORM_TOK` in router.cu.
+const NORM_TOKENS_PER_GROUP: usize = 2;
 /// Tokens per launch, bounded by the module's logit scratch (`QMOE_ROUTER_CHUNK` in router.cu);
 /// [`router_gpu`] issues ⌈B / 64⌉ stream-ordered launches for larger B.
 pub const TOKENS_PER_LAUNCH: usize = 64;
@@ -63,7 +65,12 @@ unsafe fn launch_router(
     let f = gpu.function(&PTX, name)?;
     let (e, h, k) = (cfg.n_experts as u32, cfg.hidden as u32, cfg.top_k as u32);
     let (b32, renorm) = (b as u32, cfg.norm_topk_prob as u32);
-    let groups = b.div_ceil(TOKENS_PER_GROUP) as u32;
+    let per_group = if norm.is_some() {
+        NORM_TOKENS_PER_GROUP
+    } else {
+        TOKENS_PER_GROUP
+    };
+    let groups = b.div_ceil(per_group) as u32;
     let (wr, x) = (device_addr(gpu, wr), device_addr(gpu, x));
     let (ids, weights) = (device_addr(gpu, &*ids), device_addr(gpu, &*weights));
     let logits: u64 = logits.map_or(0, |l| device_addr(gpu, &*l));
@@ -85,8 +92,9 @@ unsafe fn launch_router(
             let mut args =
                 kernel_args![wr, x, nw, eps, xn, e, h, b32, k, renorm, ids, weights, logits];
             // SAFETY: (wr, r, const float* nw, float eps, float* xn, then as qmoe_router_f32)
-            // matches qmoe_router_norm_f32; as above, plus nw holds H and xn b·H elements
-            // (written by the blocks of expert 0 only, rows < b).
+            // matches qmoe_router_norm_f32; as above with grid (E, ⌈b/2⌉) (≤ 32 groups, the
+            // size of the module's counter array), plus nw holds H and xn b·H elements (written
+            // by the blocks of expert 0 only, rows < b).
             unsafe { launch_dependent(gpu, &f, cfg, &mut args, name)? };
         }
     }
