@@ -176,6 +176,7 @@ __device__ __forceinline__ float mv_lane_dot(const uint8_t* __restrict__ rowp, u
 
 // f32 activations (the exact-math baseline): the staging and item loop above.
 struct MvF32 {
+    static constexpr bool Q8 = false;
     using Cols = MvCols;
     __device__ static uint32_t col_bytes(uint32_t K) { return (mv_kpad(K) + mv_kspad(K)) * 4; }
     template <int NC, class Src>
@@ -194,6 +195,7 @@ struct MvF32 {
 // kernel takes the same f32 x as the baseline and no separate quantize launch is needed. Layout
 // per pass: [NC x int8 columns, padded (qt_q8_pad), 16-byte multiples][NC x (d, s) columns].
 struct MvQ8 {
+    static constexpr bool Q8 = true;
     struct Cols {
         const int8_t* xq;
         const float2* ds;
@@ -644,43 +646,47 @@ __device__ __forceinline__ void mv_combine_tail(const MvIndexedParams& p) {
 // parameter structs the Rust launcher includes from the same table (src/launch.gen.rs). Each is
 // launched as a programmatic dependent launch on sm_90+ (pdl.cuh), so it first waits for the
 // previous kernel: its expert ids and activations come from the kernels before it, and its
-// weight addresses depend on the ids, so nothing worth doing precedes the wait. A block lets the
-// next kernel launch once its own main work is done (before the combine tail), not at its
-// start: the next kernel's early blocks then wait on SMs this launch no longer needs, instead of
-// taking shared memory and warp slots from its later blocks.
+// weight addresses depend on the ids, so nothing worth doing precedes the wait. The trigger
+// stays at the start: moved after the main loop it changed the code around it enough to cost
+// 14 registers in gate+up (q4_k q8_1 c8: 76 to 90, one block per SM fewer), and the late
+// trigger measured no better with PDL on (BENCHMARKS.md).
 
 // Every kernel exists for NC = 1, 4, 8 columns per staging pass (suffix _c1/_c4/_c8): the host
 // picks the smallest NC >= B whose staged vectors fit the device's shared memory beside the tile
 // (a smaller NC loops over more column passes). The columns of a pass are computed one after the
 // other, each re-reading its items from shared memory, so the register footprint is one dot
 // product's whatever NC. Weights come from shared memory, so registers do not set the bytes in
-// flight; the budget is the one that keeps every variant spill-free: 3 blocks of 256 threads per SM for NC = 1 (<= 85 registers),
-// 2 for NC = 4 and 8 (<= 128), and 2 for everything on sm_120, whose code needs more registers.
+// flight; the budget is the one that keeps every variant spill-free: 3 blocks of 256 threads per SM for NC = 1 and every
+// Q8_1 variant (<= 85 registers), 2 for the f32 NC = 4 and 8 (<= 128), and 2 for everything on sm_120, whose code needs
+// more registers.
+// The Q8_1 variants keep 3 blocks for every NC: their loop is integer work on staged int8 and
+// fits 85 registers, and the kernel's combine tail pushed the c8 variants past 85 (q6_k q8_1 c8:
+// 80 to 96) and one block per SM fewer, which cost the B = 8 down launch 12 % (H200).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 1200
-#define MV_MIN_BLOCKS(NC) 2
+#define MV_MIN_BLOCKS(P, NC) 2
 #else
-#define MV_MIN_BLOCKS(NC) ((NC) == 1 ? 3 : 2)
+#define MV_MIN_BLOCKS(P, NC) ((NC) == 1 || P::Q8 ? 3 : 2)
 #endif
 #define MV_DENSE(NAME, QT, P, NC)                                                                    \
-    extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(const MvDenseParams p) { \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(P, NC)) NAME(const MvDenseParams p) { \
         qmoe_pdl_wait();                                                                          \
-        mv_dense<QT, P, NC>(p.w, p.rows, p.row_bytes, p.k, p.glog, p.tile_rows, p.x, p.b, p.y);     \
         qmoe_pdl_trigger();                                                                       \
+        mv_dense<QT, P, NC>(p.w, p.rows, p.row_bytes, p.k, p.glog, p.tile_rows, p.x, p.b, p.y);     \
     }
 #define MV_INDEXED(NAME, QT, P, NC)                                                                  \
-    extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(const MvIndexedParams p) { \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(P, NC)) NAME(const MvIndexedParams p) { \
         qmoe_pdl_wait();                                                                          \
+        qmoe_pdl_trigger();                                                                       \
         mv_indexed<QT, P, NC>(p.w, p.expert_bytes, p.n_experts, p.rows, p.row_bytes, p.k, p.glog,      \
                            p.tile_rows, p.ids, p.n_tasks, p.top_k, p.x, p.x_per_slot, p.y);        \
-        qmoe_pdl_trigger();                                                                       \
         if (p.resid != nullptr) mv_combine_tail(p);                                               \
     }
 #define MV_GATE_UP(NAME, QT, P, NC)                                                                  \
-    extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(NC)) NAME(const MvGateUpParams p) { \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(P, NC)) NAME(const MvGateUpParams p) { \
         qmoe_pdl_wait();                                                                          \
+        qmoe_pdl_trigger();                                                                       \
         mv_gate_up<QT, P, NC>(p.wg, p.wu, p.expert_bytes, p.row_bytes, p.n_experts, p.rows, p.k,       \
                            p.glog, p.tile_rows, p.ids, p.n_tasks, p.top_k, p.x, p.act);            \
-        qmoe_pdl_trigger();                                                                       \
     }
 
 MV_INSTANCES(MV_DENSE, MV_INDEXED, MV_GATE_UP)
