@@ -124,7 +124,7 @@ pub fn dequantize_gpu_bf16(
 mod tests {
     use super::*;
 
-    /// The types the table gives dequant kernels (every type but those read on the host only).
+    /// The types the table gives dequant kernels.
     fn with_kernels() -> Vec<QType> {
         QType::ALL
             .into_iter()
@@ -157,12 +157,8 @@ mod tests {
                 }
             }
         }
-        // The GGML legacy formats and Q5_K are read on the host only (no device header yet).
-        assert!(!with_kernels().contains(&QType::Q4_0));
-        assert!(!with_kernels().contains(&QType::Q5_K));
-        assert!(!with_kernels().contains(&QType::Q5_1));
-        assert!(!with_kernels().contains(&QType::Q5_0));
-        assert!(!with_kernels().contains(&QType::Q4_1));
+        // No type is host-only any more: every type the host reads has dequant kernels.
+        assert_eq!(with_kernels(), QType::ALL.to_vec());
     }
 
     #[test]
