@@ -39,6 +39,21 @@ static_assert(offsetof(DequantParams, groups) == 16, "DequantParams.groups offse
     BLOCKS(qmoe_dequant_q6_k_f32, QtQ6K, qmoe_out_f32, float, 4) \
     BLOCKS(qmoe_dequant_q6_k_f16, QtQ6K, qmoe_out_f16, uint16_t, 8) \
     BLOCKS(qmoe_dequant_q6_k_bf16, QtQ6K, qmoe_out_bf16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_q4_0_f32, QtQ4_0, qmoe_out_f32, float, 4) \
+    BLOCKS(qmoe_dequant_q4_0_f16, QtQ4_0, qmoe_out_f16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_q4_0_bf16, QtQ4_0, qmoe_out_bf16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_q4_1_f32, QtQ4_1, qmoe_out_f32, float, 4) \
+    BLOCKS(qmoe_dequant_q4_1_f16, QtQ4_1, qmoe_out_f16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_q4_1_bf16, QtQ4_1, qmoe_out_bf16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_q5_0_f32, QtQ5_0, qmoe_out_f32, float, 4) \
+    BLOCKS(qmoe_dequant_q5_0_f16, QtQ5_0, qmoe_out_f16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_q5_0_bf16, QtQ5_0, qmoe_out_bf16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_q5_1_f32, QtQ5_1, qmoe_out_f32, float, 4) \
+    BLOCKS(qmoe_dequant_q5_1_f16, QtQ5_1, qmoe_out_f16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_q5_1_bf16, QtQ5_1, qmoe_out_bf16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_q5_k_f32, QtQ5K, qmoe_out_f32, float, 4) \
+    BLOCKS(qmoe_dequant_q5_k_f16, QtQ5K, qmoe_out_f16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_q5_k_bf16, QtQ5K, qmoe_out_bf16, uint16_t, 8) \
 
 
 #endif  // QMOE_DEQUANT_GEN_CUH

@@ -6,5 +6,10 @@
 #include "qtypes/q8_0.cuh"
 #include "qtypes/q4_k.cuh"
 #include "qtypes/q6_k.cuh"
+#include "qtypes/q4_0.cuh"
+#include "qtypes/q4_1.cuh"
+#include "qtypes/q5_0.cuh"
+#include "qtypes/q5_1.cuh"
+#include "qtypes/q5_k.cuh"
 
 #endif  // QMOE_QTYPES_GEN_CUH

@@ -1,5 +1,5 @@
-//! qmoe-dequant: the device half of the GGML tensor formats qmoe reads (Q4_K, Q6_K, Q8_0, F32,
-//! F16, BF16): device tensors that carry their type, the upload, the CUDA dequant kernels, and
+//! qmoe-dequant: the device half of the GGML tensor formats qmoe reads (Q4_K, Q5_K, Q6_K, Q8_0,
+//! Q4_0, Q4_1, Q5_0, Q5_1, F32, F16, BF16): device tensors that carry their type, the upload, the CUDA dequant kernels, and
 //! `cuda/kquants.cuh`, the device-side block layouts every kernel crate includes.
 //!
 //! Key design decision: a block layout is written down exactly twice — once on the host in

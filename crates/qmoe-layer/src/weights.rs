@@ -6,8 +6,9 @@ use qmoe_gpu::Gpu;
 
 use crate::{LayerError, MoeConfig, Result};
 
-/// The qtypes an expert tensor (gate, up, down) may have.
-pub const EXPERT_QTYPES: [QType; 3] = [QType::Q4_K, QType::Q6_K, QType::Q8_0];
+/// The qtypes an expert tensor (gate, up, down) may have: every type with matvec kernels
+/// (qmoe-matvec's generated list), so a type added to the kernel table is accepted here too.
+pub const EXPERT_QTYPES: &[QType] = qmoe_matvec::QTYPES;
 
 /// One MoE FFN layer's weights in host memory, checked against a [`MoeConfig`].
 ///
@@ -25,11 +26,13 @@ pub struct MoeLayerWeights<'a> {
 
 fn check_expert(t: &QTensor<'_>, want: [usize; 3]) -> Result<()> {
     if !EXPERT_QTYPES.contains(&t.qtype()) {
+        let names: Vec<&str> = EXPERT_QTYPES.iter().map(|q| q.name()).collect();
         return Err(LayerError::tensor(
             t.name(),
             format!(
-                "qtype {} is not supported for expert weights (q4_k, q6_k or q8_0)",
-                t.qtype()
+                "qtype {} is not supported for expert weights ({})",
+                t.qtype(),
+                names.join(", ")
             ),
         ));
     }

@@ -1,11 +1,12 @@
-//! qmoe-matvec: y = W·x with W quantized (Q4_K, Q6_K, Q8_0) and the dequantization fused into
+//! qmoe-matvec: y = W·x with W quantized (Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) and the
+//! dequantization fused into
 //! the dot product, in three forms — dense (`[R, K]`, a batch of B ≤ 8 vectors per weight read),
 //! expert-indexed (`[E, R, K]` with device-resident router ids, all selected experts in one
 //! launch) and gate+up with a SwiGLU epilogue (the MoE expert's first half in one launch).
 //!
 //! Key design decision: every qtype is cut into items (32 weights; 64 for Q4_K, one pair of
 //! sub-blocks sharing a scale header) and every item into runs of 8, so one inner loop serves all
-//! qtypes and both Qwen3 shapes. A group of G lanes owns a row (G chosen from K on the host so
+//! qtypes and both Qwen3 shapes (Q5_K is cut as Q4_K; the legacy 32-weight blocks are one item). A group of G lanes owns a row (G chosen from K on the host so
 //! each lane has ≥ 128 weights: 4 at K = 768, 16 at K = 2048); each warp streams the rows it computes into shared memory with `cp.async` while the block stages
 //! the activation vectors (and, for Q4_K's mins, the sum of every run of 8 activations). Scales
 //! and mins are factored out of the inner sums (exact in f32), which makes the error bound

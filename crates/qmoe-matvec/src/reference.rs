@@ -5,18 +5,23 @@
 //! With u = 2⁻²⁴ and γ(n) = n·u / (1 − n·u), a sum of products evaluated in f32 in which every
 //! term passes through at most n roundings differs from the exact sum by at most γ(n)·Σ|term|.
 //! The kernels (see the header of `cuda/matvec.cu`) factor the scales out of the inner sums:
-//! Q4_K computes Σ_runs (d·sc)·Σ_8 q·x − (dmin·m)·Σ_8 x, so its terms are d·sc·q·x and dmin·m·x
-//! separately (they can cancel), and its magnitude sum is M = Σ(|d·sc·q| + |dmin·m|)·|x|; Q6_K
-//! and Q8_0 have no min and M = Σ|w·x|. d·sc and dmin·m are exact in f32 (an 11-bit f16
-//! significand times a ≤ 8-bit integer), q is an exact small integer, and the longest rounding
-//! path in the kernel is 8 (run) + 2 (scale, min) + 8·⌈K/32/G⌉ (lane chain) + log₂G
-//! (shuffles) ≤ K/4 + 15 ≤ K for K ≥ 32, so
+//! Q4_K and Q5_K compute Σ_runs (d·sc)·Σ_8 q·x − (dmin·m)·Σ_8 x, so their terms are d·sc·q·x
+//! and dmin·m·x separately (they can cancel), and their magnitude sum is
+//! M = Σ(|d·sc·q| + |dmin·m|)·|x|; Q4_1 and Q5_1 (weight q·d + m) likewise compute
+//! Σ_runs d·Σ_8 q·x + m·Σ_8 x, terms d·q·x and m·x, M = Σ(|d·q| + |m|)·|x|; Q6_K, Q8_0, Q4_0
+//! and Q5_0 have no min and M = Σ|w·x| (their quants q − 8, q − 16 are decoded as exact signed
+//! integers). d·sc, dmin·m, d and m are exact in f32 (an 11-bit f16 significand times a ≤ 8-bit
+//! integer), q is an exact small integer, and the longest rounding path in the kernel is
+//! 8 (run) + 2 (scale, min) + 8·⌈K/32/G⌉ (lane chain: at most 4 runs of 2 steps per 32 weights,
+//! for every type) + log₂G (shuffles) ≤ K/4 + 15 ≤ K for K ≥ 32, so
 //!
 //! |y_kernel − y_exact| ≤ γ(K)·M.
 //!
 //! The reference sums the f32 weights of qmoe-dequant exactly as f64. Those weights are exact for
-//! Q6_K and Q8_0; for Q4_K the reference rounds (d·sc)·q − dmin·m once, an error ≤ u·M, so
-//! the bound against the reference is γ(K + 1)·M for Q4_K and γ(K)·M otherwise (u + γ(K) ≤
+//! Q6_K, Q8_0, Q4_0 and Q5_0 (f16 scales times small integers: products exact in f32); Q4_K and
+//! Q5_K round (d·sc)·q − dmin·m once and Q4_1 and Q5_1 round q·d + m once (the products are
+//! exact), an error ≤ u·|w| ≤ u·mag per weight, so the bound against the reference is
+//! γ(K + 1)·M for those four ([`rounded_reference`]) and γ(K)·M otherwise (u + γ(K) ≤
 //! γ(K + 1)). The reference's own f64 rounding (≤ K·2⁻⁵³·M) is far inside the slack between the
 //! kernel's true path length (≤ K/4 + 15) and K.
 //!
@@ -24,18 +29,20 @@
 //! With [`Precision::Q8_1`] the kernels quantize each activation vector to Q8_1 blocks of 32
 //! (qmoe-quant's `q8_1`: values `x̂ = d·q`) and compute per block of weights an exact integer
 //! sum S = Σ q_w·q_x (dp4a, int32: |S| < 2²⁴ for every type), then scale it once:
-//! `acc = fma(fl(scale·d_x), S, acc)`, and for Q4_K's min `acc = fma(−dmin·m, s_x, acc)` with
+//! `acc = fma(fl(scale·d_x), S, acc)`, and for the min of Q4_K and Q5_K
+//! `acc = fma(−dmin·m, s_x, acc)` (of Q4_1 and Q5_1 `acc = fma(m, s_x, acc)`) with
 //! `s_x = fl(d_x·Σq_x)` (`qtypes/<type>.cuh`, "Q8_1 matvec items"). The reference is the exact
 //! Σ w·x̂ (f64 over the same f32 weights and the exact Q8_1 values), and every term — a weight
 //! sub-block's scale·d_x·S or its dmin·m·s_x — passes through one rounding of its own (the scale
 //! product, or s_x) and then the lane's fma chain and the shuffles. A lane adds at most 4 terms per
-//! 64 weights (Q4_K: two sub-blocks × scale and min; Q6_K: four quarters; Q8_0: one per 32), so
-//! the chain is ≤ K/16 long, and the shuffles add ≤ 5: n = K/16 + 6 roundings, and
+//! 64 weights (Q4_K, Q5_K: two sub-blocks × scale and min; Q6_K: four quarters; Q4_1, Q5_1:
+//! scale and min per 32; Q8_0, Q4_0, Q5_0: one per 32), so the chain is ≤ K/16 long, and the shuffles add ≤ 5: n = K/16 + 6 roundings, and
 //!
 //! |y_kernel − Σ w·x̂| ≤ γ(K/16 + 6)·Σ mag·|x̂|
 //!
 //! with the same per-weight magnitudes as the f32 path (|S·scale·d_x| ≤ Σ|d·sc·q_w|·|x̂|, and
-//! |dmin·m·s_x| ≤ Σ|dmin·m|·|x̂|), plus one rounding for Q4_K's rounded reference weight. That is
+//! |dmin·m·s_x| ≤ Σ|dmin·m|·|x̂|), plus one rounding for a rounded reference weight
+//! ([`rounded_reference`]). That is
 //! the *kernel* precision. The *model* precision — how far the Q8_1 result may be from the f32
 //! activations' — is the activation rounding: |Σ w·x̂ − Σ w·x| ≤ Σ|w|·|x̂ − x| ≤ Σ|w|·d_x(1/2 + 128u)
 //! ([`q8_1_model_bound`]; the per-element bound is derived in qmoe-quant's `q8_1`).
@@ -45,6 +52,7 @@
 //! |act − silu(g)·u| ≤ S·e_u + |u|·L·e_g + 2u·S·U + 2⁻¹⁴⁹, the last two terms covering
 //! qmoe-swiglu's single f32 rounding of the f64 product (≤ 1 ulp).
 
+use qmoe_dequant::layout::{q4_1, q4_k, q5_1, q5_k};
 use qmoe_dequant::reference::{f16_at, q4_k_scale_min};
 use qmoe_dequant::{q8_1, Precision, QTensor, QType};
 
@@ -61,15 +69,22 @@ pub fn gamma(n: usize) -> f64 {
     nu / (1.0 - nu)
 }
 
+/// Whether qmoe-dequant's reference rounds `qtype`'s weights (module docs): Q4_K and Q5_K
+/// (`(d·sc)·q − dmin·m`), Q4_1 and Q5_1 (`q·d + m`) subtract or add a min after an exact
+/// product; every other type's weight is one exact product.
+pub fn rounded_reference(qtype: QType) -> bool {
+    matches!(qtype, QType::Q4_K | QType::Q5_K | QType::Q4_1 | QType::Q5_1)
+}
+
 /// The number of roundings the bound charges for a row of `cols` weights of `qtype` at
 /// `precision` (the module docs derive both): K for f32 activations, K/16 + 6 for Q8_1, plus one
-/// for Q4_K's rounded reference weight.
+/// for a rounded reference weight ([`rounded_reference`]).
 pub fn rounding_count(precision: Precision, qtype: QType, cols: usize) -> usize {
     let kernel = match precision {
         Precision::F32 => cols,
         Precision::Q8_1 => cols / 16 + 6,
     };
-    kernel + usize::from(qtype == QType::Q4_K)
+    kernel + usize::from(rounded_reference(qtype))
 }
 
 /// The activations the kernels compute with at `precision`, one vector of `cols` at a time:
@@ -82,30 +97,61 @@ pub fn activations(precision: Precision, x: &[f32], cols: usize) -> Vec<f64> {
 }
 
 /// Per-weight magnitudes of the terms the kernel adds, for the first `n` weights of `bytes`:
-/// |d·sc·q| + |dmin·m| for Q4_K, |w| for every other qtype.
+/// |d·sc·q| + |dmin·m| for Q4_K and Q5_K, |d·q| + |m| for Q4_1 and Q5_1, |w| for every other
+/// qtype (module docs).
 pub fn magnitudes(qtype: QType, bytes: &[u8], n: usize) -> Vec<f64> {
-    if qtype != QType::Q4_K {
-        return qmoe_dequant::reference::dequantize(qtype, bytes, n)
-            .into_iter()
-            .map(|w| (w as f64).abs())
-            .collect();
-    }
-    let mut out = vec![0.0f64; n];
-    for (blk, o) in out.chunks_exact_mut(256).enumerate() {
-        let block = &bytes[blk * 144..blk * 144 + 144];
-        let (d, dmin) = (f16_at(block, 0) as f64, f16_at(block, 2) as f64);
-        for (i, v) in o.iter_mut().enumerate() {
-            let (sc, m) = q4_k_scale_min(i / 32, &block[4..16]);
-            let byte = block[16 + 32 * (i / 64) + i % 32];
-            let q = if (i / 32) % 2 == 1 {
-                byte >> 4
-            } else {
-                byte & 0x0F
-            };
-            *v = (d * sc as f64 * q as f64).abs() + (dmin * m as f64).abs();
+    let per_block: fn(&[u8], &mut [f64]) = match qtype {
+        QType::Q4_K => |b, o| k_magnitudes(b, &b[q4_k::SCALES], &b[q4_k::QS], None, o),
+        QType::Q5_K => {
+            |b, o| k_magnitudes(b, &b[q5_k::SCALES], &b[q5_k::QS], Some(&b[q5_k::QH]), o)
         }
+        QType::Q4_1 => |b, o| legacy_min_magnitudes(b, &b[q4_1::QS], None, o),
+        QType::Q5_1 => |b, o| legacy_min_magnitudes(b, &b[q5_1::QS], Some(&b[q5_1::QH]), o),
+        _ => {
+            return qmoe_dequant::reference::dequantize(qtype, bytes, n)
+                .into_iter()
+                .map(|w| (w as f64).abs())
+                .collect();
+        }
+    };
+    let (bw, bb) = (qtype.block_weights(), qtype.block_bytes());
+    let mut out = vec![0.0f64; n];
+    for (blk, o) in out.chunks_exact_mut(bw).enumerate() {
+        per_block(&bytes[blk * bb..(blk + 1) * bb], o);
     }
     out
+}
+
+/// Q4_K / Q5_K: weight i of sub-block i/32 is the low nibble of `qs[32(i/64) + i%32]` for an
+/// even sub-block, the high one for an odd one; Q5_K adds 16 where bit i/32 of `qh[i%32]` is
+/// set. d and dmin are the block's first two f16s.
+fn k_magnitudes(block: &[u8], scales: &[u8], qs: &[u8], qh: Option<&[u8]>, out: &mut [f64]) {
+    let (d, dmin) = (f16_at(block, 0) as f64, f16_at(block, 2) as f64);
+    for (i, v) in out.iter_mut().enumerate() {
+        let (sc, m) = q4_k_scale_min(i / 32, scales);
+        let byte = qs[32 * (i / 64) + i % 32];
+        let nib = if (i / 32) % 2 == 1 {
+            byte >> 4
+        } else {
+            byte & 0x0F
+        };
+        let fifth = qh.map_or(0, |h| (h[i % 32] >> (i / 32)) & 1);
+        let q = nib | (fifth << 4);
+        *v = (d * sc as f64 * q as f64).abs() + (dmin * m as f64).abs();
+    }
+}
+
+/// Q4_1 / Q5_1: weight i's nibble is the low one of `qs[i]` (i < 16) or the high one of
+/// `qs[i − 16]`; Q5_1 adds 16 where bit i of `qh` (a little-endian u32) is set. d and m are the
+/// block's first two f16s.
+fn legacy_min_magnitudes(block: &[u8], qs: &[u8], qh: Option<&[u8]>, out: &mut [f64]) {
+    let (d, m) = (f16_at(block, 0) as f64, f16_at(block, 2) as f64);
+    let qh = qh.map_or(0, |h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]));
+    for (i, v) in out.iter_mut().enumerate() {
+        let nib = (qs[i % 16] >> (4 * (i / 16))) & 0x0F;
+        let q = u32::from(nib) | (((qh >> i) & 1) << 4);
+        *v = (d * q as f64).abs() + m.abs();
+    }
 }
 
 /// Expert `e`'s weights as f32 (row-major `[R, K]`) and the kernel's term magnitudes.

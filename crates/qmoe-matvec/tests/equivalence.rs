@@ -13,7 +13,10 @@ use support::{emulate, emulate_q8, gen};
 
 use gen::{check, Style};
 use proptest::prelude::*;
-use qmoe_check::strategies::{blocks, q4_k_block, q6_k_block, q8_0_block};
+use qmoe_check::strategies::{
+    blocks, q4_0_block, q4_1_block, q4_k_block, q5_0_block, q5_1_block, q5_k_block, q6_k_block,
+    q8_0_block,
+};
 use qmoe_dequant::{q8_1, Precision, QTensor, QType, Upload};
 use qmoe_matvec::reference::{
     error_bound, error_bound_indexed, gamma, gate_up_swiglu_bound, gate_up_swiglu_ref, magnitudes,
@@ -21,25 +24,33 @@ use qmoe_matvec::reference::{
 };
 use qmoe_matvec::{
     gate_up_swiglu_gpu, launch_shape, matvec_gpu, matvec_indexed_gpu, quantize_q8_1_gpu,
-    MatvecError,
+    MatvecError, QTYPES,
 };
 use Precision::{F32, Q8_1};
 
-const QTYPES: [QType; 3] = [QType::Q4_K, QType::Q6_K, QType::Q8_0];
+// Every suite below draws its types from the generated `QTYPES` (every type with matvec
+// kernels), so a type added to the table is covered without editing this file.
 
 fn block_strategy(q: QType, n: usize) -> BoxedStrategy<Vec<u8>> {
     match q {
         QType::Q4_K => blocks(q4_k_block(), n).boxed(),
+        QType::Q5_K => blocks(q5_k_block(), n).boxed(),
         QType::Q6_K => blocks(q6_k_block(), n).boxed(),
-        _ => blocks(q8_0_block(), n).boxed(),
+        QType::Q8_0 => blocks(q8_0_block(), n).boxed(),
+        QType::Q4_0 => blocks(q4_0_block(), n).boxed(),
+        QType::Q4_1 => blocks(q4_1_block(), n).boxed(),
+        QType::Q5_0 => blocks(q5_0_block(), n).boxed(),
+        QType::Q5_1 => blocks(q5_1_block(), n).boxed(),
+        other => panic!("no block strategy for {other}"),
     }
 }
 
 /// A small adversarial 2-D tensor (proptest-generated blocks) with activations.
 fn small_case() -> impl Strategy<Value = (QTensor<'static>, Vec<f32>, usize)> {
-    (0..3usize, 1..5usize, 1..4usize, 1..3usize).prop_flat_map(|(qi, rows, kb, b)| {
+    (0..QTYPES.len(), 1..5usize, 1..4usize, 1..3usize).prop_flat_map(|(qi, rows, kb, b)| {
         let q = QTYPES[qi];
-        let cols = kb * if q == QType::Q8_0 { 96 } else { 256 };
+        // 32-weight blocks: K = 96 is 3 blocks, not a multiple of 64 (a lone half-chunk).
+        let cols = kb * if q.block_weights() == 32 { 96 } else { 256 };
         let nblocks = rows * cols / q.block_weights();
         (
             block_strategy(q, nblocks),
@@ -124,7 +135,7 @@ proptest! {
 
     #[test]
     fn adversarial_row_reaches_a_fixed_fraction_of_the_bound(
-        qi in 0..3usize, d_exp in -6..6i32, big_exp in -20..20i32, negative in any::<bool>(), lane_pick in 0..32usize,
+        qi in 0..QTYPES.len(), d_exp in -6..6i32, big_exp in -20..20i32, negative in any::<bool>(), lane_pick in 0..32usize,
     ) {
         let q = QTYPES[qi];
         let (w, x, lane) = adversarial_row(q, d_exp, big_exp, negative, lane_pick);
@@ -132,16 +143,16 @@ proptest! {
         let want = matvec_ref(F32, &w, &x, 1)[0];
         let bound = error_bound(F32, &w, &x, 1)[0];
         let frac = (got - want).abs() / bound;
-        // Observed: 0.0859 for Q6_K and Q8_0 (22 dropped terms of just under u·|big| each,
-        // against γ(256)·|big|, so ≈ 22/256) and 0.0856 for Q4_K (γ(257)), the same for every
-        // exponent, sign and lane. A bound 2× too loose would put this at 0.043; one more
+        // Observed: 0.0859 for the types whose reference weights are exact (22 dropped terms of
+        // just under u·|big| each, against γ(256)·|big|, so ≈ 22/256) and 0.0856 for those whose
+        // reference rounds (γ(257)), the same for every exponent, sign and lane. A bound 2× too loose would put this at 0.043; one more
         // than 12× too tight above 1 (smaller errors in the bound's formula are caught by
         // error_bound_is_its_formula_on_hand_worked_rows).
         prop_assert!((0.085..=1.0).contains(&frac), "{} lane {}: |got - want| / bound = {}", q, lane, frac);
     }
 
     #[test]
-    fn indexed_reference_is_per_expert_dense(seed in any::<u64>(), qi in 0..3usize, e in 1..6usize, k in 1..4usize, b in 1..4usize, per_slot in any::<bool>()) {
+    fn indexed_reference_is_per_expert_dense(seed in any::<u64>(), qi in 0..QTYPES.len(), e in 1..6usize, k in 1..4usize, b in 1..4usize, per_slot in any::<bool>()) {
         let q = QTYPES[qi];
         let k = k.min(e);
         let (rows, cols) = (3, 256);
@@ -224,6 +235,46 @@ fn q4_k_uniform(d: f32, dmin: f32, sc: u8, m: u8) -> Vec<u8> {
     block[8..12].fill(m);
     block[12..16].fill(sc | (m << 4));
     block[16..].fill(0x11);
+    block
+}
+
+/// One Q5_K block as [`q4_k_uniform`] with every fifth bit `fifth` (0 or 1): every quant is
+/// 1 + 16·fifth.
+fn q5_k_uniform(d: f32, dmin: f32, sc: u8, m: u8, fifth: u8) -> Vec<u8> {
+    let k = q4_k_uniform(d, dmin, sc, m);
+    // Q4_K's d, dmin, scales (bytes 0..16), then qh, then Q4_K's qs.
+    [&k[..16], &[0xFF * fifth; 32][..], &k[16..]].concat()
+}
+
+/// One block of a legacy type (Q4_0, Q4_1, Q5_0, Q5_1) whose 32 weights are all `w`·d + m:
+/// scale `d`, min `m` (Q4_1, Q5_1; must be 0 for the others), and every quant chosen so the
+/// weight's integer factor is `w` (Q4_0: q − 8, Q5_0: q − 16, else q, with 0 ≤ q < 16 or 32).
+fn legacy_uniform(q: QType, d: f32, m: f32, w: i32) -> Vec<u8> {
+    let (offset, has_m, has_qh) = match q {
+        QType::Q4_0 => (8, false, false),
+        QType::Q4_1 => (0, true, false),
+        QType::Q5_0 => (16, false, true),
+        QType::Q5_1 => (0, true, true),
+        other => panic!("{other} is not a legacy type"),
+    };
+    assert!(has_m || m == 0.0, "{q} has no min");
+    let u = (w + offset) as u8;
+    assert!(
+        u < if has_qh { 32 } else { 16 },
+        "{q}: quant {u} out of range"
+    );
+    let mut block = vec![0u8; q.block_bytes()];
+    put_f16(&mut block, 0, d);
+    let mut at = 2;
+    if has_m {
+        put_f16(&mut block, 2, m);
+        at = 4;
+    }
+    if has_qh {
+        block[at..at + 4].fill(if u & 16 != 0 { 0xFF } else { 0 });
+        at += 4;
+    }
+    block[at..].fill((u & 0x0F) * 0x11);
     block
 }
 
@@ -334,6 +385,126 @@ fn q4_k_magnitudes_follow_the_block_layout() {
     for (i, (&wi, &mi)) in w.iter().zip(&got).enumerate() {
         let min = dims[i / 256].1 as f64 * m as f64;
         assert_eq!(mi, (wi as f64 + min).abs() + min, "weight {i} (w = {wi})");
+    }
+}
+
+#[test]
+fn legacy_and_q5_k_bounds_are_their_formula_on_hand_worked_rows() {
+    // Q4_1, K = 32, d = 1, m = −2.5, every q = 3: each weight is 0.5, but the kernel adds
+    // d·q·x and m·x separately, so each counts 3 + 2.5 = 5.5: M = 32·5.5 = 176, and γ(K + 1)
+    // for the reference's own rounding of q·d + m.
+    let w = QTensor::new(
+        "w41",
+        QType::Q4_1,
+        &[1, 32],
+        legacy_uniform(QType::Q4_1, 1.0, -2.5, 3),
+    )
+    .unwrap();
+    let x = vec![1.0f32; 32];
+    assert_eq!(matvec_ref(F32, &w, &x, 1), vec![16.0]);
+    assert_eq!(error_bound(F32, &w, &x, 1), vec![gamma_by_hand(33) * 176.0]);
+    // Q5_1 the same with a fifth bit: q = 19, d = 0.5, m = −9: w = 0.5, magnitude 9.5 + 9.
+    let w = QTensor::new(
+        "w51",
+        QType::Q5_1,
+        &[1, 32],
+        legacy_uniform(QType::Q5_1, 0.5, -9.0, 19),
+    )
+    .unwrap();
+    assert_eq!(matvec_ref(F32, &w, &x, 1), vec![16.0]);
+    assert_eq!(
+        error_bound(F32, &w, &x, 1),
+        vec![gamma_by_hand(33) * (32.0 * 18.5)]
+    );
+    // Q4_0 and Q5_0 have no min and exact reference weights: q − 8 = −3 and q − 16 = 5 times
+    // d = 0.25, M = Σ|w| and γ(K), K = 64 (two blocks).
+    for (q, f) in [(QType::Q4_0, -3), (QType::Q5_0, 5)] {
+        let w = QTensor::new("w", q, &[1, 64], legacy_uniform(q, 0.25, 0.0, f).repeat(2)).unwrap();
+        let x = vec![-2.0f32; 64];
+        assert_eq!(
+            matvec_ref(F32, &w, &x, 1),
+            vec![64.0 * 0.25 * f as f64 * -2.0],
+            "{q}"
+        );
+        // Each product below is exact, so grouping them leaves γ's as the one rounding.
+        let want = gamma_by_hand(64) * (64.0 * 0.25 * f.abs() as f64 * 2.0);
+        assert_eq!(error_bound(F32, &w, &x, 1), vec![want], "{q}");
+        // Q8_1: K/16 + 6 = 10 roundings; x = −2 quantizes exactly (d_x = 2/127, q_x = −127).
+        let xhat = 127.0 * (2.0f32 / 127.0) as f64;
+        assert_eq!(
+            error_bound(Q8_1, &w, &x, 1),
+            vec![gamma_by_hand(10) * (64.0 * 0.25 * f.abs() as f64 * xhat)],
+            "{q}"
+        );
+    }
+    // Q5_K, K = 256, d = 1, dmin = 0.5, sc = 2, m = 3, every q = 17 (fifth bit set): each weight
+    // is 34 − 1.5 = 32.5, magnitude 34 + 1.5 = 35.5, γ(K + 1) as Q4_K.
+    let w = QTensor::new(
+        "w5k",
+        QType::Q5_K,
+        &[1, 256],
+        q5_k_uniform(1.0, 0.5, 2, 3, 1),
+    )
+    .unwrap();
+    let x = vec![1.0f32; 256];
+    assert_eq!(matvec_ref(F32, &w, &x, 1), vec![256.0 * 32.5]);
+    assert_eq!(
+        error_bound(F32, &w, &x, 1),
+        vec![gamma_by_hand(257) * (256.0 * 35.5)]
+    );
+    // The Q8_1 path charges 256/16 + 6 + 1 = 23 for both rounded-reference types.
+    let x = vec![127.0f32; 256]; // d_x = 1, q_x = 127: x̂ = x
+    assert_eq!(
+        error_bound(Q8_1, &w, &x, 1),
+        vec![gamma_by_hand(23) * (256.0 * 35.5 * 127.0)]
+    );
+}
+
+#[test]
+fn min_type_magnitudes_follow_the_block_layout() {
+    // As q4_k_magnitudes_follow_the_block_layout, for the other types whose kernel adds a
+    // weight's min separately: with d and the min's scale ≥ 0, a weight w = a − b (a = d·sc·q or
+    // d·q, b = dmin·m or −m) has magnitude |w + b| + |b|, w from qmoe-dequant's reference. The
+    // quant and qh bytes follow an irregular pattern so that every nibble and fifth bit differs
+    // from its neighbours'; every value is exact in f32 and f64.
+    let pattern = |block: &mut [u8], from: usize, bi: usize| {
+        for (i, v) in block[from..].iter_mut().enumerate() {
+            *v = ((i * 37 + 11 + 101 * bi) % 256) as u8;
+        }
+    };
+    // Q5_K: two blocks, every sub-block sc = 3, m = 5; qh and qs patterned (bytes 16..).
+    let dims = [(1.0f32, 0.5f32), (0.5, 0.25)];
+    let mut bytes = Vec::new();
+    for (bi, &(d, dmin)) in dims.iter().enumerate() {
+        let mut block = q5_k_uniform(d, dmin, 3, 5, 0);
+        pattern(&mut block, 16, bi);
+        bytes.extend(block);
+    }
+    let w = qmoe_dequant::reference::dequantize(QType::Q5_K, &bytes, 512);
+    let got = magnitudes(QType::Q5_K, &bytes, 512);
+    for (i, (&wi, &mi)) in w.iter().zip(&got).enumerate() {
+        let b = dims[i / 256].1 as f64 * 5.0;
+        assert_eq!(mi, (wi as f64 + b).abs() + b, "q5_k weight {i} (w = {wi})");
+    }
+    // Q4_1 and Q5_1: three blocks each, d and m per block; qh and qs patterned (bytes 4..).
+    for q in [QType::Q4_1, QType::Q5_1] {
+        let dm = [(1.0f32, 0.75f32), (0.5, -2.0), (0.25, 0.0)];
+        let mut bytes = Vec::new();
+        for (bi, &(d, m)) in dm.iter().enumerate() {
+            let mut block = legacy_uniform(q, d, m, 0);
+            pattern(&mut block, 4, bi);
+            bytes.extend(block);
+        }
+        let w = qmoe_dequant::reference::dequantize(q, &bytes, 96);
+        let got = magnitudes(q, &bytes, 96);
+        for (i, (&wi, &mi)) in w.iter().zip(&got).enumerate() {
+            let b = -dm[i / 32].1 as f64;
+            assert_eq!(
+                mi,
+                (wi as f64 + b).abs() + b.abs(),
+                "{q} weight {i} (w = {wi})"
+            );
+        }
     }
 }
 
@@ -474,8 +645,10 @@ fn adversarial_row(
     let d = 2f32.powi(d_exp);
     let bytes = match q {
         QType::Q4_K => q4_k_uniform(d, 1.0, 1, 0),
+        QType::Q5_K => q5_k_uniform(d, 1.0, 1, 0, 0),
         QType::Q6_K => q6_k_ones(d, 1),
-        _ => q8_0_blocks(&[d; K / 32], &[1; 32]),
+        QType::Q8_0 => q8_0_blocks(&[d; K / 32], &[1; 32]),
+        other => legacy_uniform(other, d, 0.0, 1).repeat(K / 32),
     };
     let w = QTensor::new("adversarial", q, &[1, K], bytes).unwrap();
     let g = emulate::kernel_lanes(K);
@@ -554,10 +727,7 @@ fn emulate_expert_row(prec: Precision, w: &QTensor<'_>, e: usize, r: usize, x: &
 fn gpu_kernels_are_bit_identical_to_the_emulation() {
     let gpu = qmoe_gpu::test_gpu();
     let (e, r, k) = (5, 70, 2);
-    for (q, prec) in QTYPES
-        .into_iter()
-        .flat_map(|q| Precision::ALL.map(|p| (q, p)))
-    {
+    for (q, prec) in QTYPES.iter().flat_map(|&q| Precision::ALL.map(|p| (q, p))) {
         for cols in [768, 2048] {
             for b in [1, 4] {
                 for (seed, style) in [(1, Style::Realistic), (2, Style::Adversarial)] {
@@ -668,7 +838,7 @@ fn fit(e: usize, k: usize, r: usize, cols: usize) -> (usize, usize) {
 }
 
 fn cols_for(q: QType, kb: usize) -> usize {
-    if q == QType::Q8_0 {
+    if q.block_weights() == 32 {
         32 * kb.clamp(1, 128)
     } else {
         256 * kb.clamp(1, 16)
@@ -694,7 +864,7 @@ fn run_dense(
 fn gpu_dense_proptest() {
     let gpu = qmoe_gpu::test_gpu();
     let strat = (
-        0..3usize,
+        0..QTYPES.len(),
         1..3000usize,
         1..129usize,
         1..9usize,
@@ -737,6 +907,12 @@ fn gpu_dense_qwen_shapes_and_many_columns() {
         (QType::Q4_K, 300, 768, 13),
         (QType::Q8_0, 5, 32, 8),
         (QType::Q8_0, 7, 96, 2),
+        (QType::Q5_K, 768, 2048, 1),
+        (QType::Q5_K, 300, 768, 5),
+        (QType::Q4_0, 2048, 768, 3),
+        (QType::Q4_1, 5, 32, 8),
+        (QType::Q5_0, 7, 96, 2),
+        (QType::Q5_1, 300, 2048, 13),
     ] {
         let w = gen::tensor(q, &[r, cols], 7, Style::Realistic);
         let x = gen::activations(b * cols, 7);
@@ -757,7 +933,7 @@ fn gpu_dense_qwen_shapes_and_many_columns() {
 fn gpu_indexed_proptest() {
     let gpu = qmoe_gpu::test_gpu();
     let strat = (
-        (0..3usize, 1..3000usize, 1..129usize, 1..129usize),
+        (0..QTYPES.len(), 1..3000usize, 1..129usize, 1..129usize),
         (
             1..9usize,
             1..9usize,
@@ -812,10 +988,7 @@ fn gpu_indexed_proptest() {
 fn gpu_indexed_out_of_range_and_duplicate_ids() {
     let gpu = qmoe_gpu::test_gpu();
     let (e, r, cols, k, b) = (6, 70, 512, 3, 4);
-    for (q, prec) in QTYPES
-        .into_iter()
-        .flat_map(|q| Precision::ALL.map(|p| (q, p)))
-    {
+    for (q, prec) in QTYPES.iter().flat_map(|&q| Precision::ALL.map(|p| (q, p))) {
         let w = gen::tensor(q, &[e, r, cols], 11, Style::Realistic);
         // Token 0: an id ≥ E and u32::MAX; token 1: one expert twice; tokens 2, 3: same experts.
         let ids = vec![6, 1, u32::MAX, 2, 2, 5, 0, 4, 3, 3, 0, 4];
@@ -841,9 +1014,36 @@ fn gpu_indexed_out_of_range_and_duplicate_ids() {
     }
 }
 
+/// The (gate, up) type pairs the gate+up test runs: every type with itself (the fused kernel)
+/// and with the next type of `QTYPES` (a mixed pair: two indexed launches and the standalone
+/// SwiGLU), so every type is once a mixed gate and once a mixed up without running all
+/// |QTYPES|² pairs.
+fn gate_up_pairs() -> Vec<(QType, QType)> {
+    let n = QTYPES.len();
+    (0..n)
+        .flat_map(|i| [(QTYPES[i], QTYPES[i]), (QTYPES[i], QTYPES[(i + 1) % n])])
+        .collect()
+}
+
+#[test]
+fn gate_up_pairs_cover_every_type_fused_and_mixed() {
+    let pairs = gate_up_pairs();
+    for &q in QTYPES {
+        assert!(pairs.contains(&(q, q)), "{q} fused");
+        assert!(
+            pairs.iter().any(|&(g, u)| g == q && u != q),
+            "{q} as a mixed gate"
+        );
+        assert!(
+            pairs.iter().any(|&(g, u)| u == q && g != q),
+            "{q} as a mixed up"
+        );
+    }
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
-fn gpu_gate_up_every_qtype_pair() {
+fn gpu_gate_up_every_qtype_fused_and_mixed() {
     let gpu = qmoe_gpu::test_gpu();
     let strat = (
         1..1000usize,
@@ -855,46 +1055,43 @@ fn gpu_gate_up_every_qtype_pair() {
         any::<bool>(),
     );
     let mut runner = proptest::test_runner::TestRunner::new(gpu_config());
-    for qg in QTYPES {
-        for qu in QTYPES {
-            runner
-                .run(&strat, |(r, kb, e, k, b, seed, adv)| {
-                    let cols = 256 * kb;
-                    let k = k.min(e);
-                    let (e, r) = fit(e, k, r, cols);
-                    let style = if adv {
-                        Style::Adversarial
-                    } else {
-                        Style::Realistic
-                    };
-                    let gate = gen::tensor(qg, &[e, r, cols], seed, style);
-                    let up = gen::tensor(qu, &[e, r, cols], seed ^ 0xabc, style);
-                    let mut ids = gen::ids(b, k, e, seed, seed % 2 == 0);
-                    if seed % 5 == 0 {
-                        ids[b * k - 1] = e as u32; // out of range: NaN
-                    }
-                    let x = gen::activations(b * cols, seed);
-                    let (dg, du) = (gate.upload(&gpu).unwrap(), up.upload(&gpu).unwrap());
-                    let (dids, dx) = (gpu.upload(&ids).unwrap(), gpu.upload(&x).unwrap());
-                    for prec in Precision::ALL {
-                        let mut act = gpu.poisoned_f32(b * k * r).unwrap();
-                        gate_up_swiglu_gpu(&gpu, prec, &dg, &du, &dids, k, &dx, b, &mut act)
-                            .unwrap();
-                        let got = gpu.download(&act).unwrap();
-                        let what = format!(
-                            "gate {qg} up {qu} {prec} [{e},{r},{cols}] k={k} b={b} seed={seed}"
-                        );
-                        check(
-                            &what,
-                            &got,
-                            &gate_up_swiglu_ref(prec, &gate, &up, &ids, k, &x, b),
-                            &gate_up_swiglu_bound(prec, &gate, &up, &ids, k, &x, b),
-                        );
-                    }
-                    Ok(())
-                })
-                .unwrap();
-        }
+    for (qg, qu) in gate_up_pairs() {
+        runner
+            .run(&strat, |(r, kb, e, k, b, seed, adv)| {
+                let cols = 256 * kb;
+                let k = k.min(e);
+                let (e, r) = fit(e, k, r, cols);
+                let style = if adv {
+                    Style::Adversarial
+                } else {
+                    Style::Realistic
+                };
+                let gate = gen::tensor(qg, &[e, r, cols], seed, style);
+                let up = gen::tensor(qu, &[e, r, cols], seed ^ 0xabc, style);
+                let mut ids = gen::ids(b, k, e, seed, seed % 2 == 0);
+                if seed % 5 == 0 {
+                    ids[b * k - 1] = e as u32; // out of range: NaN
+                }
+                let x = gen::activations(b * cols, seed);
+                let (dg, du) = (gate.upload(&gpu).unwrap(), up.upload(&gpu).unwrap());
+                let (dids, dx) = (gpu.upload(&ids).unwrap(), gpu.upload(&x).unwrap());
+                for prec in Precision::ALL {
+                    let mut act = gpu.poisoned_f32(b * k * r).unwrap();
+                    gate_up_swiglu_gpu(&gpu, prec, &dg, &du, &dids, k, &dx, b, &mut act).unwrap();
+                    let got = gpu.download(&act).unwrap();
+                    let what = format!(
+                        "gate {qg} up {qu} {prec} [{e},{r},{cols}] k={k} b={b} seed={seed}"
+                    );
+                    check(
+                        &what,
+                        &got,
+                        &gate_up_swiglu_ref(prec, &gate, &up, &ids, k, &x, b),
+                        &gate_up_swiglu_bound(prec, &gate, &up, &ids, k, &x, b),
+                    );
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 }
 

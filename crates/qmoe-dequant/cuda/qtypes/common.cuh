@@ -56,6 +56,42 @@ __device__ __forceinline__ uint2 qt_ld8_u16(const uint8_t* p) {
     return r;
 }
 
+// Blocks of 18 or 22 bytes (Q4_0, Q5_0) are only 2-byte aligned, and a 4-byte window may then
+// start 2 bytes before a field or end 2 bytes after it. The two loads below read only the aligned
+// 4-byte words that overlap the bytes asked for: such a word lies inside the 16-byte-aligned span
+// a matvec tile copies (and inside a device tensor, padded to 16 bytes), so no read leaves the
+// tile or the allocation, whatever the block's offset.
+
+// 4 bytes at a 2-byte-aligned address as one little-endian word: one aligned word, and the next
+// one only when the address is 2 mod 4 (a predicated load, no branch).
+__device__ __forceinline__ uint32_t qt_ld4_a2(const uint8_t* p) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    const uint32_t* w = reinterpret_cast<const uint32_t*>(a & ~(uintptr_t)3);
+    const uint32_t sh = (uint32_t)(a & 3) * 8;
+    const uint32_t w0 = w[0];
+    const uint32_t w1 = sh ? w[1] : 0u;
+    return __funnelshift_r(w0, w1, sh);
+}
+
+// 16 bytes at a 2-byte-aligned address as four little-endian words: four aligned words, and a
+// fifth only when the address is 2 mod 4.
+__device__ __forceinline__ uint4 qt_ld16_a2(const uint8_t* p) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    const uint32_t* w = reinterpret_cast<const uint32_t*>(a & ~(uintptr_t)3);
+    const uint32_t sh = (uint32_t)(a & 3) * 8;
+    const uint32_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+    const uint32_t w4 = sh ? w[4] : 0u;
+    return make_uint4(__funnelshift_r(w0, w1, sh), __funnelshift_r(w1, w2, sh),
+                      __funnelshift_r(w2, w3, sh), __funnelshift_r(w3, w4, sh));
+}
+
+// The low 4 bits of v as the bit 4 of four bytes (bit i of v -> bit 4 of byte i): the four
+// shifted copies v, v << 7, v << 14, v << 21 do not overlap, so the product is their OR. The
+// fifth bits of Q5_0 / Q5_1, 4 weights at a time.
+__device__ __forceinline__ uint32_t qt_bits4_to_b4(uint32_t v) {
+    return (((v & 0x0Fu) * 0x00204081u) & 0x01010101u) << 4;
+}
+
 // 8 bytes at a 2-byte-aligned address as two little-endian words: three aligned 4-byte loads
 // and funnel shifts (no divergence between 4- and 2-aligned lanes). The third word may extend up
 // to 2 bytes past the 8 (never past the callers' blocks: see each call).
@@ -75,6 +111,35 @@ __device__ __forceinline__ void qt_bytes_to_f(uint32_t v, float bias, float* q) 
     q[1] = __int_as_float(__byte_perm(v, 0x4B000000u, 0x7441)) - bias;
     q[2] = __int_as_float(__byte_perm(v, 0x4B000000u, 0x7442)) - bias;
     q[3] = __int_as_float(__byte_perm(v, 0x4B000000u, 0x7443)) - bias;
+}
+
+// ---- K-quant headers -------------------------------------------------------------------------
+// Q4_K and Q5_K open with the same 16 bytes: f16 d, f16 dmin, then 12 bytes of 6-bit sub-block
+// scales and mins. From those 16 bytes as one uint4 h, the scales d*sc and mins dmin*m of
+// sub-blocks 2p and 2p + 1 (chunk p, 0..4), as f32 (exact: an 11-bit significand times a 6-bit
+// integer). For sub-blocks j >= 4 the high two bits come from bytes j - 4 (scale) and j (min):
+// the packing of qmoe-quant's reference `q4_k_scale_min`. Sub-blocks 2p, 2p + 1 are both < 4
+// (p < 2) or both >= 4.
+__device__ __forceinline__ void qt_k_scales_mins(uint4 h, int p, float* a0, float* b0, float* a1,
+                                                 float* b1) {
+    const float d = __half2float(__ushort_as_half((unsigned short)(h.x & 0xFFFFu)));
+    const float dmin = __half2float(__ushort_as_half((unsigned short)(h.x >> 16)));
+    // scales[0..4] = h.y, [4..8] = h.z, [8..12] = h.w.
+    uint32_t sc0, m0, sc1, m1;
+    const int j0 = 2 * p & 3;
+    const uint32_t y0 = (h.y >> (8 * j0)) & 0xFFu, y1 = (h.y >> (8 * j0 + 8)) & 0xFFu;
+    const uint32_t z0 = (h.z >> (8 * j0)) & 0xFFu, z1 = (h.z >> (8 * j0 + 8)) & 0xFFu;
+    if (p < 2) {
+        sc0 = y0 & 63; m0 = z0 & 63; sc1 = y1 & 63; m1 = z1 & 63;
+    } else {
+        const uint32_t w0 = (h.w >> (8 * j0)) & 0xFFu, w1 = (h.w >> (8 * j0 + 8)) & 0xFFu;
+        sc0 = (w0 & 0x0F) | ((y0 >> 6) << 4); m0 = (w0 >> 4) | ((z0 >> 6) << 4);
+        sc1 = (w1 & 0x0F) | ((y1 >> 6) << 4); m1 = (w1 >> 4) | ((z1 >> 6) << 4);
+    }
+    *a0 = d * qt_u2f(sc0, 8388608.0f);
+    *b0 = dmin * qt_u2f(m0, 8388608.0f);
+    *a1 = d * qt_u2f(sc1, 8388608.0f);
+    *b1 = dmin * qt_u2f(m1, 8388608.0f);
 }
 
 // ---- Q8_1 activations (the int8 matvec path) ------------------------------------------------

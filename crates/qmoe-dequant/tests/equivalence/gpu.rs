@@ -3,9 +3,12 @@
 
 use half::{bf16, f16};
 use proptest::prelude::*;
-use qmoe_check::strategies::{blocks, q4_k_block, q6_k_block, q8_0_block};
+use qmoe_check::strategies::{
+    blocks, q4_0_block, q4_1_block, q4_k_block, q5_0_block, q5_1_block, q5_k_block, q6_k_block,
+    q8_0_block,
+};
 use qmoe_dequant::{
-    dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, QTensor, QType, Upload,
+    dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, layout, QTensor, QType, Upload,
 };
 use qmoe_gpu::Gpu;
 
@@ -73,6 +76,29 @@ fn check(gpu: &Gpu, t: &QTensor<'_>) {
     }
 }
 
+/// Every block format (all have dequant kernels: a type without one fails `check`).
+fn block_types() -> Vec<QType> {
+    QType::ALL
+        .into_iter()
+        .filter(|q| q.block_weights() > 1)
+        .collect()
+}
+
+/// Proptest blocks of `q` (scales over the whole finite f16 range, adversarial payloads).
+fn block_strategy(q: QType) -> BoxedStrategy<Vec<u8>> {
+    match q {
+        QType::Q4_K => q4_k_block().boxed(),
+        QType::Q5_K => q5_k_block().boxed(),
+        QType::Q6_K => q6_k_block().boxed(),
+        QType::Q8_0 => q8_0_block().boxed(),
+        QType::Q4_0 => q4_0_block().boxed(),
+        QType::Q4_1 => q4_1_block().boxed(),
+        QType::Q5_0 => q5_0_block().boxed(),
+        QType::Q5_1 => q5_1_block().boxed(),
+        other => panic!("no block strategy for {other}"),
+    }
+}
+
 fn tensor(qtype: QType, rows: usize, bytes: Vec<u8>) -> QTensor<'static> {
     let cols = bytes.len() / rows / qtype.block_bytes() * qtype.block_weights();
     QTensor::new("random", qtype, &[rows, cols], bytes).expect("valid tensor")
@@ -83,26 +109,20 @@ proptest! {
 
     #[test]
     #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
-    fn gpu_q4_k_random_blocks(rows in 1usize..4, b in blocks(q4_k_block(), 6)) {
+    fn gpu_every_block_type_random_blocks(
+        (q, b) in (0..block_types().len()).prop_flat_map(|qi| {
+            let q = block_types()[qi];
+            // 6 super-blocks or 12 blocks of 32: an odd number of 2-byte-aligned legacy blocks
+            // per row when rows = 3 (blocks of 18 and 22 bytes at every alignment mod 4).
+            let n = if q.block_weights() == 32 { 12 } else { 6 };
+            (Just(q), blocks(block_strategy(q), n))
+        }),
+        rows in 1usize..4,
+    ) {
         let gpu = qmoe_gpu::test_gpu();
-        let keep = 6 / rows * rows;
-        check(&gpu, &tensor(QType::Q4_K, rows, b[..keep * 144].to_vec()));
-    }
-
-    #[test]
-    #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
-    fn gpu_q6_k_random_blocks(rows in 1usize..4, b in blocks(q6_k_block(), 6)) {
-        let gpu = qmoe_gpu::test_gpu();
-        let keep = 6 / rows * rows;
-        check(&gpu, &tensor(QType::Q6_K, rows, b[..keep * 210].to_vec()));
-    }
-
-    #[test]
-    #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
-    fn gpu_q8_0_random_blocks(rows in 1usize..4, b in blocks(q8_0_block(), 12)) {
-        let gpu = qmoe_gpu::test_gpu();
-        let keep = 12 / rows * rows;
-        check(&gpu, &tensor(QType::Q8_0, rows, b[..keep * 34].to_vec()));
+        let n = b.len() / q.block_bytes();
+        let keep = n / rows * rows;
+        check(&gpu, &tensor(q, rows, b[..keep * q.block_bytes()].to_vec()));
     }
 
     #[test]
@@ -145,6 +165,27 @@ fn gpu_adversarial_blocks() {
             q8.extend_from_slice(&b);
         }
     }
+    // Every other block type the same way: each f16 scale field (d, then dmin or m) takes the
+    // list's scale, the second one the next scale up, as Q4_K's dmin above.
+    for q in block_types() {
+        if matches!(q, QType::Q4_K | QType::Q6_K | QType::Q8_0) {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        for (k, &d) in scales.iter().enumerate() {
+            for payload in [0xffu8, 0x00, 0x5a] {
+                let mut b = vec![payload; q.block_bytes()];
+                for (f, &(_, at)) in layout::f16_scales(q).iter().enumerate() {
+                    let up = if k == 0 { 0x7bff } else { scales[k - 1] };
+                    put_f16(&mut b, at, if f == 0 { d } else { up });
+                }
+                bytes.extend_from_slice(&b);
+            }
+        }
+        let cols = q.block_weights();
+        let name = format!("adversarial {q}");
+        check(&gpu, &QTensor::new(&name, q, &[18, cols], bytes).unwrap());
+    }
     // 18 blocks each: one row per block.
     check(
         &gpu,
@@ -167,8 +208,9 @@ fn gpu_expert_stack() {
     let gpu = qmoe_gpu::test_gpu();
     let (e, r, c) = (4, 48, 1024);
     let x = naive::normal(7, e * r * c);
-    for qtype in [QType::Q4_K, QType::Q6_K, QType::Q8_0] {
-        let t = QTensor::quantize("blk.0.ffn_gate_exps.weight", qtype, &[e, r, c], &x).unwrap();
+    for qtype in block_types() {
+        // Quantized where the type has a quantizer, seeded sample blocks otherwise.
+        let t = qmoe_check::strategies::tensor("blk.0.ffn_gate_exps.weight", qtype, &[e, r, c], &x);
         check(&gpu, &t);
         for i in 0..e {
             check(&gpu, &t.expert(i).unwrap());

@@ -317,9 +317,9 @@ fn gpu_layer_matches_reference_on_random_configs() {
 fn every_qtype_combination_and_batch(p: Precision, seed: u64, x_seed: u64) {
     let gpu = qmoe_gpu::test_gpu();
     let mut n = 0;
-    for g in EXPERT_QTYPES {
-        for u in EXPERT_QTYPES {
-            for d in EXPERT_QTYPES {
+    for &g in EXPERT_QTYPES {
+        for &u in EXPERT_QTYPES {
+            for &d in EXPERT_QTYPES {
                 let b = 1 + n % 8;
                 let cfg = small_cfg(512, 256, 16, 4);
                 let l = random_layer(cfg, [g, u, d], seed + n as u64, n);

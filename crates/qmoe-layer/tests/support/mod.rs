@@ -63,6 +63,27 @@ pub fn random_blocks(r: &mut ChaCha8Rng, qtype: QType, n: usize, std: f32) -> Ve
             QType::Q6_K => put_f16(block, 208, std / 1370.0 * jitter),
             // value = d·q with q ~ U(-128..127): std ≈ 74·d.
             QType::Q8_0 => put_f16(block, 0, std / 74.0 * jitter),
+            // As Q4_K with q ~ U(0..31): twice the spread, and dmin·m centres the weights
+            // (mean sc·q ≈ 31.5·15.5, mean m ≈ 31.5).
+            QType::Q5_K => {
+                let d = std / 600.0 * jitter;
+                put_f16(block, 0, d);
+                put_f16(block, 2, d * 15.5);
+            }
+            // value = d·(q − 8) with q ~ U(0..15): std ≈ 4.6·d; Q5_0 (q − 16, q ~ U(0..31)) 9.2·d.
+            QType::Q4_0 => put_f16(block, 0, std / 4.6 * jitter),
+            QType::Q5_0 => put_f16(block, 0, std / 9.2 * jitter),
+            // value = d·q + m: the same spreads, m = −d·(mean q) centres the weights.
+            QType::Q4_1 => {
+                let d = std / 4.6 * jitter;
+                put_f16(block, 0, d);
+                put_f16(block, 2, -7.5 * d);
+            }
+            QType::Q5_1 => {
+                let d = std / 9.2 * jitter;
+                put_f16(block, 0, d);
+                put_f16(block, 2, -15.5 * d);
+            }
             other => panic!("random_blocks: {other} is not a block type"),
         }
     }

@@ -7,18 +7,22 @@
 //! nothing else:
 //! - `cuda/matvec.cu`: `mv_stage` (each run sum `sx` = x0 + x1 + … + x7, left to right, in f32),
 //!   `mv_item` (per run: `s` = an FMA chain over the 8 q·x in order, then `a = fma(d·sc, s, a)`
-//!   and, for Q4_K only, `a = fma(−(dmin·m), sx, a)`), `mv_lane_dot` (lane `l` of a group of G
+//!   and, for the types with a min ([`has_min`]), `a = fma(−min, sx, a)`), `mv_lane_dot` (lane `l` of a group of G
 //!   takes items l, l + G, … of the row, in order, into one accumulator starting at 0) and
 //!   `mv_row` (the xor-shuffle butterfly `a += shfl_xor(a, off)` for off = G/2, …, 1; the
 //!   stored value is lane 0's). The dense, indexed and fused kernels all call `mv_row`, so one
 //!   row model serves the three (the fused kernel then applies qmoe-swiglu to two such rows).
-//! - the f32 item interface of `qmoe-dequant/cuda/qtypes/<type>.cuh` (`QtQ4K`, `QtQ6K`, `QtQ8_0`) — Q4_K items of 64
+//! - the f32 item interface of `qmoe-dequant/cuda/qtypes/<type>.cuh` — Q4_K items of 64
 //!   weights (one 64-weight chunk, 8 runs; runs 0..4 are the low nibbles with sub-block 2p's
-//!   scale and min, runs 4..8 the high nibbles with sub-block 2p + 1's), Q6_K items of 32 (item
-//!   p of a super-block: half p/4, l0 = 8(p%4); run j is weights 128h + 32j + l0 + 0..8 with
-//!   scale `scales[8h + l0/16 + 2j]`), Q8_0 items of one 32-weight block (run j is qs[8j..8j+8]).
-//!   d·sc and dmin·m are formed as f32 products (exact: an 11-bit significand times a small
-//!   integer).
+//!   scale and min, runs 4..8 the high nibbles with sub-block 2p + 1's), Q5_K the same plus the
+//!   fifth bit (bit 2p + j/4 of `qh[8(j%4) + i]`), Q6_K items of 32 (item p of a super-block:
+//!   half p/4, l0 = 8(p%4); run j is weights 128h + 32j + l0 + 0..8 with scale
+//!   `scales[8h + l0/16 + 2j]`), Q8_0 items of one 32-weight block (run j is qs[8j..8j+8]), and
+//!   the legacy Q4_0, Q4_1, Q5_0, Q5_1 items of one 32-weight block (run j: the low nibbles of
+//!   `qs[8(j%2)..]` for j < 2, the high nibbles for j ≥ 2; Q5_0/Q5_1 add bits 8j..8j+8 of `qh`
+//!   as the fifth; Q4_0/Q5_0 decode q − 8 / q − 16, scale d; Q4_1/Q5_1 decode q, scale d and min
+//!   −m, so the kernel's `fma(−min, sx, a)` adds m·sx). d·sc and dmin·m are formed as f32
+//!   products (exact: an 11-bit significand times a small integer).
 //! - G is the kernels' own: `qmoe_matvec::launch_shape(K).0` (`group_lanes(K/32)` in
 //!   `src/cuda.rs`), see [`kernel_lanes`].
 //!
@@ -28,6 +32,7 @@
 //! every kernel's output with this emulation bit for bit, and it is what keeps the emulation
 //! honest whenever the kernel's arithmetic changes — change this file in the same commit.
 
+use qmoe_dequant::layout::{q4_0, q4_1, q5_0, q5_1, q5_k};
 use qmoe_dequant::reference::{f16_at, q4_k_scale_min};
 use qmoe_dequant::QType;
 
@@ -37,19 +42,35 @@ pub struct Run {
     pub q: [f32; 8],
     /// d·sc in f32.
     pub scale: f32,
-    /// dmin·m in f32 (Q4_K; 0 for the other qtypes, whose kernels skip the min step).
+    /// The min the kernel subtracts times the run's activation sum: dmin·m in f32 (Q4_K, Q5_K),
+    /// −m (Q4_1, Q5_1); 0 for the other qtypes, whose kernels skip the min step.
     pub min: f32,
     /// The run's first weight within the row.
     pub x0: usize,
 }
 
-/// Weights per item (`8 · RUNS` in `matvec_items.cuh`).
+/// Weights per item (`8 · RUNS` in the type's header).
 pub fn item_weights(qtype: QType) -> usize {
     match qtype {
-        QType::Q4_K => 64,
-        QType::Q6_K | QType::Q8_0 => 32,
+        QType::Q4_K | QType::Q5_K => 64,
+        QType::Q6_K | QType::Q8_0 | QType::Q4_0 | QType::Q4_1 | QType::Q5_0 | QType::Q5_1 => 32,
         other => panic!("no matvec kernel for {other}"),
     }
+}
+
+/// Whether the type's kernel takes the min step (`HAS_MIN` in its header).
+pub fn has_min(qtype: QType) -> bool {
+    matches!(qtype, QType::Q4_K | QType::Q5_K | QType::Q4_1 | QType::Q5_1)
+}
+
+/// The 8 nibbles of a legacy block's run j (low nibbles of `qs[8(j%2)..]` for j < 2, high for
+/// j ≥ 2) plus, where `qh` is given, bits 8j..8j+8 of it as the fifth bit.
+fn legacy_run(qs: &[u8], qh: Option<u32>, j: usize) -> [u32; 8] {
+    std::array::from_fn(|i| {
+        let nib = (qs[8 * (j % 2) + i] >> (4 * (j / 2))) & 0x0F;
+        let fifth = qh.map_or(0, |h| (h >> (8 * j + i)) & 1);
+        nib as u32 | (fifth << 4)
+    })
 }
 
 /// The kernels' lanes per row group for a row of `cols` weights.
@@ -119,6 +140,53 @@ pub fn item_runs(qtype: QType, row: &[u8], it: usize) -> Vec<Run> {
                 });
             }
         }
+        QType::Q5_K => {
+            let (d, dmin) = (f16_at(block, q5_k::D), f16_at(block, q5_k::DMIN));
+            let (qs, qh) = (&block[q5_k::QS], &block[q5_k::QH]);
+            for j in 0..8 {
+                let (sc, m) = q4_k_scale_min(2 * p + j / 4, &block[q5_k::SCALES]);
+                let mut q = [0f32; 8];
+                for (i, v) in q.iter_mut().enumerate() {
+                    let l = 8 * (j % 4) + i;
+                    let nib = (qs[32 * p + l] >> (4 * (j / 4))) & 0x0F;
+                    let fifth = (qh[l] >> (2 * p + j / 4)) & 1;
+                    *v = (nib | (fifth << 4)) as f32;
+                }
+                runs.push(Run {
+                    q,
+                    scale: d * sc as f32,
+                    min: dmin * m as f32,
+                    x0: base + 64 * p + 8 * j,
+                });
+            }
+        }
+        QType::Q4_0 | QType::Q4_1 | QType::Q5_0 | QType::Q5_1 => {
+            // (qs, qh, the offset subtracted from each quant, min), per the type's layout.
+            let word = |at: std::ops::Range<usize>| {
+                u32::from_le_bytes(block[at].try_into().expect("qh is 4 bytes"))
+            };
+            let (qs, qh, offset, min) = match qtype {
+                QType::Q4_0 => (&block[q4_0::QS], None, 8, 0.0),
+                QType::Q4_1 => (&block[q4_1::QS], None, 0, -f16_at(block, q4_1::M)),
+                QType::Q5_0 => (&block[q5_0::QS], Some(word(q5_0::QH)), 16, 0.0),
+                _ => (
+                    &block[q5_1::QS],
+                    Some(word(q5_1::QH)),
+                    0,
+                    -f16_at(block, q5_1::M),
+                ),
+            };
+            let d = f16_at(block, 0);
+            for j in 0..4 {
+                let u = legacy_run(qs, qh, j);
+                runs.push(Run {
+                    q: u.map(|v| (v as i32 - offset) as f32),
+                    scale: d,
+                    min,
+                    x0: base + 8 * j,
+                });
+            }
+        }
         other => panic!("no matvec kernel for {other}"),
     }
     runs
@@ -140,7 +208,7 @@ fn lane_dot(qtype: QType, row: &[u8], x: &[f32], g: usize, lane: usize) -> f32 {
                 s = q.mul_add(v, s);
             }
             a = r.scale.mul_add(s, a);
-            if qtype == QType::Q4_K {
+            if has_min(qtype) {
                 // mv_stage's run sum: ((x0 + x1) + x2) + … + x7.
                 let sx = xv.iter().skip(1).fold(xv[0], |acc, &v| acc + v);
                 a = (-r.min).mul_add(sx, a);

@@ -57,14 +57,10 @@ pub fn tensor(qtype: QType, shape: &[usize], seed: u64, style: Style) -> QTensor
         }
         let mut put =
             |at: usize, h: f16| block[at..at + 2].copy_from_slice(&h.to_bits().to_le_bytes());
-        match qtype {
-            QType::Q4_K => {
-                put(0, scale(&mut rng, style));
-                put(2, scale(&mut rng, style));
-            }
-            QType::Q6_K => put(208, scale(&mut rng, style)),
-            QType::Q8_0 => put(0, scale(&mut rng, style)),
-            other => panic!("no generator for {other}"),
+        let fields = qmoe_dequant::layout::f16_scales(qtype);
+        assert!(!fields.is_empty(), "no generator for {qtype}");
+        for &(_, at) in fields {
+            put(at, scale(&mut rng, style));
         }
     }
     QTensor::new("w", qtype, shape, bytes).expect("generated tensor is well-formed")
