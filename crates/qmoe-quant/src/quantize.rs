@@ -13,10 +13,13 @@ use half::{bf16, f16};
 use crate::layout::{q4_k, q8_0, F16_BYTES};
 use crate::QType;
 
+mod iq4;
 mod legacy;
+mod prep;
 mod q5_k;
 mod q6_k;
 
+pub use iq4::{iq4_nl_block, iq4_xs_block};
 pub use legacy::{q4_0_block, q4_1_block, q5_0_block, q5_1_block};
 pub use q5_k::{q5_k_block, q5_k_block_portable};
 pub use q6_k::q6_k_block;
@@ -102,6 +105,8 @@ fn quantize_serial(qtype: QType, values: &[f32], out: &mut [u8]) {
             QType::Q4_1 => o.copy_from_slice(&q4_1_block(x.try_into().expect("32"))),
             QType::Q5_0 => o.copy_from_slice(&q5_0_block(x.try_into().expect("32"))),
             QType::Q5_1 => o.copy_from_slice(&q5_1_block(x.try_into().expect("32"))),
+            QType::IQ4_NL => o.copy_from_slice(&iq4_nl_block(x.try_into().expect("32"))),
+            QType::IQ4_XS => o.copy_from_slice(&iq4_xs_block(x.try_into().expect("256"))),
             _ => unreachable!("{qtype} has no quantizer (checked by the caller)"),
         }
     }
