@@ -36,6 +36,9 @@ TYPES = [
     ("q5_1", ggml.GGML_TYPE_Q5_1, GGMLQuantizationType.Q5_1, 24, 32),
     ("iq4_nl", ggml.GGML_TYPE_IQ4_NL, GGMLQuantizationType.IQ4_NL, 18, 32),
     ("iq4_xs", ggml.GGML_TYPE_IQ4_XS, GGMLQuantizationType.IQ4_XS, 136, 256),
+    ("q3_k", ggml.GGML_TYPE_Q3_K, GGMLQuantizationType.Q3_K, 110, 256),
+    ("q2_k", ggml.GGML_TYPE_Q2_K, GGMLQuantizationType.Q2_K, 84, 256),
+    ("mxfp4", ggml.GGML_TYPE_MXFP4, GGMLQuantizationType.MXFP4, 17, 32),
 ]
 
 

@@ -155,9 +155,7 @@ pub fn iq4_xs_block(x: &[f32; 256]) -> [u8; iq4_xs::BLOCK_BYTES] {
     put_f16(&mut out, iq4_xs::D, stored);
     let mut scales_h = 0u16;
     for (ib, &s) in scales.iter().enumerate() {
-        // Limiting before rounding gives GGML's round-then-limit result (|id·s| ≤ 32 here, as
-        // |s| ≤ |s_max| = 32·|d|) and keeps nearest_int's range for a saturated d.
-        let l = nearest_int((id * s).clamp(-32.0, 31.0));
+        let l = nearest_int(id * s).clamp(-32, 31);
         let l_idx = indices(sub(ib), d * l as f32);
         pack(&mut out[iq4_xs::QS][16 * ib..16 * ib + 16], &l_idx);
         let biased = (l + 32) as u8;

@@ -49,11 +49,13 @@ pub(super) fn downscale(amax: f32) -> f32 {
     f32::from_bits(((127 - e) as u32) << 23)
 }
 
-/// GGML's `nearest_int`: round to nearest, halves to even, for `|v| < 2^22` (the magic-number
-/// addition); `v` must already be limited to that range.
+/// GGML's `nearest_int`, bit for bit: add 1.5·2^23 so the integer part lands in the low
+/// mantissa bits, and read them back. For `|v| < 2^22` this is round to nearest, halves to
+/// even; beyond that (and for inf and NaN, which give 0) it is what GGML computes, some integer
+/// that the callers then limit to their code range exactly as GGML does.
 pub(super) fn nearest_int(v: f32) -> i32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
-    ((v + MAGIC) - MAGIC) as i32
+    ((v + MAGIC).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
 /// `v` as f16, saturated at ±65504 where GGML's conversion would give ±inf (`v` finite).
