@@ -28,8 +28,9 @@
 //! Where GGML's result is not finite, ours is: NaN weights count as 0 (weight 0 in the search,
 //! the code of zero), infinite ones as ±`f32::MAX`; a scale beyond f16's range is stored
 //! saturated at ±65504 and the indices are chosen against the saturated scale; blocks beyond
-//! 2^20 are searched scaled down by a power of two so the weighted sums cannot overflow (exact,
-//! so the choice is the same). See [`super::prep`].
+//! 2^12 are searched scaled down by a power of two so the weighted sums cannot overflow (exact,
+//! so it is the choice GGML's rule makes where GGML's f32 sums do not overflow, i.e. below
+//! about 2^17). See [`super::prep`].
 
 use half::f16;
 

@@ -30,22 +30,24 @@ pub(super) fn amax(x: &[f32]) -> f32 {
     x.iter().fold(0.0f32, |a, v| a.max(v.abs()))
 }
 
-/// The power of two that brings a block of largest magnitude `amax` down to at most 2^20, or 1
+/// The power of two that brings a block of largest magnitude `amax` down to at most 2^12, or 1
 /// when it is already there.
 ///
-/// The searches accumulate products of up to three weights (`w·x·l` with `w = x²`), which
-/// overflow f32 once the weights pass about 2^40; scaling the block by a power of two is exact
-/// and every search below is equivariant under it (each candidate scale scales by the same
-/// factor, the integers do not change), so the search runs on the scaled block and the scales
-/// are multiplied back. Blocks this large have scales far beyond f16's range in any case
-/// (stored saturated), so this only keeps them finite; it never changes an ordinary block.
+/// The searches compare squares of weighted sums (Q3_K's `(Σ w·x·l)² · Σ w·l²` with `w = x²`
+/// grows like `amax⁸`, IQ4's `(Σ w·q·x)²` like `amax⁶`), which overflow f32 once the largest
+/// weight passes about 2^13 (Q3_K) or 2^17 (IQ4); GGML's own comparisons then see inf or NaN.
+/// Scaling the block by a power of two is exact and every search is equivariant under it (each
+/// candidate scale scales by the same factor, the integers do not change), so the search runs
+/// on the scaled block and the scales are multiplied back: these blocks get the choice GGML's
+/// rule makes when its arithmetic does not overflow. Blocks up to 2^12 are searched as they
+/// are, exactly as GGML searches them.
 pub(super) fn downscale(amax: f32) -> f32 {
-    const LIMIT: f32 = 1048576.0; // 2^20
+    const LIMIT: f32 = 4096.0; // 2^12
     if amax <= LIMIT {
         return 1.0;
     }
-    // amax ≤ f32::MAX < 2^128, so the exponent below is at most 108 and 2^-e is normal.
-    let e = (amax.log2().ceil() as i32 - 20).clamp(1, 126);
+    // amax ≤ f32::MAX < 2^128, so the exponent below is at most 116 and 2^-e is normal.
+    let e = (amax.log2().ceil() as i32 - 12).clamp(1, 126);
     f32::from_bits(((127 - e) as u32) << 23)
 }
 

@@ -20,8 +20,9 @@
 //!
 //! Where GGML's result is not finite, ours is: NaN weights count as 0, infinite ones as
 //! ±`f32::MAX`; `d` and `dmin` beyond f16's range are stored saturated and the codes are
-//! chosen against them; a block beyond 2^20 is searched scaled down by a power of two (exact,
-//! so the same choice). See [`super::prep`].
+//! chosen against them; a block beyond 2^12 is searched scaled down by a power of two (exact,
+//! so the same choice: Q2_K's sums grow only like `amax²`, so this never changes a block GGML
+//! computes without overflow). See [`super::prep`].
 
 use super::prep::{amax, clean, downscale, f16_saturating, nearest_int};
 use super::put_f16;

@@ -19,8 +19,9 @@
 //!
 //! Where GGML's result is not finite, ours is: NaN weights count as 0, infinite ones as
 //! ±`f32::MAX`; `d` beyond f16's range is stored saturated and the codes are chosen against
-//! it; a block beyond 2^20 is searched scaled down by a power of two (exact, so the same
-//! choice) so the sums of `x³` cannot overflow. See [`super::prep`].
+//! it; a block beyond 2^12 is searched scaled down by a power of two (exact, so the choice
+//! GGML's rule makes where its f32 merit comparisons, which grow like `amax⁸`, do not
+//! overflow, i.e. below about 2^13). See [`super::prep`].
 
 use super::prep::{amax, clean, downscale, f16_saturating, nearest_int};
 use super::put_f16;

@@ -855,3 +855,32 @@ fn low_bit_scales_beyond_and_below_range_and_nan() {
         assert_eq!(q.bytes(), block(t, &zero), "{t}: NaN is quantized as 0");
     }
 }
+
+/// Blocks beyond 2^12 are searched scaled down by a power of two; that must not change the
+/// choice, since every rule is equivariant under exact power-of-two scaling (and the scaling
+/// is what keeps Q3_K's and IQ4's merit comparisons finite at this size). Weights in [-1, 1]
+/// with a largest magnitude of 1.03, quantized as they are and times 2^19 (past the threshold,
+/// every scale still inside f16's normal range: Q2_K's `d` stays below 1.03·2/2.5·2^19/15 ≈
+/// 28800 and its `dmin` below 1.03·2^19/15 ≈ 36000): the decoded values must be exactly 2^19
+/// times apart.
+#[test]
+fn ggml_rule_blocks_past_the_downscale_threshold_keep_their_choice() {
+    const K: f32 = 524288.0; // 2^19
+    let mut x: Vec<f32> = naive::normal(69, 256 * 16)
+        .iter()
+        .map(|v| v.clamp(-1.0, 1.0))
+        .collect();
+    for b in x.chunks_exact_mut(32) {
+        b[5] = 1.03;
+    }
+    let big: Vec<f32> = x.iter().map(|v| v * K).collect();
+    for (t, _) in GGML_RULE_RMSE {
+        let small = reference::dequantize(t, &quantize::quantize(t, &x), x.len());
+        let large = reference::dequantize(t, &quantize::quantize(t, &big), x.len());
+        let first = small.iter().zip(&large).position(|(s, l)| s * K != *l);
+        assert_eq!(
+            first, None,
+            "{t}: scaling by 2^20 changed this weight's value"
+        );
+    }
+}
