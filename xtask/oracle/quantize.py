@@ -1,8 +1,9 @@
 """Oracle: our reference quantizers vs GGML's own reference quantizers (ggml-python, numpy, gguf).
 
 Quantizes the same fixed-seed data, Gaussian N(0, 1) and heavy-tailed Student-t with 3 degrees
-of freedom, to Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 with $QMOE_EXAMPLE (our
-quantizer) and with ggml's `ggml_quantize_chunk` (no importance matrix, i.e. GGML's `quantize_row_*_ref`), dequantizes both
+of freedom, to every type in TYPES with $QMOE_EXAMPLE (our quantizer) and with ggml's
+`ggml_quantize_chunk` (no importance matrix: GGML's `quantize_row_*_ref`, and for IQ4_NL /
+IQ4_XS `quantize_iq4_nl` / `quantize_iq4_xs` with their scale search), dequantizes both
 with gguf.quants.dequantize (bit-identical to our reference dequant, see dequant.py) and requires,
 per type and data set, either identical bytes or our relative RMSE <= 1.01 x ggml's. Prints
 which of the two holds and the RMSE ratio; exits non-zero when neither does.
@@ -33,6 +34,11 @@ TYPES = [
     ("q4_1", ggml.GGML_TYPE_Q4_1, GGMLQuantizationType.Q4_1, 20, 32),
     ("q5_0", ggml.GGML_TYPE_Q5_0, GGMLQuantizationType.Q5_0, 22, 32),
     ("q5_1", ggml.GGML_TYPE_Q5_1, GGMLQuantizationType.Q5_1, 24, 32),
+    ("iq4_nl", ggml.GGML_TYPE_IQ4_NL, GGMLQuantizationType.IQ4_NL, 18, 32),
+    ("iq4_xs", ggml.GGML_TYPE_IQ4_XS, GGMLQuantizationType.IQ4_XS, 136, 256),
+    ("q3_k", ggml.GGML_TYPE_Q3_K, GGMLQuantizationType.Q3_K, 110, 256),
+    ("q2_k", ggml.GGML_TYPE_Q2_K, GGMLQuantizationType.Q2_K, 84, 256),
+    ("mxfp4", ggml.GGML_TYPE_MXFP4, GGMLQuantizationType.MXFP4, 17, 32),
 ]
 
 

@@ -7,13 +7,15 @@
 //!
 //! - `dequant`, `gguf`: the `gguf` Python package (GGML's reference dequantization and GGUF
 //!   reader), bit for bit.
-//! - `quantize`: GGML's C reference quantizers (`quantize_row_{q4_K,q5_K,q6_K,q8_0}_ref` and
-//!   the legacy `quantize_row_{q4_0,q4_1,q5_0,q5_1}_ref`) through
+//! - `quantize`: GGML's C reference quantizers (`quantize_row_{q4_K,q5_K,q6_K,q8_0}_ref`, the
+//!   legacy `quantize_row_{q4_0,q4_1,q5_0,q5_1}_ref`, `quantize_row_{q3_K,q2_K,mxfp4}_ref` and
+//!   `quantize_iq4_{nl,xs}`) through
 //!   `ggml-python`, which builds ggml from source when installed (a C compiler is needed; CMake
 //!   comes from PyPI; about 3 minutes on 2 cores, once, then the venv is cached). Per type and
 //!   data set (Gaussian, Student-t with 3 degrees of freedom) our bytes must equal ggml's or our
 //!   relative RMSE must be at most 1.01 x ggml's; the script prints the ratio and which holds.
-//!   Measured: Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 bytes identical; Q4_K ratio 1.007 (Gaussian) /
+//!   Measured: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS, Q3_K, Q2_K and MXFP4 bytes
+//!   identical; Q4_K ratio 1.007 (Gaussian) /
 //!   1.006 (Student-t), Q5_K 0.996 / 0.998, Q6_K 1.002 / 1.001, with ours chosen independently
 //!   of GGML's search (so not byte-identical).
 

@@ -128,6 +128,14 @@ pub fn check_mix(file: &GgufFile) -> Option<MixCheck> {
     let rule_layers = key_u64("qmoe.synth.type_rule_layers")
         .or_else(|| key_u64(&format!("{arch}.block_count")))? as usize;
     let n_experts = key_u64(&format!("{arch}.expert_count")).unwrap_or(0) as usize;
+    // llama.cpp's n_gqa(): query heads per key/value head; 0 (no head-ratio rule) if unknown.
+    let n_gqa = match (
+        key_u64(&format!("{arch}.attention.head_count")),
+        key_u64(&format!("{arch}.attention.head_count_kv")),
+    ) {
+        (Some(h), Some(kv)) if kv > 0 => (h / kv) as usize,
+        _ => 0,
+    };
     let mut checked = 0;
     let mut mismatches = Vec::new();
     for t in file.tensor_infos() {
@@ -145,6 +153,7 @@ pub fn check_mix(file: &GgufFile) -> Option<MixCheck> {
             layer,
             rule_layers,
             n_experts,
+            n_gqa,
             t.dims[0] as usize,
         );
         let rule = rule.map(|q| crate::GgmlType::from_qtype(q).name());
@@ -238,7 +247,10 @@ mod tests {
             base: QType::Q5_K,
             ffn_down: LayerRule::All(QType::Q5_K),
             attn_v: LayerRule::All(QType::Q5_K),
+            attn_v_gqa4: None,
+            attn_output: QType::Q5_K,
             attn_output_8_experts: QType::Q5_K,
+            expert_stacks: None,
         };
         let check = check_mix(&tiny(TypeScheme::Mix(&ALL_Q5_K))).unwrap();
         assert_eq!(check.mix.name, "q5_k_m", "the file type names the mix");

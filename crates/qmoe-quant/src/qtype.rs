@@ -94,15 +94,15 @@ qtypes! {
     /// 256 weights per 210-byte super-block: 6-bit quants, int8 scales.
     Q6_K = 14, "q6_k", layout::q6_k, reference::q6_k_block, quantizer: true;
     /// 32 weights per 18-byte block: f16 scale + 32 four-bit indices into a non-uniform codebook.
-    IQ4_NL = 20, "iq4_nl", layout::iq4_nl, reference::iq4_nl_block, quantizer: false;
+    IQ4_NL = 20, "iq4_nl", layout::iq4_nl, reference::iq4_nl_block, quantizer: true;
     /// 256 weights per 110-byte super-block: 3-bit quants, signed 6-bit scales.
-    Q3_K = 11, "q3_k", layout::q3_k, reference::q3_k_block, quantizer: false;
+    Q3_K = 11, "q3_k", layout::q3_k, reference::q3_k_block, quantizer: true;
     /// 256 weights per 84-byte super-block: 2-bit quants, 4-bit scales and mins.
-    Q2_K = 10, "q2_k", layout::q2_k, reference::q2_k_block, quantizer: false;
+    Q2_K = 10, "q2_k", layout::q2_k, reference::q2_k_block, quantizer: true;
     /// 256 weights per 136-byte super-block: IQ4_NL's codebook with signed 6-bit sub-block scales.
-    IQ4_XS = 23, "iq4_xs", layout::iq4_xs, reference::iq4_xs_block, quantizer: false;
+    IQ4_XS = 23, "iq4_xs", layout::iq4_xs, reference::iq4_xs_block, quantizer: true;
     /// 32 weights per 17-byte block: a power-of-two (E8M0) scale + 32 FP4 (E2M1) values.
-    MXFP4 = 39, "mxfp4", layout::mxfp4, reference::mxfp4_block, quantizer: false,
+    MXFP4 = 39, "mxfp4", layout::mxfp4, reference::mxfp4_block, quantizer: true,
         e8m0: layout::mxfp4::E8M0_SCALES;
 }
 

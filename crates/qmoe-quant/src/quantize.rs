@@ -13,11 +13,20 @@ use half::{bf16, f16};
 use crate::layout::{q4_k, q8_0, F16_BYTES};
 use crate::QType;
 
+mod iq4;
 mod legacy;
+mod mxfp4;
+mod prep;
+mod q2_k;
+mod q3_k;
 mod q5_k;
 mod q6_k;
 
+pub use iq4::{iq4_nl_block, iq4_xs_block};
 pub use legacy::{q4_0_block, q4_1_block, q5_0_block, q5_1_block};
+pub use mxfp4::mxfp4_block;
+pub use q2_k::q2_k_block;
+pub use q3_k::q3_k_block;
 pub use q5_k::{q5_k_block, q5_k_block_portable};
 pub use q6_k::q6_k_block;
 use q6_k::q6_k_block_body;
@@ -102,7 +111,11 @@ fn quantize_serial(qtype: QType, values: &[f32], out: &mut [u8]) {
             QType::Q4_1 => o.copy_from_slice(&q4_1_block(x.try_into().expect("32"))),
             QType::Q5_0 => o.copy_from_slice(&q5_0_block(x.try_into().expect("32"))),
             QType::Q5_1 => o.copy_from_slice(&q5_1_block(x.try_into().expect("32"))),
-            _ => unreachable!("{qtype} has no quantizer (checked by the caller)"),
+            QType::IQ4_NL => o.copy_from_slice(&iq4_nl_block(x.try_into().expect("32"))),
+            QType::IQ4_XS => o.copy_from_slice(&iq4_xs_block(x.try_into().expect("256"))),
+            QType::Q3_K => o.copy_from_slice(&q3_k_block(x.try_into().expect("256"))),
+            QType::Q2_K => o.copy_from_slice(&q2_k_block(x.try_into().expect("256"))),
+            QType::MXFP4 => o.copy_from_slice(&mxfp4_block(x.try_into().expect("32"))),
         }
     }
 }

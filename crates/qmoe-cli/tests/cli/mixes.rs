@@ -13,6 +13,10 @@ type Down = (&'static str, &'static [u64]);
 
 /// (mix, file type, gate/up type, down types), written out from the rules.
 const CASES: &[(&str, u64, &str, &[Down])] = &[
+    ("q2_k", 10, "Q2_K", &[("Q3_K", &[0, 1, 2, 3])]),
+    // n/16 = 0: no Q5_K layers, Q4_K everywhere.
+    ("q3_k_m", 12, "Q3_K", &[("Q4_K", &[0, 1, 2, 3])]),
+    ("q3_k_l", 13, "Q3_K", &[("Q5_K", &[0, 1, 2, 3])]),
     ("q4_k_s", 14, "Q4_K", &[("Q4_K", &[0, 1, 2, 3])]),
     ("q5_k_s", 16, "Q5_K", &[("Q5_K", &[0, 1, 2, 3])]),
     (
@@ -23,6 +27,10 @@ const CASES: &[(&str, u64, &str, &[Down])] = &[
     ),
     ("q8_0", 7, "Q8_0", &[("Q8_0", &[0, 1, 2, 3])]),
     ("bf16", 32, "BF16", &[("BF16", &[0, 1, 2, 3])]),
+    // n/8 = 0: no Q5_K layers.
+    ("iq4_xs", 30, "IQ4_XS", &[("IQ4_XS", &[0, 1, 2, 3])]),
+    // Every expert stack MXFP4, whatever the layer.
+    ("mxfp4", 38, "MXFP4", &[("MXFP4", &[0, 1, 2, 3])]),
 ];
 
 /// The (type, layers) list of `family` in inspect's JSON `type_mix`.
