@@ -16,6 +16,13 @@ mod gen {
 pub use gen::KERNELS;
 use gen::{DequantParams, THREADS};
 
+/// Whether `qtype` has GPU dequant kernels (from the generated dispatch; the host-only types,
+/// read and dequantized on the CPU only, do not: [`dequantize_gpu`] refuses them with
+/// [`DequantError::NoKernel`]).
+pub fn has_kernels(qtype: QType) -> bool {
+    gen::kernel_for(qtype, OutType::F32).is_some()
+}
+
 /// The PTX of `cuda/dequant.cu` for every target.
 pub const PTX: qmoe_gpu::PtxSet = qmoe_gpu::embed_ptx!("dequant");
 
@@ -126,10 +133,7 @@ mod tests {
 
     /// The types the table gives dequant kernels.
     fn with_kernels() -> Vec<QType> {
-        QType::ALL
-            .into_iter()
-            .filter(|&q| gen::kernel_for(q, OutType::F32).is_some())
-            .collect()
+        QType::ALL.into_iter().filter(|&q| has_kernels(q)).collect()
     }
 
     #[test]
@@ -159,7 +163,13 @@ mod tests {
         }
         // The k-quants Q3_K and Q2_K, IQ4_NL, IQ4_XS and MXFP4 are read on the host only (no
         // device header yet): dequant answers NoKernel for them; every other type has kernels.
-        let host_only = [QType::Q3_K, QType::Q2_K, QType::IQ4_NL, QType::IQ4_XS, QType::MXFP4];
+        let host_only = [
+            QType::Q3_K,
+            QType::Q2_K,
+            QType::IQ4_NL,
+            QType::IQ4_XS,
+            QType::MXFP4,
+        ];
         for q in QType::ALL {
             assert_eq!(with_kernels().contains(&q), !host_only.contains(&q), "{q}");
         }

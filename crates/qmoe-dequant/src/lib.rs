@@ -18,7 +18,9 @@ mod launch;
 mod tensor;
 
 pub use error::DequantError;
-pub use launch::{dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, KERNELS, PTX};
+pub use launch::{
+    dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, has_kernels, KERNELS, PTX,
+};
 pub use qmoe_quant::{
     dims, layout, mix, q8_1, quantize, reference, Precision, QTensor, QType, QuantError,
 };

@@ -41,7 +41,8 @@ pub fn group_lanes(items: usize) -> u32 {
 }
 
 /// (lanes per row group G, rows per 256-thread block) for a row of `cols` weights: one row per
-/// group of G lanes (matvec.cu, "Layout").
+/// group of G lanes (matvec.cu, "Layout"). The plan takes more lanes only when one tile pass of
+/// this width would not fit shared memory (long rows of large blocks in the fused gate+up).
 pub fn shape(cols: usize) -> (u32, u32) {
     let g = group_lanes(cols / 32);
     (g, THREADS / g)
@@ -146,15 +147,25 @@ pub(crate) fn plan(
     row_bytes: &[usize],
     budget: usize,
 ) -> Result<Plan, NoPlan> {
-    let (g, pass_rows) = shape(cols);
-    let (pass_rows, wr) = (pass_rows as usize, 32 / g as usize);
-    let per_pass: usize = row_bytes.iter().map(|&rb| pass_rows * rb).sum();
-    let pass_smem = WARPS
-        * row_bytes
-            .iter()
-            .map(|&rb| region_bytes(wr, rb))
-            .sum::<usize>();
     let x_smem = |nci: usize| NC[nci] * col_bytes(prec, cols);
+    // The row-group width of `shape`, or more lanes per row (fewer rows per warp, a smaller
+    // pass) when one pass of that width does not fit beside one staged vector: a fused gate+up
+    // of 1792-weight Q8_0 rows needs 8 warps x 2 x 4 rows x 1904 B = 122 KB at G = 8.
+    let pass_smem_at = |g: u32| {
+        let wr = 32 / g as usize;
+        WARPS
+            * row_bytes
+                .iter()
+                .map(|&rb| region_bytes(wr, rb))
+                .sum::<usize>()
+    };
+    let mut g = shape(cols).0;
+    while g < 32 && x_smem(0) + pass_smem_at(g) > budget {
+        g *= 2;
+    }
+    let pass_rows = THREADS as usize / g as usize;
+    let per_pass: usize = row_bytes.iter().map(|&rb| pass_rows * rb).sum();
+    let pass_smem = pass_smem_at(g);
     let passes = (TILE_TARGET_BYTES / per_pass)
         .clamp(1, MAX_PASSES)
         .min(rows.div_ceil(pass_rows).max(1));
@@ -495,6 +506,14 @@ mod tests {
                     assert!(p.smem as usize <= budget && p.nci <= nc_index(b), "{p:?}");
                 }
             }
+        }
+        // A fused gate+up of 1792-weight Q8_0 rows (1904 B): at shape's G = 8 one pass is
+        // 8 warps x 2 x 4 rows = 122 KB, so the plan widens the groups to 16 lanes (61 KB).
+        assert_eq!(shape(1792).0, 8);
+        for prec in Precision::ALL {
+            let p = plan(prec, 1, 1792, 300, &[1904, 1904], BUDGET).unwrap();
+            assert_eq!(p.glog, 4, "{prec}: {p:?}");
+            assert!(p.smem as usize <= BUDGET && p.tile_rows % 16 == 0, "{p:?}");
         }
         // K = 65536 Q8_0 rows (69632 B): one pass of 8 rows alone is 557 KB.
         let e = plan(Precision::F32, 1, 65536, 64, &[69632], BUDGET).unwrap_err();

@@ -8,7 +8,8 @@ use qmoe_check::strategies::{
     q8_0_block,
 };
 use qmoe_dequant::{
-    dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, layout, QTensor, QType, Upload,
+    dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, has_kernels, layout, QTensor, QType,
+    Upload,
 };
 use qmoe_gpu::Gpu;
 
@@ -76,12 +77,40 @@ fn check(gpu: &Gpu, t: &QTensor<'_>) {
     }
 }
 
-/// Every block format (all have dequant kernels: a type without one fails `check`).
+/// Every block format with dequant kernels (the others are checked to be refused, in
+/// `gpu_host_only_types_are_refused_naming_the_tensor`).
 fn block_types() -> Vec<QType> {
     QType::ALL
         .into_iter()
-        .filter(|q| q.block_weights() > 1)
+        .filter(|&q| q.block_weights() > 1 && has_kernels(q))
         .collect()
+}
+
+/// The block formats read on the host only: GPU dequant refuses them with a typed error naming
+/// the tensor, before any launch.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_host_only_types_are_refused_naming_the_tensor() {
+    let gpu = qmoe_gpu::test_gpu();
+    let host_only: Vec<QType> = QType::ALL
+        .into_iter()
+        .filter(|&q| q.block_weights() > 1 && !has_kernels(q))
+        .collect();
+    for q in host_only {
+        let t =
+            qmoe_check::strategies::tensor("blk.3.ffn_down_exps.weight", q, &[2, 256], &[0.5; 512]);
+        let d = t.upload(&gpu).unwrap();
+        let mut out = gpu.poisoned_f32(512).unwrap();
+        let err = dequantize_gpu(&gpu, &d, &mut out).unwrap_err();
+        assert!(
+            matches!(err, qmoe_dequant::DequantError::NoKernel { qtype, .. } if qtype == q),
+            "{q}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains("blk.3.ffn_down_exps.weight"),
+            "{q}: {err}"
+        );
+    }
 }
 
 /// Proptest blocks of `q` (scales over the whole finite f16 range, adversarial payloads).
