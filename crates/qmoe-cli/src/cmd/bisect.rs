@@ -516,3 +516,30 @@ fn dump(dir: &Path, layer: usize, label: &str, tr: &LayerTrace) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(types: &str) -> Model<'static> {
+        let scheme = TypeScheme::parse(types).unwrap();
+        model::synthetic(Preset::Tiny, vec![0, 1], 0, scheme).unwrap()
+    }
+
+    #[test]
+    fn the_gpu_check_names_the_first_tensor_without_kernels_in_one_line() {
+        // Q3_K_M on the tiny preset: Q3_K gate and up (no kernels), Q4_K down.
+        let err = check_kernels(&tiny("q3_k_m")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("layer 0: blk.0.ffn_gate_exps.weight is q3_k, which has no GPU"),
+            "{err}"
+        );
+        assert!(err.contains("--cpu") && !err.contains('\n'), "{err}");
+        // The types with kernels are named, the refused one is not among them.
+        let listed = err.split("the GPU takes ").nth(1).unwrap();
+        assert!(listed.contains("q4_k") && !listed.contains("q3_k"), "{err}");
+        for ok in ["q5_k_m", "q4_0", "q8_0"] {
+            check_kernels(&tiny(ok)).unwrap();
+        }
+    }
+}
