@@ -9,7 +9,8 @@ use crate::{LayerError, MoeConfig, Result};
 /// The qtypes an expert tensor (gate, up, down) may have on the GPU: every type with matvec
 /// kernels (qmoe-matvec's generated list), so a type added to the kernel table is accepted here
 /// too. The host reference decodes more (every quantized type and BF16), so
-/// [`MoeLayerWeights::new`] takes those and [`MoeLayerWeights::upload`] refuses what is not listed here.
+/// [`MoeLayerWeights::new`] takes those and [`MoeLayerWeights::upload`] refuses what is not
+/// listed here.
 pub const EXPERT_QTYPES: &[QType] = qmoe_matvec::QTYPES;
 
 /// Whether the host reference (`layer_ref`, which dequantizes through the type's reference
@@ -66,7 +67,8 @@ fn check_kernel_type(t: &QTensor<'_>) -> Result<()> {
         return Err(LayerError::tensor(
             t.name(),
             format!(
-                "qtype {} has no GPU matvec kernels (expert types on the GPU: {}); the CPU reference takes it",
+                "qtype {} has no GPU matvec kernels (expert types on the GPU: {}); \
+                 the CPU reference takes it",
                 t.qtype(),
                 names.join(", ")
             ),

@@ -91,7 +91,7 @@ fn rng(seed: u64, layer: usize, what: u64) -> ChaCha8Rng {
 /// have standard deviation ≈ `std` and mean ≈ 0.
 ///
 /// The quant bytes are uniform random, so every code is uniform over its range; the scale
-/// fields are then written so that E[value] = 0 and E[value²] = `std`² (each type's function
+/// fields are then written so that E(value) = 0 and E(value²) = `std`² (each type's function
 /// below derives its code moments). Float types get uniform values of that spread.
 pub fn random_blocks(qtype: QType, n: usize, std: f32, r: &mut ChaCha8Rng) -> Vec<u8> {
     let bb = qtype.block_bytes();
@@ -119,7 +119,7 @@ pub fn random_blocks(qtype: QType, n: usize, std: f32, r: &mut ChaCha8Rng) -> Ve
     out
 }
 
-/// E[x²] of x uniform over the integers `lo..=hi`: mean² + (m² − 1)/12 with m = hi − lo + 1
+/// E(x²) of x uniform over the integers `lo..=hi`: mean² + (m² − 1)/12 with m = hi − lo + 1
 /// values.
 fn mean_square(lo: i32, hi: i32) -> f64 {
     let m = (hi - lo + 1) as f64;
@@ -133,7 +133,7 @@ fn uniform_variance(levels: u32) -> f64 {
     (m * m - 1.0) / 12.0
 }
 
-/// E[v²] of a codebook entry drawn uniformly.
+/// E(v²) of a codebook entry drawn uniformly.
 fn codebook_mean_square(values: &[i8]) -> f64 {
     values.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / values.len() as f64
 }
@@ -147,8 +147,8 @@ fn random_sign(r: &mut ChaCha8Rng) -> f64 {
     }
 }
 
-/// A signed sub-block scale: magnitude uniform in 16..=31, sign even. Its E[sc²] is
-/// [`mean_square`]`(16, 31)`, and E[sc] = 0 centres the weights whatever the codes' mean.
+/// A signed sub-block scale: magnitude uniform in 16..=31, sign even. Its E(sc²) is
+/// [`mean_square`]`(16, 31)`, and E(sc) = 0 centres the weights whatever the codes' mean.
 fn signed_scale(r: &mut ChaCha8Rng) -> i32 {
     let v: i32 = r.gen_range(16..32);
     if r.gen::<bool>() {
@@ -160,8 +160,8 @@ fn signed_scale(r: &mut ChaCha8Rng) -> i32 {
 
 /// Q4_K (`levels` 16) and Q5_K (`levels` 32): value = d·sc·q − dmin·m with q uniform over
 /// `0..levels` (Q5_K's fifth bit comes from the random `qh`). Every sub-block gets m = sc and
-/// dmin = d·E[q] (7.5 or 15.5), so value = d·sc·(q − E[q]): mean 0 in every sub-block. With sc
-/// uniform in 32..=63, E[value²] = d²·E[sc²]·Var(q), so d = std / √(E[sc²]·Var(q)).
+/// dmin = d·E(q) (7.5 or 15.5), so value = d·sc·(q − E(q)): mean 0 in every sub-block. With sc
+/// uniform in 32..=63, E(value²) = d²·E(sc²)·Var(q), so d = std / √(E(sc²)·Var(q)).
 fn k_quant_scales(block: &mut [u8], r: &mut ChaCha8Rng, std: f64, levels: u32) {
     let code_mean = (levels - 1) as f64 / 2.0;
     let d = std / (mean_square(32, 63) * uniform_variance(levels)).sqrt();
@@ -183,9 +183,9 @@ fn k_quant_scales(block: &mut [u8], r: &mut ChaCha8Rng, std: f64, levels: u32) {
 }
 
 /// Q6_K: value = d·sc·(q − 32) with q uniform over 0..=63, so q − 32 is uniform over −32..=31
-/// (E = −0.5, E[(q − 32)²] = [`mean_square`]`(−32, 31)`). The int8 sub-block scales are ±(40..=79)
-/// with an even sign, so E[sc] = 0 centres the weights and
-/// d = std / √(E[sc²]·E[(q − 32)²]).
+/// (E(q − 32) = −0.5, E((q − 32)²) = [`mean_square`]`(−32, 31)`). The int8 sub-block scales
+/// are ±(40..=79) with an even sign, so E(sc) = 0 centres the weights and
+/// d = std / √(E(sc²)·E((q − 32)²)).
 fn q6_k_scales(block: &mut [u8], r: &mut ChaCha8Rng, std: f64) {
     let d = std / (mean_square(40, 79) * mean_square(-32, 31)).sqrt();
     for s in &mut block[q6_k::SCALES] {
@@ -197,31 +197,31 @@ fn q6_k_scales(block: &mut [u8], r: &mut ChaCha8Rng, std: f64) {
 
 /// Q8_0 (codes −128..=127), Q4_0 (q − 8, −8..=7) and Q5_0 (q − 16, −16..=15): value = d·c
 /// with c uniform over `lo..=hi`, whose mean is −0.5, not 0. The block's d gets an even random
-/// sign, so E[value] = 0; E[value²] = d²·E[c²], so |d| = std / √([`mean_square`]`(lo, hi)`).
+/// sign, so E(value) = 0; E(value²) = d²·E(c²), so |d| = std / √([`mean_square`]`(lo, hi)`).
 fn symmetric_scale(block: &mut [u8], at: usize, r: &mut ChaCha8Rng, std: f64, lo: i32, hi: i32) {
     let d = random_sign(r) * std / mean_square(lo, hi).sqrt();
     put_f16(block, at, d);
 }
 
 /// Q4_1 (`levels` 16) and Q5_1 (`levels` 32): value = d·q + m with q uniform over `0..levels`.
-/// m = −d·E[q] centres every block, leaving E[value²] = d²·Var(q), so d = std / √Var(q).
+/// m = −d·E(q) centres every block, leaving E(value²) = d²·Var(q), so d = std / √Var(q).
 fn legacy_min_scales(block: &mut [u8], d_at: usize, m_at: usize, std: f64, levels: u32) {
     let d = std / uniform_variance(levels).sqrt();
     put_f16(block, d_at, d);
     put_f16(block, m_at, -d * (levels - 1) as f64 / 2.0);
 }
 
-/// IQ4_NL: value = d·VALUES[k] with k uniform over the 16 codebook entries, whose mean is not 0
-/// (the codebook leans negative). An even random sign of d centres the weights; E[value²] =
-/// d²·E[VALUES²], so |d| = std / √E[VALUES²].
+/// IQ4_NL: value = d·VALUES(k) with k uniform over the 16 codebook entries, whose mean is not 0
+/// (the codebook leans negative). An even random sign of d centres the weights; E(value²) =
+/// d²·E(VALUES²), so |d| = std / √E(VALUES²).
 fn iq4_nl_scale(block: &mut [u8], r: &mut ChaCha8Rng, std: f64) {
     let d = random_sign(r) * std / codebook_mean_square(&iq4_nl::VALUES).sqrt();
     put_f16(block, iq4_nl::D, d);
 }
 
 /// Q3_K: value = d·sc·q where q is the two low bits minus 4 unless the `hmask` bit is set, so q
-/// is uniform over −4..=3 (E[q²] = [`mean_square`]`(−4, 3)`), and sc is a signed 6-bit scale
-/// ([`signed_scale`]: E[sc] = 0 centres the weights). d = std / √(E[sc²]·E[q²]).
+/// is uniform over −4..=3 (E(q²) = [`mean_square`]`(−4, 3)`), and sc is a signed 6-bit scale
+/// ([`signed_scale`]: E(sc) = 0 centres the weights). d = std / √(E(sc²)·E(q²)).
 fn q3_k_scales(block: &mut [u8], r: &mut ChaCha8Rng, std: f64) {
     let d = std / (mean_square(16, 31) * mean_square(-4, 3)).sqrt();
     put_f16(block, q3_k::D, d);
@@ -236,9 +236,9 @@ fn q3_k_scales(block: &mut [u8], r: &mut ChaCha8Rng, std: f64) {
     }
 }
 
-/// Q2_K: value = d·sc·q − dmin·m with q uniform over 0..=3 (E[q] = 1.5, Var(q) = 1.25) and
+/// Q2_K: value = d·sc·q − dmin·m with q uniform over 0..=3 (E(q) = 1.5, Var(q) = 1.25) and
 /// 4-bit sc, m per 16-weight sub-block. m = sc and dmin = 1.5·d make value = d·sc·(q − 1.5):
-/// mean 0 in every sub-block. With sc uniform in 8..=15, d = std / √(E[sc²]·Var(q)).
+/// mean 0 in every sub-block. With sc uniform in 8..=15, d = std / √(E(sc²)·Var(q)).
 fn q2_k_scales(block: &mut [u8], r: &mut ChaCha8Rng, std: f64) {
     let d = std / (mean_square(8, 15) * uniform_variance(4)).sqrt();
     put_f16(block, q2_k::D, d);
@@ -249,9 +249,9 @@ fn q2_k_scales(block: &mut [u8], r: &mut ChaCha8Rng, std: f64) {
     }
 }
 
-/// IQ4_XS: value = d·ls·VALUES[k], k uniform over IQ4_NL's codebook, ls a signed 6-bit scale
-/// per 32-weight sub-block ([`signed_scale`]: E[ls] = 0 centres the weights whatever the
-/// codebook's mean). d = std / √(E[ls²]·E[VALUES²]).
+/// IQ4_XS: value = d·ls·VALUES(k), k uniform over IQ4_NL's codebook, ls a signed 6-bit scale
+/// per 32-weight sub-block ([`signed_scale`]: E(ls) = 0 centres the weights whatever the
+/// codebook's mean). d = std / √(E(ls²)·E(VALUES²)).
 fn iq4_xs_scales(block: &mut [u8], r: &mut ChaCha8Rng, std: f64) {
     let d = std / (mean_square(16, 31) * codebook_mean_square(&iq4_nl::VALUES)).sqrt();
     put_f16(block, iq4_xs::D, d);
@@ -267,11 +267,11 @@ fn iq4_xs_scales(block: &mut [u8], r: &mut ChaCha8Rng, std: f64) {
     block[iq4_xs::SCALES_H].copy_from_slice(&high.to_le_bytes());
 }
 
-/// MXFP4: value = 2^(e − 128)·VALUES[k] (`e8m0_half`), k uniform over a codebook symmetric
-/// about 0, so E[value] = 0 and E[value²] = s²·E[VALUES²] for the block's scale s. The scale is
+/// MXFP4: value = 2^(e − 128)·VALUES(k) (`e8m0_half`), k uniform over a codebook symmetric
+/// about 0, so E(value) = 0 and E(value²) = s²·E(VALUES²) for the block's scale s. The scale is
 /// a power of two, so no single one gives std: a block takes 2^a with probability p and 2^(a+1)
-/// otherwise, where 2^a ≤ t < 2^(a+1) for t = std / √E[VALUES²], and p·4^a + (1 − p)·4^(a+1) =
-/// t², i.e. p = (4 − t²/4^a) / 3. Then E[value²] = std² over the blocks.
+/// otherwise, where 2^a ≤ t < 2^(a+1) for t = std / √E(VALUES²), and p·4^a + (1 − p)·4^(a+1) =
+/// t², i.e. p = (4 − t²/4^a) / 3. Then E(value²) = std² over the blocks.
 fn mxfp4_scale(block: &mut [u8], r: &mut ChaCha8Rng, std: f64) {
     let t = std / codebook_mean_square(&mxfp4::VALUES).sqrt();
     let a = t.log2().floor();

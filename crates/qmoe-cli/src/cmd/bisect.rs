@@ -34,11 +34,11 @@ error from what earlier layers compounded. Default: both, side by side.
 
 Without MODEL it builds a synthetic Qwen3-30B-A3B-shaped stack in memory (real shapes, llama.cpp's \
 Q4_K_M type rule over 48 layers, so layers 0-5 have Q6_K and layers 6-7 Q4_K down projections); \
-`--types` picks another llama.cpp mix or one type everywhere (`--help` lists them). Without a usable \
-GPU, or with `--cpu`, it compares the kernel-precision CPU path (f32 accumulation) with the f64 \
-reference instead, and says so. Expert types without GPU kernels (marked in the `--types` list) run \
-on that CPU path only: on a GPU machine bisect refuses them, naming the layer, tensor and type, \
-until `--cpu` is given.
+`--types` picks another llama.cpp mix or one type everywhere (`--help` lists them). Without a \
+usable GPU, or with `--cpu`, it compares the kernel-precision CPU path (f32 accumulation) with the \
+f64 reference instead, and says so. Expert types without GPU kernels (marked in the `--types` \
+list) run on that CPU path only: on a GPU machine bisect refuses them, naming the layer, tensor \
+and type, until `--cpu` is given.
 
 `--precision q8_1` runs the expert projections on the int8 path (activations quantized to Q8_1 \
 blocks of 32 inside the kernels, dp4a dot products) and compares it with the Q8_1 reference \
