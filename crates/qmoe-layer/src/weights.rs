@@ -6,14 +6,26 @@ use qmoe_gpu::Gpu;
 
 use crate::{LayerError, MoeConfig, Result};
 
-/// The qtypes an expert tensor (gate, up, down) may have: every type with matvec kernels
-/// (qmoe-matvec's generated list), so a type added to the kernel table is accepted here too.
+/// The qtypes an expert tensor (gate, up, down) may have on the GPU: every type with matvec
+/// kernels (qmoe-matvec's generated list), so a type added to the kernel table is accepted here
+/// too. The host reference decodes more (every quantized type and BF16), so
+/// [`MoeLayerWeights::new`] takes those and [`MoeLayerWeights::upload`] refuses what is not
+/// listed here.
 pub const EXPERT_QTYPES: &[QType] = qmoe_matvec::QTYPES;
+
+/// Whether the host reference (`layer_ref`, which dequantizes through the type's reference
+/// decoder) takes expert tensors of `qtype`: every quantized block type, with kernels or not, and
+/// BF16 (the expert stacks of llama.cpp's bf16 mix). F16 and F32 expert stacks are refused: no
+/// mix writes them, and a plain float there is more likely a mislabelled tensor.
+pub(crate) fn host_expert_type(qtype: QType) -> bool {
+    qtype.is_quantized() || qtype == QType::BF16
+}
 
 /// One MoE FFN layer's weights in host memory, checked against a [`MoeConfig`].
 ///
-/// Each expert tensor carries its own qtype (any of [`EXPERT_QTYPES`]): a Q4_K_M file mixes Q4_K
-/// and Q6_K down projections by layer, and the GPU path dispatches on the tensor's type only.
+/// Each expert tensor carries its own qtype: a Q4_K_M file mixes Q4_K and Q6_K down projections
+/// by layer, and the GPU path dispatches on the tensor's type only. Every quantized type and
+/// BF16 runs on the host reference; only [`EXPERT_QTYPES`] upload.
 #[derive(Debug, Clone)]
 pub struct MoeLayerWeights<'a> {
     cfg: MoeConfig,
@@ -25,14 +37,12 @@ pub struct MoeLayerWeights<'a> {
 }
 
 fn check_expert(t: &QTensor<'_>, want: [usize; 3]) -> Result<()> {
-    if !EXPERT_QTYPES.contains(&t.qtype()) {
-        let names: Vec<&str> = EXPERT_QTYPES.iter().map(|q| q.name()).collect();
+    if !host_expert_type(t.qtype()) {
         return Err(LayerError::tensor(
             t.name(),
             format!(
-                "qtype {} is not supported for expert weights ({})",
-                t.qtype(),
-                names.join(", ")
+                "qtype {} is not supported for expert weights (a quantized block type or bf16)",
+                t.qtype()
             ),
         ));
     }
@@ -43,6 +53,24 @@ fn check_expert(t: &QTensor<'_>, want: [usize; 3]) -> Result<()> {
                 "shape {:?} does not fit the config, expected {:?} ([experts, rows, cols])",
                 t.shape(),
                 want
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an expert tensor whose type has no matvec kernels, naming the tensor and the types
+/// that have them.
+fn check_kernel_type(t: &QTensor<'_>) -> Result<()> {
+    if !EXPERT_QTYPES.contains(&t.qtype()) {
+        let names: Vec<&str> = EXPERT_QTYPES.iter().map(|q| q.name()).collect();
+        return Err(LayerError::tensor(
+            t.name(),
+            format!(
+                "qtype {} has no GPU matvec kernels (expert types on the GPU: {}); \
+                 the CPU reference takes it",
+                t.qtype(),
+                names.join(", ")
             ),
         ));
     }
@@ -71,8 +99,8 @@ fn check_f32(name: &str, t: &QTensor<'_>, want: &[usize]) -> Result<Vec<f32>> {
 impl<'a> MoeLayerWeights<'a> {
     /// Builds a layer's weights, checking every tensor against `cfg`: `ffn_norm` `[H]`, `router`
     /// `[E, H]` (row-major, `router[e * H + h]`), `gate` and `up` [E, I, H], `down` [E, H, I], the
-    /// expert tensors each of a type in [`EXPERT_QTYPES`], all values and scales finite. Errors
-    /// name the tensor.
+    /// expert tensors each of a quantized type or BF16 (the GPU needs [`EXPERT_QTYPES`]:
+    /// see [`MoeLayerWeights::upload`]), all values and scales finite. Errors name the tensor.
     pub fn new(
         cfg: MoeConfig,
         ffn_norm: Vec<f32>,
@@ -201,7 +229,12 @@ impl<'a> MoeLayerWeights<'a> {
     }
 
     /// Copies the weights to the device once; the [`DeviceMoeLayer`] is reused across calls.
+    /// An expert tensor of a type outside [`EXPERT_QTYPES`] is refused first
+    /// ([`LayerError::Tensor`] naming it): the kernels could not run on it.
     pub fn upload(&self, gpu: &Gpu) -> Result<DeviceMoeLayer> {
+        for t in [&self.gate, &self.up, &self.down] {
+            check_kernel_type(t)?;
+        }
         let up = |t: &QTensor<'_>| {
             t.upload(gpu)
                 .map_err(LayerError::dequant(t.name(), "QTensor::upload"))
@@ -265,6 +298,78 @@ mod tests {
     use qmoe_dequant::DequantError;
 
     use super::*;
+
+    /// Zero-filled expert tensors of `qtype` for a 256-wide, 2-expert config (every quant type's
+    /// block divides 256; all-zero scales are finite).
+    fn zero_layer(qtype: QType) -> Result<MoeLayerWeights<'static>> {
+        let cfg = MoeConfig {
+            hidden: 256,
+            intermediate: 256,
+            n_experts: 2,
+            top_k: 1,
+            norm_topk_prob: true,
+            rms_eps: 1e-6,
+        };
+        let bytes = 2 * 256 * 256 / qtype.block_weights() * qtype.block_bytes();
+        let t = |p: &str| {
+            QTensor::new(
+                format!("blk.3.ffn_{p}_exps.weight"),
+                qtype,
+                &[2, 256, 256],
+                vec![0; bytes],
+            )
+            .unwrap()
+        };
+        MoeLayerWeights::new(
+            cfg,
+            vec![1.0; 256],
+            vec![0.0; 512],
+            t("gate"),
+            t("up"),
+            t("down"),
+        )
+    }
+
+    #[test]
+    fn every_type_builds_but_only_kernel_types_pass_the_upload_check() {
+        for q in QType::ALL {
+            let w = match zero_layer(q) {
+                Ok(w) => w,
+                Err(e) => {
+                    // Only plain float types other than BF16 are refused on the host.
+                    assert!(!host_expert_type(q), "{q}: {e}");
+                    assert!(matches!(q, QType::F16 | QType::F32), "{q}: {e}");
+                    continue;
+                }
+            };
+            assert!(host_expert_type(q), "{q} was accepted");
+            let got = check_kernel_type(w.gate());
+            if EXPERT_QTYPES.contains(&q) {
+                assert!(got.is_ok(), "{q}: {got:?}");
+            } else {
+                assert!(
+                    matches!(&got, Err(LayerError::Tensor { tensor, msg })
+                        if tensor == "blk.3.ffn_gate_exps.weight" && msg.contains(q.name())),
+                    "{q}: {got:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+    fn upload_refuses_an_expert_type_without_kernels_naming_the_tensor() {
+        let gpu = qmoe_gpu::test_gpu();
+        let q = QType::ALL
+            .into_iter()
+            .find(|&q| host_expert_type(q) && !EXPERT_QTYPES.contains(&q))
+            .expect("a type without kernels");
+        let err = zero_layer(q).unwrap().upload(&gpu).unwrap_err();
+        assert!(
+            matches!(&err, LayerError::Tensor { tensor, .. } if tensor == "blk.3.ffn_gate_exps.weight"),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn a_non_finite_scale_is_refused_with_the_dequant_error_as_source() {

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
+use clap::builder::PossibleValuesParser;
 use qmoe_check::Thresholds;
-use qmoe_dequant::Precision;
+use qmoe_dequant::{Precision, QType};
 use qmoe_gguf::synth::{Preset, TypeScheme};
 use qmoe_gpu::env;
-use qmoe_layer::{LayerTrace, RefPrecision};
+use qmoe_layer::{LayerTrace, RefPrecision, EXPERT_QTYPES};
 
 use crate::bisect::engine::{self, LayerPath, Mode, ModeRun, Settings};
 use crate::bisect::model::{self, Model};
@@ -32,9 +33,12 @@ Modes: `free` lets each path carry its own hidden state through the stack (as in
 error from what earlier layers compounded. Default: both, side by side.
 
 Without MODEL it builds a synthetic Qwen3-30B-A3B-shaped stack in memory (real shapes, llama.cpp's \
-Q4_K_M type rule over 48 layers, so layers 0-5 have Q6_K and layers 6-7 Q4_K down projections). \
-Without a usable GPU it compares the kernel-precision CPU path (f32 accumulation) with the f64 \
-reference instead, and says so.
+Q4_K_M type rule over 48 layers, so layers 0-5 have Q6_K and layers 6-7 Q4_K down projections); \
+`--types` picks another llama.cpp mix or one type everywhere (`--help` lists them). Without a \
+usable GPU, or with `--cpu`, it compares the kernel-precision CPU path (f32 accumulation) with the \
+f64 reference instead, and says so. Expert types without GPU kernels (marked in the `--types` \
+list) run on that CPU path only: on a GPU machine bisect refuses them, naming the layer, tensor \
+and type, until `--cpu` is given.
 
 `--precision q8_1` runs the expert projections on the int8 path (activations quantized to Q8_1 \
 blocks of 32 inside the kernels, dp4a dot products) and compares it with the Q8_1 reference \
@@ -55,7 +59,9 @@ Examples:
   qmoe bisect --layers 48                      # all 48 synthetic layers
   qmoe bisect model.gguf --layers 0..12 --tokens 4 --json > report.json
   qmoe bisect --mode forced --dump /tmp/bisect # every stage of both paths as .npy
-  qmoe bisect --precision q8_1 --layers 48     # the int8 path, and its cost over 48 layers"
+  qmoe bisect --precision q8_1 --layers 48     # the int8 path, and its cost over 48 layers
+  qmoe bisect --types q5_k_m --layers 48       # another llama.cpp mix
+  qmoe bisect --types q3_k_m --cpu             # a mix without GPU kernels, on the CPU path"
 )]
 pub struct Args {
     /// A Qwen3-MoE GGUF file; the built-in synthetic model when absent.
@@ -92,8 +98,16 @@ pub struct Args {
     /// Synthetic model preset.
     #[arg(long, default_value = "qwen3-30b-a3b", value_parser = ["qwen3-30b-a3b", "tiny"])]
     pub preset: String,
-    /// Synthetic model type scheme.
-    #[arg(long, default_value = "q4_k_m", value_parser = ["q4_k_m", "q4_k", "q6_k", "q8_0"])]
+    /// Synthetic model expert types: a llama.cpp mix (q4_k_m, q5_k_m, …) or one type everywhere
+    /// (`--help` lists them all).
+    #[arg(
+        long,
+        default_value = "q4_k_m",
+        ignore_case = true,
+        hide_possible_values = true,
+        value_parser = PossibleValuesParser::new(TypeScheme::names()),
+        long_help = types_help(),
+    )]
     pub types: String,
     /// Test-only: dispatch layer L's down projection with the wrong k-quant type (the "first NaN
     /// at layer 6" bug class), on the candidate path only.
@@ -107,6 +121,9 @@ pub fn run(args: &Args) -> Result<bool> {
     let file = args.model.as_deref().map(super::open_gguf).transpose()?;
     let model = load(args, file.as_ref())?;
     let (gpu, device_line) = open_candidate(args.cpu, precision);
+    if gpu.is_some() {
+        check_kernels(&model)?;
+    }
     let setup = Setup::new(args, model, gpu, precision)?;
     let modes = match (args.mode, precision) {
         (Some(m), _) => vec![m],
@@ -165,6 +182,71 @@ fn check_args(args: &Args) -> Result<Precision> {
     args.precision
         .parse::<Precision>()
         .with_context(|| format!("--precision {}", args.precision))
+}
+
+/// `--types`'s long help, from the tables: every mix of `qmoe_quant::mix::MIXES` with the
+/// expert types its rule gives over the default preset's layers, then the single types, each type
+/// without GPU matvec kernels marked.
+fn types_help() -> String {
+    let n_layers = Preset::Qwen3_30bA3b.hparams().n_layers;
+    let mark = |t: QType| {
+        if EXPERT_QTYPES.contains(&t) {
+            t.name().to_string()
+        } else {
+            format!("{}*", t.name())
+        }
+    };
+    let mut lines = vec![format!(
+        "Expert types of the synthetic model: a llama.cpp mix (its per-layer rule; the types it \
+gives gate/up/down over {n_layers} layers) or one type everywhere. * = no GPU matvec kernels: \
+that scheme runs on the CPU path only (--cpu on a GPU machine)."
+    )];
+    lines.push(String::new());
+    for name in TypeScheme::names() {
+        let Some(scheme) = TypeScheme::parse(name) else {
+            continue;
+        };
+        let mut sets: [Vec<QType>; 3] = Default::default();
+        for l in 0..n_layers {
+            for (set, t) in sets.iter_mut().zip(scheme.layer_types(l, n_layers)) {
+                if !set.contains(&t) {
+                    set.push(t);
+                }
+            }
+        }
+        let sets: Vec<String> = sets
+            .iter()
+            .map(|s| s.iter().map(|&t| mark(t)).collect::<Vec<_>>().join("+"))
+            .collect();
+        let kind = match scheme {
+            TypeScheme::Mix(_) => "mix",
+            TypeScheme::Uniform(_) => "type",
+        };
+        lines.push(format!("  {name:<8} {kind:<5} {}", sets.join(" / ")));
+    }
+    lines.join("\n")
+}
+
+/// Refuses, on the GPU, an expert tensor whose type has no matvec kernels: one line naming the
+/// layer, the tensor and its type, and the `--cpu` way to run it.
+fn check_kernels(model: &Model<'_>) -> Result<()> {
+    for (&l, t) in model.layers.iter().zip(&model.types) {
+        for (family, q) in [
+            ("ffn_gate_exps", t.gate),
+            ("ffn_up_exps", t.up),
+            ("ffn_down_exps", t.down),
+        ] {
+            if !EXPERT_QTYPES.contains(&q) {
+                let with: Vec<&str> = EXPERT_QTYPES.iter().map(|q| q.name()).collect();
+                bail!(
+                    "layer {l}: blk.{l}.{family}.weight is {q}, which has no GPU matvec kernels \
+(the GPU takes {}); add --cpu to compare the kernel-precision CPU path with the f64 reference",
+                    with.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The GPU to compare, or none, and the line that says which (the device line of `qmoe env`, so
@@ -362,8 +444,13 @@ fn load<'a>(args: &Args, file: Option<&'a qmoe_gguf::GgufFile>) -> Result<Model<
         _ => {
             let preset = Preset::parse(&args.preset)
                 .with_context(|| format!("--preset {}: unknown", args.preset))?;
-            let scheme = TypeScheme::parse(&args.types)
-                .with_context(|| format!("--types {}: unknown", args.types))?;
+            let scheme = TypeScheme::parse(&args.types).with_context(|| {
+                format!(
+                    "--types {}: unknown (one of {})",
+                    args.types,
+                    TypeScheme::names().join(", ")
+                )
+            })?;
             let total = preset.hparams().n_layers;
             let default = if total >= 8 { "0..8" } else { ".." };
             let layers = layer_range(args.layers.as_deref().unwrap_or(default), total)?;
@@ -428,4 +515,31 @@ fn dump(dir: &Path, layer: usize, label: &str, tr: &LayerTrace) -> Result<()> {
         w.write_all(&v.to_le_bytes())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(types: &str) -> Model<'static> {
+        let scheme = TypeScheme::parse(types).unwrap();
+        model::synthetic(Preset::Tiny, vec![0, 1], 0, scheme).unwrap()
+    }
+
+    #[test]
+    fn the_gpu_check_names_the_first_tensor_without_kernels_in_one_line() {
+        // Q3_K_M on the tiny preset: Q3_K gate and up (no kernels), Q4_K down.
+        let err = check_kernels(&tiny("q3_k_m")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("layer 0: blk.0.ffn_gate_exps.weight is q3_k, which has no GPU"),
+            "{err}"
+        );
+        assert!(err.contains("--cpu") && !err.contains('\n'), "{err}");
+        // The types with kernels are named, the refused one is not among them.
+        let listed = err.split("the GPU takes ").nth(1).unwrap();
+        assert!(listed.contains("q4_k") && !listed.contains("q3_k"), "{err}");
+        for ok in ["q5_k_m", "q4_0", "q8_0"] {
+            check_kernels(&tiny(ok)).unwrap();
+        }
+    }
 }

@@ -279,6 +279,121 @@ fn bad_ranges_and_flags_name_the_flag() {
     );
 }
 
+/// The (gate, up, down) type names the JSON gives per layer, in layer order.
+fn layer_types(doc: &Value) -> Vec<(u64, String, String, String)> {
+    doc["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let s = |k: &str| l[k].as_str().unwrap().to_string();
+            (l["layer"].as_u64().unwrap(), s("gate"), s("up"), s("down"))
+        })
+        .collect()
+}
+
+/// `bisect --preset tiny --cpu --json --types TYPES ARGS` must exit 0 with every stage MATCH;
+/// returns the report.
+fn matches_on_the_cpu(types: &str, args: &[&str]) -> Value {
+    let mut all = vec!["--preset", "tiny", "--cpu", "--types", types];
+    all.extend_from_slice(args);
+    let (code, doc) = report(&all);
+    assert_eq!(code, 0, "--types {types}: {doc:#}");
+    assert_eq!(doc["all_match"], true, "--types {types}");
+    assert!(
+        doc["candidate"].as_str().unwrap().starts_with("cpu-"),
+        "--types {types}: {}",
+        doc["candidate"]
+    );
+    assert!(
+        doc["model"]["description"]
+            .as_str()
+            .unwrap()
+            .contains(types),
+        "--types {types}: {}",
+        doc["model"]["description"]
+    );
+    doc
+}
+
+#[test]
+fn a_k_quant_mix_runs_on_the_cpu_and_the_json_names_its_types_per_layer() {
+    // llama.cpp's Q5_K_M over the tiny preset's 4 layers: Q5_K gate and up; down Q6_K on the
+    // "more bits" layers, which for n = 4 are 2 ((2 − n/8) % 3 == 2) and 3 (≥ 7n/8), else Q5_K.
+    let doc = matches_on_the_cpu("q5_k_m", &["--mode", "forced"]);
+    let want: Vec<(u64, String, String, String)> =
+        [(0, "q5_k"), (1, "q5_k"), (2, "q6_k"), (3, "q6_k")]
+            .iter()
+            .map(|&(l, down)| (l, "q5_k".into(), "q5_k".into(), down.into()))
+            .collect();
+    assert_eq!(layer_types(&doc), want);
+}
+
+#[test]
+fn legacy_mixes_run_on_the_cpu() {
+    // GGML's legacy formats: one type for every expert tensor of every layer.
+    for t in ["q4_0", "q4_1", "q5_0", "q5_1"] {
+        let doc = matches_on_the_cpu(t, &["--layers", "1", "--mode", "forced"]);
+        assert_eq!(
+            layer_types(&doc),
+            [(0, t.to_string(), t.to_string(), t.to_string())],
+            "--types {t}"
+        );
+    }
+}
+
+#[test]
+fn mixes_without_gpu_kernels_run_on_the_cpu() {
+    // Types with host decoders but no matvec kernels: the CPU path compares them like any
+    // other. Q3_K_M's down is Q4_K on all 4 tiny layers (n/16 = 0: no Q5_K layer); Q2_K's is
+    // Q3_K; IQ4_XS keeps IQ4_XS where n/8 = 0 leaves no Q5_K layer.
+    for (mix, gate, down) in [
+        ("q3_k_m", "q3_k", "q4_k"),
+        ("q2_k", "q2_k", "q3_k"),
+        ("iq4_xs", "iq4_xs", "iq4_xs"),
+        ("mxfp4", "mxfp4", "mxfp4"),
+        ("bf16", "bf16", "bf16"),
+    ] {
+        let doc = matches_on_the_cpu(mix, &["--layers", "1", "--mode", "forced"]);
+        assert_eq!(doc["candidate"], "cpu-f32", "--types {mix}");
+        assert_eq!(
+            layer_types(&doc),
+            [(0, gate.to_string(), gate.to_string(), down.to_string())],
+            "--types {mix}"
+        );
+    }
+    // The int8 path's CPU stand-in takes them too.
+    let doc = matches_on_the_cpu("q3_k_l", &["--layers", "1", "--precision", "q8_1"]);
+    assert_eq!(doc["candidate"], "cpu-q8_1");
+}
+
+#[test]
+fn help_lists_every_mix_and_marks_types_without_kernels() {
+    let h = ok(&["bisect", "--help"]);
+    for mix in [
+        "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1",
+        "bf16", "q2_k", "q3_k_m", "q3_k_l", "iq4_xs", "mxfp4",
+    ] {
+        assert!(
+            h.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{mix} "))),
+            "{mix} missing from --help:\n{h}"
+        );
+    }
+    // Q3_K has no kernels, Q5_K has: the list marks the first only.
+    assert!(h.contains("q3_k*") && !h.contains("q5_k*"), "{h}");
+}
+
+#[test]
+fn an_unknown_types_value_lists_the_valid_ones() {
+    fails(
+        &["bisect", "--types", "q9_k"],
+        &[
+            "--types", "q9_k", "q4_k_m", "q5_k_m", "q4_0", "iq4_xs", "mxfp4", "bf16",
+        ],
+    );
+}
+
 #[test]
 fn a_reader_that_closes_early_ends_it_quietly() {
     // The header is flushed before the layers run; whether the table still fits the pipe when
@@ -335,6 +450,35 @@ fn gpu_wrong_down_type_at_layer_6_is_found_at_layer_6() {
         );
         assert!(d.contains("layers 0–5 MATCH") && d.contains("down"), "{d}");
     }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_48_layers_match_for_every_mix_with_kernels() {
+    // Every mix whose expert types all have matvec kernels, over all 48 synthetic layers.
+    let _gpu = qmoe_gpu::test_gpu();
+    for mix in [
+        "q4_k_s", "q5_k_s", "q5_k_m", "q6_k", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1",
+    ] {
+        let (code, doc) = report(&["--types", mix, "--layers", "48", "--tokens", "2"]);
+        assert_eq!(doc["candidate"], "gpu", "--types {mix}");
+        assert_eq!(code, 0, "--types {mix}: {:#}", doc["modes"]);
+        assert_eq!(doc["modes"][0]["layers"].as_array().unwrap().len(), 48);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_refuses_a_mix_without_kernels_and_points_at_cpu() {
+    let _gpu = qmoe_gpu::test_gpu();
+    fails(
+        &["bisect", "--preset", "tiny", "--types", "q3_k_m"],
+        &["layer 0", "blk.0.ffn_gate_exps.weight", "q3_k", "--cpu"],
+    );
+    fails(
+        &["bisect", "--preset", "tiny", "--types", "bf16"],
+        &["layer 0", "blk.0.ffn_gate_exps.weight", "bf16", "--cpu"],
+    );
 }
 
 #[test]
