@@ -610,9 +610,7 @@ __device__ __forceinline__ void mv_combine_tail(const MvIndexedParams& p) {
     __shared__ bool mv_last;
     // The barrier orders every thread's y writes before thread 0's fence, and the fence is
     // cumulative, so it publishes the whole block's rows device-wide before the count (the
-    // pattern of a cooperative grid sync). One fence per block, not one per thread: with a fence
-    // in every thread, each block of a B = 8 launch (2048 blocks, several waves) stayed resident
-    // until all its writes were acknowledged, and the launch took 12 us longer (H200).
+    // pattern of a cooperative grid sync): one fence per block is enough.
     __syncthreads();
     if (threadIdx.x == 0) {
         __threadfence();
