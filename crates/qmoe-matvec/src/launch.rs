@@ -513,7 +513,10 @@ mod tests {
         for prec in Precision::ALL {
             let p = plan(prec, 1, 1792, 300, &[1904, 1904], BUDGET).unwrap();
             assert_eq!(p.glog, 4, "{prec}: {p:?}");
-            assert!(p.smem as usize <= BUDGET && p.tile_rows % 16 == 0, "{p:?}");
+            assert!(
+                p.smem as usize <= BUDGET && p.tile_rows.is_multiple_of(16),
+                "{p:?}"
+            );
         }
         // K = 65536 Q8_0 rows (69632 B): one pass of 8 rows alone is 557 KB.
         let e = plan(Precision::F32, 1, 65536, 64, &[69632], BUDGET).unwrap_err();

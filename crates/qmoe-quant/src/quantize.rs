@@ -287,8 +287,23 @@ unsafe fn q4_k_block_avx2(x: &[f32; 256]) -> [u8; q4_k::BLOCK_BYTES] {
     q4_k_block_body(x)
 }
 
+/// What Q4_K and Q5_K share (their headers are laid out alike: `d`, `dmin`, 12 bytes of packed
+/// scales and mins): per 32-weight sub-block a scale and min searched with codes `0..=nmax`
+/// (15 or 31), the f16 super-block scales, the 6-bit scales and mins, and each weight's code
+/// against the scales a reader will see.
+pub(crate) struct KScaleMin {
+    /// The super-block scale of the sub-block scales.
+    pub d: f16,
+    /// The super-block scale of the sub-block mins.
+    pub dmin: f16,
+    /// The 6-bit scales and mins, packed as Q4_K and Q5_K store them.
+    pub scales: [u8; 12],
+    /// Each weight's code, `0..=nmax`.
+    pub codes: [u8; 256],
+}
+
 #[inline(always)]
-fn q4_k_block_body(x: &[f32; 256]) -> [u8; q4_k::BLOCK_BYTES] {
+pub(crate) fn k_scale_min_codes(x: &[f32; 256], nmax: u8) -> KScaleMin {
     let mut scales = [0.0f32; 8];
     let mut mins = [0.0f32; 8];
     let mut w = [0.0f32; 32];
@@ -298,7 +313,7 @@ fn q4_k_block_body(x: &[f32; 256]) -> [u8; q4_k::BLOCK_BYTES] {
         for (wi, v) in w.iter_mut().zip(xs) {
             *wi = av + v.abs();
         }
-        (scales[j], mins[j]) = scale_min_search(xs, &w, 15);
+        (scales[j], mins[j]) = scale_min_search(xs, &w, nmax);
     }
     let max_scale = scales.iter().copied().fold(0.0f32, f32::max);
     let max_min = mins.iter().copied().fold(0.0f32, f32::max);
@@ -320,12 +335,9 @@ fn q4_k_block_body(x: &[f32; 256]) -> [u8; q4_k::BLOCK_BYTES] {
         ls[j] = six_bit(scales[j], d);
         lm[j] = six_bit(mins[j], dmin);
     }
-    let mut out = [0u8; q4_k::BLOCK_BYTES];
-    put_f16(&mut out, q4_k::D, d);
-    put_f16(&mut out, q4_k::DMIN, dmin);
     // Pack: j < 4 in the low 6 bits of q[j] (scale) and q[j+4] (min); j >= 4 in q[j+4]'s two
     // nibbles, with the high two bits in the top of q[j-4] (scale) and q[j] (min).
-    let q = &mut out[q4_k::SCALES];
+    let mut q = [0u8; 12];
     for j in 0..8 {
         if j < 4 {
             q[j] = ls[j];
@@ -336,20 +348,36 @@ fn q4_k_block_body(x: &[f32; 256]) -> [u8; q4_k::BLOCK_BYTES] {
             q[j] |= (lm[j] >> 4) << 6;
         }
     }
-    let (d, dmin) = (d.to_f32(), dmin.to_f32());
+    let (df, dminf) = (d.to_f32(), dmin.to_f32());
     let mut l = [0u8; 256];
     for j in 0..8 {
-        let dl = d * ls[j] as f32;
-        let dm = dmin * lm[j] as f32;
+        let dl = df * ls[j] as f32;
+        let dm = dminf * lm[j] as f32;
         if dl == 0.0 {
             continue;
         }
         let inv = 1.0 / dl;
         for i in 0..32 {
             let v = (x[32 * j + i] + dm) * inv;
-            l[32 * j + i] = round_fast(clamp_fast(v, 0.0, 15.0)) as u8;
+            l[32 * j + i] = round_fast(clamp_fast(v, 0.0, nmax as f32)) as u8;
         }
     }
+    KScaleMin {
+        d,
+        dmin,
+        scales: q,
+        codes: l,
+    }
+}
+
+#[inline(always)]
+fn q4_k_block_body(x: &[f32; 256]) -> [u8; q4_k::BLOCK_BYTES] {
+    let k = k_scale_min_codes(x, 15);
+    let mut out = [0u8; q4_k::BLOCK_BYTES];
+    put_f16(&mut out, q4_k::D, k.d);
+    put_f16(&mut out, q4_k::DMIN, k.dmin);
+    out[q4_k::SCALES].copy_from_slice(&k.scales);
+    let l = &k.codes;
     let qs = &mut out[q4_k::QS];
     for c in 0..4 {
         for i in 0..32 {

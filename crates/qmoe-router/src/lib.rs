@@ -9,6 +9,12 @@
 //! replayable) runs softmax and top-k with one warp per token. [`router_gpu`] validates every
 //! shape and length on the host before launching and never reads device memory.
 //!
+//! [`router_norm_gpu`] is the same launch on `RMSNorm(r)` of a residual stream `r`: every block
+//! computes the norm of its tokens (f64, a fixed order, so all blocks get the same bits; within
+//! 1 ulp of qmoe-layer's `rmsnorm_ref`) and the blocks of expert 0 store it for the experts, so
+//! the MoE layer needs no norm kernel in front of the router. Its blocks take 2 tokens each
+//! (grid (E, ⌈B/2⌉)) so the per-block norm work does not grow with B as fast.
+//!
 //! # Tie-break
 //! Experts are ordered by probability descending, then by expert index ascending: equal
 //! probabilities put the lower index first, on the CPU and on the GPU.

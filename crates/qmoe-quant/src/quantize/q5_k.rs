@@ -12,9 +12,7 @@
 //! NaN policy, as for Q4_K: NaN weights do not make the scales non-finite in a block that has
 //! finite weights, and their codes are unspecified but in range.
 
-use half::f16;
-
-use super::{clamp_fast, nearest, put_f16, round_fast, scale_min_search};
+use super::{k_scale_min_codes, put_f16};
 use crate::layout::q5_k;
 
 /// One Q5_K block: per 32-weight sub-block a searched scale and min (31 steps), then 6-bit
@@ -49,66 +47,13 @@ unsafe fn q5_k_block_avx2(x: &[f32; 256]) -> [u8; q5_k::BLOCK_BYTES] {
 
 #[inline(always)]
 fn q5_k_block_body(x: &[f32; 256]) -> [u8; q5_k::BLOCK_BYTES] {
-    let mut scales = [0.0f32; 8];
-    let mut mins = [0.0f32; 8];
-    let mut w = [0.0f32; 32];
-    for j in 0..8 {
-        let xs: &[f32; 32] = x[32 * j..32 * j + 32].try_into().expect("32");
-        let av = (xs.iter().map(|v| v * v).sum::<f32>() / 32.0).sqrt();
-        for (wi, v) in w.iter_mut().zip(xs) {
-            *wi = av + v.abs();
-        }
-        (scales[j], mins[j]) = scale_min_search(xs, &w, 31);
-    }
-    let max_scale = scales.iter().copied().fold(0.0f32, f32::max);
-    let max_min = mins.iter().copied().fold(0.0f32, f32::max);
-    // As for Q4_K: the 6-bit scales and mins are chosen against the f16-rounded super-block
-    // scales, so the f16 rounding of d and dmin is compensated, not compounded.
-    let d = f16::from_f32(max_scale / 63.0);
-    let dmin = f16::from_f32(max_min / 63.0);
-    let six_bit = |v: f32, unit: f16| -> u8 {
-        let u = unit.to_f32();
-        if u > 0.0 {
-            nearest(v / u).clamp(0, 63) as u8
-        } else {
-            0
-        }
-    };
-    let mut ls = [0u8; 8];
-    let mut lm = [0u8; 8];
-    for j in 0..8 {
-        ls[j] = six_bit(scales[j], d);
-        lm[j] = six_bit(mins[j], dmin);
-    }
+    // Q4_K's search, scales and packing with 31 levels (`k_scale_min_codes`).
+    let k = k_scale_min_codes(x, 31);
     let mut out = [0u8; q5_k::BLOCK_BYTES];
-    put_f16(&mut out, q5_k::D, d);
-    put_f16(&mut out, q5_k::DMIN, dmin);
-    // The scales and mins are packed exactly as in Q4_K (see `q4_k_block_body`).
-    let q = &mut out[q5_k::SCALES];
-    for j in 0..8 {
-        if j < 4 {
-            q[j] = ls[j];
-            q[j + 4] = lm[j];
-        } else {
-            q[j + 4] = (ls[j] & 0x0F) | ((lm[j] & 0x0F) << 4);
-            q[j - 4] |= (ls[j] >> 4) << 6;
-            q[j] |= (lm[j] >> 4) << 6;
-        }
-    }
-    let (d, dmin) = (d.to_f32(), dmin.to_f32());
-    let mut l = [0u8; 256];
-    for j in 0..8 {
-        let dl = d * ls[j] as f32;
-        let dm = dmin * lm[j] as f32;
-        if dl == 0.0 {
-            continue;
-        }
-        let inv = 1.0 / dl;
-        for i in 0..32 {
-            let v = (x[32 * j + i] + dm) * inv;
-            l[32 * j + i] = round_fast(clamp_fast(v, 0.0, 31.0)) as u8;
-        }
-    }
+    put_f16(&mut out, q5_k::D, k.d);
+    put_f16(&mut out, q5_k::DMIN, k.dmin);
+    out[q5_k::SCALES].copy_from_slice(&k.scales);
+    let l = &k.codes;
     // Low four bits placed as Q4_K's nibbles; bit 4 of weight 32j + i is bit j of qh[i].
     for c in 0..4 {
         for i in 0..32 {
