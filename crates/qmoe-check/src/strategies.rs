@@ -8,11 +8,11 @@
 use proptest::prelude::*;
 
 pub use qmoe_quant::strategies::{
-    blocks, f16_scale, f16_scale_realistic, q4_0_block, q4_0_block_with, q4_1_block,
-    q4_1_block_with, q4_k_block, q4_k_block_with, q5_0_block, q5_0_block_with, q5_1_block,
-    q5_1_block_with, q5_k_block, q5_k_block_with, q6_k_block, q6_k_block_with, q8_0_block,
-    q8_0_block_with, sample_blocks, tensor, Q4_0_BYTES, Q4_1_BYTES, Q4_K_BYTES, Q5_0_BYTES,
-    Q5_1_BYTES, Q5_K_BYTES, Q6_K_BYTES, Q8_0_BYTES,
+    block, block_with, blocks, e8m0_scale, f16_scale, f16_scale_realistic, q4_0_block,
+    q4_0_block_with, q4_1_block, q4_1_block_with, q4_k_block, q4_k_block_with, q5_0_block,
+    q5_0_block_with, q5_1_block, q5_1_block_with, q5_k_block, q5_k_block_with, q6_k_block,
+    q6_k_block_with, q8_0_block, q8_0_block_with, sample_blocks, tensor, Q4_0_BYTES, Q4_1_BYTES,
+    Q4_K_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q5_K_BYTES, Q6_K_BYTES, Q8_0_BYTES,
 };
 
 /// An activation vector of length `n`: mostly N(0,1)-sized values, with a few outliers up to

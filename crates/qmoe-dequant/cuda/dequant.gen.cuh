@@ -54,6 +54,21 @@ static_assert(offsetof(DequantParams, groups) == 16, "DequantParams.groups offse
     BLOCKS(qmoe_dequant_q5_k_f32, QtQ5K, qmoe_out_f32, float, 4) \
     BLOCKS(qmoe_dequant_q5_k_f16, QtQ5K, qmoe_out_f16, uint16_t, 8) \
     BLOCKS(qmoe_dequant_q5_k_bf16, QtQ5K, qmoe_out_bf16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_iq4_nl_f32, QtIQ4NL, qmoe_out_f32, float, 4) \
+    BLOCKS(qmoe_dequant_iq4_nl_f16, QtIQ4NL, qmoe_out_f16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_iq4_nl_bf16, QtIQ4NL, qmoe_out_bf16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_iq4_xs_f32, QtIQ4XS, qmoe_out_f32, float, 4) \
+    BLOCKS(qmoe_dequant_iq4_xs_f16, QtIQ4XS, qmoe_out_f16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_iq4_xs_bf16, QtIQ4XS, qmoe_out_bf16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_q3_k_f32, QtQ3K, qmoe_out_f32, float, 4) \
+    BLOCKS(qmoe_dequant_q3_k_f16, QtQ3K, qmoe_out_f16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_q3_k_bf16, QtQ3K, qmoe_out_bf16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_q2_k_f32, QtQ2K, qmoe_out_f32, float, 4) \
+    BLOCKS(qmoe_dequant_q2_k_f16, QtQ2K, qmoe_out_f16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_q2_k_bf16, QtQ2K, qmoe_out_bf16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_mxfp4_f32, QtMXFP4, qmoe_out_f32, float, 4) \
+    BLOCKS(qmoe_dequant_mxfp4_f16, QtMXFP4, qmoe_out_f16, uint16_t, 8) \
+    BLOCKS(qmoe_dequant_mxfp4_bf16, QtMXFP4, qmoe_out_bf16, uint16_t, 8) \
 
 
 #endif  // QMOE_DEQUANT_GEN_CUH

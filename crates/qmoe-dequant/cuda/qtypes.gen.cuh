@@ -11,5 +11,10 @@
 #include "qtypes/q5_0.cuh"
 #include "qtypes/q5_1.cuh"
 #include "qtypes/q5_k.cuh"
+#include "qtypes/iq4_nl.cuh"
+#include "qtypes/iq4_xs.cuh"
+#include "qtypes/q3_k.cuh"
+#include "qtypes/q2_k.cuh"
+#include "qtypes/mxfp4.cuh"
 
 #endif  // QMOE_QTYPES_GEN_CUH

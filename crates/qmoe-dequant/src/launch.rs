@@ -161,18 +161,8 @@ mod tests {
                 }
             }
         }
-        // The k-quants Q3_K and Q2_K, IQ4_NL, IQ4_XS and MXFP4 are read on the host only (no
-        // device header yet): dequant answers NoKernel for them; every other type has kernels.
-        let host_only = [
-            QType::Q3_K,
-            QType::Q2_K,
-            QType::IQ4_NL,
-            QType::IQ4_XS,
-            QType::MXFP4,
-        ];
-        for q in QType::ALL {
-            assert_eq!(with_kernels().contains(&q), !host_only.contains(&q), "{q}");
-        }
+        // No type is host-only: every type the host reads has dequant kernels.
+        assert_eq!(with_kernels(), QType::ALL.to_vec());
     }
 
     #[test]

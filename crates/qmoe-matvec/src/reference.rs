@@ -7,23 +7,35 @@
 //! The kernels (see the header of `cuda/matvec.cu`) factor the scales out of the inner sums:
 //! Q4_K and Q5_K compute Σ_runs (d·sc)·Σ_8 q·x − (dmin·m)·Σ_8 x, so their terms are d·sc·q·x
 //! and dmin·m·x separately (they can cancel), and their magnitude sum is
-//! M = Σ(|d·sc·q| + |dmin·m|)·|x|; Q4_1 and Q5_1 (weight q·d + m) likewise compute
+//! M = Σ(|d·sc·q| + |dmin·m|)·|x| (Q2_K the same, with 16-weight sub-blocks and 4-bit sc
+//! and m); Q4_1 and Q5_1 (weight q·d + m) likewise compute
 //! Σ_runs d·Σ_8 q·x + m·Σ_8 x, terms d·q·x and m·x, M = Σ(|d·q| + |m|)·|x|; Q6_K, Q8_0, Q4_0
 //! and Q5_0 have no min and M = Σ|w·x| (their quants q − 8, q − 16 are decoded as exact signed
-//! integers). d·sc, dmin·m, d and m are exact in f32 (an 11-bit f16 significand times a ≤ 8-bit
-//! integer), q is an exact small integer, and the longest rounding path in the kernel is
+//! integers), and so have Q3_K (q − 4 in −4..3, scale d·(sc − 32)), IQ4_NL and IQ4_XS (q the
+//! int8 codebook value, scale d or d·(ls − 32)) and MXFP4 (q the doubled E2M1 value, an
+//! integer, scale the power of two e8m0_half(e)). d·sc, dmin·m, d, m, d·(sc − 32) and
+//! d·(ls − 32) are exact in f32 (an 11-bit f16 significand times an integer of at most 8
+//! significant bits), e8m0_half(e) is a power of two, q is an exact small integer, and the
+//! longest rounding path in the kernel is
 //! 8 (run) + 2 (scale, min) + 8·⌈K/32/G⌉ (lane chain: at most 4 runs of 2 steps per 32 weights,
 //! for every type) + log₂G (shuffles) ≤ K/4 + 15 ≤ K for K ≥ 32, so
 //!
 //! |y_kernel − y_exact| ≤ γ(K)·M.
 //!
 //! The reference sums the f32 weights of qmoe-dequant exactly as f64. Those weights are exact for
-//! Q6_K, Q8_0, Q4_0 and Q5_0 (f16 scales times small integers: products exact in f32); Q4_K and
-//! Q5_K round (d·sc)·q − dmin·m once and Q4_1 and Q5_1 round q·d + m once (the products are
-//! exact), an error ≤ u·|w| ≤ u·mag per weight, so the bound against the reference is
-//! γ(K + 1)·M for those four ([`rounded_reference`]) and γ(K)·M otherwise (u + γ(K) ≤
+//! Q6_K, Q8_0, Q4_0 and Q5_0 (f16 scales times small integers: products exact in f32), for Q3_K
+//! ((d·(sc − 32))·q: at most 11 + 5 + 2 significant bits), IQ4_NL (d·v, |v| ≤ 127: 11 + 7),
+//! IQ4_XS ((d·(ls − 32))·v: 11 + 5 + 7 = 23 ≤ 24 bits; every factor an integer multiple of
+//! 2⁻²⁴, so no product is subnormal) and MXFP4 (a power of two times an integer below 16:
+//! exact, subnormal results included, unless it overflows, which the suites' scales avoid); Q4_K,
+//! Q5_K and Q2_K round (d·sc)·q − dmin·m once and Q4_1 and Q5_1 round q·d + m once (the
+//! products are exact), an error ≤ u·|w| ≤ u·mag per weight, so the bound against the reference
+//! is γ(K + 1)·M for those five ([`rounded_reference`]) and γ(K)·M otherwise (u + γ(K) ≤
 //! γ(K + 1)). The reference's own f64 rounding (≤ K·2⁻⁵³·M) is far inside the slack between the
-//! kernel's true path length (≤ K/4 + 15) and K.
+//! kernel's true path length (≤ K/4 + 15) and K. Like every relative bound it assumes no
+//! partial result is subnormal: MXFP4's smallest scales (2⁻¹²⁸ for e = 0) can make one with
+//! ordinary activations, so its matvec suites draw e ≥ 104 (scales ≥ 2⁻²⁴, as small as an f16
+//! subnormal d).
 //!
 //! # The Q8_1 path
 //! With [`Precision::Q8_1`] the kernels quantize each activation vector to Q8_1 blocks of 32
@@ -35,8 +47,11 @@
 //! Σ w·x̂ (f64 over the same f32 weights and the exact Q8_1 values), and every term — a weight
 //! sub-block's scale·d_x·S or its dmin·m·s_x — passes through one rounding of its own (the scale
 //! product, or s_x) and then the lane's fma chain and the shuffles. A lane adds at most 4 terms per
-//! 64 weights (Q4_K, Q5_K: two sub-blocks × scale and min; Q6_K: four quarters; Q4_1, Q5_1:
-//! scale and min per 32; Q8_0, Q4_0, Q5_0: one per 32), so the chain is ≤ K/16 long, and the shuffles add ≤ 5: n = K/16 + 6 roundings, and
+//! 64 weights (Q4_K, Q5_K: two sub-blocks × scale and min; Q6_K, Q3_K: four quarters,
+//! `fma(fl(d·d_x), sc·S, acc)`; Q2_K: per 32, the two 16-weight sub-blocks' scales and mins
+//! combined in integers, `fma(fl(d·d_x), Σ sc·S, acc)` and `fma(−fl(dmin·d_x), Σ m·Σq_x, acc)`;
+//! Q4_1, Q5_1: scale and min per 32; Q8_0, Q4_0, Q5_0, IQ4_NL, IQ4_XS, MXFP4: one per 32), so
+//! the chain is ≤ K/16 long, and the shuffles add ≤ 5: n = K/16 + 6 roundings, and
 //!
 //! |y_kernel − Σ w·x̂| ≤ γ(K/16 + 6)·Σ mag·|x̂|
 //!
@@ -52,7 +67,7 @@
 //! |act − silu(g)·u| ≤ S·e_u + |u|·L·e_g + 2u·S·U + 2⁻¹⁴⁹, the last two terms covering
 //! qmoe-swiglu's single f32 rounding of the f64 product (≤ 1 ulp).
 
-use qmoe_dequant::layout::{q4_1, q4_k, q5_1, q5_k};
+use qmoe_dequant::layout::{q2_k, q4_1, q4_k, q5_1, q5_k};
 use qmoe_dequant::reference::{f16_at, q4_k_scale_min};
 use qmoe_dequant::{q8_1, Precision, QTensor, QType};
 
@@ -69,11 +84,14 @@ pub fn gamma(n: usize) -> f64 {
     nu / (1.0 - nu)
 }
 
-/// Whether qmoe-dequant's reference rounds `qtype`'s weights (module docs): Q4_K and Q5_K
+/// Whether qmoe-dequant's reference rounds `qtype`'s weights (module docs): Q4_K, Q5_K and Q2_K
 /// (`(d·sc)·q − dmin·m`), Q4_1 and Q5_1 (`q·d + m`) subtract or add a min after an exact
-/// product; every other type's weight is one exact product.
+/// product; every other type's weight is an exact product.
 pub fn rounded_reference(qtype: QType) -> bool {
-    matches!(qtype, QType::Q4_K | QType::Q5_K | QType::Q4_1 | QType::Q5_1)
+    matches!(
+        qtype,
+        QType::Q4_K | QType::Q5_K | QType::Q2_K | QType::Q4_1 | QType::Q5_1
+    )
 }
 
 /// The number of roundings the bound charges for a row of `cols` weights of `qtype` at
@@ -97,7 +115,7 @@ pub fn activations(precision: Precision, x: &[f32], cols: usize) -> Vec<f64> {
 }
 
 /// Per-weight magnitudes of the terms the kernel adds, for the first `n` weights of `bytes`:
-/// |d·sc·q| + |dmin·m| for Q4_K and Q5_K, |d·q| + |m| for Q4_1 and Q5_1, |w| for every other
+/// |d·sc·q| + |dmin·m| for Q4_K, Q5_K and Q2_K, |d·q| + |m| for Q4_1 and Q5_1, |w| for every other
 /// qtype (module docs).
 pub fn magnitudes(qtype: QType, bytes: &[u8], n: usize) -> Vec<f64> {
     let per_block: fn(&[u8], &mut [f64]) = match qtype {
@@ -105,6 +123,7 @@ pub fn magnitudes(qtype: QType, bytes: &[u8], n: usize) -> Vec<f64> {
         QType::Q5_K => {
             |b, o| k_magnitudes(b, &b[q5_k::SCALES], &b[q5_k::QS], Some(&b[q5_k::QH]), o)
         }
+        QType::Q2_K => q2_k_magnitudes,
         QType::Q4_1 => |b, o| legacy_min_magnitudes(b, &b[q4_1::QS], None, o),
         QType::Q5_1 => |b, o| legacy_min_magnitudes(b, &b[q5_1::QS], Some(&b[q5_1::QH]), o),
         _ => {
@@ -138,6 +157,21 @@ fn k_magnitudes(block: &[u8], scales: &[u8], qs: &[u8], qh: Option<&[u8]>, out: 
         let fifth = qh.map_or(0, |h| (h[i % 32] >> (i / 32)) & 1);
         let q = nib | (fifth << 4);
         *v = (d * sc as f64 * q as f64).abs() + (dmin * m as f64).abs();
+    }
+}
+
+/// Q2_K: weight i (= 128c + 32s + l) is bits 2s of `qs[32c + l]`; its 16-weight sub-block i/16
+/// has scale `scales[i/16] & 15` and min `scales[i/16] >> 4`.
+fn q2_k_magnitudes(block: &[u8], out: &mut [f64]) {
+    let (d, dmin) = (
+        f16_at(block, q2_k::D) as f64,
+        f16_at(block, q2_k::DMIN) as f64,
+    );
+    let (scales, qs) = (&block[q2_k::SCALES], &block[q2_k::QS]);
+    for (i, v) in out.iter_mut().enumerate() {
+        let sc = scales[i / 16];
+        let q = (qs[32 * (i / 128) + i % 32] >> (2 * ((i / 32) % 4))) & 3;
+        *v = (d * (sc & 0x0F) as f64 * q as f64).abs() + (dmin * (sc >> 4) as f64).abs();
     }
 }
 

@@ -14,13 +14,13 @@ use support::{emulate, emulate_q8, gen};
 use gen::{check, Style};
 use proptest::prelude::*;
 use qmoe_check::strategies::{
-    blocks, q4_0_block, q4_1_block, q4_k_block, q5_0_block, q5_1_block, q5_k_block, q6_k_block,
-    q8_0_block,
+    block, blocks, q4_0_block, q4_1_block, q4_k_block, q5_0_block, q5_1_block, q5_k_block,
+    q6_k_block, q8_0_block,
 };
 use qmoe_dequant::{q8_1, Precision, QTensor, QType, Upload};
 use qmoe_matvec::reference::{
     error_bound, error_bound_indexed, gamma, gate_up_swiglu_bound, gate_up_swiglu_ref, magnitudes,
-    matvec_indexed_ref, matvec_ref, q8_1_model_bound, swiglu_bound,
+    matvec_indexed_ref, matvec_ref, q8_1_model_bound, rounded_reference, swiglu_bound,
 };
 use qmoe_matvec::{
     gate_up_swiglu_gpu, launch_shape, matvec_gpu, matvec_indexed_gpu, quantize_q8_1_gpu,
@@ -41,8 +41,27 @@ fn block_strategy(q: QType, n: usize) -> BoxedStrategy<Vec<u8>> {
         QType::Q4_1 => blocks(q4_1_block(), n).boxed(),
         QType::Q5_0 => blocks(q5_0_block(), n).boxed(),
         QType::Q5_1 => blocks(q5_1_block(), n).boxed(),
+        QType::IQ4_NL | QType::IQ4_XS | QType::Q3_K | QType::Q2_K => blocks(block(q), n).boxed(),
+        QType::MXFP4 => blocks(mxfp4_block_normal(), n).boxed(),
         other => panic!("no block strategy for {other}"),
     }
+}
+
+/// MXFP4 blocks whose scales keep the kernels' partial results normal (the bound is relative:
+/// `qmoe_matvec::reference` says why): exponents 104..=150, half-scales 2⁻²⁴ ..= 2²², as small
+/// as an f16 subnormal scale and, times the largest code, below f16's largest scale times
+/// Q4_K's largest factor; payloads random, all 0xff or all zero.
+fn mxfp4_block_normal() -> impl Strategy<Value = Vec<u8>> {
+    let payload = prop_oneof![
+        6 => proptest::collection::vec(any::<u8>(), 16),
+        1 => Just(vec![0xffu8; 16]),
+        1 => Just(vec![0u8; 16]),
+    ];
+    (prop_oneof![3 => 110u8..=135, 1 => 104u8..=150], payload).prop_map(|(e, qs)| {
+        let mut b = vec![e];
+        b.extend_from_slice(&qs);
+        b
+    })
 }
 
 /// A small adversarial 2-D tensor (proptest-generated blocks) with activations.
@@ -278,6 +297,54 @@ fn legacy_uniform(q: QType, d: f32, m: f32, w: i32) -> Vec<u8> {
     block
 }
 
+/// One block of a type added after the legacy ones whose weights are all `d` times one small
+/// factor: IQ4_NL d·VALUES[8] = d·1; IQ4_XS (d·(33 − 32))·VALUES[8] = d; Q3_K
+/// (d·(33 − 32))·1 (low bits 1, high bit set); Q2_K (d·1)·1 − dmin·`m` (dmin = 1); MXFP4
+/// e8m0_half(e)·VALUES[2] = 2·2^(e − 128) = d for e = log₂d + 127 (d a power of two).
+fn codebook_or_k_uniform(q: QType, d: f32, m: u8) -> Vec<u8> {
+    let mut block = vec![0u8; q.block_bytes()];
+    match q {
+        QType::IQ4_NL => {
+            put_f16(&mut block, 0, d);
+            block[2..].fill(0x88);
+        }
+        QType::IQ4_XS => {
+            // ls = 33: low nibble 1 in every scales_l nibble, high bits 0b10 in scales_h.
+            put_f16(&mut block, 0, d);
+            block[2..4].fill(0xAA);
+            block[4..8].fill(0x11);
+            block[8..].fill(0x88);
+        }
+        QType::Q3_K => {
+            // hmask all set, every 2-bit field of qs 1, every scale 33 (low 1, high 2).
+            block[0..32].fill(0xFF);
+            block[32..96].fill(0x55);
+            block[96..104].fill(0x11);
+            block[104..108].fill(0xAA);
+            put_f16(&mut block, 108, d);
+        }
+        QType::Q2_K => {
+            block[0..16].fill(1 | (m << 4));
+            block[16..80].fill(0x55);
+            put_f16(&mut block, 80, d);
+            put_f16(&mut block, 82, 1.0);
+        }
+        QType::MXFP4 => {
+            let e = d.log2() + 127.0;
+            assert!(
+                e.fract() == 0.0 && (0.0..=255.0).contains(&e),
+                "{d} is no E8M0 scale"
+            );
+            block[0] = e as u8;
+            block[1..].fill(0x22);
+        }
+        other => panic!("{other} has no uniform block here"),
+    }
+    assert!(q != QType::Q2_K || m < 16, "Q2_K min {m} out of range");
+    assert!(q == QType::Q2_K || m == 0, "{q} has no min");
+    block
+}
+
 /// Q8_0 blocks of one row: block i has scale `d[i]` and quants `q`.
 fn q8_0_blocks(d: &[f32], q: &[i8; 32]) -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -509,6 +576,137 @@ fn min_type_magnitudes_follow_the_block_layout() {
 }
 
 #[test]
+fn codebook_and_small_k_bounds_are_their_formula_on_hand_worked_rows() {
+    // IQ4_NL, IQ4_XS, Q3_K and MXFP4 have no min and exact reference weights: every weight is
+    // d = 0.5, M = Σ|w·x| and γ(K) (K = 256), γ(K/16 + 6) = γ(22) on the Q8_1 path.
+    for q in [QType::IQ4_NL, QType::IQ4_XS, QType::Q3_K, QType::MXFP4] {
+        let bytes = codebook_or_k_uniform(q, 0.5, 0).repeat(256 / q.block_weights());
+        let w = QTensor::new("w", q, &[1, 256], bytes).unwrap();
+        let x = vec![-3.0f32; 256];
+        assert_eq!(matvec_ref(F32, &w, &x, 1), vec![256.0 * -1.5], "{q}");
+        assert_eq!(
+            error_bound(F32, &w, &x, 1),
+            vec![gamma_by_hand(256) * (256.0 * 1.5)],
+            "{q}"
+        );
+        let x = vec![127.0f32; 256]; // d_x = 1, q_x = 127: x̂ = x
+        assert_eq!(
+            error_bound(Q8_1, &w, &x, 1),
+            vec![gamma_by_hand(22) * (256.0 * 0.5 * 127.0)],
+            "{q}"
+        );
+    }
+    // Q2_K, d = 0.5, dmin = 1, sc = 1, m = 3, every q = 1: each weight is 0.5 − 3 = −2.5, but
+    // the kernel adds d·sc·q·x and dmin·m·x separately: magnitude 0.5 + 3 = 3.5, and γ(K + 1)
+    // for the reference's own rounding of (d·sc)·q − dmin·m.
+    let w = QTensor::new(
+        "w2k",
+        QType::Q2_K,
+        &[1, 256],
+        codebook_or_k_uniform(QType::Q2_K, 0.5, 3),
+    )
+    .unwrap();
+    let x = vec![1.0f32; 256];
+    assert_eq!(matvec_ref(F32, &w, &x, 1), vec![256.0 * -2.5]);
+    assert_eq!(
+        error_bound(F32, &w, &x, 1),
+        vec![gamma_by_hand(257) * (256.0 * 3.5)]
+    );
+    let x = vec![127.0f32; 256];
+    assert_eq!(
+        error_bound(Q8_1, &w, &x, 1),
+        vec![gamma_by_hand(23) * (256.0 * 3.5 * 127.0)]
+    );
+}
+
+#[test]
+fn exact_reference_types_dequantize_to_exact_products() {
+    // The bound charges no reference rounding for IQ4_NL, IQ4_XS, Q3_K and MXFP4 because their
+    // reference weights are exact products: check that against the same products in f64 over
+    // seeded random blocks (every scale bit pattern the generator draws, every index).
+    for q in [QType::IQ4_NL, QType::IQ4_XS, QType::Q3_K, QType::MXFP4] {
+        assert!(!rounded_reference(q), "{q}");
+        let n = 8 * 256;
+        let w = gen::tensor(q, &[1, n], 11, Style::Adversarial);
+        let got = qmoe_dequant::reference::dequantize(q, w.bytes(), n);
+        let exact = exact_weights(q, w.bytes(), n);
+        for (i, (&g, &e)) in got.iter().zip(&exact).enumerate() {
+            assert_eq!(g as f64, e, "{q} weight {i}");
+        }
+    }
+    assert!(rounded_reference(QType::Q2_K));
+}
+
+/// The weights of `q` computed in f64 from the block fields (every product exact in f64).
+fn exact_weights(q: QType, bytes: &[u8], n: usize) -> Vec<f64> {
+    use qmoe_dequant::layout::{iq4_nl, mxfp4};
+    use qmoe_dequant::reference::{e8m0_half, f16_at, q3_k_scale};
+    let (bb, bw) = (q.block_bytes(), q.block_weights());
+    let mut out = Vec::with_capacity(n);
+    for b in bytes.chunks_exact(bb).take(n / bw) {
+        for i in 0..bw {
+            // Codebook index of weight i within a 32-weight group laid out as Q4_0.
+            let nib = |qs: &[u8], i: usize| (qs[i % 16] >> (4 * ((i % 32) / 16))) & 0x0F;
+            let v = match q {
+                QType::IQ4_NL => {
+                    f16_at(b, 0) as f64 * iq4_nl::VALUES[nib(&b[2..], i) as usize] as f64
+                }
+                QType::IQ4_XS => {
+                    let j = i / 32;
+                    let low = (b[4 + j / 2] >> (4 * (j % 2))) & 0x0F;
+                    let high = (u16::from_le_bytes([b[2], b[3]]) >> (2 * j)) & 3;
+                    let ls = (low as i32 | (high as i32) << 4) - 32;
+                    let k = nib(&b[8 + 16 * j..], i);
+                    f16_at(b, 0) as f64 * ls as f64 * iq4_nl::VALUES[k as usize] as f64
+                }
+                QType::Q3_K => {
+                    let (c, s, l) = (i / 128, (i / 32) % 4, i % 32);
+                    let low = ((b[32 + 32 * c + l] >> (2 * s)) & 3) as i32;
+                    let qv = if b[l] >> (4 * c + s) & 1 == 1 {
+                        low
+                    } else {
+                        low - 4
+                    };
+                    let sc = q3_k_scale(i / 16, &b[96..108]);
+                    f16_at(b, 108) as f64 * sc as f64 * qv as f64
+                }
+                _ => e8m0_half(b[0]) as f64 * mxfp4::VALUES[nib(&b[1..], i) as usize] as f64,
+            };
+            out.push(v);
+        }
+    }
+    out
+}
+
+#[test]
+fn q2_k_magnitudes_follow_the_block_layout() {
+    // As min_type_magnitudes_follow_the_block_layout: with d, dmin ≥ 0, weight w = a − b
+    // (a = d·sc·q, b = dmin·m) has magnitude |w + b| + |b|. Two blocks; every sub-block's scale
+    // and min differ (byte k = (k + 1) | (15 − k) << 4), qs patterned irregularly.
+    let dims = [(1.0f32, 0.5f32), (0.25, 2.0)];
+    let mut bytes = Vec::new();
+    for (bi, &(d, dmin)) in dims.iter().enumerate() {
+        let mut block = vec![0u8; 84];
+        for (k, v) in block[0..16].iter_mut().enumerate() {
+            *v = ((k + 1) % 16) as u8 | ((15 - k as u8) << 4);
+        }
+        for (i, v) in block[16..80].iter_mut().enumerate() {
+            *v = ((i * 37 + 11 + 101 * bi) % 256) as u8;
+        }
+        put_f16(&mut block, 80, d);
+        put_f16(&mut block, 82, dmin);
+        bytes.extend(block);
+    }
+    let w = qmoe_dequant::reference::dequantize(QType::Q2_K, &bytes, 512);
+    let got = magnitudes(QType::Q2_K, &bytes, 512);
+    for (i, (&wi, &mi)) in w.iter().zip(&got).enumerate() {
+        let m = 15 - (i % 256) / 16;
+        let b = dims[i / 256].1 as f64 * m as f64;
+        assert_eq!(mi, (wi as f64 + b).abs() + b, "q2_k weight {i} (w = {wi})");
+    }
+}
+
+#[test]
 #[should_panic(expected = "matvec_ref needs a 2-D tensor")]
 fn matvec_ref_refuses_an_expert_tensor() {
     let q = [1i8; 32];
@@ -648,6 +846,9 @@ fn adversarial_row(
         QType::Q5_K => q5_k_uniform(d, 1.0, 1, 0, 0),
         QType::Q6_K => q6_k_ones(d, 1),
         QType::Q8_0 => q8_0_blocks(&[d; K / 32], &[1; 32]),
+        QType::IQ4_NL | QType::IQ4_XS | QType::Q3_K | QType::Q2_K | QType::MXFP4 => {
+            codebook_or_k_uniform(q, d, 0).repeat(K / q.block_weights())
+        }
         other => legacy_uniform(other, d, 0.0, 1).repeat(K / 32),
     };
     let w = QTensor::new("adversarial", q, &[1, K], bytes).unwrap();
@@ -913,6 +1114,15 @@ fn gpu_dense_qwen_shapes_and_many_columns() {
         (QType::Q4_1, 5, 32, 8),
         (QType::Q5_0, 7, 96, 2),
         (QType::Q5_1, 300, 2048, 13),
+        (QType::IQ4_NL, 2048, 768, 3),
+        (QType::IQ4_NL, 7, 96, 2),
+        (QType::IQ4_XS, 768, 2048, 1),
+        (QType::Q3_K, 300, 768, 5),
+        (QType::Q3_K, 768, 2048, 1),
+        (QType::Q2_K, 2048, 768, 3),
+        (QType::Q2_K, 300, 2048, 13),
+        (QType::MXFP4, 768, 2048, 1),
+        (QType::MXFP4, 5, 32, 8),
     ] {
         let w = gen::tensor(q, &[r, cols], 7, Style::Realistic);
         let x = gen::activations(b * cols, 7);

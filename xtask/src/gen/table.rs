@@ -114,6 +114,41 @@ pub const QTYPES: &[QTypeRow] = &[
         load: None,
         families: &[Family::Dequant, Family::Matvec],
     },
+    QTypeRow {
+        name: "iq4_nl",
+        rust: "IQ4_NL",
+        traits: Some("QtIQ4NL"),
+        load: None,
+        families: &[Family::Dequant, Family::Matvec],
+    },
+    QTypeRow {
+        name: "iq4_xs",
+        rust: "IQ4_XS",
+        traits: Some("QtIQ4XS"),
+        load: None,
+        families: &[Family::Dequant, Family::Matvec],
+    },
+    QTypeRow {
+        name: "q3_k",
+        rust: "Q3_K",
+        traits: Some("QtQ3K"),
+        load: None,
+        families: &[Family::Dequant, Family::Matvec],
+    },
+    QTypeRow {
+        name: "q2_k",
+        rust: "Q2_K",
+        traits: Some("QtQ2K"),
+        load: None,
+        families: &[Family::Dequant, Family::Matvec],
+    },
+    QTypeRow {
+        name: "mxfp4",
+        rust: "MXFP4",
+        traits: Some("QtMXFP4"),
+        load: None,
+        families: &[Family::Dequant, Family::Matvec],
+    },
 ];
 
 /// Dequant output types: (name, C storage type, Rust `OutType` variant, outputs per thread of a

@@ -528,17 +528,17 @@ mod tests {
 
     #[test]
     fn the_gpu_check_names_the_first_tensor_without_kernels_in_one_line() {
-        // Q3_K_M on the tiny preset: Q3_K gate and up (no kernels), Q4_K down.
-        let err = check_kernels(&tiny("q3_k_m")).unwrap_err().to_string();
+        // BF16 experts (the one expert type without matvec kernels) on the tiny preset.
+        let err = check_kernels(&tiny("bf16")).unwrap_err().to_string();
         assert!(
-            err.starts_with("layer 0: blk.0.ffn_gate_exps.weight is q3_k, which has no GPU"),
+            err.starts_with("layer 0: blk.0.ffn_gate_exps.weight is bf16, which has no GPU"),
             "{err}"
         );
         assert!(err.contains("--cpu") && !err.contains('\n'), "{err}");
         // The types with kernels are named, the refused one is not among them.
         let listed = err.split("the GPU takes ").nth(1).unwrap();
-        assert!(listed.contains("q4_k") && !listed.contains("q3_k"), "{err}");
-        for ok in ["q5_k_m", "q4_0", "q8_0"] {
+        assert!(listed.contains("q4_k") && !listed.contains("bf16"), "{err}");
+        for ok in ["q5_k_m", "q4_0", "q8_0", "q3_k_m", "iq4_xs", "mxfp4"] {
             check_kernels(&tiny(ok)).unwrap();
         }
     }

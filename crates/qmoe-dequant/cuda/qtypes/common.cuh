@@ -142,6 +142,42 @@ __device__ __forceinline__ void qt_k_scales_mins(uint4 h, int p, float* a0, floa
     *b1 = dmin * qt_u2f(m1, 8388608.0f);
 }
 
+// ---- 16-entry codebooks (IQ4_NL, IQ4_XS, MXFP4) ----------------------------------------------
+// Four 4-bit indices k0..k3 (one per byte of u, each 0..15) looked up in a 16-entry byte table
+// held in four words t0..t3 (entry k is byte k % 4 of word k / 4), returned as the four bytes
+// (entry k0 in the low byte). Two byte permutes pick entry k % 8 from (t0, t1) and from (t2, t3);
+// bit 3 of each index then chooses between them: no memory access, so no divergence or bank
+// conflicts whatever the indices.
+__device__ __forceinline__ uint32_t qt_lut16(uint32_t u, uint32_t t0, uint32_t t1, uint32_t t2,
+                                             uint32_t t3) {
+    // Byte 0 of w is k0 | k1 << 4, byte 2 is k2 | k3 << 4 (indices are below 16, so the shifted
+    // copy adds nothing to the low nibbles).
+    const uint32_t w = u | (u >> 4);
+    // The four indices as a byte_perm selector, each reduced to its low 3 bits (bit 3 of a
+    // selector nibble would ask prmt for sign replication).
+    const uint32_t sel = __byte_perm(w, 0u, 0x4420) & 0x7777u;
+    const uint32_t lo = __byte_perm(t0, t1, sel);
+    const uint32_t hi = __byte_perm(t2, t3, sel);
+    const uint32_t m = ((u >> 3) & 0x01010101u) * 0xFFu;  // 0xFF in the bytes whose index >= 8
+    return (lo & ~m) | (hi & m);
+}
+
+// 16 bytes at any address as four little-endian words, reading only the aligned 4-byte words
+// that overlap them (four, and a fifth when the address is not a multiple of 4). As for
+// qt_ld16_a2, such words lie inside the 16-byte-aligned span a matvec tile copies and inside a
+// device tensor (padded to 16 bytes). For the 17-byte MXFP4 blocks, which are only 1-byte aligned.
+__device__ __forceinline__ uint4 qt_ld16_a1(const uint8_t* p) {
+    // qt_ld16_a2's arithmetic holds for every byte offset: the shift is the offset times 8 and
+    // the fifth word is read exactly when the offset is not 0.
+    return qt_ld16_a2(p);
+}
+
+// Half the E8M0 scale with exponent byte e: 2^(e - 128), built from its bits as qmoe-quant's
+// reference `e8m0_half` (and GGML) do: subnormal for e < 2, every byte a finite power of two.
+__device__ __forceinline__ float qt_e8m0_half(uint32_t e) {
+    return __uint_as_float(e < 2 ? 0x00200000u << e : (e - 1) << 23);
+}
+
 // ---- Q8_1 activations (the int8 matvec path) ------------------------------------------------
 // A Q8_1 block is 32 activations as int8 q = rint(x / d) (IEEE division, ties to even) with
 // d = max|x| / 127, plus s = d * sum(q). A block whose d is not a normal float stores q = 0,

@@ -4,12 +4,11 @@
 use half::{bf16, f16};
 use proptest::prelude::*;
 use qmoe_check::strategies::{
-    blocks, q4_0_block, q4_1_block, q4_k_block, q5_0_block, q5_1_block, q5_k_block, q6_k_block,
-    q8_0_block,
+    block, blocks, q4_0_block, q4_1_block, q4_k_block, q5_0_block, q5_1_block, q5_k_block,
+    q6_k_block, q8_0_block,
 };
 use qmoe_dequant::{
-    dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, has_kernels, layout, QTensor, QType,
-    Upload,
+    dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, layout, QTensor, QType, Upload,
 };
 use qmoe_gpu::Gpu;
 
@@ -77,40 +76,13 @@ fn check(gpu: &Gpu, t: &QTensor<'_>) {
     }
 }
 
-/// Every block format with dequant kernels (the others are checked to be refused, in
-/// `gpu_host_only_types_are_refused_naming_the_tensor`).
+/// Every block format (all have dequant kernels: `launch.rs`'s unit tests assert it, and a
+/// type without one fails `check`).
 fn block_types() -> Vec<QType> {
     QType::ALL
         .into_iter()
-        .filter(|&q| q.block_weights() > 1 && has_kernels(q))
+        .filter(|&q| q.block_weights() > 1)
         .collect()
-}
-
-/// The block formats read on the host only: GPU dequant refuses them with a typed error naming
-/// the tensor, before any launch.
-#[test]
-#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
-fn gpu_host_only_types_are_refused_naming_the_tensor() {
-    let gpu = qmoe_gpu::test_gpu();
-    let host_only: Vec<QType> = QType::ALL
-        .into_iter()
-        .filter(|&q| q.block_weights() > 1 && !has_kernels(q))
-        .collect();
-    for q in host_only {
-        let t =
-            qmoe_check::strategies::tensor("blk.3.ffn_down_exps.weight", q, &[2, 256], &[0.5; 512]);
-        let d = t.upload(&gpu).unwrap();
-        let mut out = gpu.poisoned_f32(512).unwrap();
-        let err = dequantize_gpu(&gpu, &d, &mut out).unwrap_err();
-        assert!(
-            matches!(err, qmoe_dequant::DequantError::NoKernel { qtype, .. } if qtype == q),
-            "{q}: {err:?}"
-        );
-        assert!(
-            err.to_string().contains("blk.3.ffn_down_exps.weight"),
-            "{q}: {err}"
-        );
-    }
 }
 
 /// Proptest blocks of `q` (scales over the whole finite f16 range, adversarial payloads).
@@ -124,6 +96,12 @@ fn block_strategy(q: QType) -> BoxedStrategy<Vec<u8>> {
         QType::Q4_1 => q4_1_block().boxed(),
         QType::Q5_0 => q5_0_block().boxed(),
         QType::Q5_1 => q5_1_block().boxed(),
+        // The generic block: every f16 scale over the whole finite range, MXFP4's E8M0 exponent
+        // over every byte (subnormal half-scales and the overflowing 253..=255 included: the
+        // kernels must reproduce the reference's ±inf bit for bit).
+        QType::IQ4_NL | QType::IQ4_XS | QType::Q3_K | QType::Q2_K | QType::MXFP4 => {
+            block(q).boxed()
+        }
         other => panic!("no block strategy for {other}"),
     }
 }
@@ -142,7 +120,8 @@ proptest! {
         (q, b) in (0..block_types().len()).prop_flat_map(|qi| {
             let q = block_types()[qi];
             // 6 super-blocks or 12 blocks of 32: an odd number of 2-byte-aligned legacy blocks
-            // per row when rows = 3 (blocks of 18 and 22 bytes at every alignment mod 4).
+            // per row when rows = 3 (blocks of 18 and 22 bytes at every alignment mod 4; the
+            // 17-byte MXFP4 blocks at every one of 0..4 in any row, 110-byte Q3_K at 0 and 2).
             let n = if q.block_weights() == 32 { 12 } else { 6 };
             (Just(q), blocks(block_strategy(q), n))
         }),
@@ -195,7 +174,10 @@ fn gpu_adversarial_blocks() {
         }
     }
     // Every other block type the same way: each f16 scale field (d, then dmin or m) takes the
-    // list's scale, the second one the next scale up, as Q4_K's dmin above.
+    // list's scale, the second one the next scale up, as Q4_K's dmin above; an E8M0 exponent
+    // (MXFP4) takes the k-th of the subnormal half-scales (0, 1), the smallest normal one (2),
+    // one half (127), the largest whose codes all stay finite (252) and one that overflows (255).
+    let exponents: [u8; 6] = [0, 1, 2, 127, 252, 255];
     for q in block_types() {
         if matches!(q, QType::Q4_K | QType::Q6_K | QType::Q8_0) {
             continue;
@@ -207,6 +189,9 @@ fn gpu_adversarial_blocks() {
                 for (f, &(_, at)) in layout::f16_scales(q).iter().enumerate() {
                     let up = if k == 0 { 0x7bff } else { scales[k - 1] };
                     put_f16(&mut b, at, if f == 0 { d } else { up });
+                }
+                for &(_, at) in layout::e8m0_scales(q) {
+                    b[at] = exponents[k];
                 }
                 bytes.extend_from_slice(&b);
             }

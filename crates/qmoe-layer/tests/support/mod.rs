@@ -84,6 +84,26 @@ pub fn random_blocks(r: &mut ChaCha8Rng, qtype: QType, n: usize, std: f32) -> Ve
                 put_f16(block, 0, d);
                 put_f16(block, 2, -15.5 * d);
             }
+            // value = d·VALUES[k], the IQ4_NL codebook (mean ≈ −6, rms ≈ 67 over k ~ U(0..15)).
+            QType::IQ4_NL => put_f16(block, 0, std / 67.0 * jitter),
+            // value = d·(ls − 32)·VALUES[k] with ls ~ U(0..63) (rms of ls − 32 ≈ 18.5):
+            // std ≈ 1240·d.
+            QType::IQ4_XS => put_f16(block, 0, std / 1240.0 * jitter),
+            // value = d·(sc − 32)·q with sc ~ U(0..63), q ~ U(−4..3): std ≈ 18.5·2.35·d ≈ 43·d.
+            QType::Q3_K => put_f16(block, 108, std / 43.0 * jitter),
+            // value = d·sc·q − dmin·m with sc, m ~ U(0..15), q ~ U(0..3): std ≈ 10·d, and
+            // dmin·m centres the weights (mean sc·q ≈ 7.5·1.5, mean m ≈ 7.5).
+            QType::Q2_K => {
+                let d = std / 10.0 * jitter;
+                put_f16(block, 80, d);
+                put_f16(block, 82, d * 1.5);
+            }
+            // value = 2^(e − 128)·VALUES[k], the doubled E2M1 values (std ≈ 6 over k ~
+            // U(0..15)): the power of two nearest std / 6 (jittered by the exponent's ±1).
+            QType::MXFP4 => {
+                let e = 128.0 + (std / 6.0).log2().round() + r.gen_range(-1.0f32..=1.0).round();
+                block[0] = e.clamp(2.0, 252.0) as u8;
+            }
             other => panic!("random_blocks: {other} is not a block type"),
         }
     }

@@ -21,8 +21,14 @@
 //!   the legacy Q4_0, Q4_1, Q5_0, Q5_1 items of one 32-weight block (run j: the low nibbles of
 //!   `qs[8(j%2)..]` for j < 2, the high nibbles for j ≥ 2; Q5_0/Q5_1 add bits 8j..8j+8 of `qh`
 //!   as the fifth; Q4_0/Q5_0 decode q − 8 / q − 16, scale d; Q4_1/Q5_1 decode q, scale d and min
-//!   −m, so the kernel's `fma(−min, sx, a)` adds m·sx). d·sc and dmin·m are formed as f32
-//!   products (exact: an 11-bit significand times a small integer).
+//!   −m, so the kernel's `fma(−min, sx, a)` adds m·sx); IQ4_NL and MXFP4 items of one block
+//!   laid out as Q4_0's, each index decoded to its codebook value (scale d, or e8m0_half(e));
+//!   IQ4_XS items of one 32-weight sub-block laid out so, scale d·(ls − 32); Q3_K and Q2_K
+//!   items of 32 laid out as Q6_K's (item p: half c = p/4, l0 = 8(p%4); run j is weights
+//!   128c + 32j + l0 + 0..8, bits 2j of `qs[32c + l0 + i]`, sub-block 8c + 2j + l0/16; Q3_K
+//!   subtracts 4 where bit 4c + j of `hmask[l0 + i]` is clear, scale d·(sc − 32); Q2_K scale
+//!   d·sc and min dmin·m). d·sc and dmin·m are formed as f32 products (exact: an 11-bit
+//!   significand times a small integer).
 //! - G is the kernels' own: `qmoe_matvec::launch_shape(K).0` (`group_lanes(K/32)` in
 //!   `src/cuda.rs`), see [`kernel_lanes`].
 //!
@@ -32,8 +38,8 @@
 //! every kernel's output with this emulation bit for bit, and it is what keeps the emulation
 //! honest whenever the kernel's arithmetic changes — change this file in the same commit.
 
-use qmoe_dequant::layout::{q4_0, q4_1, q5_0, q5_1, q5_k};
-use qmoe_dequant::reference::{f16_at, q4_k_scale_min};
+use qmoe_dequant::layout::{iq4_nl, iq4_xs, mxfp4, q2_k, q3_k, q4_0, q4_1, q5_0, q5_1, q5_k};
+use qmoe_dequant::reference::{e8m0_half, f16_at, q3_k_scale, q4_k_scale_min};
 use qmoe_dequant::QType;
 
 /// One run of 8 consecutive weights as the kernel evaluates it.
@@ -53,14 +59,27 @@ pub struct Run {
 pub fn item_weights(qtype: QType) -> usize {
     match qtype {
         QType::Q4_K | QType::Q5_K => 64,
-        QType::Q6_K | QType::Q8_0 | QType::Q4_0 | QType::Q4_1 | QType::Q5_0 | QType::Q5_1 => 32,
+        QType::Q6_K
+        | QType::Q8_0
+        | QType::Q4_0
+        | QType::Q4_1
+        | QType::Q5_0
+        | QType::Q5_1
+        | QType::IQ4_NL
+        | QType::IQ4_XS
+        | QType::Q3_K
+        | QType::Q2_K
+        | QType::MXFP4 => 32,
         other => panic!("no matvec kernel for {other}"),
     }
 }
 
 /// Whether the type's kernel takes the min step (`HAS_MIN` in its header).
 pub fn has_min(qtype: QType) -> bool {
-    matches!(qtype, QType::Q4_K | QType::Q5_K | QType::Q4_1 | QType::Q5_1)
+    matches!(
+        qtype,
+        QType::Q4_K | QType::Q5_K | QType::Q4_1 | QType::Q5_1 | QType::Q2_K
+    )
 }
 
 /// The 8 nibbles of a legacy block's run j (low nibbles of `qs[8(j%2)..]` for j < 2, high for
@@ -184,6 +203,73 @@ pub fn item_runs(qtype: QType, row: &[u8], it: usize) -> Vec<Run> {
                     scale: d,
                     min,
                     x0: base + 8 * j,
+                });
+            }
+        }
+        QType::IQ4_NL | QType::MXFP4 => {
+            // One block, runs as the legacy types'; the quant is the codebook value.
+            let (qs, d, values) = match qtype {
+                QType::IQ4_NL => (&block[iq4_nl::QS], f16_at(block, iq4_nl::D), iq4_nl::VALUES),
+                _ => (&block[mxfp4::QS], e8m0_half(block[mxfp4::E]), mxfp4::VALUES),
+            };
+            for j in 0..4 {
+                let k = legacy_run(qs, None, j);
+                runs.push(Run {
+                    q: k.map(|k| values[k as usize] as f32),
+                    scale: d,
+                    min: 0.0,
+                    x0: base + 8 * j,
+                });
+            }
+        }
+        QType::IQ4_XS => {
+            // Item p is sub-block p, laid out as an IQ4_NL block with scale d·(ls − 32).
+            let d = f16_at(block, iq4_xs::D);
+            let h = &block[iq4_xs::SCALES_H];
+            let high = (u16::from_le_bytes([h[0], h[1]]) >> (2 * p)) & 3;
+            let low = (block[iq4_xs::SCALES_L][p / 2] >> (4 * (p % 2))) & 0x0F;
+            let scale = d * ((low as i32 | (high as i32) << 4) - 32) as f32;
+            let qs = &block[iq4_xs::QS][16 * p..16 * p + 16];
+            for j in 0..4 {
+                let k = legacy_run(qs, None, j);
+                runs.push(Run {
+                    q: k.map(|k| iq4_nl::VALUES[k as usize] as f32),
+                    scale,
+                    min: 0.0,
+                    x0: base + 32 * p + 8 * j,
+                });
+            }
+        }
+        QType::Q3_K | QType::Q2_K => {
+            // Item p: half c = p/4, l0 = 8(p%4); run j is weights 128c + 32j + l0 + 0..8, bits
+            // 2j of qs[32c + l0 + i], sub-block 8c + 2j + l0/16 (Q3_K: plus the hmask bit).
+            let (c, l0) = (p / 4, 8 * (p % 4));
+            for j in 0..4 {
+                let sub = 8 * c + 2 * j + l0 / 16;
+                let mut q = [0f32; 8];
+                let (scale, min) = if qtype == QType::Q3_K {
+                    let (qs, hm) = (&block[q3_k::QS], &block[q3_k::HMASK]);
+                    for (i, v) in q.iter_mut().enumerate() {
+                        let low = ((qs[32 * c + l0 + i] >> (2 * j)) & 3) as i32;
+                        let high = (hm[l0 + i] >> (4 * c + j)) & 1;
+                        *v = (low - 4 * (1 - high as i32)) as f32;
+                    }
+                    let d = f16_at(block, q3_k::D);
+                    (d * q3_k_scale(sub, &block[q3_k::SCALES]) as f32, 0.0)
+                } else {
+                    let qs = &block[q2_k::QS];
+                    for (i, v) in q.iter_mut().enumerate() {
+                        *v = ((qs[32 * c + l0 + i] >> (2 * j)) & 3) as f32;
+                    }
+                    let sc = block[q2_k::SCALES][sub];
+                    let (d, dmin) = (f16_at(block, q2_k::D), f16_at(block, q2_k::DMIN));
+                    (d * (sc & 0x0F) as f32, dmin * (sc >> 4) as f32)
+                };
+                runs.push(Run {
+                    q,
+                    scale,
+                    min,
+                    x0: base + 128 * c + 32 * j + l0,
                 });
             }
         }

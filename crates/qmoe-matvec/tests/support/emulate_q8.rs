@@ -6,8 +6,8 @@
 //!   blocks of 32 by qmoe-quant's `q8_1::quantize` (the device function is bit-identical to it:
 //!   `gpu_quantize_q8_1_is_bit_identical_to_the_reference`).
 //! - `MvQ8::lane_dot`: lane `l` of a group of G takes items l, l + G, … (64 weights; 32 for
-//!   Q8_0 and the legacy types) into one f32 accumulator starting at 0, then `mv_row`'s butterfly
-//!   ([`emulate::reduce_lanes`]).
+//!   Q8_0, the legacy types, IQ4_NL and MXFP4) into one f32 accumulator starting at 0, then
+//!   `mv_row`'s butterfly ([`emulate::reduce_lanes`]).
 //! - each type's `dot_q8` (`qmoe-dequant/cuda/qtypes/<type>.cuh`): exact integer sums S, then
 //!   - Q4_K, sub-blocks 2p and 2p + 1 of item p: `a = fma(fl((d·sc)·d_x), S, a)`,
 //!     `a = fma(−(dmin·m), s_x, a)`;
@@ -18,14 +18,23 @@
 //!   - Q4_0 and Q5_0, one block, S over the signed quants q − 8 / q − 16:
 //!     `a = fma(fl(d·d_x), S, a)`;
 //!   - Q4_1 and Q5_1, one block, S over the quants 0..15 / 0..31: `a = fma(fl(d·d_x), S, a)`,
-//!     then `a = fma(m, s_x, a)`.
+//!     then `a = fma(m, s_x, a)`;
+//!   - IQ4_NL and MXFP4, one block, S over the codebook values: `a = fma(fl(d·d_x), S, a)`
+//!     (MXFP4: d = e8m0_half(e));
+//!   - IQ4_XS, sub-blocks 2p and 2p + 1 of item p: `a = fma(fl((d·(ls − 32))·d_x), S, a)`;
+//!   - Q3_K as Q6_K (item p = (half p/2, m = p%2), quarters s = 0..4, sub-block 8c + 2s + m):
+//!     `a = fma(fl(d·d_x), (float)((sc − 32)·S), a)`;
+//!   - Q2_K, item p = (half c = p/2, t = p%2), Q8_1 blocks s = 2t, 2t + 1 of the half, each two
+//!     16-weight sub-blocks k, k + 1 combined in integers: `a = fma(fl(d·d_x),
+//!     sc_k·S_k + sc_k+1·S_k+1, a)`, then `a = fma(−fl(dmin·d_x), m_k·X_k + m_k+1·X_k+1, a)`
+//!     with X the sub-block's Σ q_x.
 //!
 //! **True only while `gpu_kernels_are_bit_identical_to_the_emulation` passes** for the Q8_1
 //! kernels too: change this file with the kernels' arithmetic.
 
-use qmoe_dequant::layout::{q4_0, q4_1, q5_0, q5_1, q5_k};
+use qmoe_dequant::layout::{iq4_nl, iq4_xs, mxfp4, q2_k, q3_k, q4_0, q4_1, q5_0, q5_1, q5_k};
 use qmoe_dequant::q8_1::{self, BlockQ8_1};
-use qmoe_dequant::reference::{f16_at, q4_k_scale_min};
+use qmoe_dequant::reference::{e8m0_half, f16_at, q3_k_scale, q4_k_scale_min};
 use qmoe_dequant::QType;
 
 use super::emulate;
@@ -33,8 +42,14 @@ use super::emulate;
 /// Weights per Q8_1-path item (`Q8_ITEM_WEIGHTS`).
 pub fn item_weights(qtype: QType) -> usize {
     match qtype {
-        QType::Q4_K | QType::Q5_K | QType::Q6_K => 64,
-        QType::Q8_0 | QType::Q4_0 | QType::Q4_1 | QType::Q5_0 | QType::Q5_1 => 32,
+        QType::Q4_K | QType::Q5_K | QType::Q6_K | QType::IQ4_XS | QType::Q3_K | QType::Q2_K => 64,
+        QType::Q8_0
+        | QType::Q4_0
+        | QType::Q4_1
+        | QType::Q5_0
+        | QType::Q5_1
+        | QType::IQ4_NL
+        | QType::MXFP4 => 32,
         other => panic!("no matvec kernel for {other}"),
     }
 }
@@ -134,6 +149,69 @@ fn item(qtype: QType, row: &[u8], xb: &[BlockQ8_1], it: usize, mut a: f32) -> f3
                 a = m.mul_add(x.s, a);
             }
         }
+        QType::IQ4_NL | QType::MXFP4 => {
+            let (qs, d, values) = match qtype {
+                QType::IQ4_NL => (&block[iq4_nl::QS], f16_at(block, iq4_nl::D), iq4_nl::VALUES),
+                _ => (&block[mxfp4::QS], e8m0_half(block[mxfp4::E]), mxfp4::VALUES),
+            };
+            let x = &xb[0];
+            let s = codebook_dot(qs, &values, &x.q);
+            a = (d * x.d).mul_add(s as f32, a);
+        }
+        QType::IQ4_XS => {
+            let d = f16_at(block, iq4_xs::D);
+            let h = &block[iq4_xs::SCALES_H];
+            let scales_h = u16::from_le_bytes([h[0], h[1]]);
+            for j in [2 * p, 2 * p + 1] {
+                let low = (block[iq4_xs::SCALES_L][j / 2] >> (4 * (j % 2))) & 0x0F;
+                let high = ((scales_h >> (2 * j)) & 3) as i32;
+                let dl = d * ((low as i32 | high << 4) - 32) as f32;
+                let x = &xb[j];
+                let s = codebook_dot(&block[iq4_xs::QS][16 * j..], &iq4_nl::VALUES, &x.q);
+                a = (dl * x.d).mul_add(s as f32, a);
+            }
+        }
+        QType::Q3_K => {
+            let (c, m) = (p / 2, p % 2);
+            let d = f16_at(block, q3_k::D);
+            let (qs, hm) = (&block[q3_k::QS], &block[q3_k::HMASK]);
+            for s in 0..4 {
+                let x = &xb[4 * c + s];
+                let dot: i32 = (0..16)
+                    .map(|i| {
+                        let l = 16 * m + i;
+                        let low = ((qs[32 * c + l] >> (2 * s)) & 3) as i32;
+                        let high = ((hm[l] >> (4 * c + s)) & 1) as i32;
+                        (low - 4 * (1 - high)) * x.q[l] as i32
+                    })
+                    .sum();
+                let sc = q3_k_scale(8 * c + 2 * s + m, &block[q3_k::SCALES]);
+                a = (d * x.d).mul_add((sc * dot) as f32, a);
+            }
+        }
+        QType::Q2_K => {
+            let (c, t) = (p / 2, p % 2);
+            let (d, dmin) = (f16_at(block, q2_k::D), f16_at(block, q2_k::DMIN));
+            let qs = &block[q2_k::QS];
+            for s in [2 * t, 2 * t + 1] {
+                let x = &xb[4 * c + s];
+                // Per 16-weight sub-block k: the scale times Σ q·q_x, the min times Σ q_x.
+                let (mut dot, mut sum) = (0i32, 0i32);
+                for half in 0..2 {
+                    let sc = block[q2_k::SCALES][8 * c + 2 * s + half] as i32;
+                    let ls = 16 * half..16 * half + 16;
+                    let sq: i32 = ls
+                        .clone()
+                        .map(|l| ((qs[32 * c + l] >> (2 * s)) & 3) as i32 * x.q[l] as i32)
+                        .sum();
+                    let sx: i32 = ls.map(|l| x.q[l] as i32).sum();
+                    dot += (sc & 0x0F) * sq;
+                    sum += (sc >> 4) * sx;
+                }
+                a = (d * x.d).mul_add(dot as f32, a);
+                a = (-(dmin * x.d)).mul_add(sum as f32, a);
+            }
+        }
         other => panic!("no matvec kernel for {other}"),
     }
     a
@@ -161,4 +239,15 @@ pub fn row(qtype: QType, row: &[u8], x: &[f32], g: usize) -> f32 {
 /// [`row`] with the kernels' own group size.
 pub fn kernel_row(qtype: QType, row_bytes: &[u8], x: &[f32]) -> f32 {
     row(qtype, row_bytes, x, emulate::kernel_lanes(x.len()))
+}
+
+/// Σ VALUES[k_i]·q_x[i] over one 32-weight block of codebook indices placed as in Q4_0 (weight
+/// i < 16 the low nibble of `qs[i]`, weight i + 16 its high nibble): exact in i32.
+fn codebook_dot(qs: &[u8], values: &[i8; 16], xq: &[i8]) -> i32 {
+    (0..32)
+        .map(|i| {
+            let k = (qs[i % 16] >> (4 * (i / 16))) & 0x0F;
+            values[k as usize] as i32 * xq[i] as i32
+        })
+        .sum()
 }

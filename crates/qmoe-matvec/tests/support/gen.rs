@@ -36,6 +36,21 @@ fn scale(rng: &mut ChaCha8Rng, style: Style) -> f16 {
     }
 }
 
+/// An E8M0 scale exponent (MXFP4): realistic half-scales 2⁻¹¹ ..= 2⁻⁵ (weights up to 12 times
+/// that, as `scale`'s f16 range gives Q8_0), adversarial ones across 2⁻²⁴ ..= 2²², the range of
+/// f16 scales times a small factor. Smaller exponents make subnormal partial results, which the
+/// relative bound does not cover (`qmoe_matvec::reference`); larger ones overflow.
+fn exponent(rng: &mut ChaCha8Rng, style: Style) -> u8 {
+    match style {
+        Style::Realistic => rng.gen_range(117..=123),
+        Style::Adversarial => match rng.gen_range(0..4) {
+            0 => 104,
+            1 => 150,
+            _ => rng.gen_range(104..=150),
+        },
+    }
+}
+
 /// A tensor of `qtype` and `shape` with every block generated from `seed` in `style`.
 pub fn tensor(qtype: QType, shape: &[usize], seed: u64, style: Style) -> QTensor<'static> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -58,9 +73,16 @@ pub fn tensor(qtype: QType, shape: &[usize], seed: u64, style: Style) -> QTensor
         let mut put =
             |at: usize, h: f16| block[at..at + 2].copy_from_slice(&h.to_bits().to_le_bytes());
         let fields = qmoe_dequant::layout::f16_scales(qtype);
-        assert!(!fields.is_empty(), "no generator for {qtype}");
+        let exponents = qmoe_dequant::layout::e8m0_scales(qtype);
+        assert!(
+            !fields.is_empty() || !exponents.is_empty(),
+            "no generator for {qtype}"
+        );
         for &(_, at) in fields {
             put(at, scale(&mut rng, style));
+        }
+        for &(_, at) in exponents {
+            block[at] = exponent(&mut rng, style);
         }
     }
     QTensor::new("w", qtype, shape, bytes).expect("generated tensor is well-formed")
