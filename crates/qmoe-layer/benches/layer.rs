@@ -16,7 +16,7 @@ use qmoe_dequant::{Precision, QTensor, QType};
 use qmoe_gpu::Gpu;
 use qmoe_layer::{
     layer_ref, ForwardStage, LayerWorkspace, MoeConfig, MoeLayerStack, MoeLayerWeights,
-    RefPrecision, StackWorkspace,
+    RefPrecision, StackWorkspace, EXPERT_QTYPES,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -150,6 +150,7 @@ fn gpu_layer(_c: &mut Criterion) {
     let ceiling = qmoe_gpu::selftest::read_ceiling(&gpu, 1 << 30, 2, 20).unwrap();
     let ceiling_gbps = ceiling.gbps((1u64 << 30) as f64);
     eprintln!("read ceiling on {card}: {ceiling_gbps:.0} GB/s");
+    gpu_mixes(&gpu, &card, &arch, ceiling_gbps);
     let cfg = MoeConfig::qwen3_30b_a3b();
     for down_type in [QType::Q6_K, QType::Q4_K] {
         let x = experts(&cfg, down_type, 7);
@@ -230,6 +231,83 @@ fn gpu_layer(_c: &mut Criterion) {
                     }));
                 }
             }
+        }
+    }
+}
+
+/// The B = 1 layer for every mix of `qmoe_quant::mix::MIXES` whose expert types all have
+/// kernels, both precisions, graph only. The 8 rotated layers are layers 0, 6, .., 42 of a
+/// 48-layer model, so a mix's more-bits down projections appear as often as in the file. Blocks
+/// from `sample_blocks` (valid for any type, no quantizer needed), shared per (type, role).
+fn gpu_mixes(gpu: &Gpu, card: &str, arch: &str, ceiling_gbps: f64) {
+    use std::collections::HashMap;
+    let cfg = MoeConfig::qwen3_30b_a3b();
+    let (h, i, e) = (cfg.hidden, cfg.intermediate, cfg.n_experts);
+    for mix in qmoe_dequant::mix::MIXES {
+        let types: Vec<[QType; 3]> = (0..SETS).map(|l| mix.expert_types(6 * l, 48)).collect();
+        if let Some(t) = types.iter().flatten().find(|t| !EXPERT_QTYPES.contains(t)) {
+            eprintln!(
+                "moe_layer_mix {}: skipped, {t} experts have no kernels",
+                mix.name
+            );
+            continue;
+        }
+        let mut bytes: HashMap<(QType, usize), Vec<u8>> = HashMap::new();
+        for (role, &q) in types.iter().flat_map(|t| t.iter().enumerate()) {
+            bytes.entry((q, role)).or_insert_with(|| {
+                let blocks = e * i * h / q.block_weights();
+                qmoe_check::strategies::sample_blocks(q, blocks, 17 + role as u64)
+            });
+        }
+        let layers: Vec<MoeLayerWeights<'_>> = types
+            .iter()
+            .enumerate()
+            .map(|(l, &[g, u, d])| {
+                let mut r = ChaCha8Rng::seed_from_u64(200 + l as u64);
+                let t = |n: &str, q, role, s: [usize; 3]| {
+                    QTensor::new(format!("blk.{l}.{n}"), q, &s, &bytes[&(q, role)][..]).unwrap()
+                };
+                MoeLayerWeights::new(
+                    cfg,
+                    normals(&mut r, h, 0.1)
+                        .into_iter()
+                        .map(|v| 1.0 + v)
+                        .collect(),
+                    normals(&mut r, e * h, 1.0 / (h as f32).sqrt()),
+                    t("ffn_gate_exps.weight", g, 0, [e, i, h]),
+                    t("ffn_up_exps.weight", u, 1, [e, i, h]),
+                    t("ffn_down_exps.weight", d, 2, [e, h, i]),
+                )
+                .unwrap()
+            })
+            .collect();
+        let mut stack = MoeLayerStack::new(layers).unwrap();
+        stack.upload(gpu).unwrap();
+        let hx = normals(&mut ChaCha8Rng::seed_from_u64(1), h, 1.0);
+        // Bytes: router + the selected experts of each layer (B = 1: k distinct), averaged.
+        let bytes_per_layer = (0..SETS)
+            .map(|l| stack.layer(l).bytes_per_token() as f64)
+            .sum::<f64>()
+            / SETS as f64;
+        let floor_us = bytes_per_layer / (ceiling_gbps * 1e9) * 1e6;
+        for prec in Precision::ALL {
+            stack.set_precision(prec);
+            let mut ws = StackWorkspace::new(gpu, &cfg, 1).unwrap();
+            gpu.upload_into(&hx, ws.input_mut()).unwrap();
+            let graph = stack.capture(gpu, &mut ws).unwrap();
+            let us = gpu
+                .bench(10, 200, |_| graph.launch(&stack, &mut ws).map_err(to_gpu))
+                .unwrap()
+                .median_us
+                / SETS as f64;
+            let gbps = bytes_per_layer / (us * 1e-6) / 1e9;
+            line(serde_json::json!({
+                "op": "moe_layer_mix", "precision": prec.name(), "qtype": mix.name,
+                "graph": true, "shape": "H2048 I768 E128 k8 (qwen3-30b-a3b), layers 0,6,..,42 of 48",
+                "b": 1, "card": card, "arch": arch, "bytes": bytes_per_layer.round(), "median_us": us,
+                "gbps": gbps, "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / ceiling_gbps,
+                "floor_us": floor_us, "ratio_to_floor": us / floor_us,
+            }));
         }
     }
 }

@@ -268,6 +268,75 @@ fn indexed(ctx: &Ctx) -> BoxResult<()> {
     Ok(())
 }
 
+/// Every type with matvec kernels at B = 1 and both precisions: gate+up (gate and up of that
+/// type) and indexed down, on the Qwen3-30B-A3B expert shapes, rotating over [`LAYERS`] copies
+/// and 16 disjoint expert groups like the Q4_K rows. The blocks are [`sample_blocks`]' valid ones
+/// (any type, no quantizer needed); content does not change the timing.
+///
+/// [`sample_blocks`]: qmoe_check::strategies::sample_blocks
+fn per_type(ctx: &Ctx) -> BoxResult<()> {
+    let (h, ffn) = (2048, 768);
+    let (ids, distinct) = id_sets(ctx, 1)?;
+    let pick = |i: usize| (i % LAYERS, &ids[(i / LAYERS) % ID_SETS]);
+    for &q in qmoe_matvec::QTYPES {
+        let blocks = E * ffn * h / q.block_weights();
+        let stack = |seed| {
+            let bytes = qmoe_check::strategies::sample_blocks(q, blocks, seed);
+            QTensor::new("w", q, &[E, ffn, h], bytes).expect("well-formed bench tensor")
+        };
+        let (gate_host, up_host) = (stack(11), stack(12));
+        let down_host = QTensor::new("w", q, &[E, h, ffn], stack(13).bytes().to_vec())
+            .expect("well-formed bench tensor");
+        let expert = gate_host.expert_bytes() as f64;
+        let (gate, up, down) = (
+            sets(&ctx.gpu, &gate_host, LAYERS)?,
+            sets(&ctx.gpu, &up_host, LAYERS)?,
+            sets(&ctx.gpu, &down_host, LAYERS)?,
+        );
+        drop((gate_host, up_host, down_host));
+        let x = ctx.gpu.upload(&activations(h, 8))?;
+        let xa = ctx.gpu.upload(&activations(TOP_K * ffn, 9))?;
+        let mut act = ctx.gpu.zeros::<f32>(TOP_K * ffn)?;
+        let mut y = ctx.gpu.zeros::<f32>(TOP_K * h)?;
+        for prec in Precision::ALL {
+            let t = ctx.time(|i| {
+                let (l, ids) = pick(i);
+                qmoe_matvec::gate_up_swiglu_gpu(
+                    &ctx.gpu, prec, &gate[l], &up[l], ids, TOP_K, &x, 1, &mut act,
+                )
+            })?;
+            let shape = format!("[{E},{ffn},{h}] x2 top{TOP_K} distinct={distinct:.1}");
+            let name = format!("{q}+{q}");
+            ctx.report(
+                "gate_up_swiglu_type",
+                prec,
+                &name,
+                &shape,
+                1,
+                2.0 * distinct * expert,
+                t,
+            );
+            let t = ctx.time(|i| {
+                let (l, ids) = pick(i);
+                qmoe_matvec::matvec_indexed_gpu(
+                    &ctx.gpu, prec, &down[l], ids, TOP_K, &xa, true, 1, &mut y,
+                )
+            })?;
+            let shape = format!("[{E},{h},{ffn}] top{TOP_K} distinct={distinct:.1}");
+            ctx.report(
+                "matvec_indexed_down_type",
+                prec,
+                q.name(),
+                &shape,
+                1,
+                distinct * expert,
+                t,
+            );
+        }
+    }
+    Ok(())
+}
+
 fn gpu_bench() -> BoxResult<()> {
     let gpu = match Gpu::new(0) {
         Ok(g) => g,
@@ -292,7 +361,8 @@ fn gpu_bench() -> BoxResult<()> {
     };
     dense(&ctx, QType::Q4_K, 4096, 4096, &[1, 4, 8])?;
     dense(&ctx, QType::Q6_K, 151936, 2048, &[1])?;
-    indexed(&ctx)
+    indexed(&ctx)?;
+    per_type(&ctx)
 }
 
 fn gpu(_c: &mut Criterion) {
