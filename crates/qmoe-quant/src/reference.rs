@@ -317,9 +317,9 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
-/// Writes `width` weights of the grid point `point` (byte `k` of the word is magnitude `k`),
-/// each `(db · magnitude) · ±1` with bit `k` of `signs` set meaning −1: two roundings at most,
-/// the product and nothing else (negation is exact), as in GGML.
+/// Writes `out.len()` weights of the grid point `point` (byte `k` of the word is magnitude `k`),
+/// each `(db · magnitude) · ±1` with bit `k` of `signs` set meaning −1: one rounding, the
+/// product (negation is exact), in GGML's order.
 fn signed_grid_point(db: f32, point: u64, signs: u8, out: &mut [f32]) {
     for (k, o) in out.iter_mut().enumerate() {
         let magnitude = ((point >> (8 * k)) & 0xFF) as f32;
@@ -328,8 +328,9 @@ fn signed_grid_point(db: f32, point: u64, signs: u8, out: &mut [f32]) {
     }
 }
 
-/// The scale of the IQ2 types' 4-bit sub-block scale `s`: `(d · (0.5 + s)) · 0.25`, rounded
-/// after each product in GGML's order (the last can round for a subnormal `d`).
+/// The scale of the IQ2 types' 4-bit sub-block scale `s`: `(d · (0.5 + s)) · 0.25` in GGML's
+/// order. The first product rounds; the quarter is exact, since a nonzero `d · (0.5 + s)` is at
+/// least 2^-25 (an f16 subnormal is an f32 normal), far above f32's subnormal range.
 fn iq2_db(d: f32, s: u32) -> f32 {
     d * (0.5 + s as f32) * 0.25
 }
