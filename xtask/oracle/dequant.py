@@ -2,8 +2,11 @@
 
 Writes random blocks (finite f16 scales, plus adversarial ones: d = 65504, subnormal d, dmin > d,
 negative d, zero d, all-0xff payloads with every nibble 15 and every 6-bit scale 63, all-zero
-scales) for Q4_K, Q5_K, Q6_K, Q8_0, the GGML legacy formats, IQ4_NL, Q3_K, Q2_K, IQ4_XS and MXFP4 (whose E8M0 exponent byte
-takes every value, those that overflow the largest codes to inf included), dequantizes them with $QMOE_EXAMPLE (our reference) and with
+scales) for Q4_K, Q5_K, Q6_K, Q8_0, the GGML legacy formats, IQ4_NL, Q3_K, Q2_K, IQ4_XS, MXFP4 (whose E8M0 exponent byte
+takes every value, those that overflow the largest codes to inf included) and the grid-based
+IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S and IQ1_M (every grid index, sign pattern and
+sub-block scale reachable from random bytes; IQ1_M's split f16 d written into its four nibbles),
+dequantizes them with $QMOE_EXAMPLE (our reference) and with
 gguf.quants.dequantize, and requires every element to be bit-identical. Exits non-zero on any
 mismatch, printing the first ones.
 """
@@ -20,6 +23,24 @@ from gguf.quants import dequantize
 SEED = 20261128
 N_RANDOM = 4096  # random blocks per type, in addition to the adversarial ones
 
+# IQ1_M's f16 d has no field of its own: nibble t of its bits is the top nibble of the u16 word
+# at byte 48 + 2t (the words' low 12 bits are 3-bit scales). This marker in TYPES stands for it.
+IQ1_M_D = "iq1_m.d"
+
+
+def put_scale(b, off, bits):
+    """Writes the f16 bit pattern `bits` into the block(s) `b` (last axis: bytes) at `off`."""
+    bits = np.asarray(bits, dtype=np.uint16)
+    if off == IQ1_M_D:
+        for t in range(4):
+            at = 48 + 2 * t
+            word = b[..., at:at + 2].copy().view(np.uint16)[..., 0]
+            word = (word & 0x0FFF) | (((bits >> (4 * t)) & 0xF) << 12)
+            b[..., at:at + 2] = word.astype(np.uint16)[..., None].view(np.uint8)
+    else:
+        b[..., off:off + 2] = bits[..., None].view(np.uint8)
+
+
 # name, gguf type, block bytes, weights per block, byte offsets of the f16 scales
 TYPES = [
     ("q4_k", GGMLQuantizationType.Q4_K, 144, 256, [0, 2]),
@@ -35,6 +56,13 @@ TYPES = [
     ("q2_k", GGMLQuantizationType.Q2_K, 84, 256, [80, 82]),
     ("iq4_xs", GGMLQuantizationType.IQ4_XS, 136, 256, [0]),
     ("mxfp4", GGMLQuantizationType.MXFP4, 17, 32, []),
+    ("iq2_xxs", GGMLQuantizationType.IQ2_XXS, 66, 256, [0]),
+    ("iq2_xs", GGMLQuantizationType.IQ2_XS, 74, 256, [0]),
+    ("iq2_s", GGMLQuantizationType.IQ2_S, 82, 256, [0]),
+    ("iq3_xxs", GGMLQuantizationType.IQ3_XXS, 98, 256, [0]),
+    ("iq3_s", GGMLQuantizationType.IQ3_S, 110, 256, [0]),
+    ("iq1_s", GGMLQuantizationType.IQ1_S, 50, 256, [0]),
+    ("iq1_m", GGMLQuantizationType.IQ1_M, 56, 256, [IQ1_M_D]),
 ]
 
 # MXFP4's E8M0 exponent byte (offset 0): every byte is a legal scale. Random blocks draw it
@@ -86,7 +114,7 @@ def make_e8m0_blocks(rng, nbytes, e_offsets):
 def make_blocks(rng, nbytes, scale_offsets):
     blocks = rng.integers(0, 256, (N_RANDOM, nbytes), dtype=np.uint8)
     for off in scale_offsets:
-        blocks[:, off:off + 2] = finite_f16_bits(rng, N_RANDOM).view(np.uint8).reshape(-1, 2)
+        put_scale(blocks, off, finite_f16_bits(rng, N_RANDOM))
     adversarial = []
     for payload in ("random", "ff", "zero"):
         for s in SPECIAL_SCALES:
@@ -97,9 +125,9 @@ def make_blocks(rng, nbytes, scale_offsets):
                     b = np.full(nbytes, 0xFF, dtype=np.uint8)
                 else:
                     b = np.zeros(nbytes, dtype=np.uint8)
-                b[scale_offsets[0]:scale_offsets[0] + 2] = np.array([s], dtype=np.uint16).view(np.uint8)
+                put_scale(b, scale_offsets[0], s)
                 if s2 is not None:
-                    b[scale_offsets[1]:scale_offsets[1] + 2] = np.array([s2], dtype=np.uint16).view(np.uint8)
+                    put_scale(b, scale_offsets[1], s2)
                 adversarial.append(b)
     return np.concatenate([blocks, np.stack(adversarial)], axis=0)
 

@@ -5,8 +5,9 @@ and QMOE_WORKDIR (a scratch directory) in the environment.
 
 1. gguf writes, qmoe reads: files made with gguf.GGUFWriter (metadata of every value type, nested
    arrays; Q8_0 / F32 / F16 / BF16 tensors, random blocks of every other block type qmoe reads
-   (`random_kquant`: Q4_K, Q5_K, Q6_K, the legacy formats, IQ4_NL, Q3_K, Q2_K, IQ4_XS
-   and MXFP4); default and custom alignment) are
+   (`random_kquant`: Q4_K, Q5_K, Q6_K, the legacy formats, IQ4_NL, Q3_K, Q2_K, IQ4_XS,
+   MXFP4 and the grid-based IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M); default and
+   custom alignment) are
    dumped by qmoe; every key, type, value (floats by bit pattern), tensor name, type, dims, offset
    and size must match what GGUFReader sees, and `qmoe dequant FILE TENSOR --out X.npy` (the
    binary, built here with cargo) must equal gguf.quants.dequantize bit for bit, shape included.
@@ -141,10 +142,21 @@ def random_kquant(qtype, rows, cols):
     scale_fields = {QT.Q4_K: [0, 2], QT.Q6_K: [208], QT.Q4_0: [0], QT.Q4_1: [0, 2], QT.Q5_0: [0], QT.Q5_1: [0, 2], QT.Q5_K: [0, 2],
                     QT.IQ4_NL: [0], QT.Q3_K: [108],
                     QT.Q2_K: [80, 82], QT.IQ4_XS: [0],
-                    QT.MXFP4: []}[qtype]
+                    QT.MXFP4: [], QT.IQ2_XXS: [0], QT.IQ2_XS: [0], QT.IQ2_S: [0],
+                    QT.IQ3_XXS: [0], QT.IQ3_S: [0], QT.IQ1_S: [0], QT.IQ1_M: []}[qtype]
     for at in scale_fields:
         d = (RNG.uniform(1e-4, 0.05, size=nblocks) * RNG.choice([-1, 1], size=nblocks)).astype(np.float16)
         b[:, at:at + 2] = d.view(np.uint8).reshape(nblocks, 2)
+    if qtype == QT.IQ1_M:
+        # IQ1_M's f16 d is split: nibble t of its bits is the top nibble of the u16 word at byte
+        # 48 + 2t (the low 12 bits hold the 3-bit scales and stay random).
+        d = (RNG.uniform(1e-4, 0.05, size=nblocks) * RNG.choice([-1, 1], size=nblocks)).astype(np.float16)
+        bits = d.view(np.uint16)
+        for t in range(4):
+            at = 48 + 2 * t
+            word = b[:, at:at + 2].copy().view(np.uint16)[:, 0]
+            word = (word & 0x0FFF) | (((bits >> (4 * t)) & 0xF) << 12)
+            b[:, at:at + 2] = word.astype(np.uint16)[:, None].view(np.uint8)
     if qtype == QT.MXFP4:
         # The E8M0 exponent byte: half-scales 2^-10 .. 2^-1, as a real model's.
         b[:, 0] = RNG.integers(118, 128, size=nblocks, dtype=np.uint8)
@@ -182,7 +194,8 @@ def gguf_written(path, alignment):
     w.add_tensor("bf16.weight", bf, raw_dtype=QT.BF16)
     q8 = gguf.quants.quantize(RNG.standard_normal((4, 2, 96)).astype(np.float32) * 3, QT.Q8_0)
     w.add_tensor("q8_0.weight", q8, raw_dtype=QT.Q8_0)
-    for qt in (QT.Q4_K, QT.Q5_K, QT.Q6_K, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.IQ4_NL, QT.Q3_K, QT.Q2_K, QT.IQ4_XS, QT.MXFP4):
+    for qt in (QT.Q4_K, QT.Q5_K, QT.Q6_K, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.IQ4_NL, QT.Q3_K, QT.Q2_K, QT.IQ4_XS, QT.MXFP4,
+               QT.IQ2_XXS, QT.IQ2_XS, QT.IQ2_S, QT.IQ3_XXS, QT.IQ3_S, QT.IQ1_S, QT.IQ1_M):
         w.add_tensor(f"{qt.name.lower()}.2d.weight", random_kquant(qt, 3, 512), raw_dtype=qt)
         w.add_tensor(f"blk.0.{qt.name.lower()}_exps.weight",
                      random_kquant(qt, 4 * 2, 256).reshape(4, 2, -1), raw_dtype=qt)

@@ -18,6 +18,9 @@
 //!   identical; Q4_K ratio 1.007 (Gaussian) /
 //!   1.006 (Student-t), Q5_K 0.996 / 0.998, Q6_K 1.002 / 1.001, with ours chosen independently
 //!   of GGML's search (so not byte-identical).
+//! - `grids`: no Rust side; `xtask/oracle/grids.py` checks that `crates/qmoe-quant/src/grids.rs`
+//!   (the i-quants' lattice grids and sign table) is exactly what it generates from the tables
+//!   in gguf's `quants.py`; `--write` regenerates the file instead.
 
 use anyhow::{bail, Result};
 use xshell::{cmd, Shell};
@@ -53,23 +56,46 @@ pub const ORACLES: &[(&str, &str, &str, &str, &str)] = &[
     ),
 ];
 
+/// The generated grid tables and the script that generates them (under xtask/oracle/).
+const GRIDS: (&str, &str) = ("crates/qmoe-quant/src/grids.rs", "grids.py");
+
 /// Options of `cargo xtask oracle`.
 #[derive(clap::Args)]
 pub struct Oracle {
-    /// Only this oracle (dequant, gguf, quantize); all when absent.
+    /// Only this oracle (dequant, gguf, quantize, grids); all when absent.
     name: Option<String>,
+    /// With `grids`: rewrite the grid tables from gguf instead of checking them.
+    #[arg(long)]
+    write: bool,
 }
 
 impl Oracle {
     /// Every oracle, for `ci`.
     pub fn all() -> Oracle {
-        Oracle { name: None }
+        Oracle {
+            name: None,
+            write: false,
+        }
     }
 
     pub fn run(&self, sh: &Shell) -> Result<()> {
         let root = crate::project_root();
+        if self.write && self.name.as_deref() != Some("grids") {
+            bail!("--write only applies to `cargo xtask oracle grids`");
+        }
         let python = crate::python_venv(sh, VENV, PACKAGES)?;
         let mut ran = 0;
+        if self.name.as_deref().is_none_or(|n| n == "grids") {
+            let (file, script) = GRIDS;
+            let (file, script) = (
+                root.join(file),
+                root.join("xtask").join("oracle").join(script),
+            );
+            let mode = if self.write { "--write" } else { "--check" };
+            eprintln!("oracle grids: {} vs gguf==0.19.0", file.display());
+            cmd!(sh, "{python} {script} {mode} {file}").run()?;
+            ran += 1;
+        }
         for &(name, pkg, example, script, against) in ORACLES {
             if self.name.as_deref().is_some_and(|n| n != name) {
                 continue;

@@ -382,14 +382,14 @@ fn unknown_and_unsupported_ggml_types() {
             "{e}"
         );
     }
-    // IQ2_XXS is a real ggml type qmoe does not compute with: the file opens, the tensor does
+    // TQ1_0 is a real ggml type qmoe does not compute with: the file opens, the tensor does
     // not.
     let mut r = Raw::header(3, 1, 0);
-    r.info("iq2", &[256], 16, 0).pad(32).zeros(66);
+    r.info("tq1", &[256], 34, 0).pad(32).zeros(54);
     let f = r.parse().unwrap();
-    let e = f.tensor("iq2").unwrap_err();
+    let e = f.tensor("tq1").unwrap_err();
     assert!(
-        matches!(&e, GgufError::UnsupportedType { tensor, ggml_type: "IQ2_XXS" } if tensor == "iq2"),
+        matches!(&e, GgufError::UnsupportedType { tensor, ggml_type: "TQ1_0" } if tensor == "tq1"),
         "{e}"
     );
     // A row that is not a whole number of blocks.

@@ -354,8 +354,245 @@ pub mod mxfp4 {
     pub const E8M0_SCALES: Scales = &[("e", E)];
 }
 
+/// IQ2_XXS: 256 weights in a 66-byte super-block of eight 32-weight sub-blocks; each sub-block
+/// is eight bytes: four indices into [`IQ2XXS_GRID`](crate::grids::IQ2XXS_GRID) (8 weights
+/// each), then a little-endian u32 holding four 7-bit sign indices into
+/// [`KSIGNS`](crate::grids::KSIGNS) and, in its top four bits, the sub-block scale.
+pub mod iq2_xxs {
+    use std::ops::Range;
+
+    use super::{f16, Fields, Scales};
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 256;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 66;
+    /// `d`, f16: the super-block scale.
+    pub const D: usize = 0;
+    /// `qs[64]`: per sub-block, four grid-index bytes and a u32 of signs and scale.
+    pub const QS: Range<usize> = 2..66;
+    /// Every field as (name, byte range), in storage order.
+    pub const FIELDS: Fields = &[("d", f16(D)), ("qs", QS)];
+    /// The f16 scale fields as (name, byte offset).
+    pub const F16_SCALES: Scales = &[("d", D)];
+}
+
+/// IQ2_XS: 256 weights in a 74-byte super-block; each 8-weight group is a little-endian u16
+/// (a 9-bit index into [`IQ2XS_GRID`](crate::grids::IQ2XS_GRID), then a 7-bit sign index into
+/// [`KSIGNS`](crate::grids::KSIGNS)); each 16 weights share a 4-bit scale.
+pub mod iq2_xs {
+    use std::ops::Range;
+
+    use super::{f16, Fields, Scales};
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 256;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 74;
+    /// `d`, f16: the super-block scale.
+    pub const D: usize = 0;
+    /// `qs[32]` (u16): per 8-weight group, grid index (low 9 bits) and sign index (high 7).
+    pub const QS: Range<usize> = 2..66;
+    /// `scales[8]`: sixteen 4-bit scales, 16-weight run `s` in nibble `s mod 2` of byte `s / 2`.
+    pub const SCALES: Range<usize> = 66..74;
+    /// Every field as (name, byte range), in storage order.
+    pub const FIELDS: Fields = &[("d", f16(D)), ("qs", QS), ("scales", SCALES)];
+    /// The f16 scale fields as (name, byte offset).
+    pub const F16_SCALES: Scales = &[("d", D)];
+}
+
+/// IQ2_S: 256 weights in an 82-byte super-block; each 8-weight group has a 10-bit index into
+/// [`IQ2S_GRID`](crate::grids::IQ2S_GRID) (low 8 bits in `qs`, high 2 in `qh`) and a byte of
+/// explicit signs; each 16 weights share a 4-bit scale, packed as in IQ2_XS.
+pub mod iq2_s {
+    use std::ops::Range;
+
+    use super::{f16, Fields, Scales};
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 256;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 82;
+    /// `d`, f16: the super-block scale.
+    pub const D: usize = 0;
+    /// `qs[32]`: the low 8 bits of each group's grid index.
+    pub const QS: Range<usize> = 2..34;
+    /// `signs[32]`: bit `k` of byte `g` negates weight `k` of group `g`.
+    pub const SIGNS: Range<usize> = 34..66;
+    /// `qh[8]`: the high 2 bits of group `g`'s index at bit `2 (g mod 4)` of byte `g / 4`.
+    pub const QH: Range<usize> = 66..74;
+    /// `scales[8]`: sixteen 4-bit scales, packed as in IQ2_XS.
+    pub const SCALES: Range<usize> = 74..82;
+    /// Every field as (name, byte range), in storage order.
+    pub const FIELDS: Fields = &[
+        ("d", f16(D)),
+        ("qs", QS),
+        ("signs", SIGNS),
+        ("qh", QH),
+        ("scales", SCALES),
+    ];
+    /// The f16 scale fields as (name, byte offset).
+    pub const F16_SCALES: Scales = &[("d", D)];
+}
+
+/// IQ3_XXS: 256 weights in a 98-byte super-block of eight 32-weight sub-blocks; each 4-weight
+/// group is a byte index into [`IQ3XXS_GRID`](crate::grids::IQ3XXS_GRID); each sub-block has a
+/// little-endian u32 of four 7-bit sign indices into [`KSIGNS`](crate::grids::KSIGNS) and, in
+/// its top four bits, the sub-block scale.
+pub mod iq3_xxs {
+    use std::ops::Range;
+
+    use super::{f16, Fields, Scales};
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 256;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 98;
+    /// `d`, f16: the super-block scale.
+    pub const D: usize = 0;
+    /// `qs[64]`: one grid index per 4 weights.
+    pub const QS: Range<usize> = 2..66;
+    /// `scales_and_signs[32]` (u32): per sub-block, four sign indices and the scale.
+    pub const SCALES_AND_SIGNS: Range<usize> = 66..98;
+    /// Every field as (name, byte range), in storage order.
+    pub const FIELDS: Fields = &[
+        ("d", f16(D)),
+        ("qs", QS),
+        ("scales_and_signs", SCALES_AND_SIGNS),
+    ];
+    /// The f16 scale fields as (name, byte offset).
+    pub const F16_SCALES: Scales = &[("d", D)];
+}
+
+/// IQ3_S: 256 weights in a 110-byte super-block of eight 32-weight sub-blocks; each 4-weight
+/// group has a 9-bit index into [`IQ3S_GRID`](crate::grids::IQ3S_GRID) (low 8 bits in `qs`,
+/// the ninth in `qh`), every weight an explicit sign bit, every sub-block an odd scale
+/// `1 + 2s` from a 4-bit `s`.
+pub mod iq3_s {
+    use std::ops::Range;
+
+    use super::{f16, Fields, Scales};
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 256;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 110;
+    /// `d`, f16: the super-block scale.
+    pub const D: usize = 0;
+    /// `qs[64]`: the low 8 bits of each group's grid index.
+    pub const QS: Range<usize> = 2..66;
+    /// `qh[8]`: the ninth bit of group `g`'s index at bit `g mod 8` of byte `g / 8`.
+    pub const QH: Range<usize> = 66..74;
+    /// `signs[32]`: bit `i mod 8` of byte `i / 8` negates weight `i`.
+    pub const SIGNS: Range<usize> = 74..106;
+    /// `scales[4]`: eight 4-bit scales, sub-block `j` in nibble `j mod 2` of byte `j / 2`.
+    pub const SCALES: Range<usize> = 106..110;
+    /// Every field as (name, byte range), in storage order.
+    pub const FIELDS: Fields = &[
+        ("d", f16(D)),
+        ("qs", QS),
+        ("qh", QH),
+        ("signs", SIGNS),
+        ("scales", SCALES),
+    ];
+    /// The f16 scale fields as (name, byte offset).
+    pub const F16_SCALES: Scales = &[("d", D)];
+}
+
+/// IQ1_S: 256 weights in a 50-byte super-block of eight 32-weight sub-blocks; each 8-weight
+/// group has an 11-bit index into [`IQ1S_GRID`](crate::grids::IQ1S_GRID) (values −1, 0, 1;
+/// low 8 bits in `qs`, high 3 in `qh`); each sub-block's u16 in `qh` also holds a 3-bit scale
+/// and the sign of a ±1/8 shift added to every grid value.
+pub mod iq1_s {
+    use std::ops::Range;
+
+    use super::{f16, Fields, Scales};
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 256;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 50;
+    /// `d`, f16: the super-block scale.
+    pub const D: usize = 0;
+    /// `qs[32]`: the low 8 bits of each group's grid index.
+    pub const QS: Range<usize> = 2..34;
+    /// `qh[8]` (u16): per sub-block, the four groups' high index bits (3 each, from bit 0), the
+    /// scale (bits 12..15) and the shift's sign (bit 15 set: −1/8).
+    pub const QH: Range<usize> = 34..50;
+    /// The shift added to every grid value (its sign from `qh`): GGML's `IQ1S_DELTA`.
+    pub const DELTA: f32 = 0.125;
+    /// Every field as (name, byte range), in storage order.
+    pub const FIELDS: Fields = &[("d", f16(D)), ("qs", QS), ("qh", QH)];
+    /// The f16 scale fields as (name, byte offset).
+    pub const F16_SCALES: Scales = &[("d", D)];
+}
+
+/// IQ1_M: 256 weights in a 56-byte super-block; grid indices as in IQ1_S but with each group's
+/// three high bits and shift sign in a nibble of `qh`, a 3-bit scale per 16 weights, and the
+/// f16 super-block scale `d` split into the top nibbles of the four u16 words of `scales`.
+pub mod iq1_m {
+    use std::ops::Range;
+
+    use super::{Fields, Scales, SplitF16};
+
+    /// Weights per block.
+    pub const BLOCK_WEIGHTS: usize = 256;
+    /// Bytes per block.
+    pub const BLOCK_BYTES: usize = 56;
+    /// `qs[32]`: the low 8 bits of each group's grid index.
+    pub const QS: Range<usize> = 0..32;
+    /// `qh[16]`: group `g`'s nibble (nibble `g mod 2` of byte `g / 2`): three high index bits
+    /// and, in bit 3, the shift's sign (set: −1/8).
+    pub const QH: Range<usize> = 32..48;
+    /// `scales[8]` (four u16): 3-bit scales of the 16-weight runs `4t..4t + 4` at bits 0, 3, 6
+    /// and 9 of word `t`; bits 12..16 of word `t` are bits `4t..4t + 4` of the f16 `d`.
+    pub const SCALES: Range<usize> = 48..56;
+    /// Every field as (name, byte range), in storage order.
+    pub const FIELDS: Fields = &[("qs", QS), ("qh", QH), ("scales", SCALES)];
+    /// No whole f16 field: `d` is split, see [`D`].
+    pub const F16_SCALES: Scales = &[];
+    /// `d`, the f16 super-block scale, assembled from the top nibbles of `scales`.
+    pub const D: &[SplitF16] = &[SplitF16 {
+        name: "d",
+        get: d_bits,
+        put: put_d_bits,
+    }];
+
+    /// The u16 word `t` (0..4) of `scales`.
+    fn word(block: &[u8], t: usize) -> u16 {
+        let at = SCALES.start + 2 * t;
+        u16::from_le_bytes([block[at], block[at + 1]])
+    }
+
+    /// The bits of the f16 `d`: nibble `t` is the top nibble of word `t` of `scales`.
+    pub fn d_bits(block: &[u8]) -> u16 {
+        (0..4).fold(0, |d, t| d | (word(block, t) >> 12) << (4 * t))
+    }
+
+    /// Writes the f16 bits `d` into the top nibbles of `scales`, leaving the 3-bit scales.
+    pub fn put_d_bits(block: &mut [u8], d: u16) {
+        for t in 0..4 {
+            let w = (word(block, t) & 0x0FFF) | ((d >> (4 * t)) & 0xF) << 12;
+            let at = SCALES.start + 2 * t;
+            block[at..at + 2].copy_from_slice(&w.to_le_bytes());
+        }
+    }
+}
+
 /// Bytes of one `f16` field.
 pub const F16_BYTES: usize = 2;
+
+/// An f16 scale stored in pieces across other fields (IQ1_M's `d`): the name used in messages,
+/// how to read its bits from a block and how to write them into one.
+#[derive(Debug, Clone, Copy)]
+pub struct SplitF16 {
+    /// The scale's name (GGML's field name).
+    pub name: &'static str,
+    /// The scale's f16 bits, assembled from the block.
+    pub get: fn(&[u8]) -> u16,
+    /// Writes the scale's f16 bits into the block, leaving every other bit.
+    pub put: fn(&mut [u8], u16),
+}
 
 /// A block's fields as (name, byte range), in storage order.
 pub type Fields = &'static [(&'static str, Range<usize>)];
@@ -400,6 +637,12 @@ float_layout! {
 /// fields that must be finite for the block to decode to finite values. Empty for float types.
 pub const fn f16_scales(qtype: QType) -> &'static [(&'static str, usize)] {
     qtype.row().f16_scales
+}
+
+/// The f16 scales of a block of `qtype` stored in pieces rather than as one field (IQ1_M's
+/// `d`): like [`f16_scales`], they must be finite for the block to decode to finite values.
+pub const fn split_f16_scales(qtype: QType) -> &'static [SplitF16] {
+    qtype.row().split_f16_scales
 }
 
 /// The E8M0 scale fields of a block of `qtype` (exponent bytes; MXFP4's `e`), as (name, byte
@@ -479,5 +722,51 @@ mod tests {
             (0, 2..4, 4..8, 8..136)
         );
         assert_eq!((mxfp4::E, mxfp4::QS), (0, 1..17));
+        assert_eq!((iq2_xxs::D, iq2_xxs::QS), (0, 2..66));
+        assert_eq!((iq2_xs::D, iq2_xs::QS, iq2_xs::SCALES), (0, 2..66, 66..74));
+        assert_eq!(
+            (iq2_s::D, iq2_s::QS, iq2_s::SIGNS, iq2_s::QH, iq2_s::SCALES),
+            (0, 2..34, 34..66, 66..74, 74..82)
+        );
+        assert_eq!(
+            (iq3_xxs::D, iq3_xxs::QS, iq3_xxs::SCALES_AND_SIGNS),
+            (0, 2..66, 66..98)
+        );
+        assert_eq!(
+            (iq3_s::D, iq3_s::QS, iq3_s::QH, iq3_s::SIGNS, iq3_s::SCALES),
+            (0, 2..66, 66..74, 74..106, 106..110)
+        );
+        assert_eq!((iq1_s::D, iq1_s::QS, iq1_s::QH), (0, 2..34, 34..50));
+        assert_eq!(
+            (iq1_m::QS, iq1_m::QH, iq1_m::SCALES),
+            (0..32, 32..48, 48..56)
+        );
+    }
+
+    /// IQ1_M's split `d`: writing bits and reading them back is the identity, and writing
+    /// leaves the low 12 bits of every scale word (the 3-bit scales) as they were.
+    #[test]
+    fn iq1_m_split_d_round_trips_and_keeps_the_scales() {
+        let mut block = [0u8; iq1_m::BLOCK_BYTES];
+        for (i, b) in block.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(37) ^ 0x5A;
+        }
+        let before = block;
+        for d in [0x0000u16, 0x3C00, 0xFBFF, 0x1234, 0xFFFF] {
+            (iq1_m::put_d_bits)(&mut block, d);
+            assert_eq!(iq1_m::d_bits(&block), d);
+            assert_eq!(block[..iq1_m::SCALES.start], before[..iq1_m::SCALES.start]);
+            for t in 0..4 {
+                let at = iq1_m::SCALES.start + 2 * t;
+                assert_eq!(block[at], before[at], "word {t} low byte");
+                assert_eq!(block[at + 1] & 0x0F, before[at + 1] & 0x0F, "word {t}");
+            }
+        }
+        // Nibble t of d is the top nibble of word t: d = 0x4321 puts 1, 2, 3, 4 in words 0..4.
+        (iq1_m::put_d_bits)(&mut block, 0x4321);
+        let tops: Vec<u8> = (0..4)
+            .map(|t| block[iq1_m::SCALES.start + 2 * t + 1] >> 4)
+            .collect();
+        assert_eq!(tops, [1, 2, 3, 4]);
     }
 }

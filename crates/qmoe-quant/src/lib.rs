@@ -1,5 +1,6 @@
 //! qmoe-quant: the GGML tensor formats qmoe reads (Q4_K, Q6_K, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
-//! Q5_K, Q3_K, Q2_K, IQ4_NL, IQ4_XS, MXFP4, F32, F16, BF16; one row each in [`QType`]'s table)
+//! Q5_K, Q3_K, Q2_K, IQ4_NL, IQ4_XS, MXFP4, the grid-based IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS,
+//! IQ3_S, IQ1_S and IQ1_M, F32, F16, BF16; one row each in [`QType`]'s table)
 //! as plain host code: [`QType`], the validated host [`QTensor`], each block's byte [`layout`], the scalar
 //! [`reference`](mod@reference) dequantizer, the reference [`quantize`]rs, the Q8_1 activation
 //! format of the int8 matvec path ([`q8_1`]), the per-model type
@@ -18,6 +19,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod grids;
 pub mod layout;
 pub mod mix;
 pub mod q8_1;

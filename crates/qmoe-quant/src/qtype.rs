@@ -24,19 +24,22 @@ pub(crate) struct Row {
     pub(crate) f16_scales: &'static [(&'static str, usize)],
     /// The E8M0 (power-of-two exponent byte) scale fields as (name, byte offset).
     pub(crate) e8m0_scales: &'static [(&'static str, usize)],
+    /// The f16 scales stored in pieces (IQ1_M's `d`).
+    pub(crate) split_f16_scales: &'static [layout::SplitF16],
 }
 
 /// Declares [`QType`] and its table from one list of rows: variant (with its doc), GGML id,
 /// name, the [`layout`] module that holds its geometry and fields, its [`reference`] block
 /// decoder, whether it has a quantizer, and (only where a format has them) its E8M0 scale
-/// fields. Adding a type is one row here.
+/// fields and its f16 scales stored in pieces. Adding a type is one row here.
 macro_rules! qtypes {
-    (@e8m0) => { &[] };
-    (@e8m0 $fields:expr) => { $fields };
+    (@opt) => { &[] };
+    (@opt $fields:expr) => { $fields };
     ($(
         $(#[doc = $doc:literal])*
         $variant:ident = $id:literal, $name:literal, layout::$layout:ident,
-            reference::$decode:ident, quantizer: $quantizer:literal $(, e8m0: $e8m0:expr)?;
+            reference::$decode:ident, quantizer: $quantizer:literal $(, e8m0: $e8m0:expr)?
+            $(, split_f16: $split:expr)?;
     )*) => {
         /// A tensor's element type: GGML's quantized block formats and the plain float types.
         ///
@@ -59,7 +62,8 @@ macro_rules! qtypes {
                 quantizer: $quantizer,
                 fields: layout::$layout::FIELDS,
                 f16_scales: layout::$layout::F16_SCALES,
-                e8m0_scales: qtypes!(@e8m0 $($e8m0)?),
+                e8m0_scales: qtypes!(@opt $($e8m0)?),
+                split_f16_scales: qtypes!(@opt $($split)?),
             },
         )*];
 
@@ -104,6 +108,28 @@ qtypes! {
     /// 32 weights per 17-byte block: a power-of-two (E8M0) scale + 32 FP4 (E2M1) values.
     MXFP4 = 39, "mxfp4", layout::mxfp4, reference::mxfp4_block, quantizer: true,
         e8m0: layout::mxfp4::E8M0_SCALES;
+    /// 256 weights per 66-byte super-block: 8-weight points of a 256-entry lattice grid with
+    /// sign patterns, 4-bit sub-block scales (about 2.06 bits per weight).
+    IQ2_XXS = 16, "iq2_xxs", layout::iq2_xxs, reference::iq2_xxs_block, quantizer: false;
+    /// 256 weights per 74-byte super-block: a 512-entry 8-weight grid with sign patterns, 4-bit
+    /// scales per 16 weights (about 2.31 bits per weight).
+    IQ2_XS = 17, "iq2_xs", layout::iq2_xs, reference::iq2_xs_block, quantizer: false;
+    /// 256 weights per 82-byte super-block: a 1024-entry 8-weight grid with explicit signs, 4-bit
+    /// scales per 16 weights (about 2.56 bits per weight).
+    IQ2_S = 22, "iq2_s", layout::iq2_s, reference::iq2_s_block, quantizer: false;
+    /// 256 weights per 98-byte super-block: 4-weight points of a 256-entry grid with sign
+    /// patterns, 4-bit sub-block scales (about 3.06 bits per weight).
+    IQ3_XXS = 18, "iq3_xxs", layout::iq3_xxs, reference::iq3_xxs_block, quantizer: false;
+    /// 256 weights per 110-byte super-block: a 512-entry 4-weight grid with explicit signs, odd
+    /// 4-bit sub-block scales (about 3.44 bits per weight).
+    IQ3_S = 21, "iq3_s", layout::iq3_s, reference::iq3_s_block, quantizer: false;
+    /// 256 weights per 50-byte super-block: a 2048-entry grid of −1/0/1 points shifted by ±1/8,
+    /// 3-bit sub-block scales (about 1.56 bits per weight).
+    IQ1_S = 19, "iq1_s", layout::iq1_s, reference::iq1_s_block, quantizer: false;
+    /// 256 weights per 56-byte super-block: IQ1_S's grid with a shift per 8 weights, 3-bit
+    /// scales per 16 weights and the f16 scale split over the scale words (1.75 bits per weight).
+    IQ1_M = 29, "iq1_m", layout::iq1_m, reference::iq1_m_block, quantizer: false,
+        split_f16: layout::iq1_m::D;
 }
 
 impl QType {

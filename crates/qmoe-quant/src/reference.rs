@@ -16,11 +16,17 @@
 //! - Q2_K: `dl = d * sc; ml = dmin * m; value = dl * q - ml`
 //! - IQ4_XS: `dl = d * (ls - 32); value = dl * VALUES[q]`
 //! - MXFP4: `value = e8m0_half(e) * VALUES[q]`
+//! - IQ2_XXS, IQ2_XS, IQ2_S: `db = d * (0.5 + s) * 0.25; value = db * grid * sign`
+//! - IQ3_XXS: `db = d * (0.5 + s) * 0.5; value = db * grid * sign`
+//! - IQ3_S: `db = d * (1 + 2s); value = db * grid * sign`, `1 + 2s` taken in integers
+//! - IQ1_S, IQ1_M: `dl = d * (2s + 1); value = dl * (grid ± 1/8)`, the sum exact
 
 use half::{bf16, f16};
 
+use crate::grids::{IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, KSIGNS};
 use crate::layout::{
-    iq4_nl, iq4_xs, mxfp4, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0,
+    iq1_m, iq1_s, iq2_s, iq2_xs, iq2_xxs, iq3_s, iq3_xxs, iq4_nl, iq4_xs, mxfp4, q2_k, q3_k, q4_0,
+    q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0,
 };
 use crate::QType;
 
@@ -298,6 +304,197 @@ pub fn mxfp4_block(block: &[u8], out: &mut [f32]) {
     for (j, &byte) in block[mxfp4::QS].iter().enumerate() {
         out[j] = d * mxfp4::VALUES[(byte & 0x0F) as usize] as f32;
         out[j + half] = d * mxfp4::VALUES[(byte >> 4) as usize] as f32;
+    }
+}
+
+/// The little-endian u16 at `at`.
+fn u16_at(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+/// The little-endian u32 at `at`.
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// Writes `out.len()` weights of the grid point `point` (byte `k` of the word is magnitude `k`),
+/// each `(db · magnitude) · ±1` with bit `k` of `signs` set meaning −1: one rounding, the
+/// product (negation is exact), in GGML's order.
+fn signed_grid_point(db: f32, point: u64, signs: u8, out: &mut [f32]) {
+    for (k, o) in out.iter_mut().enumerate() {
+        let magnitude = ((point >> (8 * k)) & 0xFF) as f32;
+        let sign = if signs & (1 << k) != 0 { -1.0 } else { 1.0 };
+        *o = db * magnitude * sign;
+    }
+}
+
+/// The scale of the IQ2 types' 4-bit sub-block scale `s`: `(d · (0.5 + s)) · 0.25` in GGML's
+/// order. The first product rounds; the quarter is exact, since a nonzero `d · (0.5 + s)` is at
+/// least 2^-25 (an f16 subnormal is an f32 normal), far above f32's subnormal range.
+fn iq2_db(d: f32, s: u32) -> f32 {
+    d * (0.5 + s as f32) * 0.25
+}
+
+/// Dequantizes one 66-byte IQ2_XXS block into `out[..256]`: sub-block `j` (32 weights) is the
+/// eight bytes at `qs[8j..]`, four grid indices then the u32 `aux`; group `k` of 8 weights is
+/// grid point `IQ2XXS_GRID[qs[8j + k]]` with signs `KSIGNS[(aux >> 7k) & 127]`, scaled by
+/// `iq2_db(d, aux >> 28)`.
+pub fn iq2_xxs_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(
+        block.len(),
+        iq2_xxs::BLOCK_BYTES,
+        "iq2_xxs block is 66 bytes"
+    );
+    let d = f16_at(block, iq2_xxs::D);
+    for (sub, out) in block[iq2_xxs::QS]
+        .chunks_exact(8)
+        .zip(out.chunks_exact_mut(32))
+    {
+        let aux = u32_at(sub, 4);
+        let db = iq2_db(d, aux >> 28);
+        for (k, out) in out.chunks_exact_mut(8).enumerate() {
+            let signs = KSIGNS[((aux >> (7 * k)) & 127) as usize];
+            signed_grid_point(db, IQ2XXS_GRID[sub[k] as usize], signs, out);
+        }
+    }
+}
+
+/// The 4-bit scale of 16-weight run `r` from IQ2_XS/IQ2_S `scales` (nibble `r mod 2` of byte
+/// `r / 2`).
+fn nibble_scale(scales: &[u8], r: usize) -> u32 {
+    ((scales[r / 2] >> (4 * (r % 2))) & 0x0F) as u32
+}
+
+/// Dequantizes one 74-byte IQ2_XS block into `out[..256]`: group `g` of 8 weights is the u16
+/// `q = qs[g]`, grid point `IQ2XS_GRID[q & 511]` with signs `KSIGNS[q >> 9]`, scaled by
+/// `iq2_db(d, s)` with `s` the scale of run `g / 2`.
+pub fn iq2_xs_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), iq2_xs::BLOCK_BYTES, "iq2_xs block is 74 bytes");
+    let d = f16_at(block, iq2_xs::D);
+    let (qs, scales) = (&block[iq2_xs::QS], &block[iq2_xs::SCALES]);
+    for (g, out) in out.chunks_exact_mut(8).enumerate() {
+        let q = u16_at(qs, 2 * g);
+        let db = iq2_db(d, nibble_scale(scales, g / 2));
+        let signs = KSIGNS[(q >> 9) as usize];
+        signed_grid_point(db, IQ2XS_GRID[(q & 511) as usize], signs, out);
+    }
+}
+
+/// Dequantizes one 82-byte IQ2_S block into `out[..256]`: group `g` of 8 weights is grid point
+/// `IQ2S_GRID[qs[g] | ((qh[g / 4] >> 2 (g mod 4)) & 3) << 8]` with the explicit signs
+/// `signs[g]`, scaled as in IQ2_XS.
+pub fn iq2_s_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), iq2_s::BLOCK_BYTES, "iq2_s block is 82 bytes");
+    let d = f16_at(block, iq2_s::D);
+    let (qs, signs) = (&block[iq2_s::QS], &block[iq2_s::SIGNS]);
+    let (qh, scales) = (&block[iq2_s::QH], &block[iq2_s::SCALES]);
+    for (g, out) in out.chunks_exact_mut(8).enumerate() {
+        let high = ((qh[g / 4] >> (2 * (g % 4))) & 3) as usize;
+        let db = iq2_db(d, nibble_scale(scales, g / 2));
+        signed_grid_point(db, IQ2S_GRID[qs[g] as usize | high << 8], signs[g], out);
+    }
+}
+
+/// Dequantizes one 98-byte IQ3_XXS block into `out[..256]`: sub-block `j` has the u32 `aux` at
+/// `scales_and_signs[4j..]` and scale `db = (d · (0.5 + (aux >> 28))) · 0.5`; its group `k` of
+/// 8 weights has signs `KSIGNS[(aux >> 7k) & 127]` and is two 4-weight grid points,
+/// `IQ3XXS_GRID[qs[8j + 2k]]` then `IQ3XXS_GRID[qs[8j + 2k + 1]]`.
+pub fn iq3_xxs_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(
+        block.len(),
+        iq3_xxs::BLOCK_BYTES,
+        "iq3_xxs block is 98 bytes"
+    );
+    let d = f16_at(block, iq3_xxs::D);
+    let (qs, aux) = (&block[iq3_xxs::QS], &block[iq3_xxs::SCALES_AND_SIGNS]);
+    for (j, out) in out.chunks_exact_mut(32).enumerate() {
+        let aux = u32_at(aux, 4 * j);
+        let db = d * (0.5 + (aux >> 28) as f32) * 0.5;
+        for (k, out) in out.chunks_exact_mut(8).enumerate() {
+            let signs = KSIGNS[((aux >> (7 * k)) & 127) as usize];
+            let lo = IQ3XXS_GRID[qs[8 * j + 2 * k] as usize] as u64;
+            let hi = IQ3XXS_GRID[qs[8 * j + 2 * k + 1] as usize] as u64;
+            signed_grid_point(db, lo | hi << 32, signs, out);
+        }
+    }
+}
+
+/// Dequantizes one 110-byte IQ3_S block into `out[..256]`: sub-block `j` (32 weights) has scale
+/// `d · (1 + 2s)` (`s` nibble `j mod 2` of `scales[j / 2]`, the odd factor exact in f32); group
+/// `g` of 4 weights is grid point `IQ3S_GRID[qs[g] | ((qh[g / 8] >> (g mod 8)) & 1) << 8]`;
+/// weight `i` is negated when bit `i mod 8` of `signs[i / 8]` is set.
+pub fn iq3_s_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), iq3_s::BLOCK_BYTES, "iq3_s block is 110 bytes");
+    let d = f16_at(block, iq3_s::D);
+    let (qs, qh) = (&block[iq3_s::QS], &block[iq3_s::QH]);
+    let (signs, scales) = (&block[iq3_s::SIGNS], &block[iq3_s::SCALES]);
+    for (j, out) in out.chunks_exact_mut(32).enumerate() {
+        let db = d * (1 + 2 * nibble_scale(scales, j)) as f32;
+        for (h, out) in out.chunks_exact_mut(8).enumerate() {
+            let g = 8 * j + 2 * h;
+            let point = |g: usize| {
+                let high = ((qh[g / 8] >> (g % 8)) & 1) as usize;
+                IQ3S_GRID[qs[g] as usize | high << 8] as u64
+            };
+            signed_grid_point(db, point(g) | point(g + 1) << 32, signs[4 * j + h], out);
+        }
+    }
+}
+
+/// Writes the 8 weights of IQ1_S/IQ1_M grid point `point` (byte `k` an int8 −1, 0 or 1) as
+/// `dl · (value + delta)`: the sum is exact (±1/8 added to a small integer), the product the
+/// one rounding.
+fn shifted_grid_point(dl: f32, point: u64, delta: f32, out: &mut [f32]) {
+    for (k, o) in out.iter_mut().enumerate() {
+        let value = ((point >> (8 * k)) & 0xFF) as u8 as i8 as f32;
+        *o = dl * (value + delta);
+    }
+}
+
+/// Dequantizes one 50-byte IQ1_S block into `out[..256]`: sub-block `j` (32 weights) has the
+/// u16 `h = qh[j]`, scale `dl = d · (2 ((h >> 12) & 7) + 1)` and shift `−1/8` if bit 15 of
+/// `h` is set, else `+1/8`; its group `k` of 8 weights is grid point
+/// `IQ1S_GRID[qs[4j + k] | ((h >> 3k) & 7) << 8]`.
+pub fn iq1_s_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), iq1_s::BLOCK_BYTES, "iq1_s block is 50 bytes");
+    let d = f16_at(block, iq1_s::D);
+    let (qs, qh) = (&block[iq1_s::QS], &block[iq1_s::QH]);
+    for (j, out) in out.chunks_exact_mut(32).enumerate() {
+        let h = u16_at(qh, 2 * j);
+        let dl = d * (2 * ((h >> 12) & 7) + 1) as f32;
+        let delta = if h & 0x8000 != 0 {
+            -iq1_s::DELTA
+        } else {
+            iq1_s::DELTA
+        };
+        for (k, out) in out.chunks_exact_mut(8).enumerate() {
+            let index = qs[4 * j + k] as usize | (((h >> (3 * k)) & 7) as usize) << 8;
+            shifted_grid_point(dl, IQ1S_GRID[index], delta, out);
+        }
+    }
+}
+
+/// Dequantizes one 56-byte IQ1_M block into `out[..256]`: `d` is the f16 assembled from the top
+/// nibbles of the four `scales` words ([`iq1_m::d_bits`]); 16-weight run `r` has scale
+/// `dl = d · (2s + 1)` with `s` bits `3 (r mod 4)..` of word `r / 4`; group `g` of 8 weights
+/// takes nibble `n` (`g mod 2`) of `qh[g / 2]`: grid point `IQ1S_GRID[qs[g] | (n & 7) << 8]`,
+/// shift `−1/8` if bit 3 of `n` is set, else `+1/8`.
+pub fn iq1_m_block(block: &[u8], out: &mut [f32]) {
+    assert_eq!(block.len(), iq1_m::BLOCK_BYTES, "iq1_m block is 56 bytes");
+    let d = f16::from_bits(iq1_m::d_bits(block)).to_f32();
+    let (qs, qh, scales) = (&block[iq1_m::QS], &block[iq1_m::QH], &block[iq1_m::SCALES]);
+    for (g, out) in out.chunks_exact_mut(8).enumerate() {
+        let r = g / 2;
+        let s = (u16_at(scales, 2 * (r / 4)) >> (3 * (r % 4))) & 7;
+        let dl = d * (2 * s + 1) as f32;
+        let nibble = (qh[g / 2] >> (4 * (g % 2))) & 0x0F;
+        let delta = if nibble & 8 != 0 {
+            -iq1_s::DELTA
+        } else {
+            iq1_s::DELTA
+        };
+        let index = qs[g] as usize | ((nibble & 7) as usize) << 8;
+        shifted_grid_point(dl, IQ1S_GRID[index], delta, out);
     }
 }
 

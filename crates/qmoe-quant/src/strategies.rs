@@ -81,21 +81,28 @@ pub fn e8m0_scale() -> impl Strategy<Value = u8> + Clone {
 }
 
 /// One block of the quantized `qtype`: every f16 scale field of its [`layout`] drawn from
-/// `scale` (independently, so dmin may exceed d and m may be negative), every E8M0 scale from
-/// [`e8m0_scale`], every other byte uniform, or all 0xff, or all zero.
+/// `scale` (independently, so dmin may exceed d and m may be negative), every f16 scale stored
+/// in pieces (IQ1_M's `d`, [`layout::split_f16_scales`]) from `scale` too, written over the
+/// payload's bits in its pieces, every E8M0 scale from [`e8m0_scale`], every other byte
+/// uniform, or all 0xff, or all zero.
 pub fn block_with(
     qtype: QType,
     scale: impl Strategy<Value = f16>,
 ) -> impl Strategy<Value = Vec<u8>> {
     let (scales, exponents) = (layout::f16_scales(qtype), layout::e8m0_scales(qtype));
+    let split = layout::split_f16_scales(qtype);
     (
-        proptest::collection::vec(scale, scales.len()),
+        proptest::collection::vec(scale, scales.len() + split.len()),
         proptest::collection::vec(e8m0_scale(), exponents.len()),
         payload(qtype.block_bytes()),
     )
         .prop_map(move |(values, exps, mut b)| {
-            for (&(_, at), v) in scales.iter().zip(values) {
+            let (whole, pieces) = values.split_at(scales.len());
+            for (&(_, at), &v) in scales.iter().zip(whole) {
                 put_f16(&mut b, at, v);
+            }
+            for (s, v) in split.iter().zip(pieces) {
+                (s.put)(&mut b, v.to_bits());
             }
             for (&(_, at), e) in exponents.iter().zip(exps) {
                 b[at] = e;
@@ -196,7 +203,8 @@ pub fn blocks<S: Strategy<Value = Vec<u8>>>(block: S, n: usize) -> impl Strategy
 }
 
 /// `n_blocks` valid blocks of any quantized `qtype`, deterministic in `seed`: pseudo-random
-/// payload bytes, realistic f16 scales (about 1e-3..0.03) in every f16 scale field and realistic
+/// payload bytes, realistic f16 scales (about 1e-3..0.03) in every f16 scale (whole or in
+/// pieces) and realistic
 /// exponents (half-scales 2^-10 ..= 2^-1) in every E8M0 one. For tests
 /// that need the bytes of a type without a quantizer ([`crate::quantize::has_quantizer`]).
 pub fn sample_blocks(qtype: QType, n_blocks: usize, seed: u64) -> Vec<u8> {
@@ -218,6 +226,10 @@ pub fn sample_blocks(qtype: QType, n_blocks: usize, seed: u64) -> Vec<u8> {
         for &(_, at) in layout::f16_scales(qtype) {
             let unit = (next() >> 40) as f32 / (1u64 << 24) as f32;
             put_f16(block, at, f16::from_f32(1e-3 + 0.03 * unit));
+        }
+        for split in layout::split_f16_scales(qtype) {
+            let unit = (next() >> 40) as f32 / (1u64 << 24) as f32;
+            (split.put)(block, f16::from_f32(1e-3 + 0.03 * unit).to_bits());
         }
         for &(_, at) in layout::e8m0_scales(qtype) {
             block[at] = 118 + (next() % 10) as u8;

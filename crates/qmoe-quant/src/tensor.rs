@@ -140,16 +140,23 @@ impl<'a> QTensor<'a> {
         }
     }
 
-    /// Checks every block's f16 scales (d, and dmin for Q4_K) are finite; the error names the
-    /// first bad block (index over the whole tensor). Float types have no scales and pass.
+    /// Checks every block's f16 scales (d, and dmin for Q4_K; IQ1_M's `d` assembled from its
+    /// pieces) are finite; the error names the first bad block (index over the whole tensor).
+    /// Float types have no scales and pass.
     pub fn validate_finite(&self) -> Result<(), QuantError> {
         let fields = layout::f16_scales(self.qtype);
-        if fields.is_empty() {
+        let split = layout::split_f16_scales(self.qtype);
+        if fields.is_empty() && split.is_empty() {
             return Ok(());
         }
         for (b, block) in self.data.chunks_exact(self.qtype.block_bytes()).enumerate() {
-            for &(field, at) in fields {
-                let value = reference::f16_at(block, at);
+            let whole = fields
+                .iter()
+                .map(|&(field, at)| (field, reference::f16_at(block, at)));
+            let pieces = split
+                .iter()
+                .map(|s| (s.name, half::f16::from_bits((s.get)(block)).to_f32()));
+            for (field, value) in whole.chain(pieces) {
                 if !value.is_finite() {
                     return Err(QuantError::NonFiniteScale {
                         name: self.name.clone(),

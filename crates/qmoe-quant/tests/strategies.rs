@@ -6,8 +6,8 @@ use qmoe_quant::layout;
 use qmoe_quant::strategies::*;
 use qmoe_quant::QType;
 
-/// Every quantized type's blocks have its size and finite f16 scales, checked through the
-/// layout's own scale list.
+/// Every quantized type's blocks have its size and finite f16 scales (whole or split), checked
+/// through the layout's own scale lists.
 #[test]
 fn blocks_have_their_sizes_and_finite_scales() {
     use proptest::test_runner::TestRunner;
@@ -18,6 +18,15 @@ fn blocks_have_their_sizes_and_finite_scales() {
                 for &(name, at) in layout::f16_scales(qtype) {
                     let v = f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]]));
                     prop_assert!(v.is_finite(), "{} {}", qtype, name);
+                }
+                // A scale split over other fields (IQ1_M's d) is drawn as a whole one, so the
+                // block decodes to finite values: its largest factor, 65504 · 15 · 1.125, fits.
+                for split in layout::split_f16_scales(qtype) {
+                    let v = f16::from_bits((split.get)(&b));
+                    prop_assert!(v.is_finite(), "{} {}", qtype, split.name);
+                    let values =
+                        qmoe_quant::reference::dequantize(qtype, &b, qtype.block_weights());
+                    prop_assert!(values.iter().all(|v| v.is_finite()), "{}", qtype);
                 }
                 Ok(())
             })

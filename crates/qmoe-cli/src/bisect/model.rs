@@ -12,8 +12,9 @@
 
 use anyhow::{bail, Context, Result};
 use half::f16;
+use qmoe_dequant::grids::{IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID};
 use qmoe_dequant::layout::{
-    iq4_nl, iq4_xs, mxfp4, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q6_k, q8_0, F16_BYTES,
+    self, iq4_nl, iq4_xs, mxfp4, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q6_k, q8_0, F16_BYTES,
 };
 use qmoe_dequant::{QTensor, QType};
 use qmoe_gguf::synth::{Preset, TypeScheme};
@@ -113,6 +114,13 @@ pub fn random_blocks(qtype: QType, n: usize, std: f32, r: &mut ChaCha8Rng) -> Ve
             QType::Q2_K => q2_k_scales(block, r, std),
             QType::IQ4_XS => iq4_xs_scales(block, r, std),
             QType::MXFP4 => mxfp4_scale(block, r, std),
+            QType::IQ2_XXS
+            | QType::IQ2_XS
+            | QType::IQ2_S
+            | QType::IQ3_XXS
+            | QType::IQ3_S
+            | QType::IQ1_S
+            | QType::IQ1_M => grid_scale(qtype, block, r, std),
             QType::F32 | QType::F16 | QType::BF16 => float_weight(qtype, block, r, std),
         }
     }
@@ -278,6 +286,73 @@ fn mxfp4_scale(block: &mut [u8], r: &mut ChaCha8Rng, std: f64) {
     let p = (4.0 - (t / a.exp2()).powi(2)) / 3.0;
     let exponent = if r.gen::<f64>() < p { a } else { a + 1.0 };
     block[mxfp4::E] = (exponent + 128.0).clamp(0.0, 254.0) as u8;
+}
+
+/// E(g²) of one element of a grid point drawn uniformly, each table word holding `width`
+/// byte-wide elements (int8 when `signed`, else unsigned).
+fn grid_mean_square(words: impl Iterator<Item = u64>, width: usize, signed: bool) -> f64 {
+    let (mut sum, mut n) = (0.0, 0usize);
+    for w in words {
+        for k in 0..width {
+            let byte = (w >> (8 * k)) as u8;
+            let g = if signed {
+                byte as i8 as f64
+            } else {
+                byte as f64
+            };
+            sum += g * g;
+            n += 1;
+        }
+    }
+    sum / n as f64
+}
+
+/// The grid-based i-quants: value = d·f(s)·g·σ (IQ2, IQ3: σ a ±1 sign, g a grid magnitude) or
+/// d·f(s)·(g + δ) (IQ1: g ∈ {−1, 0, 1}, δ = ±1/8). The random bytes draw every grid index,
+/// sign bit and sub-block scale s uniformly and independently, so E(value²) = d²·E(f(s)²)·E(g²)
+/// (IQ1: E((g + δ)²) = E(g²) + 1/64, δ's sign being independent of g), with f(s) = (s + 0.5)/4
+/// for IQ2 (s < 16), (s + 0.5)/2 for IQ3_XXS, 1 + 2s for IQ3_S (s < 16) and IQ1 (s < 8). An
+/// even random sign of d centres the weights whatever the grids' means; |d| = std /
+/// √(E(f(s)²)·E(g²)).
+fn grid_scale(qtype: QType, block: &mut [u8], r: &mut ChaCha8Rng, std: f64) {
+    let mean_f2 = |f: &dyn Fn(f64) -> f64, levels: u32| {
+        (0..levels).map(|s| f(s as f64).powi(2)).sum::<f64>() / levels as f64
+    };
+    let u64s = |g: &'static [u64]| g.iter().copied();
+    let u32s = |g: &'static [u32]| g.iter().map(|&w| w as u64);
+    let iq1 = grid_mean_square(u64s(&IQ1S_GRID), 8, true) + 1.0 / 64.0;
+    let (f2, g2) = match qtype {
+        QType::IQ2_XXS => (
+            mean_f2(&|s| (s + 0.5) / 4.0, 16),
+            grid_mean_square(u64s(&IQ2XXS_GRID), 8, false),
+        ),
+        QType::IQ2_XS => (
+            mean_f2(&|s| (s + 0.5) / 4.0, 16),
+            grid_mean_square(u64s(&IQ2XS_GRID), 8, false),
+        ),
+        QType::IQ2_S => (
+            mean_f2(&|s| (s + 0.5) / 4.0, 16),
+            grid_mean_square(u64s(&IQ2S_GRID), 8, false),
+        ),
+        QType::IQ3_XXS => (
+            mean_f2(&|s| (s + 0.5) / 2.0, 16),
+            grid_mean_square(u32s(&IQ3XXS_GRID), 4, false),
+        ),
+        QType::IQ3_S => (
+            mean_f2(&|s| 1.0 + 2.0 * s, 16),
+            grid_mean_square(u32s(&IQ3S_GRID), 4, false),
+        ),
+        QType::IQ1_S | QType::IQ1_M => (mean_f2(&|s| 1.0 + 2.0 * s, 8), iq1),
+        other => unreachable!("grid_scale: {other} is not a grid type"),
+    };
+    let d = random_sign(r) * std / (f2 * g2).sqrt();
+    // Each of these types has one f16 scale, d: a whole field, or (IQ1_M) split over others.
+    for &(_, at) in layout::f16_scales(qtype) {
+        put_f16(block, at, d);
+    }
+    for split in layout::split_f16_scales(qtype) {
+        (split.put)(block, f16::from_f64(d).to_bits());
+    }
 }
 
 /// F32, F16, BF16 (one weight per block): a value uniform over ±√3·std, whose standard

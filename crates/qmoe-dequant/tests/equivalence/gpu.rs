@@ -8,7 +8,8 @@ use qmoe_check::strategies::{
     q6_k_block, q8_0_block,
 };
 use qmoe_dequant::{
-    dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, layout, QTensor, QType, Upload,
+    dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, has_kernels, layout, DequantError,
+    QTensor, QType, Upload,
 };
 use qmoe_gpu::Gpu;
 
@@ -76,13 +77,61 @@ fn check(gpu: &Gpu, t: &QTensor<'_>) {
     }
 }
 
-/// Every block format (all have dequant kernels: `launch.rs`'s unit tests assert it, and a
-/// type without one fails `check`).
+/// Every block format with dequant kernels (the others, the grid-based i-quants, are checked
+/// to be refused, in `gpu_host_only_types_are_refused_naming_the_tensor`).
 fn block_types() -> Vec<QType> {
     QType::ALL
         .into_iter()
-        .filter(|&q| q.block_weights() > 1)
+        .filter(|&q| q.block_weights() > 1 && has_kernels(q))
         .collect()
+}
+
+/// The block formats read on the host only: GPU dequant to f32, f16 and bf16 refuses each with
+/// `DequantError::NoKernel` naming the tensor and the type, before any launch (the outputs keep
+/// their poison).
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_host_only_types_are_refused_naming_the_tensor() {
+    let gpu = qmoe_gpu::test_gpu();
+    let host_only: Vec<QType> = QType::ALL
+        .into_iter()
+        .filter(|&q| q.block_weights() > 1 && !has_kernels(q))
+        .collect();
+    assert!(!host_only.is_empty(), "no host-only type left to check");
+    let name = "blk.3.ffn_down_exps.weight";
+    for q in host_only {
+        let t = qmoe_check::strategies::tensor(name, q, &[2, 256], &[0.5; 512]);
+        let d = t.upload(&gpu).unwrap();
+        let refused = |label: &str, err: DequantError| {
+            assert!(
+                matches!(&err, DequantError::NoKernel { name: n, qtype, .. } if *qtype == q && n == name),
+                "{q} {label}: {err:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(name) && text.contains(q.name()),
+                "{q} {label}: {text}"
+            );
+        };
+        let mut out = gpu.poisoned_f32(512).unwrap();
+        refused("f32", dequantize_gpu(&gpu, &d, &mut out).unwrap_err());
+        assert!(
+            gpu.download(&out).unwrap().iter().all(|v| v.is_nan()),
+            "{q}: f32 written"
+        );
+        let poison = vec![0x7e01u16; 512];
+        let mut out16 = gpu.upload(&poison).unwrap();
+        refused("f16", dequantize_gpu_f16(&gpu, &d, &mut out16).unwrap_err());
+        refused(
+            "bf16",
+            dequantize_gpu_bf16(&gpu, &d, &mut out16).unwrap_err(),
+        );
+        assert_eq!(
+            gpu.download(&out16).unwrap(),
+            poison,
+            "{q}: f16/bf16 written"
+        );
+    }
 }
 
 /// Proptest blocks of `q` (scales over the whole finite f16 range, adversarial payloads).

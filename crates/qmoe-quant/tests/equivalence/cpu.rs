@@ -25,6 +25,13 @@ fn qtype_table() {
         (QType::Q2_K, 10, 256, 84, "q2_k"),
         (QType::IQ4_XS, 23, 256, 136, "iq4_xs"),
         (QType::MXFP4, 39, 32, 17, "mxfp4"),
+        (QType::IQ2_XXS, 16, 256, 66, "iq2_xxs"),
+        (QType::IQ2_XS, 17, 256, 74, "iq2_xs"),
+        (QType::IQ3_XXS, 18, 256, 98, "iq3_xxs"),
+        (QType::IQ1_S, 19, 256, 50, "iq1_s"),
+        (QType::IQ3_S, 21, 256, 110, "iq3_s"),
+        (QType::IQ2_S, 22, 256, 82, "iq2_s"),
+        (QType::IQ1_M, 29, 256, 56, "iq1_m"),
     ];
     for (t, id, bw, bb, name) in want {
         assert_eq!(t.ggml_type(), id);
@@ -35,8 +42,12 @@ fn qtype_table() {
         );
         assert_eq!(QType::parse(&name.to_uppercase()), Some(t));
     }
-    assert_eq!(QType::from_ggml_type(16), None); // IQ2_XXS: not read by qmoe
-    assert_eq!(QType::parse("iq2_xxs"), None);
+    assert_eq!(QType::from_ggml_type(34), None); // TQ1_0: not read by qmoe
+    assert_eq!(QType::parse("tq1_0"), None);
+    // The grid types are read but have no quantizer.
+    for t in [QType::IQ2_XXS, QType::IQ1_M] {
+        assert!(!qmoe_quant::quantize::has_quantizer(t), "{t}");
+    }
     assert_eq!(QType::Q4_K.row_bytes(2048), Some(8 * 144));
     assert_eq!(QType::Q6_K.row_bytes(768), Some(3 * 210));
     assert_eq!(QType::Q4_K.row_bytes(100), None);
@@ -191,6 +202,38 @@ fn validate_finite_names_first_bad_block() {
     assert_eq!(
         err.to_string(),
         "tensor q: q8_0 block 1 has a non-finite d (-inf)"
+    );
+}
+
+/// IQ1_M's `d` is split over the top nibbles of its scale words: a NaN assembled there is
+/// found like any whole f16 field, and named `d`.
+#[test]
+fn validate_finite_checks_iq1_m_split_d() {
+    use qmoe_quant::layout::iq1_m;
+    let mut bytes = qmoe_quant::strategies::sample_blocks(QType::IQ1_M, 4, 7);
+    let t = QTensor::new("w", QType::IQ1_M, &[4 * 256], bytes.clone()).unwrap();
+    assert!(t.validate_finite().is_ok());
+    for (block, bits) in [(3usize, 0xfc00u16), (1, 0x7e00)] {
+        iq1_m::put_d_bits(&mut bytes[block * 56..(block + 1) * 56], bits);
+    }
+    let err = QTensor::new("blk.0.ffn_up_exps.weight", QType::IQ1_M, &[1024], bytes)
+        .unwrap()
+        .validate_finite()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QuantError::NonFiniteScale {
+                block: 1,
+                field: "d",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "tensor blk.0.ffn_up_exps.weight: iq1_m block 1 has a non-finite d (NaN)"
     );
 }
 
@@ -568,6 +611,184 @@ fn mxfp4_hand_worked_block() {
     assert_eq!((got[7], got[15]), (f32::INFINITY, f32::NEG_INFINITY));
     assert_eq!(got[5], 6.0 * 2f32.powi(125));
     assert_eq!(got, naive::dequantize("mxfp4", &b));
+}
+
+/// The f16 bits of `v` (exact for the values used here), little-endian.
+fn f16_le(v: f32) -> [u8; 2] {
+    half::f16::from_f32(v).to_bits().to_le_bytes()
+}
+
+/// A hand-worked IQ2_XXS block, d = 1. Grid points used (GGML's `iq2xxs_grid`, byte k =
+/// magnitude k): 0 is eight 8s, 1 is 43 then seven 8s, 255 is 8, 25, 8, 8, 25, 43, 43, 43.
+/// Sub-block 0: grid bytes 0, 1, 255, 0; its u32 has scale 3 (db = (0.5 + 3) / 4 = 0.875) and
+/// sign indices 0 (none), 1 (weights 0 and 7: bit 7 restores even parity), 127 (all eight) and
+/// 3 (weights 0 and 1). Every other sub-block is zero: scale 0 (db = 1/8), point 0, no signs.
+#[test]
+fn iq2_xxs_hand_worked_block() {
+    let mut b = vec![0u8; 66];
+    b[0..2].copy_from_slice(&f16_le(1.0));
+    b[2..6].copy_from_slice(&[0, 1, 255, 0]);
+    let aux: u32 = 1 << 7 | 127 << 14 | 3 << 21 | 3 << 28;
+    b[6..10].copy_from_slice(&aux.to_le_bytes());
+    let got = reference::dequantize(QType::IQ2_XXS, &b, 256);
+    let (s, l, m) = (7.0, 37.625, 21.875); // 0.875 times 8, 43 and 25
+    let want_sub0 = [
+        [s, s, s, s, s, s, s, s],
+        [-l, s, s, s, s, s, s, -s],
+        [-s, -m, -s, -s, -m, -l, -l, -l],
+        [-s, -s, s, s, s, s, s, s],
+    ];
+    assert_eq!(got[..32], want_sub0.concat()[..]);
+    assert!(got[32..].iter().all(|&v| v == 1.0), "{:?}", &got[32..40]);
+    assert_eq!(got, naive::dequantize("iq2_xxs", &b));
+}
+
+/// A hand-worked IQ2_XS block, d = 0.5. Group 0: u16 `0 | 1 << 9` (point 0, sign index 1:
+/// weights 0 and 7); group 1: 0xffff (point 511, eight 43s, sign index 127: all negated);
+/// group 2: point 1 (43 then 8s), no signs. Scale byte 0 is 0x52: run 0 (groups 0, 1) scale 2,
+/// db = 0.5 · 2.5 / 4 = 0.3125; run 1 (groups 2, 3) scale 5, db = 0.6875. The rest: scale 0
+/// (db = 0.0625), point 0: 0.5.
+#[test]
+fn iq2_xs_hand_worked_block() {
+    let mut b = vec![0u8; 74];
+    b[0..2].copy_from_slice(&f16_le(0.5));
+    b[2..4].copy_from_slice(&(1u16 << 9).to_le_bytes());
+    b[4..6].copy_from_slice(&0xffffu16.to_le_bytes());
+    b[6..8].copy_from_slice(&1u16.to_le_bytes());
+    b[66] = 0x52;
+    let got = reference::dequantize(QType::IQ2_XS, &b, 256);
+    let want: Vec<f32> = [-2.5, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5, -2.5]
+        .into_iter()
+        .chain([-13.4375; 8])
+        .chain([29.5625])
+        .chain([5.5; 15])
+        .chain([0.5; 224])
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(got, naive::dequantize("iq2_xs", &b));
+}
+
+/// A hand-worked IQ2_S block, d = 1. Group 0: low index byte 0xff plus `qh` bits 3 (index 1023,
+/// eight 43s), sign byte 0x0f (weights 0..4); group 1: index 1 (43 then 8s), no signs. Scale
+/// byte 0x0f: run 0 (groups 0, 1) scale 15, db = 15.5 / 4 = 3.875; run 1 scale 0, db = 1/8.
+/// The rest: point 0 (eight 8s) at db 1/8: 1.
+#[test]
+fn iq2_s_hand_worked_block() {
+    let mut b = vec![0u8; 82];
+    b[0..2].copy_from_slice(&f16_le(1.0));
+    b[2] = 0xff; // qs[0]
+    b[3] = 1; // qs[1]
+    b[34] = 0x0f; // signs[0]
+    b[66] = 0x03; // qh[0]: group 0's high bits
+    b[74] = 0x0f; // scales[0]
+    let got = reference::dequantize(QType::IQ2_S, &b, 256);
+    let (big, small) = (166.625, 31.0); // 3.875 times 43 and 8
+    let want: Vec<f32> = [-big; 4]
+        .into_iter()
+        .chain([big; 4])
+        .chain([big])
+        .chain([small; 7])
+        .chain([1.0; 240])
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(got, naive::dequantize("iq2_s", &b));
+}
+
+/// A hand-worked IQ3_XXS block, d = 1. Grid points (GGML's `iq3xxs_grid`): 0 is four 4s, 255
+/// is 4, 28, 52, 62. Sub-block 0: `qs[0] = 0`, `qs[1] = 255`; its u32 has scale 1
+/// (db = (0.5 + 1) / 2 = 0.75) and group 0's sign index 1 (weights 0 and 7). The rest:
+/// point 0 at db 0.25: 1.
+#[test]
+fn iq3_xxs_hand_worked_block() {
+    let mut b = vec![0u8; 98];
+    b[0..2].copy_from_slice(&f16_le(1.0));
+    b[3] = 255; // qs[1]
+    let aux: u32 = 1 | 1 << 28;
+    b[66..70].copy_from_slice(&aux.to_le_bytes());
+    let got = reference::dequantize(QType::IQ3_XXS, &b, 256);
+    let want: Vec<f32> = [-3.0, 3.0, 3.0, 3.0, 3.0, 21.0, 39.0, -46.5]
+        .into_iter()
+        .chain([3.0; 24])
+        .chain([1.0; 224])
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(got, naive::dequantize("iq3_xxs", &b));
+}
+
+/// A hand-worked IQ3_S block, d = 0.5. Grid points (GGML's `iq3s_grid`): 0 is four 1s, 1 is 3,
+/// 1, 1, 1, 511 is 1, 1, 15, 15. Group 0: low byte 0xff plus `qh` bit 0 (index 511); group 1:
+/// index 1. Sign byte 0 is 0x81 (weights 0 and 7). Sub-block 0's scale nibble 3: d · (1 + 6) =
+/// 3.5; sub-block 1's 0: d · 1 = 0.5. The rest: point 0.
+#[test]
+fn iq3_s_hand_worked_block() {
+    let mut b = vec![0u8; 110];
+    b[0..2].copy_from_slice(&f16_le(0.5));
+    b[2] = 0xff; // qs[0]
+    b[3] = 1; // qs[1]
+    b[66] = 1; // qh[0]: group 0's ninth bit
+    b[74] = 0x81; // signs[0]
+    b[106] = 0x03; // scales[0]: sub-block 0 scale 3, sub-block 1 scale 0
+    let got = reference::dequantize(QType::IQ3_S, &b, 256);
+    let want: Vec<f32> = [-3.5, 3.5, 52.5, 52.5, 10.5, 3.5, 3.5, -3.5]
+        .into_iter()
+        .chain([3.5; 24])
+        .chain([0.5; 224])
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(got, naive::dequantize("iq3_s", &b));
+}
+
+/// A hand-worked IQ1_S block, d = 0.25. Grid points (GGML's `iq1s_grid`): 0 is eight −1s, 1 is
+/// +1 then seven −1s, 2047 is eight +1s. Sub-block 0's u16 is 0xa007: group 0's high bits 7
+/// (with `qs[0] = 0xff`: point 2047), group 1's 0 (with `qs[1] = 1`: point 1), scale 2
+/// (dl = 0.25 · 5 = 1.25), bit 15 set: shift −1/8. Every other sub-block: point 0, scale 0
+/// (dl = 0.25), shift +1/8: 0.25 · (−1 + 1/8).
+#[test]
+fn iq1_s_hand_worked_block() {
+    let mut b = vec![0u8; 50];
+    b[0..2].copy_from_slice(&f16_le(0.25));
+    b[2] = 0xff; // qs[0]
+    b[3] = 1; // qs[1]
+    b[34..36].copy_from_slice(&0xa007u16.to_le_bytes());
+    let got = reference::dequantize(QType::IQ1_S, &b, 256);
+    let (up, down) = (1.25 * 0.875, 1.25 * -1.125);
+    let want: Vec<f32> = [up; 8]
+        .into_iter()
+        .chain([up])
+        .chain([down; 7])
+        .chain([down; 16])
+        .chain([-0.21875; 224])
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(got, naive::dequantize("iq1_s", &b));
+}
+
+/// A hand-worked IQ1_M block, d = 0.5 (f16 0x3800: nibbles 0, 0, 8, 3 on top of scale words
+/// 0..4). Word 0's low bits: run 0 scale 3 (dl = 0.5 · 7 = 3.5), run 1 scale 1 (dl = 1.5).
+/// `qh[0]` 0x0f: group 0's nibble is high bits 7 (with `qs[0] = 0xff`: point 2047, eight +1s)
+/// and shift −1/8; group 1's is 0 (with `qs[1] = 1`: +1 then seven −1s) and shift +1/8.
+/// Groups 2, 3 (run 1) and everything after (scale 0, dl = 0.5): point 0, shift +1/8.
+#[test]
+fn iq1_m_hand_worked_block() {
+    let mut b = vec![0u8; 56];
+    b[0] = 0xff; // qs[0]
+    b[1] = 1; // qs[1]
+    b[32] = 0x0f; // qh[0]
+    let words: [u16; 4] = [3 | 1 << 3, 0, 0x8 << 12, 0x3 << 12];
+    for (t, w) in words.iter().enumerate() {
+        b[48 + 2 * t..50 + 2 * t].copy_from_slice(&w.to_le_bytes());
+    }
+    assert_eq!(qmoe_quant::layout::iq1_m::d_bits(&b), 0x3800);
+    let got = reference::dequantize(QType::IQ1_M, &b, 256);
+    let want: Vec<f32> = [3.5 * 0.875; 8]
+        .into_iter()
+        .chain([3.5 * 1.125])
+        .chain([3.5 * -0.875; 7])
+        .chain([1.5 * -0.875; 16])
+        .chain([0.5 * -0.875; 224])
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(got, naive::dequantize("iq1_m", &b));
 }
 
 fn assert_bits_equal(name: &str, got: &[f32], want: &[f32]) {

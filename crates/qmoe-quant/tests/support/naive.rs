@@ -184,6 +184,150 @@ pub fn mxfp4(b: &[u8], i: usize) -> f32 {
     }
 }
 
+/// Byte `k` of grid point `index` of `grid` (the tables are data, checked against gguf by
+/// `cargo xtask oracle grids`; what is re-derived here is which entry and byte a weight takes).
+fn grid_byte(grid: &[u64], index: usize, k: usize) -> u8 {
+    grid[index].to_le_bytes()[k]
+}
+
+/// Byte `k` of a 4-element grid point.
+fn grid_byte4(grid: &[u32], index: usize, k: usize) -> u8 {
+    grid[index].to_le_bytes()[k]
+}
+
+/// Whether sign pattern `index` (7 bits) negates weight `k` of its 8: bits 0..7 are the index's
+/// own bits, bit 7 makes the count of negated weights even (the parity of the index) — derived
+/// from that rule, not read from `KSIGNS`.
+fn parity_sign(index: u32, k: usize) -> f32 {
+    let bit = if k < 7 {
+        (index >> k) & 1
+    } else {
+        index.count_ones() & 1
+    };
+    if bit == 1 {
+        -1.0
+    } else {
+        1.0
+    }
+}
+
+fn le16(b: &[u8], at: usize) -> u32 {
+    b[at] as u32 | (b[at + 1] as u32) << 8
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    le16(b, at) | le16(b, at + 2) << 16
+}
+
+/// `(d · (0.5 + s)) · quarter_or_half`: the IQ2 (×0.25) and IQ3_XXS (×0.5) sub-block scale.
+fn half_step_scale(d: f32, s: u32, factor: f32) -> f32 {
+    d * (s as f32 + 0.5) * factor
+}
+
+/// Weight `i` of an IQ2_XXS block: sub-block `i / 32` is 8 bytes at `2 + 8 (i / 32)`, its
+/// group `(i mod 32) / 8` the grid byte at that offset plus the group, the u32 after the four
+/// grid bytes holding the 7-bit sign index of group g at bit 7g and the scale in bits 28..32.
+pub fn iq2_xxs(b: &[u8], i: usize) -> f32 {
+    let (j, g, k) = (i / 32, (i % 32) / 8, i % 8);
+    let aux = le32(b, 2 + 8 * j + 4);
+    let grid = grid_byte(
+        &qmoe_quant::grids::IQ2XXS_GRID,
+        b[2 + 8 * j + g] as usize,
+        k,
+    );
+    let db = half_step_scale(h(b, 0), aux >> 28, 0.25);
+    db * grid as f32 * parity_sign((aux >> (7 * g)) & 127, k)
+}
+
+/// Weight `i` of an IQ2_XS block: the u16 of group `i / 8` at `2 + 2 (i / 8)` (grid index in
+/// its low 9 bits, sign index in the high 7), the 4-bit scale of 16-weight run `i / 16` at
+/// nibble `(i / 16) mod 2` of byte `66 + i / 32`.
+pub fn iq2_xs(b: &[u8], i: usize) -> f32 {
+    let (g, k) = (i / 8, i % 8);
+    let q = le16(b, 2 + 2 * g);
+    let s = (b[66 + i / 32] >> (4 * ((i / 16) % 2))) & 15;
+    let grid = grid_byte(&qmoe_quant::grids::IQ2XS_GRID, (q % 512) as usize, k);
+    let db = half_step_scale(h(b, 0), s as u32, 0.25);
+    db * grid as f32 * parity_sign(q / 512, k)
+}
+
+/// Weight `i` of an IQ2_S block: grid index `qs[i / 8]` (byte `2 + i / 8`) plus 256 × the two
+/// bits of group `i / 8` in `qh` (byte `66 + i / 32`, bits `2 ((i / 8) mod 4)..`), sign bit
+/// `i mod 8` of byte `34 + i / 8`, scale as in IQ2_XS at byte `74 + i / 32`.
+pub fn iq2_s(b: &[u8], i: usize) -> f32 {
+    let (g, k) = (i / 8, i % 8);
+    let high = (b[66 + i / 32] >> (2 * (g % 4))) & 3;
+    let index = b[2 + g] as usize + 256 * high as usize;
+    let s = (b[74 + i / 32] >> (4 * ((i / 16) % 2))) & 15;
+    let sign = if (b[34 + g] >> k) & 1 == 1 { -1.0 } else { 1.0 };
+    let grid = grid_byte(&qmoe_quant::grids::IQ2S_GRID, index, k);
+    half_step_scale(h(b, 0), s as u32, 0.25) * grid as f32 * sign
+}
+
+/// Weight `i` of an IQ3_XXS block: 4-weight grid point `qs[i / 4]` (byte `2 + i / 4`), element
+/// `i mod 4`; the u32 of sub-block `i / 32` at `66 + 4 (i / 32)` holds the sign index of group
+/// `(i mod 32) / 8` at bit 7·group and the scale in bits 28..32 (×0.5, not IQ2's ×0.25).
+pub fn iq3_xxs(b: &[u8], i: usize) -> f32 {
+    let aux = le32(b, 66 + 4 * (i / 32));
+    let grid = grid_byte4(
+        &qmoe_quant::grids::IQ3XXS_GRID,
+        b[2 + i / 4] as usize,
+        i % 4,
+    );
+    let db = half_step_scale(h(b, 0), aux >> 28, 0.5);
+    db * grid as f32 * parity_sign((aux >> (7 * ((i % 32) / 8))) & 127, i % 8)
+}
+
+/// Weight `i` of an IQ3_S block: grid index `qs[i / 4]` plus 256 × bit `(i / 4) mod 8` of
+/// `qh[i / 32]` (byte `66 + i / 32`), element `i mod 4`; sign bit `i mod 8` of byte
+/// `74 + i / 8`; scale `d · (1 + 2s)`, s nibble `(i / 32) mod 2` of byte `106 + i / 64`.
+pub fn iq3_s(b: &[u8], i: usize) -> f32 {
+    let high = (b[66 + i / 32] >> ((i / 4) % 8)) & 1;
+    let index = b[2 + i / 4] as usize + 256 * high as usize;
+    let s = (b[106 + i / 64] >> (4 * ((i / 32) % 2))) & 15;
+    let sign = if (b[74 + i / 8] >> (i % 8)) & 1 == 1 {
+        -1.0
+    } else {
+        1.0
+    };
+    let grid = grid_byte4(&qmoe_quant::grids::IQ3S_GRID, index, i % 4);
+    h(b, 0) * (2 * s as u32 + 1) as f32 * grid as f32 * sign
+}
+
+/// `dl · (g + δ)` for an IQ1 grid byte `g` (int8 −1, 0 or 1) and shift δ = ±1/8.
+fn iq1_value(dl: f32, g: u8, negative_shift: bool) -> f32 {
+    let delta = if negative_shift { -0.125 } else { 0.125 };
+    dl * (g as i8 as f32 + delta)
+}
+
+/// Weight `i` of an IQ1_S block: the u16 of sub-block `i / 32` at `34 + 2 (i / 32)` holds the
+/// three high index bits of group `(i mod 32) / 8` at bit 3·group, the scale s in bits 12..15
+/// (`dl = d · (2s + 1)`) and the shift's sign in bit 15; the low index byte is `2 + i / 8`.
+pub fn iq1_s(b: &[u8], i: usize) -> f32 {
+    let qh = le16(b, 34 + 2 * (i / 32));
+    let high = (qh >> (3 * ((i % 32) / 8))) & 7;
+    let index = b[2 + i / 8] as usize + 256 * high as usize;
+    let dl = h(b, 0) * (2 * ((qh >> 12) & 7) + 1) as f32;
+    let g = grid_byte(&qmoe_quant::grids::IQ1S_GRID, index, i % 8);
+    iq1_value(dl, g, qh >> 15 == 1)
+}
+
+/// Weight `i` of an IQ1_M block: d's f16 bits are the high nibbles of bytes 49, 51, 53 and 55
+/// (the top of each scale word), lowest first; group `i / 8` takes nibble `(i / 8) mod 2` of
+/// byte `32 + i / 16` (three high index bits, then the shift's sign) and low index byte `i / 8`;
+/// 16-weight run `r = i / 16` has the 3-bit scale at bit `3 (r mod 4)` of the u16 at
+/// `48 + 2 (r / 4)`.
+pub fn iq1_m(b: &[u8], i: usize) -> f32 {
+    let d_bits = (0..4).fold(0u16, |d, t| d | ((b[49 + 2 * t] >> 4) as u16) << (4 * t));
+    let d = f16::from_bits(d_bits).to_f32();
+    let nibble = (b[32 + i / 16] >> (4 * ((i / 8) % 2))) & 15;
+    let index = b[i / 8] as usize + 256 * (nibble & 7) as usize;
+    let r = i / 16;
+    let s = (le16(b, 48 + 2 * (r / 4)) >> (3 * (r % 4))) & 7;
+    let g = grid_byte(&qmoe_quant::grids::IQ1S_GRID, index, i % 8);
+    iq1_value(d * (2 * s + 1) as f32, g, nibble & 8 != 0)
+}
+
 /// Every weight of `bytes` (whole blocks of the quantized type `name`).
 pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
     type At = fn(&[u8], usize) -> f32;
@@ -201,6 +345,13 @@ pub fn dequantize(name: &str, bytes: &[u8]) -> Vec<f32> {
         "q2_k" => (84, 256, q2k),
         "iq4_xs" => (136, 256, iq4_xs),
         "mxfp4" => (17, 32, mxfp4),
+        "iq2_xxs" => (66, 256, iq2_xxs),
+        "iq2_xs" => (74, 256, iq2_xs),
+        "iq2_s" => (82, 256, iq2_s),
+        "iq3_xxs" => (98, 256, iq3_xxs),
+        "iq3_s" => (110, 256, iq3_s),
+        "iq1_s" => (50, 256, iq1_s),
+        "iq1_m" => (56, 256, iq1_m),
         _ => panic!("naive: {name}"),
     };
     bytes
