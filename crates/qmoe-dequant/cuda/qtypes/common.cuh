@@ -240,4 +240,57 @@ __device__ __forceinline__ int qt_dp16(const uint32_t w[4], int4 x, int acc) {
     return qt_dp4a(w[3], x.w, acc);
 }
 
+// ---- 32-weight blocks of 4-bit codes (Q4_0, IQ4_NL, MXFP4) ------------------------------------
+// The matvec items of a block of 32 weights with one scale, no min, and 16 bytes of 4-bit codes
+// placed as Q4_0 places its nibbles (weight j is the low nibble of qs[j], weight j + 16 its high
+// nibble). The item is the whole block; run j (weights 8j .. 8j + 8) is the low nibbles of
+// qs[8j .. 8j + 8] for j < 2 and the high nibbles of qs[8(j - 2) ..] for j >= 2. What differs
+// between the types is `Codes`:
+//   QtRaw32 Codes::load(bytes)      the scale as f32 and the 16 code bytes (each type knows its
+//                                   scale field and its block alignment);
+//   uint32_t Codes::to_i8(u)        four codes (one per byte, 0..15) as four int8 weight bytes;
+//   void Codes::to_f(u, float q[4]) the same four weights as floats, exactly.
+// Q8_1: S = sum w_q x_q (8 dp4a on the int8 weights), then acc = fma(fl(d * d_x), S, acc).
+struct QtRaw32 {
+    uint4 qs;
+    float d;
+};
+
+template <class Codes>
+struct QtCodes32 {
+    static constexpr int ITEMS = 1;
+    static constexpr int RUNS = 4;
+    static constexpr bool HAS_MIN = false;
+    using Raw = QtRaw32;
+    __device__ static Raw load(const uint8_t* bytes, int) { return Codes::load(bytes); }
+    __device__ static float scale(const Raw& r, int) { return r.d; }
+    __device__ static float min(const Raw&, int) { return 0.0f; }
+    __device__ static void decode(const Raw& r, int j, float q[8]) {
+        const uint2 v = (j & 1) ? make_uint2(r.qs.z, r.qs.w) : make_uint2(r.qs.x, r.qs.y);
+        const int sh = (j >> 1) ? 4 : 0;
+        Codes::to_f((v.x >> sh) & 0x0F0F0F0Fu, q);
+        Codes::to_f((v.y >> sh) & 0x0F0F0F0Fu, q + 4);
+    }
+    // The block's 32 weights start a 32-aligned half of a chunk.
+    __device__ static int xbase(int) { return 0; }
+    __device__ static constexpr int xrun(int j) { return 8 * j; }
+    __device__ static constexpr int srun(int) { return 0; }
+
+    static constexpr int Q8_ITEMS = 1;
+    static constexpr int Q8_ITEM_WEIGHTS = 32;
+    __device__ static float dot_q8(const uint8_t* bytes, int, const int8_t* xq, const float2* ds,
+                                   uint32_t x0, float acc) {
+        const Raw r = load(bytes, 0);
+        const uint32_t v[4] = {r.qs.x, r.qs.y, r.qs.z, r.qs.w};
+        uint32_t lo[4], hi[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            lo[e] = Codes::to_i8(v[e] & 0x0F0F0F0Fu);
+            hi[e] = Codes::to_i8((v[e] >> 4) & 0x0F0F0F0Fu);
+        }
+        const int S = qt_dp16(hi, qt_ld_x16(xq, x0 + 16), qt_dp16(lo, qt_ld_x16(xq, x0), 0));
+        return fmaf(__fmul_rn(r.d, ds[x0 >> 5].x), (float)S, acc);
+    }
+};
+
 #endif  // QMOE_QTYPES_COMMON_CUH

@@ -31,7 +31,20 @@ __device__ __forceinline__ float qt_iq4_value(uint32_t k) {
     return (float)(signed char)(qt_iq4_values(k) & 0xFFu);
 }
 
-struct QtIQ4NL {
+// Codes: index k is the codebook value VALUES[k] (|S| <= 32 * 127 * 128 < 2^24 in dot_q8).
+struct QtIQ4NLCodes {
+    __device__ static __forceinline__ QtRaw32 load(const uint8_t* bytes) {
+        QtRaw32 r;
+        r.d = __half2float(__ushort_as_half((unsigned short)qt_ld_u16(bytes)));
+        r.qs = qt_ld16_a2(bytes + 2);  // 2-byte aligned: reads only words overlapping qs
+        return r;
+    }
+    __device__ static __forceinline__ uint32_t to_i8(uint32_t u) { return qt_iq4_values(u); }
+    __device__ static __forceinline__ void to_f(uint32_t u, float* q) { qt_iq4_to_f(u, q); }
+};
+
+// The matvec items are QtCodes32's (common.cuh).
+struct QtIQ4NL : QtCodes32<QtIQ4NLCodes> {
     struct block {
         half d;
         uint8_t qs[16];
@@ -44,54 +57,6 @@ struct QtIQ4NL {
         const int byte = b->qs[i & 15];
         const uint32_t k = i < 16 ? (byte & 0x0F) : (byte >> 4);
         return __fmul_rn(__half2float(b->d), qt_iq4_value(k));
-    }
-
-    // ---- f32 matvec items -------------------------------------------------------------------
-    static constexpr int ITEMS = 1;
-    static constexpr int RUNS = 4;
-    static constexpr bool HAS_MIN = false;
-    // The item is the whole block. Run j (weights 8j .. 8j + 8): the low nibbles of
-    // qs[8j .. 8j + 8] for j < 2, the high nibbles of qs[8(j - 2) ..] for j >= 2, as Q4_0.
-    struct Raw {
-        uint4 qs;
-        float d;
-    };
-    __device__ static Raw load(const uint8_t* bytes, int) {
-        Raw r;
-        r.d = __half2float(__ushort_as_half((unsigned short)qt_ld_u16(bytes)));
-        r.qs = qt_ld16_a2(bytes + 2);  // 2-byte aligned: reads only words overlapping qs
-        return r;
-    }
-    __device__ static float scale(const Raw& r, int) { return r.d; }
-    __device__ static float min(const Raw&, int) { return 0.0f; }
-    __device__ static void decode(const Raw& r, int j, float q[8]) {
-        const uint2 v = (j & 1) ? make_uint2(r.qs.z, r.qs.w) : make_uint2(r.qs.x, r.qs.y);
-        const int sh = (j >> 1) ? 4 : 0;
-        qt_iq4_to_f((v.x >> sh) & 0x0F0F0F0Fu, q);
-        qt_iq4_to_f((v.y >> sh) & 0x0F0F0F0Fu, q + 4);
-    }
-    // The block's 32 weights start a 32-aligned half of a chunk.
-    __device__ static int xbase(int) { return 0; }
-    __device__ static constexpr int xrun(int j) { return 8 * j; }
-    __device__ static constexpr int srun(int) { return 0; }
-
-    // ---- Q8_1 matvec items ------------------------------------------------------------------
-    // The item is the block, against one Q8_1 block: S = sum VALUES[k] q_x (8 dp4a on the int8
-    // codebook values; |S| <= 32 * 127 * 128 < 2^24), then acc = fma(fl(d * d_x), S, acc).
-    static constexpr int Q8_ITEMS = 1;
-    static constexpr int Q8_ITEM_WEIGHTS = 32;
-    __device__ static float dot_q8(const uint8_t* bytes, int, const int8_t* xq, const float2* ds,
-                                   uint32_t x0, float acc) {
-        const Raw r = load(bytes, 0);
-        const uint32_t v[4] = {r.qs.x, r.qs.y, r.qs.z, r.qs.w};
-        uint32_t lo[4], hi[4];
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            lo[e] = qt_iq4_values(v[e] & 0x0F0F0F0Fu);
-            hi[e] = qt_iq4_values((v[e] >> 4) & 0x0F0F0F0Fu);
-        }
-        const int S = qt_dp16(hi, qt_ld_x16(xq, x0 + 16), qt_dp16(lo, qt_ld_x16(xq, x0), 0));
-        return fmaf(__fmul_rn(r.d, ds[x0 >> 5].x), (float)S, acc);
     }
 };
 static_assert(sizeof(QtIQ4NL::block) == QtIQ4NL::BLOCK_BYTES, "iq4_nl block must be 18 bytes");
