@@ -57,9 +57,13 @@
 //! included) is 14 µs.
 #![deny(missing_docs)]
 
+pub mod group;
+mod group_launch;
 mod launch;
 mod reference;
 
+pub use group::{group_ref, GroupConfig, Groups};
+pub use group_launch::{group_gpu, RoutePlan, GROUP_KERNELS, GROUP_PTX};
 pub use launch::{router_gpu, router_norm_gpu, RouterNorm, KERNELS, PTX, TOKENS_PER_LAUNCH};
 pub use reference::{
     gamma, logit_depth, logit_error_bound, nan_tokens, pair_margin, router_ref, weight_log_error,
@@ -148,6 +152,20 @@ pub enum RouterError {
         /// The shape that implies it (`[E=128, H=2048]`).
         shape: String,
     },
+    /// B·k is 0 or above what one grouping launch takes.
+    #[error("router group: B·k = {b}·{k} slots is outside 1..=32768 (one launch)")]
+    GroupSlots {
+        /// The rejected token count.
+        b: usize,
+        /// Experts per token.
+        k: usize,
+    },
+    /// The GEMM tile height is 0 or too large.
+    #[error("router group: tile_m = {tile_m} is outside 1..=1024")]
+    TileM {
+        /// The rejected tile height.
+        tile_m: usize,
+    },
     /// A device call failed.
     #[error("router: {0}")]
     Gpu(#[from] qmoe_gpu::GpuError),
@@ -189,6 +207,7 @@ mod tests {
     #[test]
     fn kernel_table_matches_every_arch_ptx() {
         PTX.assert_entries(KERNELS);
+        GROUP_PTX.assert_entries(GROUP_KERNELS);
     }
 
     #[test]
