@@ -152,7 +152,7 @@ pub fn group_ref(cfg: &GroupConfig, ids: &[u32]) -> Result<Groups, RouterError> 
         out.counts[expert as usize] = n as u32;
         out.offsets.push(out.perm.len() as u32);
         out.perm.extend(mine.iter().map(|&(_, slot)| slot));
-        while out.perm.len() % t != 0 {
+        while !out.perm.len().is_multiple_of(t) {
             out.perm.push(NONE);
         }
     }
