@@ -1,12 +1,17 @@
 //! Benches for Qwen3-30B-A3B's router shape (H = 2048, E = 128, k = 8): the CPU reference
 //! (always) and the fused GPU kernel's per-call latency for B = 1, 2, 4, 8 (when a device is
-//! present), next to the time to read Wr (1 MB) at the measured read ceiling.
+//! present), next to the time to read Wr (1 MB) at the measured read ceiling; and the device-side
+//! grouping of the top-k ids by expert (`router_group`) for B = 512 and 4096 at tile heights 64
+//! and 128.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use qmoe_router::{router_gpu, router_norm_gpu, router_ref, RouterConfig, RouterError, RouterNorm};
+use qmoe_router::{
+    group_gpu, router_gpu, router_norm_gpu, router_ref, GroupConfig, RoutePlan, RouterConfig,
+    RouterError, RouterNorm,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -100,6 +105,58 @@ fn gpu_bench() -> Result<(), Box<dyn std::error::Error>> {
                 "single_launch_median_us": single.median_us, "gbps": gbps,
                 "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / ceiling_gbps,
                 "wr_read_at_ceiling_us": wr_floor_us, "target_us": 2.5,
+            });
+            println!("QMOE-BENCH {line}");
+        }
+    }
+    group_bench(&gpu, ceiling_gbps)
+}
+
+/// The grouping kernel (one block) on router-like ids: each token's k experts distinct and
+/// uniform, the same ids every call (the kernel's time does not depend on the values' cache
+/// state: it reads ≤ 128 KB).
+fn group_bench(gpu: &qmoe_gpu::Gpu, ceiling_gbps: f64) -> Result<(), Box<dyn std::error::Error>> {
+    use rand::seq::SliceRandom;
+    let card = gpu.info().name.clone();
+    let arch = gpu.arch().name();
+    let (e, k) = (CFG.n_experts, CFG.top_k);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for b in [512usize, 4096] {
+        let mut all: Vec<u32> = (0..e as u32).collect();
+        let mut ids = Vec::with_capacity(b * k);
+        for _ in 0..b {
+            all.shuffle(&mut rng);
+            ids.extend_from_slice(&all[..k]);
+        }
+        let dids = gpu.upload(&ids)?;
+        for tile_m in [64usize, 128] {
+            let cfg = GroupConfig {
+                n_tokens: b,
+                top_k: k,
+                n_experts: e,
+                tile_m,
+            };
+            let mut plan = RoutePlan::new(gpu, cfg)?;
+            let mut call = |_: usize| {
+                group_gpu(gpu, &dids, &mut plan).map_err(|e| match e {
+                    RouterError::Gpu(g) => g,
+                    other => panic!("router group bench: {other}"),
+                })
+            };
+            let single = gpu.bench(20, 300, &mut call)?;
+            let calls = 64;
+            let t = gpu.bench_graph(calls, 3, 30, &mut call)?;
+            // ids read twice (the two passes hit L2 the second time: counted once), every output
+            // element written once.
+            let bytes = 4 * b * k + 4 * (2 * e + 1) + 4 * cfg.max_rows() + 8 * cfg.max_tiles() + 12;
+            let gbps = bytes as f64 / (t.median_us * 1e-6) / 1e9;
+            let line = serde_json::json!({
+                "op": "router_group", "qtype": "u32", "b": b,
+                "shape": format!("E={e},k={k},tile_m={tile_m}"),
+                "card": card, "arch": arch, "bytes": bytes, "median_us": t.median_us,
+                "timing": format!("CUDA graph of {calls} calls on the same ids, per call"),
+                "single_launch_median_us": single.median_us, "gbps": gbps,
+                "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / ceiling_gbps,
             });
             println!("QMOE-BENCH {line}");
         }

@@ -1,4 +1,5 @@
-// qmoe-router: the fused decode router. One launch computes, for up to QMOE_ROUTER_CHUNK tokens,
+// qmoe-router: the fused decode router. One launch computes, for up to QMOE_ROUTER_MAX_TOKENS
+// tokens with b·E ≤ QMOE_ROUTER_SCRATCH (all 4096 at Qwen3's E = 128),
 // logits = x · Wrᵀ, softmax over all E experts (max-subtracted), top-k (descending probability,
 // ties → lower expert index) and the optional renormalisation, with no host synchronisation.
 //
@@ -31,10 +32,13 @@
 #define QMOE_ROUTER_NORM_TOK 2  // tokens per group of qmoe_router_norm_f32 (see its comment)
 #define QMOE_ROUTER_MAX_E 512
 #define QMOE_ROUTER_PER_LANE 16 // QMOE_ROUTER_MAX_E / 32
-#define QMOE_ROUTER_CHUNK 64    // tokens per launch (bounded by the scratch)
-#define QMOE_ROUTER_GROUPS 32   // QMOE_ROUTER_CHUNK / the smallest tokens per group
+#define QMOE_ROUTER_MAX_TOKENS 4096  // tokens per launch at most (the grouped-GEMM batch)
+// Logits of one launch: b·E ≤ 4096·128 floats (2 MB), so E = 128 routes 4096 tokens in one
+// launch and E = 512 1024; the launcher splits larger batches (tokens_per_launch in launch.rs).
+#define QMOE_ROUTER_SCRATCH (QMOE_ROUTER_MAX_TOKENS * 128)
+#define QMOE_ROUTER_GROUPS 2048      // QMOE_ROUTER_MAX_TOKENS / the smallest tokens per group
 
-__device__ float qmoe_router_scratch[QMOE_ROUTER_CHUNK * QMOE_ROUTER_MAX_E];
+__device__ float qmoe_router_scratch[QMOE_ROUTER_SCRATCH];
 __device__ unsigned int qmoe_router_done[QMOE_ROUTER_GROUPS];
 
 #define FULL_MASK 0xffffffffu
@@ -262,8 +266,8 @@ __device__ __forceinline__ void router_token_tail(const float* lrow, uint32_t e,
 }
 
 // The kernel body. X is RouterX (x given) or RouterNormX (x = RMSNorm(r) computed here).
-// wr: [e, h] row-major; x: [b, h]; ids, weights: [b, k]; logits: [b, e] or null. b ≤ CHUNK,
-// 1 ≤ e ≤ 512, 1 ≤ k ≤ e, grid = (e, ceil(b / TOK)), block = 256: all checked by the launcher.
+// wr: [e, h] row-major; x: [b, h]; ids, weights: [b, k]; logits: [b, e] or null.
+// b ≤ MAX_TOKENS, b·e ≤ SCRATCH, 1 ≤ e ≤ 512, 1 ≤ k ≤ e, grid = (e, ceil(b / TOK)), block = 256: all checked by the launcher.
 template <int TOK, bool NORM>
 __device__ __forceinline__ void router_body(const float* __restrict__ wr, const float* __restrict__ x,
                                             const float* __restrict__ nw, float eps, float* xn,

@@ -20,9 +20,18 @@ const THREADS: u32 = 256;
 const TOKENS_PER_GROUP: usize = 8;
 /// Tokens per block group of the norm variant: `QMOE_ROUTER_NORM_TOK` in router.cu.
 const NORM_TOKENS_PER_GROUP: usize = 2;
-/// Tokens per launch, bounded by the module's logit scratch (`QMOE_ROUTER_CHUNK` in router.cu);
-/// [`router_gpu`] issues ⌈B / 64⌉ stream-ordered launches for larger B.
-pub const TOKENS_PER_LAUNCH: usize = 64;
+/// The most tokens one launch routes (`QMOE_ROUTER_MAX_TOKENS` in router.cu: its counter array
+/// holds one counter per group of 2).
+pub const MAX_TOKENS_PER_LAUNCH: usize = 4096;
+/// The module's logit scratch in floats (`QMOE_ROUTER_SCRATCH` in router.cu): one launch's b·E.
+const SCRATCH: usize = 4096 * 128;
+
+/// Tokens one launch routes for E experts: the scratch's b·E ≤ 4096·128 and the 4096-token cap,
+/// rounded down to whole groups of 8 (E = 128 → 4096, E = 512 → 1024); [`router_gpu`] issues
+/// ⌈B / this⌉ stream-ordered launches.
+pub fn tokens_per_launch(n_experts: usize) -> usize {
+    (SCRATCH / n_experts.max(1)).min(MAX_TOKENS_PER_LAUNCH) / 8 * 8
+}
 
 /// The input RMSNorm the router can fuse: `x = RMSNorm(r) = r / sqrt(mean(r²) + eps) · weight`
 /// per token, computed in the router's launch (f64, one rounding; within 1 ulp of qmoe-layer's
@@ -41,7 +50,7 @@ pub struct RouterNorm<'a> {
 /// (`x` is then the residual r, and `norm.0` the weight, `norm.2` the xn rows of these tokens).
 ///
 /// # Safety
-/// `cfg` must be valid (1 ≤ E ≤ 512, 1 ≤ k ≤ E, H ≥ 1), `1 ≤ b ≤ TOKENS_PER_LAUNCH`, `wr` must
+/// `cfg` must be valid (1 ≤ E ≤ 512, 1 ≤ k ≤ E, H ≥ 1), `1 ≤ b ≤ tokens_per_launch(E)`, `wr` must
 /// hold E·H elements, `x` b·H, `ids` and `weights` b·k, `logits` (when given) b·E, and with
 /// `norm` the weight H and xn b·H. Launches must be stream-ordered with every other launch of
 /// this module (shared scratch).
@@ -82,8 +91,8 @@ unsafe fn launch_router(
             // u32* ids, float* weights, float* logits-or-null) matches qmoe_router_f32; the
             // caller guarantees the buffer sizes for grid (E, ⌈b/8⌉): block (r, g) reads row
             // r < E of wr and token rows < b of x, writes logits[t·E + r] and
-            // ids/weights[t·k .. t·k + k] for t < b only; b ≤ 64 keeps the scratch index
-            // t·E + r below 64·512. The kernel waits for the previous kernel (qmoe_pdl_wait)
+            // ids/weights[t·k .. t·k + k] for t < b only; b ≤ tokens_per_launch(E) keeps the
+            // scratch index t·E + r below 4096·128 and the group index below ⌈4096/8⌉. The kernel waits for the previous kernel (qmoe_pdl_wait)
             // before it reads x.
             unsafe { launch_dependent(gpu, &f, cfg, &mut args, name)? };
         }
@@ -92,7 +101,7 @@ unsafe fn launch_router(
             let mut args =
                 kernel_args![wr, x, nw, eps, xn, e, h, b32, k, renorm, ids, weights, logits];
             // SAFETY: (wr, r, const float* nw, float eps, float* xn, then as qmoe_router_f32)
-            // matches qmoe_router_norm_f32; as above with grid (E, ⌈b/2⌉) (≤ 32 groups, the
+            // matches qmoe_router_norm_f32; as above with grid (E, ⌈b/2⌉) (≤ 2048 groups, the
             // size of the module's counter array), plus nw holds H and xn b·H elements (written
             // by the blocks of expert 0 only, rows < b).
             unsafe { launch_dependent(gpu, &f, cfg, &mut args, name)? };
@@ -123,7 +132,8 @@ fn check_len(
 ///
 /// Validates the config and every length first: `wr` exactly `[E, H]` (`ffn_gate_inp`, f32
 /// row-major), `x`, `ids`, `weights` and `logits` at least `[b, ·]` (elements past `b` rows are
-/// untouched). Enqueues ⌈b / 64⌉ kernels on [`Gpu::stream`] (one for decode), never reads device
+/// untouched). Enqueues ⌈b / [`tokens_per_launch`]⌉ kernels on [`Gpu::stream`] (one for any
+/// b ≤ 4096 at E = 128), never reads device
 /// memory on the host and allocates nothing, so it can be captured in a CUDA graph once the
 /// module is loaded (call it once before capture). `b = 0` launches nothing. Results follow the
 /// crate docs' tie-break and NaN policy.
@@ -200,9 +210,10 @@ fn route(
             format!("[B={b}, H={h}]"),
         )?;
     }
+    let chunk = tokens_per_launch(e);
     let mut t0 = 0;
     while t0 < b {
-        let bc = TOKENS_PER_LAUNCH.min(b - t0);
+        let bc = chunk.min(b - t0);
         let xv = x.slice(t0 * h..(t0 + bc) * h);
         let mut iv = ids.slice_mut(t0 * k..(t0 + bc) * k);
         let mut wv = weights.slice_mut(t0 * k..(t0 + bc) * k);
@@ -213,7 +224,7 @@ fn route(
             .as_mut()
             .map(|n| (n.weight, n.eps, n.xn.slice_mut(t0 * h..(t0 + bc) * h)));
         let nargs = nv.as_mut().map(|(w, eps, xn)| (*w, *eps, xn));
-        // SAFETY: cfg validated; 1 ≤ bc ≤ 64; the views hold exactly bc rows of x (H), ids and
+        // SAFETY: cfg validated; 1 ≤ bc ≤ tokens_per_launch(E); the views hold exactly bc rows of x (H), ids and
         // weights (k), logits (E) and xn (H), wr was checked to be E·H and the norm weight H;
         // launches are enqueued in order on the one stream.
         unsafe { launch_router(gpu, cfg, wr, &xv, nargs, bc, &mut iv, &mut wv, lv.as_mut())? };

@@ -9,6 +9,10 @@
 //! replayable) runs softmax and top-k with one warp per token. [`router_gpu`] validates every
 //! shape and length on the host before launching and never reads device memory.
 //!
+//! One launch routes up to [`tokens_per_launch`]`(E)` tokens: all 4096 of a grouped-GEMM batch
+//! at Qwen3's E = 128, 1024 at E = 512 (the module's logit scratch holds 4096·128 floats and its
+//! counters 2048 groups); larger batches take ⌈B / that⌉ stream-ordered launches.
+//!
 //! [`router_norm_gpu`] is the same launch on `RMSNorm(r)` of a residual stream `r`: every block
 //! computes the norm of its tokens (f64, a fixed order, so all blocks get the same bits; within
 //! 1 ulp of qmoe-layer's `rmsnorm_ref`) and the blocks of expert 0 store it for the experts, so
@@ -47,6 +51,17 @@
 //! 2ε-Lipschitz in log space; sorting preserves a relative perturbation bound; renormalisation
 //! at most doubles it).
 //!
+//! # Grouping by expert (many tokens)
+//! For B = 9..4096 a grouped MoE GEMM wants each expert's tokens contiguous: [`group_gpu`]
+//! turns the router's `ids[B, k]` on the device into per-expert counts, segment offsets padded
+//! to the GEMM tile height, the permutation of slots `token·k + slot` (ascending within each
+//! expert, so bit-identical run after run) and the list of `(expert, first row)` tiles, in one
+//! launch of one 1024-thread block with no host read-back, into a [`RoutePlan`] allocated once
+//! per (B, k, E, tile height) and so CUDA-graph capturable. B·k ≤ 32768 (B = 4096 at k = 8);
+//! the buffers hold at most `min(B·k, (B·k + min(E, B·k)·(T − 1)) / T) ≤ ⌈B·k/T⌉ + E` tiles of
+//! T rows. Ids ≥ E are dropped and counted. [`group_ref`] is the sort-based reference; the
+//! layout and the bound are derived in [`group`].
+//!
 //! # Cost
 //! Measured on an H100 80GB HBM3 (sm_90 PTX), Qwen3 shape H = 2048, E = 128, k = 8, rotating
 //! over 96 distinct Wr (past L2), per call inside a CUDA graph: 7.6 µs at B = 1, 7.7 / 7.9 /
@@ -57,10 +72,16 @@
 //! included) is 14 µs.
 #![deny(missing_docs)]
 
+pub mod group;
+mod group_launch;
 mod launch;
 mod reference;
 
-pub use launch::{router_gpu, router_norm_gpu, RouterNorm, KERNELS, PTX, TOKENS_PER_LAUNCH};
+pub use group::{group_ref, GroupConfig, Groups};
+pub use group_launch::{group_gpu, RoutePlan, GROUP_KERNELS, GROUP_PTX};
+pub use launch::{
+    router_gpu, router_norm_gpu, tokens_per_launch, RouterNorm, KERNELS, MAX_TOKENS_PER_LAUNCH, PTX,
+};
 pub use reference::{
     gamma, logit_depth, logit_error_bound, nan_tokens, pair_margin, router_ref, weight_log_error,
     MIN_ORDERABLE_PROB,
@@ -148,6 +169,20 @@ pub enum RouterError {
         /// The shape that implies it (`[E=128, H=2048]`).
         shape: String,
     },
+    /// B·k is 0 or above what one grouping launch takes.
+    #[error("router group: B·k = {b}·{k} slots is outside 1..=32768 (one launch)")]
+    GroupSlots {
+        /// The rejected token count.
+        b: usize,
+        /// Experts per token.
+        k: usize,
+    },
+    /// The GEMM tile height is 0 or too large.
+    #[error("router group: tile_m = {tile_m} is outside 1..=1024")]
+    TileM {
+        /// The rejected tile height.
+        tile_m: usize,
+    },
     /// A device call failed.
     #[error("router: {0}")]
     Gpu(#[from] qmoe_gpu::GpuError),
@@ -189,6 +224,7 @@ mod tests {
     #[test]
     fn kernel_table_matches_every_arch_ptx() {
         PTX.assert_entries(KERNELS);
+        GROUP_PTX.assert_entries(GROUP_KERNELS);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 use proptest::prelude::*;
 use qmoe_router::{
     gamma, logit_depth, logit_error_bound, nan_tokens, pair_margin, router_gpu, router_ref,
-    weight_log_error, RouterConfig, RouterError, MIN_ORDERABLE_PROB,
+    tokens_per_launch, weight_log_error, RouterConfig, RouterError, MAX_TOKENS_PER_LAUNCH,
+    MIN_ORDERABLE_PROB,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -309,6 +310,30 @@ fn reference_rejects_bad_shapes() {
         .unwrap()
         .ids
         .is_empty());
+}
+
+/// A launch's b·E logits must fit the module's 4096·128-float scratch and its tokens the
+/// 4096-token counter array, in whole groups of 8 tokens; the GPU tests rely on E = 128 taking
+/// 4096 tokens per launch and E = 512 1024.
+#[test]
+fn tokens_per_launch_fits_the_scratch() {
+    for e in 1..=512usize {
+        let t = tokens_per_launch(e);
+        assert!(
+            t * e <= 4096 * 128 && t <= MAX_TOKENS_PER_LAUNCH,
+            "E={e}: {t}"
+        );
+        assert!(t.is_multiple_of(8) && t >= 1024, "E={e}: {t}");
+        // The next whole group would not fit.
+        assert!(
+            (t + 8) * e > 4096 * 128 || t == MAX_TOKENS_PER_LAUNCH,
+            "E={e}: {t}"
+        );
+    }
+    assert_eq!(
+        [1, 128, 129, 512].map(tokens_per_launch),
+        [4096, 4096, 4064, 1024]
+    );
 }
 
 #[test]

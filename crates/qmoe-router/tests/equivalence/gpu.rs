@@ -297,9 +297,9 @@ fn gpu_nan_policy_matches_reference() {
 
 #[test]
 #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
-fn gpu_relaunch_is_deterministic_and_chunks_large_b() {
+fn gpu_relaunch_is_deterministic() {
     let gpu = qmoe_gpu::test_gpu();
-    // B = 70 takes two launches (64 + 6); running it twice also proves the counters reset.
+    // B = 70 is one launch of 9 groups; running it twice also proves the counters reset.
     let case = random_case(cfg(96, 1000, 8, true), 70, 21, true);
     let a = check(&gpu, &case, "B=70 first");
     let b = run(&gpu, &case);
@@ -315,6 +315,29 @@ fn gpu_relaunch_is_deterministic_and_chunks_large_b() {
     router_gpu(&gpu, &case.cfg, &dwr, &dx, 70, &mut ids, &mut w, None).unwrap();
     assert_eq!(gpu.download(&ids).unwrap(), a.ids[..560]);
     assert_eq!(bits(&gpu.download(&w).unwrap()), bits(&a.weights[..560]));
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_large_batches_in_one_launch_and_chunked() {
+    // The grouped-GEMM batches: B = 512 and 4096 at Qwen3's shape are one launch each (512 and
+    // 4096 token groups' worth of scratch and counters).
+    let gpu = qmoe_gpu::test_gpu();
+    for b in [512usize, 4096] {
+        assert_eq!(tokens_per_launch(128), 4096);
+        let case = random_case(cfg(128, 2048, 8, true), b, 300 + b as u64, true);
+        check(&gpu, &case, &format!("qwen3 B={b}"));
+    }
+    // E = 512 routes 1024 tokens per launch: B = 1030 takes two (1024 + 6), run twice
+    // bit-identically (the counters of both launches reset).
+    assert_eq!(tokens_per_launch(512), 1024);
+    let case = random_case(cfg(512, 64, 8, false), 1030, 41, true);
+    let a = check(&gpu, &case, "E=512 B=1030");
+    let b = run(&gpu, &case);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(a.ids, b.ids);
+    assert_eq!(bits(&a.weights), bits(&b.weights));
+    assert_eq!(bits(&a.logits), bits(&b.logits));
 }
 
 #[test]
