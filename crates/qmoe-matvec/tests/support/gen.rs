@@ -70,7 +70,7 @@ fn float16(rng: &mut ChaCha8Rng, qtype: QType, style: Style) -> f32 {
                     break h.to_f32();
                 }
             },
-            (QType::BF16, 1 | 2 | 3) => {
+            (QType::BF16, 1..=3) => {
                 2f32.powi(rng.gen_range(-40..=20)) * rng.gen_range(1.0f32..2.0) * sign
             }
             _ => rng.gen_range(-3.0f32..3.0),
