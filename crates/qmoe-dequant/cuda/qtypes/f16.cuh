@@ -7,8 +7,9 @@
 // 32 consecutive weights (64 bytes) as one block: 32 is the Q8_1 activation block, so one block
 // is one Q8_1 item, and four runs of 8 make one f32 item, the item scheme of Q8_0. A row must be
 // a whole number of such blocks (K a multiple of 32); the host checks it before launching
-// (qmoe-matvec's `kernel_block`, generated from the same table row, the static_assert in
-// matvec.gen.cuh pins the two together). The dequant kernels do not use these blocks: they read
+// (qmoe-matvec's `kernel_block`, from the table's MV_FLOAT_BLOCK_WEIGHTS; a static_assert in the
+// generated matvec.gen.cuh keeps this header's size equal to it). The dequant kernels do not use
+// these blocks: they read
 // float types element by element (qmoe_load_f16 in dequant.cu), so any length dequantizes.
 //
 // Alignment. A row of K = 32n weights is 64n bytes, so a block is as aligned as the tensor's
@@ -22,13 +23,13 @@
 // gamma(K) * sum |w x| holds and the reference weights are exact. The Q8_1 path: there is no
 // integer weight, so dot_q8 computes in f32 with the exact weights against the int8 activations
 // q (exact small integers): per run j (8 weights), s_j = fma chain over w_i q_i starting at 0,
-// then S = (s_0 + s_1) + (s_2 + s_3) and acc = fma(d_x, S, acc). A term w_i q_i d_x passes
-// through at most 8 (run) + 2 (pair sums) + 1 (the fma into acc) roundings before the lane
-// chain, so the path is at most 10 + K/32 + log2(G) <= K/32 + 15 (qmoe-matvec's reference
-// derives its Q8_1 bound for float types from this). The products w_i q_i are exact (11 or 8
-// significant bits times at most 7); like every relative bound this assumes no partial result
-// is subnormal or overflows, which finite f16 weights cannot do (|w q| <= 65504 * 127) and
-// bf16 weights beyond 2^120 could.
+// then S = (s_0 + s_1) + (s_2 + s_3) and acc = fma(d_x, S, acc) (d_x * S is exact inside the
+// fma). A term w_i q_i d_x passes through at most 8 (run) + 2 (pair sums) roundings, then one per
+// block of the lane chain (at most K/32) and log2(G) <= 5 shuffles: at most K/32 + 15
+// (qmoe-matvec's reference derives its Q8_1 bound for float types from this). The products
+// w_i q_i are exact (11 or 8 significant bits times at most 7); like every relative bound this
+// assumes no partial result is subnormal or overflows, which finite f16 weights cannot do
+// (|w q| <= 65504 * 127) and bf16 weights beyond 2^120 could.
 #ifndef QMOE_QTYPE_F16_CUH
 #define QMOE_QTYPE_F16_CUH
 
