@@ -38,11 +38,19 @@
 // The 8 weights of one run (16 bytes at a 2-byte-aligned address) widened to f32 by E.
 template <class E>
 __device__ __forceinline__ void qt_float16_run(const uint8_t* p, float w[8]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 1200
+    // sm_120's code needs more registers (2 blocks per SM, matvec.cu): there the aligned-word
+    // load below, which keeps five words and a shift live, spilled 8 bytes in the bf16 gate+up
+    // c8 kernel. Eight 16-bit loads keep nothing but the weights (same values).
+#pragma unroll
+    for (int i = 0; i < 8; i++) w[i] = E::widen1(qt_ld_u16(p + 2 * i));
+#else
     const uint4 v = qt_ld16_a2(p);
     E::widen2(v.x, w);
     E::widen2(v.y, w + 2);
     E::widen2(v.z, w + 4);
     E::widen2(v.w, w + 6);
+#endif
 }
 
 // acc + the dot product of one 32-weight block (64 bytes of 16-bit floats widened by E) with the
