@@ -132,12 +132,14 @@ fn instances(types: &[QTypeRow], u: &Unit) -> Vec<(String, &'static str, String)
             for t in types.iter().filter(|t| t.has(Family::Dequant)) {
                 for (o, cty, _, per) in table::DEQUANT_OUTS {
                     let name = format!("qmoe_dequant_{}_{o}", t.name);
+                    // A float type dequantizes element by element even when the matvec
+                    // kernels read it in blocks (its traits): any length, not whole blocks.
                     match (t.traits, t.load) {
-                        (Some(tr), _) => {
-                            v.push((name, "BLOCKS", format!("{tr}, qmoe_out_{o}, {cty}, {per}")))
-                        }
-                        (None, Some(load)) => {
+                        (_, Some(load)) => {
                             v.push((name, "FLOAT", format!("{load}, qmoe_out_{o}, {cty}")))
+                        }
+                        (Some(tr), None) => {
+                            v.push((name, "BLOCKS", format!("{tr}, qmoe_out_{o}, {cty}, {per}")))
                         }
                         (None, None) => {}
                     }
@@ -146,7 +148,7 @@ fn instances(types: &[QTypeRow], u: &Unit) -> Vec<(String, &'static str, String)
         }
         Family::Matvec => {
             for t in types.iter().filter(|t| t.has(Family::Matvec)) {
-                let tr = t.traits.expect("a matvec type is a block type");
+                let tr = t.traits.expect("a matvec type has a traits struct");
                 for (infix, policy, _) in table::MATVEC_PRECISIONS {
                     for nc in table::MATVEC_NC {
                         let args = format!("{tr}, {policy}, {nc}");
@@ -208,6 +210,25 @@ fn render_cuh(types: &[QTypeRow], u: &Unit) -> String {
     let _ = write!(s, "\n#define {tag}_INSTANCES({}) \\\n", slots.join(", "));
     for (name, slot, args) in instances(types, u) {
         let _ = writeln!(s, "    {slot}({name}, {args}) \\");
+    }
+    if u.family == Family::Matvec {
+        // A float type's kernel block is a number the host checks rows against
+        // (MV_FLOAT_BLOCK_WEIGHTS, shared above): its header must read blocks of that size.
+        let floats: Vec<&QTypeRow> = types
+            .iter()
+            .filter(|t| t.has(Family::Matvec) && t.load.is_some())
+            .collect();
+        if !floats.is_empty() {
+            s += "\n// Float types' kernel blocks (needs qtypes.gen.cuh first).\n";
+        }
+        for t in floats {
+            let tr = t.traits.expect("a matvec type has traits");
+            let _ = writeln!(
+                s,
+                "static_assert({tr}::BLOCK_WEIGHTS == MV_FLOAT_BLOCK_WEIGHTS, \"{} kernel block\");",
+                t.name
+            );
+        }
     }
     let _ = writeln!(s, "\n\n#endif  // {guard}");
     s
@@ -435,8 +456,10 @@ mod tests {
             let text = std::fs::read_to_string(&header)
                 .unwrap_or_else(|e| panic!("{}: {e}", header.display()));
             let traits = t.traits.unwrap();
+            // Defined in full, or over a template the type shares (F16 and BF16).
             assert!(
-                text.contains(&format!("struct {traits} {{")),
+                text.contains(&format!("struct {traits} {{"))
+                    || text.contains(&format!("struct {traits} : ")),
                 "{} does not define {traits}",
                 header.display()
             );

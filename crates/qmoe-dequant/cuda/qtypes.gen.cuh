@@ -3,6 +3,8 @@
 #ifndef QMOE_QTYPES_GEN_CUH
 #define QMOE_QTYPES_GEN_CUH
 
+#include "qtypes/f16.cuh"
+#include "qtypes/bf16.cuh"
 #include "qtypes/q8_0.cuh"
 #include "qtypes/q4_k.cuh"
 #include "qtypes/q6_k.cuh"

@@ -174,26 +174,26 @@ fn bad_tensors_are_refused_naming_the_tensor() {
     let (norm, wr) = (good.ffn_norm().to_vec(), good.router().to_vec());
     let mut r = rng(2);
 
-    // A float type where a block type is required.
-    let f16_gate = QTensor::new(
+    // F32 where an expert type (a block type, F16 or BF16) is required.
+    let f32_gate = QTensor::new(
         "blk.3.ffn_gate_exps.weight",
-        QType::F16,
+        QType::F32,
         &[4, 256, 256],
-        vec![0u8; 4 * 256 * 256 * 2],
+        vec![0u8; 4 * 256 * 256 * 4],
     )
     .unwrap();
     let err = MoeLayerWeights::new(
         cfg,
         norm.clone(),
         wr.clone(),
-        f16_gate,
+        f32_gate,
         u.clone(),
         d.clone(),
     )
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("blk.3.ffn_gate_exps.weight") && err.contains("f16"),
+        err.contains("blk.3.ffn_gate_exps.weight") && err.contains("f32"),
         "{err}"
     );
 

@@ -10,6 +10,7 @@
 #define MV_THREADS 256  // threads per block
 #define MV_MAX_TASKS 256  // largest tokens x slots of one indexed launch (the block's task list)
 #define MV_MAX_PASSES 8  // most row passes a block tile is cut into
+#define MV_FLOAT_BLOCK_WEIGHTS 32  // weights of the kernel block a float type (a row with traits and load) is read in: one Q8_1 block; rows must be whole kernel blocks
 
 // Dense y[c, R] = W[R, K] · x[c, K] for c < B.
 struct MvDenseParams {
@@ -124,6 +125,42 @@ static_assert(offsetof(Q8_1Params, ds) == 16, "Q8_1Params.ds offset");
 static_assert(offsetof(Q8_1Params, blocks) == 24, "Q8_1Params.blocks offset");
 
 #define MV_INSTANCES(DENSE, INDEXED, GATE_UP) \
+    DENSE(qmoe_matvec_f16_c1, QtF16, MvF32, 1) \
+    INDEXED(qmoe_matvec_indexed_f16_c1, QtF16, MvF32, 1) \
+    GATE_UP(qmoe_gate_up_swiglu_f16_c1, QtF16, MvF32, 1) \
+    DENSE(qmoe_matvec_f16_c4, QtF16, MvF32, 4) \
+    INDEXED(qmoe_matvec_indexed_f16_c4, QtF16, MvF32, 4) \
+    GATE_UP(qmoe_gate_up_swiglu_f16_c4, QtF16, MvF32, 4) \
+    DENSE(qmoe_matvec_f16_c8, QtF16, MvF32, 8) \
+    INDEXED(qmoe_matvec_indexed_f16_c8, QtF16, MvF32, 8) \
+    GATE_UP(qmoe_gate_up_swiglu_f16_c8, QtF16, MvF32, 8) \
+    DENSE(qmoe_matvec_f16_q8_1_c1, QtF16, MvQ8, 1) \
+    INDEXED(qmoe_matvec_indexed_f16_q8_1_c1, QtF16, MvQ8, 1) \
+    GATE_UP(qmoe_gate_up_swiglu_f16_q8_1_c1, QtF16, MvQ8, 1) \
+    DENSE(qmoe_matvec_f16_q8_1_c4, QtF16, MvQ8, 4) \
+    INDEXED(qmoe_matvec_indexed_f16_q8_1_c4, QtF16, MvQ8, 4) \
+    GATE_UP(qmoe_gate_up_swiglu_f16_q8_1_c4, QtF16, MvQ8, 4) \
+    DENSE(qmoe_matvec_f16_q8_1_c8, QtF16, MvQ8, 8) \
+    INDEXED(qmoe_matvec_indexed_f16_q8_1_c8, QtF16, MvQ8, 8) \
+    GATE_UP(qmoe_gate_up_swiglu_f16_q8_1_c8, QtF16, MvQ8, 8) \
+    DENSE(qmoe_matvec_bf16_c1, QtBF16, MvF32, 1) \
+    INDEXED(qmoe_matvec_indexed_bf16_c1, QtBF16, MvF32, 1) \
+    GATE_UP(qmoe_gate_up_swiglu_bf16_c1, QtBF16, MvF32, 1) \
+    DENSE(qmoe_matvec_bf16_c4, QtBF16, MvF32, 4) \
+    INDEXED(qmoe_matvec_indexed_bf16_c4, QtBF16, MvF32, 4) \
+    GATE_UP(qmoe_gate_up_swiglu_bf16_c4, QtBF16, MvF32, 4) \
+    DENSE(qmoe_matvec_bf16_c8, QtBF16, MvF32, 8) \
+    INDEXED(qmoe_matvec_indexed_bf16_c8, QtBF16, MvF32, 8) \
+    GATE_UP(qmoe_gate_up_swiglu_bf16_c8, QtBF16, MvF32, 8) \
+    DENSE(qmoe_matvec_bf16_q8_1_c1, QtBF16, MvQ8, 1) \
+    INDEXED(qmoe_matvec_indexed_bf16_q8_1_c1, QtBF16, MvQ8, 1) \
+    GATE_UP(qmoe_gate_up_swiglu_bf16_q8_1_c1, QtBF16, MvQ8, 1) \
+    DENSE(qmoe_matvec_bf16_q8_1_c4, QtBF16, MvQ8, 4) \
+    INDEXED(qmoe_matvec_indexed_bf16_q8_1_c4, QtBF16, MvQ8, 4) \
+    GATE_UP(qmoe_gate_up_swiglu_bf16_q8_1_c4, QtBF16, MvQ8, 4) \
+    DENSE(qmoe_matvec_bf16_q8_1_c8, QtBF16, MvQ8, 8) \
+    INDEXED(qmoe_matvec_indexed_bf16_q8_1_c8, QtBF16, MvQ8, 8) \
+    GATE_UP(qmoe_gate_up_swiglu_bf16_q8_1_c8, QtBF16, MvQ8, 8) \
     DENSE(qmoe_matvec_q8_0_c1, QtQ8_0, MvF32, 1) \
     INDEXED(qmoe_matvec_indexed_q8_0_c1, QtQ8_0, MvF32, 1) \
     GATE_UP(qmoe_gate_up_swiglu_q8_0_c1, QtQ8_0, MvF32, 1) \
@@ -358,6 +395,10 @@ static_assert(offsetof(Q8_1Params, blocks) == 24, "Q8_1Params.blocks offset");
     DENSE(qmoe_matvec_mxfp4_q8_1_c8, QtMXFP4, MvQ8, 8) \
     INDEXED(qmoe_matvec_indexed_mxfp4_q8_1_c8, QtMXFP4, MvQ8, 8) \
     GATE_UP(qmoe_gate_up_swiglu_mxfp4_q8_1_c8, QtMXFP4, MvQ8, 8) \
+
+// Float types' kernel blocks (needs qtypes.gen.cuh first).
+static_assert(QtF16::BLOCK_WEIGHTS == MV_FLOAT_BLOCK_WEIGHTS, "f16 kernel block");
+static_assert(QtBF16::BLOCK_WEIGHTS == MV_FLOAT_BLOCK_WEIGHTS, "bf16 kernel block");
 
 
 #endif  // MV_GEN_CUH

@@ -10,6 +10,9 @@ pub const MAX_TASKS: usize = 256;
 /// Most row passes a block tile is cut into (shared with the device).
 pub const MAX_PASSES: usize = 8;
 
+/// Weights of the kernel block a float type (a row with traits and load) is read in: one Q8_1 block; rows must be whole kernel blocks (shared with the device).
+pub const FLOAT_BLOCK_WEIGHTS: usize = 32;
+
 /// Dense y[c, R] = W[R, K] · x[c, K] for c < B. Field for field the device's `struct MvDenseParams`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -186,6 +189,42 @@ const _: () = assert!(std::mem::offset_of!(Q8_1Params, blocks) == 24);
 
 /// Every entry point of this unit: the one list checked against each architecture's PTX.
 pub const KERNELS: &[&str] = &[
+    "qmoe_matvec_f16_c1",
+    "qmoe_matvec_indexed_f16_c1",
+    "qmoe_gate_up_swiglu_f16_c1",
+    "qmoe_matvec_f16_c4",
+    "qmoe_matvec_indexed_f16_c4",
+    "qmoe_gate_up_swiglu_f16_c4",
+    "qmoe_matvec_f16_c8",
+    "qmoe_matvec_indexed_f16_c8",
+    "qmoe_gate_up_swiglu_f16_c8",
+    "qmoe_matvec_f16_q8_1_c1",
+    "qmoe_matvec_indexed_f16_q8_1_c1",
+    "qmoe_gate_up_swiglu_f16_q8_1_c1",
+    "qmoe_matvec_f16_q8_1_c4",
+    "qmoe_matvec_indexed_f16_q8_1_c4",
+    "qmoe_gate_up_swiglu_f16_q8_1_c4",
+    "qmoe_matvec_f16_q8_1_c8",
+    "qmoe_matvec_indexed_f16_q8_1_c8",
+    "qmoe_gate_up_swiglu_f16_q8_1_c8",
+    "qmoe_matvec_bf16_c1",
+    "qmoe_matvec_indexed_bf16_c1",
+    "qmoe_gate_up_swiglu_bf16_c1",
+    "qmoe_matvec_bf16_c4",
+    "qmoe_matvec_indexed_bf16_c4",
+    "qmoe_gate_up_swiglu_bf16_c4",
+    "qmoe_matvec_bf16_c8",
+    "qmoe_matvec_indexed_bf16_c8",
+    "qmoe_gate_up_swiglu_bf16_c8",
+    "qmoe_matvec_bf16_q8_1_c1",
+    "qmoe_matvec_indexed_bf16_q8_1_c1",
+    "qmoe_gate_up_swiglu_bf16_q8_1_c1",
+    "qmoe_matvec_bf16_q8_1_c4",
+    "qmoe_matvec_indexed_bf16_q8_1_c4",
+    "qmoe_gate_up_swiglu_bf16_q8_1_c4",
+    "qmoe_matvec_bf16_q8_1_c8",
+    "qmoe_matvec_indexed_bf16_q8_1_c8",
+    "qmoe_gate_up_swiglu_bf16_q8_1_c8",
     "qmoe_matvec_q8_0_c1",
     "qmoe_matvec_indexed_q8_0_c1",
     "qmoe_gate_up_swiglu_q8_0_c1",
@@ -433,6 +472,30 @@ pub(crate) const PRECISIONS: [Precision; 2] = [Precision::F32, Precision::Q8_1];
 /// up of this one type)][variant]`, precision an index into [`PRECISIONS`], the
 /// variant an index into [`NC`].
 pub(crate) const BY_TYPE: &[(QType, [[[&str; 3]; 3]; 2])] = &[
+    (QType::F16, [
+        [
+            ["qmoe_matvec_f16_c1", "qmoe_matvec_f16_c4", "qmoe_matvec_f16_c8"],
+            ["qmoe_matvec_indexed_f16_c1", "qmoe_matvec_indexed_f16_c4", "qmoe_matvec_indexed_f16_c8"],
+            ["qmoe_gate_up_swiglu_f16_c1", "qmoe_gate_up_swiglu_f16_c4", "qmoe_gate_up_swiglu_f16_c8"],
+        ],
+        [
+            ["qmoe_matvec_f16_q8_1_c1", "qmoe_matvec_f16_q8_1_c4", "qmoe_matvec_f16_q8_1_c8"],
+            ["qmoe_matvec_indexed_f16_q8_1_c1", "qmoe_matvec_indexed_f16_q8_1_c4", "qmoe_matvec_indexed_f16_q8_1_c8"],
+            ["qmoe_gate_up_swiglu_f16_q8_1_c1", "qmoe_gate_up_swiglu_f16_q8_1_c4", "qmoe_gate_up_swiglu_f16_q8_1_c8"],
+        ],
+    ]),
+    (QType::BF16, [
+        [
+            ["qmoe_matvec_bf16_c1", "qmoe_matvec_bf16_c4", "qmoe_matvec_bf16_c8"],
+            ["qmoe_matvec_indexed_bf16_c1", "qmoe_matvec_indexed_bf16_c4", "qmoe_matvec_indexed_bf16_c8"],
+            ["qmoe_gate_up_swiglu_bf16_c1", "qmoe_gate_up_swiglu_bf16_c4", "qmoe_gate_up_swiglu_bf16_c8"],
+        ],
+        [
+            ["qmoe_matvec_bf16_q8_1_c1", "qmoe_matvec_bf16_q8_1_c4", "qmoe_matvec_bf16_q8_1_c8"],
+            ["qmoe_matvec_indexed_bf16_q8_1_c1", "qmoe_matvec_indexed_bf16_q8_1_c4", "qmoe_matvec_indexed_bf16_q8_1_c8"],
+            ["qmoe_gate_up_swiglu_bf16_q8_1_c1", "qmoe_gate_up_swiglu_bf16_q8_1_c4", "qmoe_gate_up_swiglu_bf16_q8_1_c8"],
+        ],
+    ]),
     (QType::Q8_0, [
         [
             ["qmoe_matvec_q8_0_c1", "qmoe_matvec_q8_0_c4", "qmoe_matvec_q8_0_c8"],
@@ -592,4 +655,4 @@ pub(crate) const BY_TYPE: &[(QType, [[[&str; 3]; 3]; 2])] = &[
 ];
 
 /// The types the matvec kernels read.
-pub const QTYPES: &[QType] = &[QType::Q8_0, QType::Q4_K, QType::Q6_K, QType::Q4_0, QType::Q4_1, QType::Q5_0, QType::Q5_1, QType::Q5_K, QType::IQ4_NL, QType::IQ4_XS, QType::Q3_K, QType::Q2_K, QType::MXFP4];
+pub const QTYPES: &[QType] = &[QType::F16, QType::BF16, QType::Q8_0, QType::Q4_K, QType::Q6_K, QType::Q4_0, QType::Q4_1, QType::Q5_0, QType::Q5_1, QType::Q5_K, QType::IQ4_NL, QType::IQ4_XS, QType::Q3_K, QType::Q2_K, QType::MXFP4];

@@ -18,9 +18,27 @@ mod gen {
 }
 pub(crate) use gen::MAX_TASKS;
 use gen::{
-    MvDenseParams, MvGateUpParams, MvIndexedParams, Q8_1Params, MAX_PASSES, NC, PRECISIONS, THREADS,
+    MvDenseParams, MvGateUpParams, MvIndexedParams, Q8_1Params, FLOAT_BLOCK_WEIGHTS, MAX_PASSES,
+    NC, PRECISIONS, THREADS,
 };
 pub use gen::{KERNELS, QTYPES};
+
+/// The block the matvec kernels read `q` in, as (weights, bytes), or `None` for a type without
+/// kernels. A block type's is its own block; a float type (one weight per `QType` block) is read
+/// in kernel blocks of the table's `FLOAT_BLOCK_WEIGHTS` consecutive weights (its header in
+/// qmoe-dequant's `cuda/qtypes/` says why, and the generated device side asserts the header
+/// agrees). Rows must be whole kernel blocks.
+pub fn kernel_block(q: QType) -> Option<(usize, usize)> {
+    if !QTYPES.contains(&q) {
+        return None;
+    }
+    let weights = if q.is_quantized() {
+        q.block_weights()
+    } else {
+        FLOAT_BLOCK_WEIGHTS
+    };
+    Some((weights, weights / q.block_weights() * q.block_bytes()))
+}
 
 /// The PTX of `cuda/matvec.cu` for every target.
 pub const PTX: PtxSet = embed_ptx!("matvec");

@@ -1,12 +1,14 @@
-//! qmoe-matvec: y = W·x with W quantized (Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) and the
-//! dequantization fused into
-//! the dot product, in three forms — dense (`[R, K]`, a batch of B ≤ 8 vectors per weight read),
+//! qmoe-matvec: y = W·x with W quantized (every block type of [`QTYPES`]: the K-quants, Q8_0,
+//! the legacy types, IQ4_NL, IQ4_XS, MXFP4) or F16 / BF16, the dequantization fused into the
+//! dot product, in three forms — dense (`[R, K]`, a batch of B ≤ 8 vectors per weight read),
 //! expert-indexed (`[E, R, K]` with device-resident router ids, all selected experts in one
 //! launch) and gate+up with a SwiGLU epilogue (the MoE expert's first half in one launch).
 //!
 //! Key design decision: every qtype is cut into items (32 weights; 64 for Q4_K, one pair of
 //! sub-blocks sharing a scale header) and every item into runs of 8, so one inner loop serves all
-//! qtypes and both Qwen3 shapes (Q5_K is cut as Q4_K; the legacy 32-weight blocks are one item). A group of G lanes owns a row (G chosen from K on the host so
+//! qtypes and both Qwen3 shapes (Q5_K is cut as Q4_K; the legacy 32-weight blocks are one item;
+//! F16 and BF16 rows are read in kernel blocks of 32 weights, one item each, [`kernel_block`],
+//! so their rows must be multiples of 32 weights, [`MatvecError::PartialKernelBlock`]). A group of G lanes owns a row (G chosen from K on the host so
 //! each lane has ≥ 128 weights: 4 at K = 768, 16 at K = 2048); each warp streams the rows it computes into shared memory with `cp.async` while the block stages
 //! the activation vectors (and, for Q4_K's mins, the sum of every run of 8 activations). Scales
 //! and mins are factored out of the inner sums (exact in f32), which makes the error bound
@@ -19,7 +21,9 @@
 //! `q8_1`, bit-identical) and computes each weight sub-block's dot product as an exact `dp4a`
 //! integer sum scaled once — fewer instructions per weight, a tighter kernel bound
 //! (γ(K/16 + 6)) around a different reference (the exact sum over the Q8_1 values), and a
-//! separate model-precision cost ([`reference::q8_1_model_bound`]).
+//! separate model-precision cost ([`reference::q8_1_model_bound`]). F16 and BF16 weights have no
+//! integer form: their Q8_1 kernels sum the exact f32 weights times the int8 activations in f32
+//! per block of 32 and scale once (γ(K/32 + 15)).
 //!
 //! **Invariant:** the public functions validate every shape, qtype, count and buffer length
 //! before launching and never read device data on the host, so the decode path can be captured
@@ -30,7 +34,7 @@
 mod launch;
 pub mod reference;
 
-pub use launch::{KERNELS, PTX, QTYPES};
+pub use launch::{kernel_block, KERNELS, PTX, QTYPES};
 
 pub use qmoe_dequant::Precision;
 use qmoe_dequant::{DeviceQTensor, QType};
@@ -56,6 +60,26 @@ pub enum MatvecError {
         name: String,
         /// Its qtype.
         qtype: QType,
+    },
+    /// The tensor's rows are not a whole number of the blocks its kernels read (float types:
+    /// [`kernel_block`], 32 weights).
+    #[error(
+        "{op}: tensor {name}: {qtype} rows of {cols} weights (shape {shape:?}) are not a \
+         multiple of {block} weights, the block its matvec kernels read"
+    )]
+    PartialKernelBlock {
+        /// The public function.
+        op: &'static str,
+        /// Tensor name.
+        name: String,
+        /// Its qtype.
+        qtype: QType,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// Weights per row (K).
+        cols: usize,
+        /// Weights per kernel block.
+        block: usize,
     },
     /// The tensor's shape does not fit the op.
     #[error("{op}: tensor {name}: expected {expected}, got shape {shape:?}")]
@@ -157,14 +181,26 @@ fn type_list() -> String {
     names.join(", ")
 }
 
+/// The type has kernels and the rows are whole kernel blocks (a block type's rows always are; a
+/// float type's must be a multiple of its kernel block).
 fn supported(op: &'static str, w: &DeviceQTensor) -> Result<()> {
-    if QTYPES.contains(&w.qtype()) {
+    let Some((block, _)) = kernel_block(w.qtype()) else {
+        return Err(MatvecError::UnsupportedQType {
+            op,
+            name: w.name().to_string(),
+            qtype: w.qtype(),
+        });
+    };
+    if w.cols().is_multiple_of(block) {
         return Ok(());
     }
-    Err(MatvecError::UnsupportedQType {
+    Err(MatvecError::PartialKernelBlock {
         op,
         name: w.name().to_string(),
         qtype: w.qtype(),
+        shape: w.shape().to_vec(),
+        cols: w.cols(),
+        block,
     })
 }
 

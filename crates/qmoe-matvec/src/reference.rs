@@ -13,7 +13,8 @@
 //! and Q5_0 have no min and M = Σ|w·x| (their quants q − 8, q − 16 are decoded as exact signed
 //! integers), and so have Q3_K (q − 4 in −4..3, scale d·(sc − 32)), IQ4_NL and IQ4_XS (q the
 //! int8 codebook value, scale d or d·(ls − 32)) and MXFP4 (q the doubled E2M1 value, an
-//! integer, scale the power of two e8m0_half(e)). d·sc, dmin·m, d, m, d·(sc − 32) and
+//! integer, scale the power of two e8m0_half(e)); F16 and BF16 likewise (their kernels decode
+//! each weight to its exact f32 value with scale 1). d·sc, dmin·m, d, m, d·(sc − 32) and
 //! d·(ls − 32) are exact in f32 (an 11-bit f16 significand times an integer of at most 8
 //! significant bits), e8m0_half(e) is a power of two, q is an exact small integer, and the
 //! longest rounding path in the kernel is
@@ -26,8 +27,9 @@
 //! Q6_K, Q8_0, Q4_0 and Q5_0 (f16 scales times small integers: products exact in f32), for Q3_K
 //! ((d·(sc − 32))·q: at most 11 + 5 + 2 significant bits), IQ4_NL (d·v, |v| ≤ 127: 11 + 7),
 //! IQ4_XS ((d·(ls − 32))·v: 11 + 5 + 7 = 23 ≤ 24 bits; every factor an integer multiple of
-//! 2⁻²⁴, so no product is subnormal) and MXFP4 (a power of two times an integer below 16:
-//! exact, subnormal results included, unless it overflows, which the suites' scales avoid); Q4_K,
+//! 2⁻²⁴, so no product is subnormal), MXFP4 (a power of two times an integer below 16:
+//! exact, subnormal results included, unless it overflows, which the suites' scales avoid) and
+//! F16 and BF16 (widening to f32 is exact); Q4_K,
 //! Q5_K and Q2_K round (d·sc)·q − dmin·m once and Q4_1 and Q5_1 round q·d + m once (the
 //! products are exact), an error ≤ u·|w| ≤ u·mag per weight, so the bound against the reference
 //! is γ(K + 1)·M for those five ([`rounded_reference`]) and γ(K)·M otherwise (u + γ(K) ≤
@@ -54,6 +56,13 @@
 //! the chain is ≤ K/16 long, and the shuffles add ≤ 5: n = K/16 + 6 roundings, and
 //!
 //! |y_kernel − Σ w·x̂| ≤ γ(K/16 + 6)·Σ mag·|x̂|
+//!
+//! F16 and BF16 have no integer weights, so their `dot_q8` (`qtypes/f16.cuh`) computes in f32
+//! with the exact weights against the exact int8 q_x: per run of 8, s_j = an FMA chain over
+//! w·q_x from 0; per 32-weight block S = (s₀ + s₁) + (s₂ + s₃) and `acc = fma(d_x, S, acc)`
+//! (d_x·S exact inside the fma). A term w·q_x·d_x = w·x̂ passes through ≤ 8 + 2 roundings
+//! before the lane chain, which adds one per block (≤ K/32), and the shuffles ≤ 5: n = K/32 + 15
+//! for them, with mag = |w|.
 //!
 //! with the same per-weight magnitudes as the f32 path (|S·scale·d_x| ≤ Σ|d·sc·q_w|·|x̂|, and
 //! |dmin·m·s_x| ≤ Σ|dmin·m|·|x̂|), plus one rounding for a rounded reference weight
@@ -95,12 +104,14 @@ pub fn rounded_reference(qtype: QType) -> bool {
 }
 
 /// The number of roundings the bound charges for a row of `cols` weights of `qtype` at
-/// `precision` (the module docs derive both): K for f32 activations, K/16 + 6 for Q8_1, plus one
-/// for a rounded reference weight ([`rounded_reference`]).
+/// `precision` (the module docs derive each): K for f32 activations; for Q8_1, K/16 + 6 for the
+/// block types (exact integer sums) and K/32 + 15 for the float types (f32 sums of 8 and a pair
+/// tree per 32 weights); plus one for a rounded reference weight ([`rounded_reference`]).
 pub fn rounding_count(precision: Precision, qtype: QType, cols: usize) -> usize {
     let kernel = match precision {
         Precision::F32 => cols,
-        Precision::Q8_1 => cols / 16 + 6,
+        Precision::Q8_1 if qtype.is_quantized() => cols / 16 + 6,
+        Precision::Q8_1 => cols / 32 + 15,
     };
     kernel + usize::from(rounded_reference(qtype))
 }

@@ -43,8 +43,38 @@ fn block_strategy(q: QType, n: usize) -> BoxedStrategy<Vec<u8>> {
         QType::Q5_1 => blocks(q5_1_block(), n).boxed(),
         QType::IQ4_NL | QType::IQ4_XS | QType::Q3_K | QType::Q2_K => blocks(block(q), n).boxed(),
         QType::MXFP4 => blocks(mxfp4_block_normal(), n).boxed(),
+        QType::F16 => {
+            // Every finite f16: subnormals, ±0 and ±65504 included.
+            let finite =
+                any::<u16>().prop_filter("finite f16", |&b| half::f16::from_bits(b).is_finite());
+            proptest::collection::vec(finite, n)
+                .prop_map(le_bytes)
+                .boxed()
+        }
+        QType::BF16 => {
+            // Magnitudes 2⁻⁴⁰ ..= 2²¹ (exponent fields 87..=147) and ±0: no product with an
+            // activation is subnormal or overflows (the bound is relative).
+            let value = prop_oneof![
+                8 => (any::<bool>(), 87u16..=147, 0u16..128)
+                    .prop_map(|(neg, e, m)| (u16::from(neg) << 15) | (e << 7) | m),
+                1 => prop_oneof![Just(0u16), Just(0x8000u16)],
+            ];
+            proptest::collection::vec(value, n)
+                .prop_map(le_bytes)
+                .boxed()
+        }
         other => panic!("no block strategy for {other}"),
     }
+}
+
+/// 16-bit values as little-endian bytes.
+fn le_bytes(v: Vec<u16>) -> Vec<u8> {
+    v.iter().flat_map(|b| b.to_le_bytes()).collect()
+}
+
+/// Weights per block as the kernels read `q` (a float type's kernel block is 32).
+fn kernel_block_weights(q: QType) -> usize {
+    qmoe_matvec::kernel_block(q).expect("a matvec type").0
 }
 
 /// MXFP4 blocks whose scales keep the kernels' partial results normal (the bound is relative:
@@ -69,7 +99,12 @@ fn small_case() -> impl Strategy<Value = (QTensor<'static>, Vec<f32>, usize)> {
     (0..QTYPES.len(), 1..5usize, 1..4usize, 1..3usize).prop_flat_map(|(qi, rows, kb, b)| {
         let q = QTYPES[qi];
         // 32-weight blocks: K = 96 is 3 blocks, not a multiple of 64 (a lone half-chunk).
-        let cols = kb * if q.block_weights() == 32 { 96 } else { 256 };
+        let cols = kb
+            * if kernel_block_weights(q) == 32 {
+                96
+            } else {
+                256
+            };
         let nblocks = rows * cols / q.block_weights();
         (
             block_strategy(q, nblocks),
@@ -849,6 +884,8 @@ fn adversarial_row(
         QType::IQ4_NL | QType::IQ4_XS | QType::Q3_K | QType::Q2_K | QType::MXFP4 => {
             codebook_or_k_uniform(q, d, 0).repeat(K / q.block_weights())
         }
+        QType::F16 => half::f16::from_f32(d).to_le_bytes().repeat(K),
+        QType::BF16 => half::bf16::from_f32(d).to_le_bytes().repeat(K),
         other => legacy_uniform(other, d, 0.0, 1).repeat(K / 32),
     };
     let w = QTensor::new("adversarial", q, &[1, K], bytes).unwrap();
@@ -874,6 +911,28 @@ fn adversarial_row(
         }
     }
     (w, x, lane)
+}
+
+#[test]
+fn kernel_blocks_are_the_types_blocks_or_32_floats() {
+    // A block type's kernels read its own blocks; F16 and BF16 rows are read in 32-weight blocks
+    // of 64 bytes (a Q8_1 block's width), which keeps a row's bytes K / weights × bytes.
+    for &q in QTYPES {
+        let (bw, bb) = qmoe_matvec::kernel_block(q).unwrap();
+        if q.is_quantized() {
+            assert_eq!((bw, bb), (q.block_weights(), q.block_bytes()), "{q}");
+        } else {
+            assert_eq!((bw, bb), (32, 64), "{q}");
+        }
+        assert_eq!(
+            bb * q.block_weights(),
+            bw * q.block_bytes(),
+            "{q}: bytes per weight"
+        );
+    }
+    assert!(QTYPES.contains(&QType::F16) && QTYPES.contains(&QType::BF16));
+    // F32 stays without matvec kernels: the refusal path of every caller.
+    assert_eq!(qmoe_matvec::kernel_block(QType::F32), None);
 }
 
 #[test]
@@ -1039,7 +1098,7 @@ fn fit(e: usize, k: usize, r: usize, cols: usize) -> (usize, usize) {
 }
 
 fn cols_for(q: QType, kb: usize) -> usize {
-    if q.block_weights() == 32 {
+    if kernel_block_weights(q) == 32 {
         32 * kb.clamp(1, 128)
     } else {
         256 * kb.clamp(1, 16)
@@ -1123,6 +1182,10 @@ fn gpu_dense_qwen_shapes_and_many_columns() {
         (QType::Q2_K, 300, 2048, 13),
         (QType::MXFP4, 768, 2048, 1),
         (QType::MXFP4, 5, 32, 8),
+        (QType::F16, 768, 2048, 1),
+        (QType::F16, 7, 96, 2),
+        (QType::BF16, 2048, 768, 3),
+        (QType::BF16, 300, 2048, 13),
     ] {
         let w = gen::tensor(q, &[r, cols], 7, Style::Realistic);
         let x = gen::activations(b * cols, 7);
@@ -1388,6 +1451,38 @@ fn gpu_validation_errors_before_launch() {
         "{err}"
     );
     assert!(err.to_string().contains("blk.0.wide"), "{err}");
+    // F16 and BF16 rows must be whole 32-weight kernel blocks: K = 48 is refused, naming the
+    // tensor, its type and shape, in every family.
+    for q in [QType::F16, QType::BF16] {
+        let odd = QTensor::new("blk.1.odd", q, &[2, 4, 48], vec![0u8; 2 * 4 * 48 * 2])
+            .unwrap()
+            .upload(&gpu)
+            .unwrap();
+        let partial = |r: Result<(), MatvecError>| {
+            let err = r.unwrap_err();
+            assert!(
+                matches!(&err, MatvecError::PartialKernelBlock { name, cols: 48, block: 32, .. }
+                    if name == "blk.1.odd"),
+                "{q}: {err:?}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains(q.name()) && msg.contains("[2, 4, 48]"),
+                "{msg}"
+            );
+        };
+        partial(matvec_indexed_gpu(
+            &gpu, Q8_1, &odd, &ids, 1, &x, false, 1, &mut y,
+        ));
+        partial(gate_up_swiglu_gpu(
+            &gpu, F32, &odd, &odd, &ids, 1, &x, 1, &mut y,
+        ));
+        let odd2 = QTensor::new("blk.1.odd", q, &[4, 48], vec![0u8; 4 * 48 * 2])
+            .unwrap()
+            .upload(&gpu)
+            .unwrap();
+        partial(matvec_gpu(&gpu, F32, &odd2, &x, 1, &mut y));
+    }
     // Nothing above launched: y is still poisoned.
     assert!(gpu.download(&y).unwrap().iter().all(|v| v.is_nan()));
     assert_eq!(launch_shape(768), (4, 64), "K = 768 packs 8 rows per warp");

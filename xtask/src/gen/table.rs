@@ -19,10 +19,13 @@ pub struct QTypeRow {
     pub name: &'static str,
     /// The `qmoe_quant::QType` variant ("Q4_K").
     pub rust: &'static str,
-    /// Block formats: the traits struct of `qmoe-dequant/cuda/qtypes/<name>.cuh`. Float types:
-    /// `None` (they are read element by element, see `load`).
+    /// The traits struct of `qmoe-dequant/cuda/qtypes/<name>.cuh`, for every type the matvec
+    /// kernels read: block formats, and float types read in kernel blocks of
+    /// `MV_FLOAT_BLOCK_WEIGHTS` weights (F16, BF16). `None` for a float type without matvec
+    /// kernels (F32).
     pub traits: Option<&'static str>,
-    /// Float types: the device function that loads element i as f32.
+    /// Float types: the device function that loads element i as f32. The dequant kernels of a
+    /// row with `load` read element by element (any length), even when it also has `traits`.
     pub load: Option<&'static str>,
     /// The families this type is instantiated for.
     pub families: &'static [Family],
@@ -47,16 +50,16 @@ pub const QTYPES: &[QTypeRow] = &[
     QTypeRow {
         name: "f16",
         rust: "F16",
-        traits: None,
+        traits: Some("QtF16"),
         load: Some("qmoe_load_f16"),
-        families: &[Family::Dequant],
+        families: &[Family::Dequant, Family::Matvec],
     },
     QTypeRow {
         name: "bf16",
         rust: "BF16",
-        traits: None,
+        traits: Some("QtBF16"),
         load: Some("qmoe_load_bf16"),
-        families: &[Family::Dequant],
+        families: &[Family::Dequant, Family::Matvec],
     },
     QTypeRow {
         name: "q8_0",
@@ -365,6 +368,13 @@ pub const MATVEC: Unit = Unit {
             "MAX_PASSES",
             8,
             "most row passes a block tile is cut into",
+        ),
+        (
+            "MV_FLOAT_BLOCK_WEIGHTS",
+            "FLOAT_BLOCK_WEIGHTS",
+            32,
+            "weights of the kernel block a float type (a row with traits and load) is read in: \
+             one Q8_1 block; rows must be whole kernel blocks",
         ),
     ],
     singles: &[("qmoe_quantize_q8_1", "Q8_1Params")],

@@ -61,7 +61,7 @@ Examples:
   qmoe bisect --mode forced --dump /tmp/bisect # every stage of both paths as .npy
   qmoe bisect --precision q8_1 --layers 48     # the int8 path, and its cost over 48 layers
   qmoe bisect --types q5_k_m --layers 48       # another llama.cpp mix
-  qmoe bisect --types q3_k_m --cpu             # a mix without GPU kernels, on the CPU path"
+  qmoe bisect --types bf16 --cpu               # the kernel-precision CPU path, GPU or not"
 )]
 pub struct Args {
     /// A Qwen3-MoE GGUF file; the built-in synthetic model when absent.
@@ -230,14 +230,20 @@ that scheme runs on the CPU path only (--cpu on a GPU machine)."
 /// Refuses, on the GPU, an expert tensor whose type has no matvec kernels: one line naming the
 /// layer, the tensor and its type, and the `--cpu` way to run it.
 fn check_kernels(model: &Model<'_>) -> Result<()> {
+    check_kernels_in(model, EXPERT_QTYPES)
+}
+
+/// [`check_kernels`] against the expert types `with` kernels: every mix's types have them
+/// today, so the tests pass a list without one to prove the refusal.
+fn check_kernels_in(model: &Model<'_>, with: &[QType]) -> Result<()> {
     for (&l, t) in model.layers.iter().zip(&model.types) {
         for (family, q) in [
             ("ffn_gate_exps", t.gate),
             ("ffn_up_exps", t.up),
             ("ffn_down_exps", t.down),
         ] {
-            if !EXPERT_QTYPES.contains(&q) {
-                let with: Vec<&str> = EXPERT_QTYPES.iter().map(|q| q.name()).collect();
+            if !with.contains(&q) {
+                let with: Vec<&str> = with.iter().map(|q| q.name()).collect();
                 bail!(
                     "layer {l}: blk.{l}.{family}.weight is {q}, which has no GPU matvec kernels \
 (the GPU takes {}); add --cpu to compare the kernel-precision CPU path with the f64 reference",
@@ -528,8 +534,16 @@ mod tests {
 
     #[test]
     fn the_gpu_check_names_the_first_tensor_without_kernels_in_one_line() {
-        // BF16 experts (the one expert type without matvec kernels) on the tiny preset.
-        let err = check_kernels(&tiny("bf16")).unwrap_err().to_string();
+        // Every mix's expert types have matvec kernels, so the refusal is proven against the
+        // kernel list less BF16, on BF16 experts (tiny preset).
+        let without: Vec<QType> = EXPERT_QTYPES
+            .iter()
+            .copied()
+            .filter(|&q| q != QType::BF16)
+            .collect();
+        let err = check_kernels_in(&tiny("bf16"), &without)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("layer 0: blk.0.ffn_gate_exps.weight is bf16, which has no GPU"),
             "{err}"
@@ -538,8 +552,28 @@ mod tests {
         // The types with kernels are named, the refused one is not among them.
         let listed = err.split("the GPU takes ").nth(1).unwrap();
         assert!(listed.contains("q4_k") && !listed.contains("bf16"), "{err}");
-        for ok in ["q5_k_m", "q4_0", "q8_0", "q3_k_m", "iq4_xs", "mxfp4"] {
-            check_kernels(&tiny(ok)).unwrap();
+        // A mixed stack is refused at its first such tensor: Q3_K_M's gate and up are Q3_K,
+        // its tiny layers' down Q4_K.
+        let no_q4_k: Vec<QType> = EXPERT_QTYPES
+            .iter()
+            .copied()
+            .filter(|&q| q != QType::Q4_K)
+            .collect();
+        let err = check_kernels_in(&tiny("q3_k_m"), &no_q4_k)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("layer 0: blk.0.ffn_down_exps.weight is q4_k"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_mix_passes_the_gpu_check() {
+        for name in TypeScheme::names() {
+            if TypeScheme::parse(name).is_some() {
+                check_kernels(&tiny(name)).unwrap_or_else(|e| panic!("--types {name}: {e}"));
+            }
         }
     }
 }

@@ -46,6 +46,22 @@ fn put_f16(block: &mut [u8], at: usize, v: f32) {
 /// uniform random quant bytes, f16 super-block scales chosen for the spread (Q4_K's dmin
 /// centres the values). Much faster than the reference quantizer, for proptests.
 pub fn random_blocks(r: &mut ChaCha8Rng, qtype: QType, n: usize, std: f32) -> Vec<u8> {
+    // F16 and BF16 have no scale to set: each weight is drawn from N(0, std²) and rounded.
+    match qtype {
+        QType::F16 => {
+            return normals(r, n, std)
+                .iter()
+                .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+                .collect();
+        }
+        QType::BF16 => {
+            return normals(r, n, std)
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                .collect();
+        }
+        _ => {}
+    }
     let blocks = n / qtype.block_weights();
     let bb = qtype.block_bytes();
     let mut bytes = vec![0u8; blocks * bb];

@@ -27,8 +27,10 @@
 //!   items of 32 laid out as Q6_K's (item p: half c = p/4, l0 = 8(p%4); run j is weights
 //!   128c + 32j + l0 + 0..8, bits 2j of `qs[32c + l0 + i]`, sub-block 8c + 2j + l0/16; Q3_K
 //!   subtracts 4 where bit 4c + j of `hmask[l0 + i]` is clear, scale d·(sc − 32); Q2_K scale
-//!   d·sc and min dmin·m). d·sc and dmin·m are formed as f32 products (exact: an 11-bit
-//!   significand times a small integer).
+//!   d·sc and min dmin·m); F16 and BF16 items of one 32-weight kernel block
+//!   (`qmoe_matvec::kernel_block`; run j is elements 8j..8j+8, each widened to its exact f32
+//!   value, scale 1, no min, so `a = fma(1, s, a)`). d·sc and dmin·m are formed as f32
+//!   products (exact: an 11-bit significand times a small integer).
 //! - G is the kernels' own: `qmoe_matvec::launch_shape(K).0` (`group_lanes(K/32)` in
 //!   `src/cuda.rs`), see [`kernel_lanes`].
 //!
@@ -69,8 +71,28 @@ pub fn item_weights(qtype: QType) -> usize {
         | QType::IQ4_XS
         | QType::Q3_K
         | QType::Q2_K
-        | QType::MXFP4 => 32,
+        | QType::MXFP4
+        | QType::F16
+        | QType::BF16 => 32,
         other => panic!("no matvec kernel for {other}"),
+    }
+}
+
+/// The block the kernels read `qtype` in, as (bytes, weights): the type's own block, or a
+/// float type's 32-weight kernel block.
+pub fn kernel_block(qtype: QType) -> (usize, usize) {
+    let (bw, bb) =
+        qmoe_matvec::kernel_block(qtype).unwrap_or_else(|| panic!("no matvec kernel for {qtype}"));
+    (bb, bw)
+}
+
+/// Element `i` of a row of 16-bit floats (F16 or BF16), widened to f32 as the kernels do (exact).
+pub fn float16_at(qtype: QType, bytes: &[u8], i: usize) -> f32 {
+    let bits = u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]);
+    match qtype {
+        QType::F16 => f16_at(bytes, 2 * i),
+        QType::BF16 => f32::from_bits(u32::from(bits) << 16),
+        other => panic!("{other} is not a 16-bit float type"),
     }
 }
 
@@ -99,7 +121,7 @@ pub fn kernel_lanes(cols: usize) -> usize {
 
 /// The runs of item `it` of `row` (the row's bytes), in the kernel's order.
 pub fn item_runs(qtype: QType, row: &[u8], it: usize) -> Vec<Run> {
-    let (bb, bw) = (qtype.block_bytes(), qtype.block_weights());
+    let (bb, bw) = kernel_block(qtype);
     let per_block = bw / item_weights(qtype);
     let (b, p) = (it / per_block, it % per_block);
     let block = &row[b * bb..(b + 1) * bb];
@@ -270,6 +292,17 @@ pub fn item_runs(qtype: QType, row: &[u8], it: usize) -> Vec<Run> {
                     scale,
                     min,
                     x0: base + 128 * c + 32 * j + l0,
+                });
+            }
+        }
+        QType::F16 | QType::BF16 => {
+            // One kernel block; run j is its elements 8j..8j+8, the weights themselves.
+            for j in 0..4 {
+                runs.push(Run {
+                    q: std::array::from_fn(|i| float16_at(qtype, block, 8 * j + i)),
+                    scale: 1.0,
+                    min: 0.0,
+                    x0: base + 8 * j,
                 });
             }
         }

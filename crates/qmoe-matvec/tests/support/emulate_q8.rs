@@ -6,7 +6,7 @@
 //!   blocks of 32 by qmoe-quant's `q8_1::quantize` (the device function is bit-identical to it:
 //!   `gpu_quantize_q8_1_is_bit_identical_to_the_reference`).
 //! - `MvQ8::lane_dot`: lane `l` of a group of G takes items l, l + G, … (64 weights; 32 for
-//!   Q8_0, the legacy types, IQ4_NL and MXFP4) into one f32 accumulator starting at 0, then
+//!   Q8_0, the legacy types, IQ4_NL, MXFP4, F16 and BF16) into one f32 accumulator starting at 0, then
 //!   `mv_row`'s butterfly ([`emulate::reduce_lanes`]).
 //! - each type's `dot_q8` (`qmoe-dequant/cuda/qtypes/<type>.cuh`): exact integer sums S, then
 //!   - Q4_K, sub-blocks 2p and 2p + 1 of item p: `a = fma(fl((d·sc)·d_x), S, a)`,
@@ -27,7 +27,10 @@
 //!   - Q2_K, item p = (half c = p/2, t = p%2), Q8_1 blocks s = 2t, 2t + 1 of the half, each two
 //!     16-weight sub-blocks k, k + 1 combined in integers: `a = fma(fl(d·d_x),
 //!     sc_k·S_k + sc_k+1·S_k+1, a)`, then `a = fma(−fl(dmin·d_x), m_k·X_k + m_k+1·X_k+1, a)`
-//!     with X the sub-block's Σ q_x.
+//!     with X the sub-block's Σ q_x;
+//!   - F16 and BF16, one 32-weight kernel block: no integer sum; per run j of 8, in f32,
+//!     `s_j` = an FMA chain over `w·q_x` from 0 (w the exact widened weight, q_x as f32), then
+//!     `S = (s_0 + s_1) + (s_2 + s_3)` and `a = fma(d_x, S, a)`.
 //!
 //! **True only while `gpu_kernels_are_bit_identical_to_the_emulation` passes** for the Q8_1
 //! kernels too: change this file with the kernels' arithmetic.
@@ -49,14 +52,16 @@ pub fn item_weights(qtype: QType) -> usize {
         | QType::Q5_0
         | QType::Q5_1
         | QType::IQ4_NL
-        | QType::MXFP4 => 32,
+        | QType::MXFP4
+        | QType::F16
+        | QType::BF16 => 32,
         other => panic!("no matvec kernel for {other}"),
     }
 }
 
 /// Item `it`'s contribution added to `a`, in the kernel's order.
 fn item(qtype: QType, row: &[u8], xb: &[BlockQ8_1], it: usize, mut a: f32) -> f32 {
-    let (bb, bw) = (qtype.block_bytes(), qtype.block_weights());
+    let (bb, bw) = emulate::kernel_block(qtype);
     let per_block = bw / item_weights(qtype);
     let (b, p) = (it / per_block, it % per_block);
     let block = &row[b * bb..(b + 1) * bb];
@@ -211,6 +216,15 @@ fn item(qtype: QType, row: &[u8], xb: &[BlockQ8_1], it: usize, mut a: f32) -> f3
                 a = (d * x.d).mul_add(dot as f32, a);
                 a = (-(dmin * x.d)).mul_add(sum as f32, a);
             }
+        }
+        QType::F16 | QType::BF16 => {
+            let x = &xb[0];
+            let s: [f32; 4] = std::array::from_fn(|j| {
+                (8 * j..8 * j + 8).fold(0f32, |t, i| {
+                    emulate::float16_at(qtype, block, i).mul_add(x.q[i] as f32, t)
+                })
+            });
+            a = x.d.mul_add((s[0] + s[1]) + (s[2] + s[3]), a);
         }
         other => panic!("no matvec kernel for {other}"),
     }

@@ -51,10 +51,50 @@ fn exponent(rng: &mut ChaCha8Rng, style: Style) -> u8 {
     }
 }
 
+/// One F16 or BF16 weight: realistic ones uniform in ±0.05 (Q8_0's realistic scales times its
+/// quants), adversarial ones across the finite range the bound covers — F16: all of it, the
+/// largest value and subnormals included (widened, they are normal f32); BF16: magnitudes
+/// 2⁻⁴⁰ ..= 2²⁰, so no product with an activation is subnormal or overflows (the bound is
+/// relative: `qmoe_matvec::reference`) — and zeros of both signs.
+fn float16(rng: &mut ChaCha8Rng, qtype: QType, style: Style) -> f32 {
+    let sign = if rng.gen() { 1.0 } else { -1.0 };
+    match style {
+        Style::Realistic => rng.gen_range(-0.05f32..0.05),
+        Style::Adversarial => match (qtype, rng.gen_range(0..8)) {
+            (_, 0) => 0.0 * sign,
+            (QType::F16, 1) => f16::MAX.to_f32() * sign,
+            (QType::F16, 2) => f16::from_bits(rng.gen_range(1..0x400)).to_f32() * sign,
+            (QType::F16, 3) => loop {
+                let h = f16::from_bits(rng.gen());
+                if h.is_finite() {
+                    break h.to_f32();
+                }
+            },
+            (QType::BF16, 1..=3) => {
+                2f32.powi(rng.gen_range(-40..=20)) * rng.gen_range(1.0f32..2.0) * sign
+            }
+            _ => rng.gen_range(-3.0f32..3.0),
+        },
+    }
+}
+
 /// A tensor of `qtype` and `shape` with every block generated from `seed` in `style`.
 pub fn tensor(qtype: QType, shape: &[usize], seed: u64, style: Style) -> QTensor<'static> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let n: usize = shape.iter().product();
+    if matches!(qtype, QType::F16 | QType::BF16) {
+        let bytes: Vec<u8> = (0..n)
+            .flat_map(|_| {
+                let v = float16(&mut rng, qtype, style);
+                let bits = match qtype {
+                    QType::F16 => f16::from_f32(v).to_bits(),
+                    _ => half::bf16::from_f32(v).to_bits(),
+                };
+                bits.to_le_bytes()
+            })
+            .collect();
+        return QTensor::new("w", qtype, shape, bytes).expect("generated tensor is well-formed");
+    }
     let blocks = n / qtype.block_weights();
     let bb = qtype.block_bytes();
     let mut bytes = vec![0u8; blocks * bb];
