@@ -1331,6 +1331,16 @@ fn gpu_gate_up_every_qtype_fused_and_mixed() {
     for (qg, qu) in gate_up_pairs() {
         runner
             .run(&strat, |(r, kb, e, k, b, seed, adv)| {
+                // A fused pass stages one gate and one up row per warp at the least: float rows
+                // of K weights take 2K bytes each, so 8 warps x 2 rows fit the 99 KB of an Ada
+                // block beside the staged f32 vector only up to K = 2048 (75 KB there; longer
+                // float rows are refused, see gpu_validation_errors_before_launch).
+                let float = |q: QType| !q.is_quantized();
+                let kb = if float(qg) || float(qu) {
+                    kb.min(8)
+                } else {
+                    kb
+                };
                 let cols = 256 * kb;
                 let k = k.min(e);
                 let (e, r) = fit(e, k, r, cols);
@@ -1458,7 +1468,7 @@ fn gpu_validation_errors_before_launch() {
             .unwrap()
             .upload(&gpu)
             .unwrap();
-        let partial = |r: Result<(), MatvecError>| {
+        let partial_of = |r: Result<(), MatvecError>, shape: &str| {
             let err = r.unwrap_err();
             assert!(
                 matches!(&err, MatvecError::PartialKernelBlock { name, cols: 48, block: 32, .. }
@@ -1466,11 +1476,9 @@ fn gpu_validation_errors_before_launch() {
                 "{q}: {err:?}"
             );
             let msg = err.to_string();
-            assert!(
-                msg.contains(q.name()) && msg.contains("[2, 4, 48]"),
-                "{msg}"
-            );
+            assert!(msg.contains(q.name()) && msg.contains(shape), "{msg}");
         };
+        let partial = |r| partial_of(r, "[2, 4, 48]");
         partial(matvec_indexed_gpu(
             &gpu, Q8_1, &odd, &ids, 1, &x, false, 1, &mut y,
         ));
@@ -1481,7 +1489,19 @@ fn gpu_validation_errors_before_launch() {
             .unwrap()
             .upload(&gpu)
             .unwrap();
-        partial(matvec_gpu(&gpu, F32, &odd2, &x, 1, &mut y));
+        partial_of(matvec_gpu(&gpu, F32, &odd2, &x, 1, &mut y), "[4, 48]");
+        // A fused gate+up pass of float rows this long (8 warps x 2 rows x 8 KB) exceeds any
+        // block's shared memory: refused before launch, naming the tensor.
+        let long = QTensor::new("blk.2.long", q, &[2, 8, 4096], vec![0u8; 2 * 8 * 4096 * 2])
+            .unwrap()
+            .upload(&gpu)
+            .unwrap();
+        let xl = gpu.upload(&vec![1.0f32; 4096]).unwrap();
+        let err = gate_up_swiglu_gpu(&gpu, F32, &long, &long, &ids, 1, &xl, 1, &mut y).unwrap_err();
+        assert!(
+            matches!(&err, MatvecError::RowTooLong { name, cols: 4096, .. } if name == "blk.2.long"),
+            "{q}: {err:?}"
+        );
     }
     // Nothing above launched: y is still poisoned.
     assert!(gpu.download(&y).unwrap().iter().all(|v| v.is_nan()));
