@@ -50,6 +50,20 @@ pub struct GroupConfig {
 }
 
 impl GroupConfig {
+    /// Checks that an ids buffer of `len` entries holds the B·k slots, naming the buffer and
+    /// its shape otherwise.
+    pub fn check_ids(&self, len: usize) -> Result<(), RouterError> {
+        if len < self.slots() {
+            return Err(RouterError::Length {
+                tensor: "ids",
+                len,
+                needed: self.slots(),
+                shape: format!("[B={}, k={}]", self.n_tokens, self.top_k),
+            });
+        }
+        Ok(())
+    }
+
     /// Checks 1 ≤ E ≤ 512, 1 ≤ k ≤ E, B ≥ 1, B·k ≤ [`MAX_GROUP_SLOTS`] and
     /// 1 ≤ tile_m ≤ [`MAX_TILE_M`].
     pub fn validate(&self) -> Result<(), RouterError> {
@@ -118,14 +132,7 @@ pub struct Groups {
 pub fn group_ref(cfg: &GroupConfig, ids: &[u32]) -> Result<Groups, RouterError> {
     cfg.validate()?;
     let (e, t, s) = (cfg.n_experts, cfg.tile_m, cfg.slots());
-    if ids.len() < s {
-        return Err(RouterError::Length {
-            tensor: "ids",
-            len: ids.len(),
-            needed: s,
-            shape: format!("[B={}, k={}]", cfg.n_tokens, cfg.top_k),
-        });
-    }
+    cfg.check_ids(ids.len())?;
     let mut sorted: Vec<(u32, u32)> = ids[..s]
         .iter()
         .enumerate()

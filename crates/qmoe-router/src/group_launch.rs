@@ -116,14 +116,7 @@ impl RoutePlan {
 pub fn group_gpu(gpu: &Gpu, ids: &CudaSlice<u32>, plan: &mut RoutePlan) -> Result<(), RouterError> {
     let cfg = plan.cfg;
     let s = cfg.slots();
-    if ids.len() < s {
-        return Err(RouterError::Length {
-            tensor: "ids",
-            len: ids.len(),
-            needed: s,
-            shape: format!("[B={}, k={}]", cfg.n_tokens, cfg.top_k),
-        });
-    }
+    cfg.check_ids(ids.len())?;
     let f = gpu.function(&GROUP_PTX, ROUTER_GROUP)?;
     let (n_slots, e) = (s as u32, cfg.n_experts as u32);
     let (tile_m, cap_tiles) = (cfg.tile_m as u32, cfg.max_tiles() as u32);
