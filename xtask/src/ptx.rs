@@ -14,7 +14,7 @@ use xshell::{cmd, Shell};
 
 use crate::nvcc::{self, Toolchain};
 
-use qmoe_ptx_build::ARCHES;
+use qmoe_ptx_build::{Arch, ARCHES};
 
 /// Options of `cargo xtask ptx`.
 #[derive(clap::Args)]
@@ -77,7 +77,7 @@ impl Ptx {
             // below still cover every kernel.
             unpack(&committed, &plain)?;
         }
-        generate(sh, &tools, &sources, &plain, self.only.is_none())?;
+        generate(&tools, &sources, &plain, self.only.is_none())?;
         if self.check {
             let mut stale = compare(&committed, &plain)?;
             stale.extend(check_packed(&committed)?);
@@ -139,16 +139,36 @@ pub fn sources(root: &Path) -> Result<Vec<PathBuf>> {
 ///
 /// With `all`, PTX files whose source is gone are removed first; the report always covers every
 /// PTX file in the folder.
-pub fn generate(
-    sh: &Shell,
+pub fn generate(tools: &Toolchain, sources: &[PathBuf], out: &Path, all: bool) -> Result<()> {
+    // The arches are independent (each writes only its own folder), so they compile side by
+    // side, as many at once as there are cores: CI's two cores halve the slowest step of its run.
+    let width = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for chunk in ARCHES.chunks(width) {
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = chunk
+                .iter()
+                .map(|arch| scope.spawn(move || generate_arch(tools, sources, out, all, arch)))
+                .collect();
+            runs.into_iter()
+                .try_for_each(|r| r.join().expect("a PTX generation thread panicked"))
+        })?;
+    }
+    Ok(())
+}
+
+/// [`generate`] for one arch, with a shell of its own (a `Shell` is not shared across threads).
+fn generate_arch(
     tools: &Toolchain,
     sources: &[PathBuf],
     out: &Path,
     all: bool,
+    arch: &Arch,
 ) -> Result<()> {
     let root = crate::project_root();
+    let sh = &Shell::new()?;
+    sh.change_dir(&root);
     let nvcc = &tools.nvcc;
-    for arch in ARCHES {
+    {
         let (folder, virt, real) = (arch.name, arch.virt, arch.name);
         let dir = out.join(folder);
         std::fs::create_dir_all(&dir)?;
