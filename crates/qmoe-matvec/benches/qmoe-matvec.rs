@@ -12,28 +12,16 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use qmoe_dequant::{DeviceQTensor, Precision, QTensor, QType, Upload};
 use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::Gpu;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Bytes of random blocks with small finite f16 scales (content does not change the timing,
-/// but it must not be zeros).
+/// Valid blocks of any type ([`sample_blocks`]: pseudo-random payloads, realistic scales).
+/// Content does not change the timing, but it must not be zeros.
+///
+/// [`sample_blocks`]: qmoe_check::strategies::sample_blocks
 fn weights(qtype: QType, shape: &[usize], seed: u64) -> QTensor<'static> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let n: usize = shape.iter().product();
-    let bb = qtype.block_bytes();
-    let mut bytes = vec![0u8; n / qtype.block_weights() * bb];
-    rng.fill_bytes(&mut bytes);
-    let scale = 0x2000u16.to_le_bytes(); // f16 ≈ 0.0078
-    for block in bytes.chunks_exact_mut(bb) {
-        match qtype {
-            QType::Q4_K => {
-                block[0..2].copy_from_slice(&scale);
-                block[2..4].copy_from_slice(&scale);
-            }
-            QType::Q6_K => block[208..210].copy_from_slice(&scale),
-            _ => block[0..2].copy_from_slice(&scale),
-        }
-    }
+    let bytes = qmoe_check::strategies::sample_blocks(qtype, n / qtype.block_weights(), seed);
     QTensor::new("w", qtype, shape, bytes).expect("well-formed bench tensor")
 }
 
@@ -270,23 +258,16 @@ fn indexed(ctx: &Ctx) -> BoxResult<()> {
 
 /// Every type with matvec kernels at B = 1 and both precisions: gate+up (gate and up of that
 /// type) and indexed down, on the Qwen3-30B-A3B expert shapes, rotating over [`LAYERS`] copies
-/// and 16 disjoint expert groups like the Q4_K rows. The blocks are [`sample_blocks`]' valid ones
-/// (any type, no quantizer needed); content does not change the timing.
-///
-/// [`sample_blocks`]: qmoe_check::strategies::sample_blocks
+/// and 16 disjoint expert groups like the Q4_K rows, with blocks from [`weights`]
+/// (valid for any type, no quantizer needed).
 fn per_type(ctx: &Ctx) -> BoxResult<()> {
     let (h, ffn) = (2048, 768);
     let (ids, distinct) = id_sets(ctx, 1)?;
     let pick = |i: usize| (i % LAYERS, &ids[(i / LAYERS) % ID_SETS]);
     for &q in qmoe_matvec::QTYPES {
-        let blocks = E * ffn * h / q.block_weights();
-        let stack = |seed| {
-            let bytes = qmoe_check::strategies::sample_blocks(q, blocks, seed);
-            QTensor::new("w", q, &[E, ffn, h], bytes).expect("well-formed bench tensor")
-        };
-        let (gate_host, up_host) = (stack(11), stack(12));
-        let down_host = QTensor::new("w", q, &[E, h, ffn], stack(13).bytes().to_vec())
-            .expect("well-formed bench tensor");
+        let gate_host = weights(q, &[E, ffn, h], 11);
+        let up_host = weights(q, &[E, ffn, h], 12);
+        let down_host = weights(q, &[E, h, ffn], 13);
         let expert = gate_host.expert_bytes() as f64;
         let (gate, up, down) = (
             sets(&ctx.gpu, &gate_host, LAYERS)?,
