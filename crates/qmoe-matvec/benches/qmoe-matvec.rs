@@ -340,10 +340,33 @@ fn gpu_bench() -> BoxResult<()> {
         ceiling_gbps: ceiling.gbps((1u64 << 30) as f64),
         gpu,
     };
-    dense(&ctx, QType::Q4_K, 4096, 4096, &[1, 4, 8])?;
-    dense(&ctx, QType::Q6_K, 151936, 2048, &[1])?;
-    indexed(&ctx)?;
-    per_type(&ctx)
+    // QMOE_BENCH_ONLY=per_type (or dense, indexed; comma-separated) runs only those sections:
+    // a profiler then waits for one row's kernel without timing every other row first.
+    let only = std::env::var("QMOE_BENCH_ONLY").unwrap_or_default();
+    let run = |section: &str| only.is_empty() || only.split(',').any(|s| s.trim() == section);
+    const SECTIONS: [&str; 3] = ["dense", "indexed", "per_type"];
+    if let Some(bad) = only
+        .split(',')
+        .find(|s| !s.is_empty() && !SECTIONS.contains(&s.trim()))
+    {
+        return Err(
+            format!("QMOE_BENCH_ONLY: unknown section {bad:?}; expected {SECTIONS:?}").into(),
+        );
+    }
+    if !only.is_empty() {
+        eprintln!("matvec bench: QMOE_BENCH_ONLY={only}: other sections skipped");
+    }
+    if run("dense") {
+        dense(&ctx, QType::Q4_K, 4096, 4096, &[1, 4, 8])?;
+        dense(&ctx, QType::Q6_K, 151936, 2048, &[1])?;
+    }
+    if run("indexed") {
+        indexed(&ctx)?;
+    }
+    if run("per_type") {
+        per_type(&ctx)?;
+    }
+    Ok(())
 }
 
 fn gpu(_c: &mut Criterion) {
