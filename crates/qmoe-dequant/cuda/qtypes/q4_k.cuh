@@ -65,25 +65,7 @@ struct QtQ4K {
         r.q0 = *reinterpret_cast<const uint4*>(b->qs + 32 * p);
         r.q1 = *reinterpret_cast<const uint4*>(b->qs + 32 * p + 16);
         const uint4 h = *reinterpret_cast<const uint4*>(b);
-        const float d = __half2float(__ushort_as_half((unsigned short)(h.x & 0xFFFFu)));
-        const float dmin = __half2float(__ushort_as_half((unsigned short)(h.x >> 16)));
-        // scale_min on registers: scales[0..4] = h.y, [4..8] = h.z, [8..12] = h.w.
-        // Sub-blocks 2p, 2p + 1 are both < 4 (p < 2) or both >= 4.
-        uint32_t sc0, m0, sc1, m1;
-        const int j0 = 2 * p & 3;
-        const uint32_t a0 = (h.y >> (8 * j0)) & 0xFFu, a1 = (h.y >> (8 * j0 + 8)) & 0xFFu;
-        const uint32_t z0 = (h.z >> (8 * j0)) & 0xFFu, z1 = (h.z >> (8 * j0 + 8)) & 0xFFu;
-        if (p < 2) {
-            sc0 = a0 & 63; m0 = z0 & 63; sc1 = a1 & 63; m1 = z1 & 63;
-        } else {
-            const uint32_t w0 = (h.w >> (8 * j0)) & 0xFFu, w1 = (h.w >> (8 * j0 + 8)) & 0xFFu;
-            sc0 = (w0 & 0x0F) | ((a0 >> 6) << 4); m0 = (w0 >> 4) | ((z0 >> 6) << 4);
-            sc1 = (w1 & 0x0F) | ((a1 >> 6) << 4); m1 = (w1 >> 4) | ((z1 >> 6) << 4);
-        }
-        r.a0 = d * qt_u2f(sc0, 8388608.0f);  // exact: 11-bit significand times a 6-bit integer
-        r.b0 = dmin * qt_u2f(m0, 8388608.0f);
-        r.a1 = d * qt_u2f(sc1, 8388608.0f);
-        r.b1 = dmin * qt_u2f(m1, 8388608.0f);
+        qt_k_scales_mins(h, p, &r.a0, &r.b0, &r.a1, &r.b1);
         return r;
     }
     __device__ static float scale(const Raw& r, int j) { return j < 4 ? r.a0 : r.a1; }
