@@ -137,44 +137,40 @@ fn matvec_indexed_f32(
     ops::check_ids("matvec_indexed_f32", ids, w.experts())?;
     let (rows, cols) = (w.rows(), w.cols());
     let xq = qmoe_matvec::reference::activations(precision, x, cols);
-    let mut cache: std::collections::HashMap<u32, Vec<f32>> = Default::default();
-    let mut y = vec![0f32; b * k * rows];
-    for t in 0..b {
-        for j in 0..k {
-            let slot = t * k + j;
-            let e = ids[slot];
-            let m = match cache.entry(e) {
-                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    let ex = w
-                        .expert(e as usize)
-                        .map_err(LayerError::dequant(w.name(), "QTensor::expert"))?;
-                    v.insert(ex.dequantize())
-                }
+    // Experts side by side, each decoded once. The ids were checked above, so every expert
+    // decodes; a task whose expert did not would get NaN rows, as the kernels write them.
+    let y = qmoe_matvec::reference::for_each_expert(
+        ids,
+        |e| w.expert(e).ok().map(|ex| ex.dequantize()),
+        |m, slot| {
+            let Some(m) = m else {
+                return vec![f32::NAN; rows];
             };
-            let xv = if x_per_slot { slot } else { t };
+            let xv = if x_per_slot { slot } else { slot / k };
             let xs = &x[xv * cols..(xv + 1) * cols];
             let xq = &xq[xv * cols..(xv + 1) * cols];
-            for r in 0..rows {
-                let row = &m[r * cols..(r + 1) * cols];
-                let mut acc = 0f32;
-                match precision {
+            m.chunks_exact(cols)
+                .map(|row| match precision {
                     Precision::F32 => {
+                        let mut acc = 0f32;
                         for c in 0..cols {
                             acc += row[c] * xs[c];
                         }
+                        acc
                     }
                     Precision::Q8_1 => {
+                        let mut acc = 0f32;
                         for (wb, xb) in row.chunks_exact(32).zip(xq.chunks_exact(32)) {
                             let s: f64 = wb.iter().zip(xb).map(|(&w, &x)| w as f64 * x).sum();
                             acc += s as f32;
                         }
+                        acc
                     }
-                }
-                y[slot * rows + r] = acc;
-            }
-        }
-    }
+                })
+                .collect()
+        },
+    );
+    debug_assert_eq!(y.len(), b * k * rows);
     Ok(y)
 }
 

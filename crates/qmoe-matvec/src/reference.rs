@@ -279,10 +279,13 @@ pub fn q8_1_model_bound(w: &QTensor<'_>, x: &[f32], b: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Runs `f(expert weights, magnitudes, task, x_task)` for every (token, slot) task, caching each
-/// distinct expert; tasks with an id ≥ E get `None`.
+/// Runs `f(expert weights and magnitudes, x_task)` for every (token, slot) task and returns the
+/// results in task order; tasks with an id ≥ E get `None`. Experts are decoded one at a time per
+/// thread ([`for_each_expert`]): at B = 512 nearly every expert is chosen, and holding all of them
+/// decoded (f32 weights and f64 magnitudes, 12 bytes per weight) would take ~2.4 GB per
+/// Qwen3-30B-A3B projection.
 #[allow(clippy::too_many_arguments)]
-fn per_task<T>(
+fn per_task<T: Send>(
     precision: Precision,
     w: &QTensor<'_>,
     ids: &[u32],
@@ -290,7 +293,7 @@ fn per_task<T>(
     x: &[f32],
     x_per_slot: bool,
     b: usize,
-    mut f: impl FnMut(Option<(&[f32], &[f64])>, &[f64]) -> Vec<T>,
+    f: impl Fn(Option<(&[f32], &[f64])>, &[f64]) -> Vec<T> + Sync,
 ) -> Vec<T> {
     assert_eq!(
         w.shape().len(),
@@ -304,21 +307,64 @@ fn per_task<T>(
     let vectors = if x_per_slot { b * k } else { b };
     assert_eq!(x.len(), vectors * kc, "x must be [b, K] or [b, k, K]");
     let x = activations(precision, x, kc);
-    let mut cache: std::collections::HashMap<u32, (Vec<f32>, Vec<f64>)> = Default::default();
-    let mut out = Vec::with_capacity(b * k * w.rows());
-    for (t, &e) in ids.iter().enumerate() {
+    let x_of = |t: usize| {
         let xv = if x_per_slot { t } else { t / k };
-        let xt = &x[xv * kc..(xv + 1) * kc];
-        if (e as usize) < w.experts() {
-            let entry = cache
-                .entry(e)
-                .or_insert_with(|| expert_weights(w, e as usize));
-            out.extend(f(Some((&entry.0, &entry.1)), xt));
-        } else {
-            out.extend(f(None, xt));
-        }
+        &x[xv * kc..(xv + 1) * kc]
+    };
+    for_each_expert(
+        ids,
+        |e| (e < w.experts()).then(|| expert_weights(w, e)),
+        |we, t| f(we.map(|(wt, mag)| (&wt[..], &mag[..])), x_of(t)),
+    )
+}
+
+/// `f(decoded expert, task)` for every task `t` of `ids` (an expert id per task), concatenated in
+/// task order. Each distinct id is decoded once by `decode` (`None`: the id is out of range), by
+/// one of up to `available_parallelism` threads that take the ids in turn, and dropped when its
+/// tasks are done. Every result depends only on its expert and task, so it is the same on any
+/// number of threads. The CPU paths' many-token forwards (B up to 4096) rest on this.
+pub fn for_each_expert<D, T: Send>(
+    ids: &[u32],
+    decode: impl Fn(usize) -> Option<D> + Sync,
+    f: impl Fn(Option<&D>, usize) -> Vec<T> + Sync,
+) -> Vec<T> {
+    let mut by_expert: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    for (t, &e) in ids.iter().enumerate() {
+        by_expert.entry(e).or_default().push(t);
     }
-    out
+    let groups: Vec<(u32, Vec<usize>)> = by_expert.into_iter().collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(groups.len())
+        .max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<Option<Vec<T>>> = (0..ids.len()).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let g = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((e, tasks)) = groups.get(g) else {
+                            break done;
+                        };
+                        let d = decode(*e as usize);
+                        done.extend(tasks.iter().map(|&t| (t, f(d.as_ref(), t))));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            for (t, r) in worker.join().expect("a reference worker panicked") {
+                results[t] = Some(r);
+            }
+        }
+    });
+    results
+        .into_iter()
+        .flat_map(|r| r.expect("every task belongs to one expert group"))
+        .collect()
 }
 
 /// Expert-indexed reference: `y[t, s, :] = W[ids[t, s]] · x_t` in f64 (`x_t` = `x[t]`, or
