@@ -39,6 +39,11 @@ pub struct Bench {
     /// Write the rows of this run as the baseline of its card (keeps the card's noise figure).
     #[arg(long, conflicts_with = "check")]
     write_baseline: bool,
+    /// With --from: draw the layer's µs per token against B (the graph-captured `moe_layer`
+    /// rows, one line per precision and down type) as an SVG at this path, and list every B
+    /// where µs per token rises.
+    #[arg(long, value_name = "SVG", requires = "from", conflicts_with_all = ["check", "write_baseline"])]
+    plot: Option<PathBuf>,
     /// Passed to criterion (e.g. a name filter, --sample-size 20).
     #[arg(last = true)]
     args: Vec<String>,
@@ -56,6 +61,30 @@ impl Bench {
         if self.validate {
             let n = validate_all(&root)?;
             eprintln!("bench --validate: {n} baseline(s) parse and name existing benches and ops");
+            return Ok(());
+        }
+        if let Some(out) = &self.plot {
+            let mut text = String::new();
+            for f in &self.from {
+                text += &std::fs::read_to_string(f).with_context(|| f.display().to_string())?;
+            }
+            let rows = parse_rows(&text);
+            let card = card_of(&rows)?;
+            let series = crate::plot::series(&rows);
+            let title = format!("MoE layer (Qwen3-30B-A3B shape), CUDA graph, {card}");
+            std::fs::write(out, crate::plot::svg(&series, &title)?)
+                .with_context(|| out.display().to_string())?;
+            eprintln!(
+                "bench --plot: {} series into {}",
+                series.len(),
+                out.display()
+            );
+            // A rise counts when it is beyond the card's measured run-to-run noise (its baseline).
+            let path = root.join(BASELINES).join(format!("{}.json", slug(&card)));
+            let noise = Baseline::load(&path).map_or(DEFAULT_NOISE, |b| b.noise);
+            for r in crate::plot::rises(&series, noise) {
+                println!("rises: {r}");
+            }
             return Ok(());
         }
         if self.check || self.write_baseline {

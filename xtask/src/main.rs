@@ -11,6 +11,7 @@ mod gen;
 mod mutants;
 mod nvcc;
 mod oracle;
+mod plot;
 mod ptx;
 mod test_gpu;
 
