@@ -139,13 +139,16 @@ fn check_stack(op: &'static str, w: &DeviceQTensor, plan: &RoutePlan) -> Result<
         });
     }
     let e = plan.config().n_experts;
-    if w.shape().len() != 3 || w.experts() != e || !w.cols().is_multiple_of(32) {
+    // Empty rows or no rows would launch no staging pass (the slot list would be read without
+    // a barrier) or an empty grid: refused with the rest of the shape.
+    let empty = w.rows() == 0 || w.cols() == 0;
+    if w.shape().len() != 3 || w.experts() != e || !w.cols().is_multiple_of(32) || empty {
         return Err(GemmError::Shape {
             op,
             name: w.name().to_string(),
             expected: format!(
-                "a 3-D [experts = {e} (the route plan's), rows, cols] tensor with cols a \
-                 multiple of 32"
+                "a 3-D [experts = {e} (the route plan's), rows ≥ 1, cols] tensor with cols a \
+                 positive multiple of 32"
             ),
             shape: w.shape().to_vec(),
         });

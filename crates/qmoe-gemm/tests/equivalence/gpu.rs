@@ -201,12 +201,15 @@ fn qwen3_30b_a3b_shapes_are_within_the_bound_of_the_reference() {
             let sub_ids: Vec<u32> = slots().map(|s| ids[s]).collect();
             let sub_x = rows_of(&x, h, tokens.iter().copied());
             let what = format!("{q} down, B={b}");
-            gen::check(
-                &format!("{what}: act"),
-                &rows_of(&got.act, i, slots()),
-                &reference::gate_up_ref(&gate, &up, &sub_ids, k, &sub_x, nb),
-                &reference::gate_up_bound(&gate, &up, &sub_ids, k, &sub_x, nb),
-            );
+            // Gate+up is the same launch for both down types: checked once.
+            if q == QType::Q4_K {
+                gen::check(
+                    &format!("{what}: act"),
+                    &rows_of(&got.act, i, slots()),
+                    &reference::gate_up_ref(&gate, &up, &sub_ids, k, &sub_x, nb),
+                    &reference::gate_up_bound(&gate, &up, &sub_ids, k, &sub_x, nb),
+                );
+            }
             let sub_act = rows_of(&got.act, i, slots());
             gen::check(
                 &format!("{what}: y"),
