@@ -41,7 +41,7 @@ fn cols(q: QType, n: usize) -> usize {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn emulated_gate_up_is_within_the_bound_of_the_reference(
