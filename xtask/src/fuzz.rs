@@ -11,6 +11,7 @@ pub const OPS: &[(&str, &str, &str)] = &[
     ("matvec", "qmoe-matvec", "equivalence"),
     ("swiglu", "qmoe-swiglu", "equivalence"),
     ("router", "qmoe-router", "equivalence"),
+    ("gemm", "qmoe-gemm", "equivalence"),
     ("layer", "qmoe-layer", "equivalence"),
     ("gguf", "qmoe-gguf", "hostile"),
 ];
@@ -19,7 +20,7 @@ pub const OPS: &[(&str, &str, &str)] = &[
 #[derive(clap::Args)]
 pub struct Fuzz {
     /// The op: check, quant (reference dequant and quantizers, CPU), dequant (GPU), matvec,
-    /// swiglu, router, layer, gguf.
+    /// swiglu, router, gemm, layer, gguf.
     op: String,
     /// Cases per property (PROPTEST_CASES).
     #[arg(long, default_value_t = 10_000)]

@@ -160,6 +160,17 @@ fn instances(types: &[QTypeRow], u: &Unit) -> Vec<(String, &'static str, String)
                 }
             }
         }
+        Family::Gemm => {
+            for t in types.iter().filter(|t| t.has(Family::Gemm)) {
+                let tr = t.traits.expect("a gemm type has a traits struct");
+                v.push((
+                    format!("qmoe_gemm_gate_up_{}", t.name),
+                    "GATE_UP",
+                    tr.to_string(),
+                ));
+                v.push((format!("qmoe_gemm_down_{}", t.name), "DOWN", tr.to_string()));
+            }
+        }
     }
     v
 }
@@ -168,6 +179,7 @@ fn unit_tag(u: &Unit) -> &'static str {
     match u.family {
         Family::Dequant => "QMOE_DEQUANT",
         Family::Matvec => "MV",
+        Family::Gemm => "GM",
     }
 }
 
@@ -206,6 +218,7 @@ fn render_cuh(types: &[QTypeRow], u: &Unit) -> String {
     let slots: Vec<&str> = match u.family {
         Family::Dequant => vec!["BLOCKS", "FLOAT"],
         Family::Matvec => vec!["DENSE", "INDEXED", "GATE_UP"],
+        Family::Gemm => vec!["GATE_UP", "DOWN"],
     };
     let _ = write!(s, "\n#define {tag}_INSTANCES({}) \\\n", slots.join(", "));
     for (name, slot, args) in instances(types, u) {
@@ -368,6 +381,25 @@ fn render_rs(types: &[QTypeRow], u: &Unit) -> String {
                 .collect();
             s += &names.join(", ");
             s += "];\n";
+        }
+        Family::Gemm => {
+            s += "\n/// Per type, its grouped GEMM kernels: `[gate+up with SwiGLU, down]`.\n\
+                  pub(crate) const BY_TYPE: &[(QType, [&str; 2])] = &[\n";
+            let rows: Vec<&QTypeRow> = types.iter().filter(|t| t.has(Family::Gemm)).collect();
+            for t in &rows {
+                let _ = writeln!(
+                    s,
+                    "    (QType::{}, [\"qmoe_gemm_gate_up_{}\", \"qmoe_gemm_down_{}\"]),",
+                    t.rust, t.name, t.name
+                );
+            }
+            s += "];\n";
+            let names: Vec<String> = rows.iter().map(|t| format!("QType::{}", t.rust)).collect();
+            let _ = write!(
+                s,
+                "\n/// The types the grouped GEMM reads.\npub const QTYPES: &[QType] = &[{}];\n",
+                names.join(", ")
+            );
         }
     }
     s

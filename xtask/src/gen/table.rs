@@ -10,6 +10,10 @@ pub enum Family {
     Dequant,
     /// Dense, expert-indexed and (same-type) fused gate+up f32 GEMV (`matvec.cu`).
     Matvec,
+    /// The grouped MoE GEMM on int8 tensor cores (`gemm.cu`): gate+up with the SwiGLU epilogue
+    /// and down, per expert tile of a `RoutePlan`; the type's header provides the int8 mma
+    /// members (qtypes/common.cuh).
+    Gemm,
 }
 
 /// One tensor element type.
@@ -66,21 +70,21 @@ pub const QTYPES: &[QTypeRow] = &[
         rust: "Q8_0",
         traits: Some("QtQ8_0"),
         load: None,
-        families: &[Family::Dequant, Family::Matvec],
+        families: &[Family::Dequant, Family::Matvec, Family::Gemm],
     },
     QTypeRow {
         name: "q4_k",
         rust: "Q4_K",
         traits: Some("QtQ4K"),
         load: None,
-        families: &[Family::Dequant, Family::Matvec],
+        families: &[Family::Dequant, Family::Matvec, Family::Gemm],
     },
     QTypeRow {
         name: "q6_k",
         rust: "Q6_K",
         traits: Some("QtQ6K"),
         load: None,
-        families: &[Family::Dequant, Family::Matvec],
+        families: &[Family::Dequant, Family::Matvec, Family::Gemm],
     },
     QTypeRow {
         name: "q4_0",
@@ -380,5 +384,118 @@ pub const MATVEC: Unit = Unit {
     singles: &[("qmoe_quantize_q8_1", "Q8_1Params")],
 };
 
+/// The grouped GEMM's generated files.
+pub const GEMM: Unit = Unit {
+    family: Family::Gemm,
+    cuh: "crates/qmoe-gemm/cuda/gemm.gen.cuh",
+    rs: "crates/qmoe-gemm/src/launch.gen.rs",
+    params: &[
+        ParamStruct {
+            name: "GemmParams",
+            doc: "One grouped GEMM over a RoutePlan's tiles: gate+up (act[s, R] = swiglu(Wg[e] · \
+                  x[s / top_k], Wu[e] · x[s / top_k])) or down (y[s, R] = W[e] · act[s]), for \
+                  every slot s of every tile of expert e.",
+            fields: &[
+                (
+                    "w0",
+                    Ty::Ptr("const uint8_t"),
+                    "the [E, R, K] (gate) weights",
+                ),
+                (
+                    "w1",
+                    Ty::Ptr("const uint8_t"),
+                    "gate+up: the [E, R, K] up weights; down: unused",
+                ),
+                (
+                    "x",
+                    Ty::Ptr("const float"),
+                    "activation vectors of K: one per token (gate+up) or per slot (down)",
+                ),
+                (
+                    "perm",
+                    Ty::Ptr("const uint32_t"),
+                    "the plan's slot per padded row",
+                ),
+                (
+                    "tiles",
+                    Ty::Ptr("const uint32_t"),
+                    "the plan's (expert, first padded row) per tile",
+                ),
+                ("out", Ty::Ptr("float"), "n_slots vectors of R"),
+                (
+                    "expert_bytes",
+                    Ty::U64,
+                    "bytes of one expert of each matrix",
+                ),
+                ("row_bytes", Ty::U32, "bytes of one row"),
+                ("n_experts", Ty::U32, "E"),
+                ("rows", Ty::U32, "R"),
+                ("k", Ty::U32, "K"),
+                ("n_slots", Ty::U32, "B x top_k"),
+                (
+                    "x_div",
+                    Ty::U32,
+                    "slot s reads activation vector s / x_div (top_k for gate+up, 1 for down)",
+                ),
+            ],
+        },
+        ParamStruct {
+            name: "GemmCombineParams",
+            doc: "The MoE combine: ffn[t, R] = sum over slots j (ascending) of wts[t, j] * \
+                  y[t, j], out = resid + ffn.",
+            fields: &[
+                (
+                    "y",
+                    Ty::Ptr("const float"),
+                    "the [B, top_k, R] per-slot outputs",
+                ),
+                (
+                    "wts",
+                    Ty::Ptr("const float"),
+                    "the [B, top_k] routing weights",
+                ),
+                (
+                    "ids",
+                    Ty::Ptr("const uint32_t"),
+                    "the [B, top_k] expert ids",
+                ),
+                ("resid", Ty::Ptr("const float"), "the [B, R] residual"),
+                ("ffn", Ty::Ptr("float"), "[B, R]: the weighted sum"),
+                ("out", Ty::Ptr("float"), "[B, R]: resid + ffn"),
+                ("n_tokens", Ty::U32, "B"),
+                ("top_k", Ty::U32, "slots per token"),
+                ("rows", Ty::U32, "R"),
+                (
+                    "n_experts",
+                    Ty::U32,
+                    "E: a slot whose id is >= E makes its token NaN",
+                ),
+            ],
+        },
+    ],
+    consts: &[
+        ("GM_THREADS", "THREADS", 256, "threads per block (8 warps)"),
+        (
+            "GM_TILE_M",
+            "TILE_M",
+            32,
+            "token slots per tile: the RoutePlan's tile height",
+        ),
+        (
+            "GM_TILE_ROWS",
+            "TILE_ROWS",
+            128,
+            "output rows per block: 16 per warp, one m16 fragment",
+        ),
+        (
+            "GM_K_CHUNK",
+            "K_CHUNK",
+            256,
+            "activations staged per pass, in Q8_1 blocks of 32",
+        ),
+    ],
+    singles: &[("qmoe_gemm_combine", "GemmCombineParams")],
+};
+
 /// Every generated unit.
-pub const UNITS: &[Unit] = &[DEQUANT, MATVEC];
+pub const UNITS: &[Unit] = &[DEQUANT, MATVEC, GEMM];

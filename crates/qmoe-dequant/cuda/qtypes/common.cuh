@@ -25,8 +25,18 @@
 //                of the block's first weight). Integer sums by dp4a are exact; each is scaled
 //                once, in the order stated next to each type (qmoe-matvec's reference derives
 //                the bound from it).
-//   A tensor-core tile load is the next member; a type without a member simply has no such
-//   instances in the table.
+//   int8 mma     the grouped GEMM (qmoe-gemm's gemm.cu): a row is cut into sub-blocks of
+//                QT::MMA_SUB weights (32, or 16 for types whose scales cover 16 weights), each
+//                with its own scale; weight w of sub-block j is a * code - b, code a signed int8.
+//                QT::mma_codes4(block bytes, j, c) returns the codes of weights c .. c + 4 of
+//                sub-block j (c a multiple of 4) packed little-endian; QT::mma_scale(block
+//                bytes, j, &a, &b) returns a and b, both exact in f32 (b = 0 when
+//                !QT::MMA_HAS_MIN). The kernel's exact integer sum S = sum code * q_x over a
+//                sub-block is scaled as acc = fma(fl(a * d_x), S, acc), then, with a min,
+//                acc = fma(-b, s_x, acc): s_x is a Q8_1 block's sum, so a type with a min must
+//                have 32-weight sub-blocks. The block bytes are read from global memory (the
+//                codes by aligned 4-byte words that stay inside the block).
+//   A type without a member simply has no such instances in the table.
 //
 // Include as "../../qmoe-dequant/cuda/qtypes.gen.cuh" (every type) from any .cu.
 

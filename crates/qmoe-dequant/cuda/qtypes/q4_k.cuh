@@ -115,6 +115,24 @@ struct QtQ4K {
         acc = fmaf(__fmul_rn(r.a1, dd.z), (float)s1, acc);
         return fmaf(-r.b1, dd.w, acc);
     }
+
+    // ---- int8 mma sub-blocks ----------------------------------------------------------------
+    // Sub-block j (0..8) is weights 32j .. 32j + 32: the low nibbles of qs[32(j/2) ..] for even
+    // j, the high ones for odd j (codes 0..15); a = d * sc, b = dmin * m (qt_k_scales_mins).
+    static constexpr int MMA_SUB = 32;
+    static constexpr bool MMA_HAS_MIN = true;
+    __device__ static __forceinline__ uint32_t mma_codes4(const uint8_t* bytes, int j, int c) {
+        // 16-byte aligned blocks (144 = 9 x 16 bytes, rows of whole blocks): one aligned word.
+        const uint32_t w = *reinterpret_cast<const uint32_t*>(bytes + 16 + 32 * (j >> 1) + c);
+        return (w >> (4 * (j & 1))) & 0x0F0F0F0Fu;
+    }
+    __device__ static __forceinline__ void mma_scale(const uint8_t* bytes, int j, float* a, float* b) {
+        const uint4 h = *reinterpret_cast<const uint4*>(bytes);
+        float a0, b0, a1, b1;
+        qt_k_scales_mins(h, j >> 1, &a0, &b0, &a1, &b1);
+        *a = (j & 1) ? a1 : a0;
+        *b = (j & 1) ? b1 : b0;
+    }
 };
 static_assert(sizeof(QtQ4K::block) == QtQ4K::BLOCK_BYTES, "q4_k block must be 144 bytes");
 

@@ -125,6 +125,28 @@ struct QtQ6K {
         }
         return acc;
     }
+
+    // ---- int8 mma sub-blocks ----------------------------------------------------------------
+    // Sub-block j (0..16) is weights 16j .. 16j + 16: half h = j/8, quarter q = (j%8)/2,
+    // l = 16(j%2) + c; code = (nibble q/2 of ql[64h + 32(q%2) + l] | bits (qh[32h + l] >> 2q) & 3
+    // << 4) - 32; a = d * scales[j] (exact: 11-bit significand times an 8-bit integer), no min.
+    static constexpr int MMA_SUB = 16;
+    static constexpr bool MMA_HAS_MIN = false;
+    __device__ static __forceinline__ uint32_t mma_codes4(const uint8_t* bytes, int j, int c) {
+        const int h = j >> 3, q = (j & 7) >> 1, l = 16 * (j & 1) + c;
+        // 2-byte aligned blocks: qt_ld4_a2 reads the aligned words overlapping the 4 bytes
+        // (inside the tensor, padded to 16 bytes, whatever the block's offset).
+        const uint32_t lo = qt_ld4_a2(bytes + 64 * h + 32 * (q & 1) + l);
+        const uint32_t hi = qt_ld4_a2(bytes + 128 + 32 * h + l);
+        const uint32_t u = ((lo >> (4 * (q >> 1))) & 0x0F0F0F0Fu) | (((hi >> (2 * q)) & 0x03030303u) << 4);
+        // u - 32 per byte as int8, as in dot_q8: no byte carries (u + 0x60 <= 0x9F).
+        return (u + 0x60606060u) ^ 0x80808080u;
+    }
+    __device__ static __forceinline__ void mma_scale(const uint8_t* bytes, int j, float* a, float* b) {
+        const block* blk = reinterpret_cast<const block*>(bytes);
+        *a = __half2float(blk->d) * (float)blk->scales[j];
+        *b = 0.0f;
+    }
 };
 static_assert(sizeof(QtQ6K::block) == QtQ6K::BLOCK_BYTES, "q6_k block must be 210 bytes");
 

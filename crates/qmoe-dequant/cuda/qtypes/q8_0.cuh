@@ -64,6 +64,19 @@ struct QtQ8_0 {
         const int S = qt_dp16(w1, qt_ld_x16(xq, x0 + 16), qt_dp16(w0, qt_ld_x16(xq, x0), 0));
         return fmaf(__fmul_rn(r.d, ds[x0 >> 5].x), (float)S, acc);
     }
+
+    // ---- int8 mma sub-blocks ----------------------------------------------------------------
+    // The block is the one sub-block: codes qs, a = d, no min.
+    static constexpr int MMA_SUB = 32;
+    static constexpr bool MMA_HAS_MIN = false;
+    __device__ static __forceinline__ uint32_t mma_codes4(const uint8_t* bytes, int, int c) {
+        // 34-byte blocks are 2-byte aligned: qt_ld4_a2, as for Q6_K.
+        return qt_ld4_a2(bytes + 2 + c);
+    }
+    __device__ static __forceinline__ void mma_scale(const uint8_t* bytes, int, float* a, float* b) {
+        *a = __half2float(reinterpret_cast<const block*>(bytes)->d);
+        *b = 0.0f;
+    }
 };
 static_assert(sizeof(QtQ8_0::block) == QtQ8_0::BLOCK_BYTES, "q8_0 block must be 34 bytes");
 
