@@ -7,7 +7,9 @@
 //! over the 8 layers (measured from a traced run). One `QMOE-BENCH {json}` line per measurement;
 //! per-kernel times (each stage of the 8 layers captured alone in a graph) as op "moe_layer_stage".
 //! `"pdl"` says whether the launches were programmatic dependent launches (sm_90+ with
-//! `QMOE_PDL=1`).
+//! `QMOE_PDL=1`). At B = 1 and 8 with Q8_1 activations the same stack also runs on the
+//! persistent schedule (one launch per layer, graph), op "moe_layer_persistent": the same
+//! fields, bytes, floor and read ceiling as the three-launch rows, so the two compare directly.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
@@ -16,7 +18,7 @@ use qmoe_dequant::{Precision, QTensor, QType};
 use qmoe_gpu::Gpu;
 use qmoe_layer::{
     layer_ref, ForwardStage, LayerWorkspace, MoeConfig, MoeLayerStack, MoeLayerWeights,
-    RefPrecision, StackWorkspace, EXPERT_QTYPES,
+    RefPrecision, Schedule, StackWorkspace, EXPERT_QTYPES,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -190,25 +192,37 @@ fn gpu_layer(_c: &mut Criterion) {
                 let captured = gpu
                     .bench(10, 200, |_| graph.launch(&stack, &mut ws).map_err(to_gpu))
                     .unwrap();
-                // One row per measured forward of the 8 layers (three launches per layer).
-                let layer_row = |stack_us: f64, graph: bool| {
+                // One row per measured forward of the 8 layers (`launches` per layer).
+                let layer_row = |op: &str, stack_us: f64, graph: bool, launches: usize| {
                     let us = stack_us / SETS as f64;
                     let gbps = bytes / (us * 1e-6) / 1e9;
                     let floor_us = bytes / (ceiling_gbps * 1e9) * 1e6;
                     line(serde_json::json!({
-                        "op": "moe_layer", "precision": prec.name(), "qtype": format!("gate q4_k, up q4_k, down {down_type}"),
+                        "op": op, "precision": prec.name(), "qtype": format!("gate q4_k, up q4_k, down {down_type}"),
                         "down": down_type.to_string(), "graph": graph,
                         "shape": "H2048 I768 E128 k8 (qwen3-30b-a3b)", "b": b, "card": card, "arch": arch,
                         "bytes": bytes.round(), "distinct_experts": distinct, "median_us": us,
                         "gbps": gbps, "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / ceiling_gbps,
                         "floor_us": floor_us, "ratio_to_floor": us / floor_us,
                         "vs_pytorch_424us": 424.0 / us, "layers_rotated": SETS,
-                        "launches_per_layer": ForwardStage::ALL.len(),
+                        "launches_per_layer": launches,
                         "pdl": qmoe_gpu::launch::pdl_enabled(&gpu),
                     }));
                 };
-                layer_row(direct.median_us, false);
-                layer_row(captured.median_us, true);
+                let three = ForwardStage::ALL.len();
+                layer_row("moe_layer", direct.median_us, false, three);
+                layer_row("moe_layer", captured.median_us, true, three);
+                if prec == Precision::Q8_1 && (b == 1 || b == 8) {
+                    stack.set_schedule(Schedule::Persistent);
+                    let mut pws = StackWorkspace::new(&gpu, &cfg, b).unwrap();
+                    gpu.upload_into(&h, pws.input_mut()).unwrap();
+                    let pgraph = stack.capture(&gpu, &mut pws).unwrap();
+                    let persistent = gpu
+                        .bench(10, 200, |_| pgraph.launch(&stack, &mut pws).map_err(to_gpu))
+                        .unwrap();
+                    stack.set_schedule(Schedule::ThreeLaunches);
+                    layer_row("moe_layer_persistent", persistent.median_us, true, 1);
+                }
                 // Per-kernel: each stage of the 8 layers alone in a graph (inputs from the last run).
                 let mut lws = LayerWorkspace::new(&gpu, &cfg, b).unwrap();
                 lws.set_precision(prec);

@@ -1,4 +1,5 @@
-//! The GPU forward of one layer: three launches on the device's stream, no host synchronisation,
+//! The GPU forward of one layer: three launches on the device's stream (or, with
+//! [`Schedule::Persistent`], one persistent launch of the same stages), no host synchronisation,
 //! every buffer preallocated in a [`LayerWorkspace`] so the step can be captured in a CUDA graph.
 
 use std::fmt;
@@ -9,7 +10,7 @@ use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::Gpu;
 
 use crate::trace::UnknownStage;
-use crate::{ops, DeviceMoeLayer, LayerError, LayerTrace, MoeConfig, Result, Stage};
+use crate::{ops, DeviceMoeLayer, LayerError, LayerTrace, MoeConfig, Result, Schedule, Stage};
 
 /// One of the three launches of a forward (what per-kernel timings are taken of). Not the same
 /// thing as a traced [`Stage`]: each launch fills several of those.
@@ -82,6 +83,7 @@ pub struct LayerWorkspace {
     cfg: MoeConfig,
     b: usize,
     precision: Precision,
+    schedule: Schedule,
     pub(crate) xn: CudaSlice<f32>,
     pub(crate) ids: CudaSlice<u32>,
     pub(crate) weights: CudaSlice<f32>,
@@ -105,6 +107,7 @@ impl LayerWorkspace {
             cfg: *cfg,
             b,
             precision: Precision::F32,
+            schedule: Schedule::ThreeLaunches,
             xn: gpu.poisoned_f32(b * h)?,
             ids: gpu.zeros::<u32>(b * k)?,
             weights: gpu.poisoned_f32(b * k)?,
@@ -133,6 +136,18 @@ impl LayerWorkspace {
     /// before keeps the precision it was captured with).
     pub fn set_precision(&mut self, precision: Precision) {
         self.precision = precision;
+    }
+
+    /// Which kernels the next forwards run: [`Schedule::ThreeLaunches`] unless set.
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
+    }
+
+    /// Sets the schedule of the next forwards ([`DeviceMoeLayer::forward`] and a stack's
+    /// forward; a traced forward always runs the three launches, whose stages it records). A
+    /// graph captured before keeps the schedule it was captured with.
+    pub fn set_schedule(&mut self, schedule: Schedule) {
+        self.schedule = schedule;
     }
 
     /// The configuration it was made for.
@@ -200,8 +215,10 @@ impl DeviceMoeLayer {
         Ok(())
     }
 
-    /// The three launches. `down` is the tensor the down projection dispatches on (the layer's
-    /// own, or a fault-injected stand-in); `logits` also writes the router logits.
+    /// The forward: the three launches, or the persistent launch when the workspace's schedule
+    /// is [`Schedule::Persistent`] and no logits are asked for. `down` is the tensor the down
+    /// projection dispatches on (the layer's own, or a fault-injected stand-in); `logits` also
+    /// writes the router logits (three launches only: the persistent kernel does not).
     pub(crate) fn launch_forward(
         &self,
         gpu: &Gpu,
@@ -211,6 +228,9 @@ impl DeviceMoeLayer {
         ws: &mut LayerWorkspace,
         logits: bool,
     ) -> Result<()> {
+        if ws.schedule == Schedule::Persistent && !logits {
+            return self.launch_persistent(gpu, down, h_in, h_out, ws);
+        }
         for stage in ForwardStage::ALL {
             self.launch_stage(gpu, stage, down, h_in, h_out, ws, logits)?;
         }
@@ -307,7 +327,8 @@ impl DeviceMoeLayer {
         self.launch_forward(gpu, &self.down, h_in, h_out, ws, false)
     }
 
-    /// The forward with every stage recorded (synchronises: not for the hot path). Gate and up
+    /// The forward with every stage recorded (synchronises: not for the hot path), always as the
+    /// three launches whatever the workspace's schedule. Gate and up
     /// are traced by separate indexed matvecs next to the fused launch, which stays the one
     /// that feeds the down projection. `down` overrides the down tensor (fault injection).
     pub(crate) fn forward_traced_with(

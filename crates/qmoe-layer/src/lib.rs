@@ -2,8 +2,8 @@
 //! B = 1..8 tokens, with a CPU reference layer of the same stage structure, a sub-stage trace
 //! both paths fill under the same names, a layer stack and its CUDA-graph capture.
 //!
-//! Key design decision: the layer composes the op crates' kernels and has none of its own. One
-//! forward is **three dependent launches** on one stream:
+//! Key design decision: the layer composes the op crates' kernels. One forward is **three
+//! dependent launches** on one stream:
 //! 1. `norm_router` — RMSNorm of the residual stream computed inside the router kernel
 //!    (qmoe-router's `router_norm_gpu`), which also stores the normalised input for the experts;
 //! 2. `gate_up_swiglu` — the selected experts' gate and up projections with the SwiGLU
@@ -20,6 +20,12 @@
 //! nothing assumes a type by position. Tracing is a separate entry point, so the hot path carries
 //! no branch or copy for it.
 //!
+//! The one kernel of its own, `cuda/layer.cu`, is the same three stages in one persistent launch
+//! ([`Schedule::Persistent`], set per workspace; Q8_1, Q4_K gate/up, Q4_K or Q6_K down): it runs
+//! the op crates' own device bodies as work items gated by integer device-side counters, so its
+//! output equals the three launches' bit for bit. It is measured against them; the default stays
+//! [`Schedule::ThreeLaunches`] until it wins.
+//!
 //! **Invariant:** [`DeviceMoeLayer::forward`] and [`MoeLayerStack::forward_device`] only enqueue
 //! work on the device's stream: no allocation, no host read of device data.
 #![deny(missing_docs)]
@@ -28,6 +34,7 @@ mod config;
 mod error;
 mod forward;
 mod ops;
+mod persistent;
 pub mod reference;
 mod stack;
 mod trace;
@@ -36,6 +43,7 @@ mod weights;
 pub use config::{q4_k_m_down_type, q4_k_m_more_bits, MoeConfig, MAX_BATCH};
 pub use error::{LayerError, Result};
 pub use forward::{ForwardStage, LayerWorkspace, FORWARD_STAGES};
+pub use persistent::{Schedule, KERNELS, PTX};
 pub use reference::{layer_ref, layer_ref_traced, RefPrecision};
 pub use stack::{wrong_down_type, Fault, MoeLayerStack, StackGraph, StackWorkspace};
 pub use trace::{LayerTrace, Stage, UnknownStage, STAGE_NAMES};

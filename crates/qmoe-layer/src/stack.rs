@@ -11,6 +11,7 @@ use qmoe_gpu::{Gpu, GpuError};
 use crate::reference::{layer_ref_traced, RefPrecision};
 use crate::{
     DeviceMoeLayer, LayerError, LayerTrace, LayerWorkspace, MoeConfig, MoeLayerWeights, Result,
+    Schedule,
 };
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -149,6 +150,7 @@ pub struct MoeLayerStack<'a> {
     faults: Vec<Option<Fault>>,
     fault_down: Vec<Option<DeviceQTensor>>,
     precision: Precision,
+    schedule: Schedule,
 }
 
 impl std::fmt::Debug for MoeLayerStack<'_> {
@@ -186,6 +188,7 @@ impl<'a> MoeLayerStack<'a> {
             faults: vec![None; n],
             fault_down: (0..n).map(|_| None).collect(),
             precision: Precision::F32,
+            schedule: Schedule::ThreeLaunches,
         })
     }
 
@@ -223,6 +226,17 @@ impl<'a> MoeLayerStack<'a> {
     /// The precision set by [`MoeLayerStack::set_precision`].
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// The schedule every layer of [`MoeLayerStack::forward_device`] runs
+    /// ([`Schedule::ThreeLaunches`] by default). A graph captured before keeps its schedule.
+    pub fn set_schedule(&mut self, schedule: Schedule) {
+        self.schedule = schedule;
+    }
+
+    /// The schedule set by [`MoeLayerStack::set_schedule`].
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
     }
 
     /// Makes layer `layer`'s GPU path defective (see [`Fault`]); the CPU reference is unchanged.
@@ -292,6 +306,7 @@ impl<'a> MoeLayerStack<'a> {
             ));
         }
         ws.layer.set_precision(self.precision);
+        ws.layer.set_schedule(self.schedule);
         let [h0, h1] = &mut ws.h;
         for (i, layer) in self.device.iter().enumerate() {
             let (src, dst) = if i % 2 == 0 {

@@ -2,7 +2,8 @@
 //! matters, SwiGLU's orientation), validation errors, the reference layer's precisions and stage
 //! structure. GPU (in equivalence/gpu.rs and equivalence/heavy.rs): stage-by-stage
 //! against the reference, every qtype triple, graph replay, bad calls, fault injection, the
-//! 48-layer Qwen3-30B-A3B run, adversarial magnitudes, and the dump for the PyTorch cross-check.
+//! 48-layer Qwen3-30B-A3B run, adversarial magnitudes, and the dump for the PyTorch cross-check;
+//! the persistent schedule against the three launches, bit for bit (equivalence/persistent.rs).
 
 mod support;
 
@@ -10,6 +11,8 @@ mod support;
 mod gpu;
 #[path = "equivalence/heavy.rs"]
 mod heavy;
+#[path = "equivalence/persistent.rs"]
+mod persistent;
 
 use proptest::prelude::*;
 use qmoe_check::{compare, Thresholds};
