@@ -46,15 +46,17 @@ pub(crate) fn lookup(op: Op, q: QType) -> Option<&'static str> {
 ///
 /// # Safety
 /// `w0` (and `w1` for [`Op::GateUp`], of the same shape) is a 3-D `[E, R, K]` tensor of a type in
-/// [`QTYPES`] with E = the plan's experts and K a multiple of 32; `x` holds ≥ (n_slots / x_div)·K
-/// elements (one vector per token for gate+up, per slot for down) and `out` ≥ n_slots·R; the
-/// plan's tile height is [`TILE_M`].
+/// [`QTYPES`] with E = the plan's experts and K a multiple of 32; `x` holds ≥ B·K elements (one
+/// vector per token) or, with `x_per_slot`, ≥ n_slots·K (one per slot), and `out` ≥ n_slots·R;
+/// the plan's tile height is [`TILE_M`].
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn launch_gemm(
     gpu: &Gpu,
     op: Op,
     w0: &DeviceQTensor,
     w1: Option<&DeviceQTensor>,
     x: &CudaSlice<f32>,
+    x_per_slot: bool,
     plan: &RoutePlan,
     out: &mut CudaSlice<f32>,
 ) -> Result<()> {
@@ -79,10 +81,7 @@ pub(crate) unsafe fn launch_gemm(
         rows: w0.rows() as u32,
         k: w0.cols() as u32,
         n_slots: cfg.slots() as u32,
-        x_div: match op {
-            Op::GateUp => cfg.top_k as u32,
-            Op::Down => 1,
-        },
+        x_div: if x_per_slot { 1 } else { cfg.top_k as u32 },
     };
     let blocks = (
         w0.rows().div_ceil(TILE_ROWS) as u32,

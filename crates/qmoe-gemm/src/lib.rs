@@ -218,14 +218,15 @@ pub fn gate_up_swiglu(
     buffer(OP, "act", s * i, act.len(), || format!("[B·k={s}, I={i}]"))?;
     // SAFETY: gate and up are [E, I, H] of one GEMM type, E the plan's, H a multiple of 32;
     // x ≥ B·H and act ≥ B·k·I elements; the plan's tile height is TILE_M: checked above.
-    unsafe { launch::launch_gemm(gpu, Op::GateUp, gate, Some(up), x, plan, act) }
+    unsafe { launch::launch_gemm(gpu, Op::GateUp, gate, Some(up), x, false, plan, act) }
         .map_err(|source| GemmError::Gpu { op: OP, source })
 }
 
 /// Down over the plan's tiles, in one launch: for every slot s of every live tile of expert e,
 /// `y[s, :] = Wd[e]·â_s`, â_s the Q8_1 values of `act[s]` (`[B·k, I]`), written to row s of `y`
 /// (`[B·k, H]`); rows of dropped slots are not written. `w` is `[E, H, I]` of a type in
-/// [`QTYPES`], E the plan's; the plan's tile height is [`TILE_M`].
+/// [`QTYPES`], E the plan's; the plan's tile height is [`TILE_M`]. [`matmul`] with one input
+/// vector per slot.
 pub fn down(
     gpu: &Gpu,
     w: &DeviceQTensor,
@@ -233,17 +234,49 @@ pub fn down(
     plan: &RoutePlan,
     y: &mut CudaSlice<f32>,
 ) -> Result<()> {
-    const OP: &str = "down";
-    check_plan(OP, plan)?;
-    check_stack(OP, w, plan)?;
-    let s = plan.config().slots();
-    let (h, i) = (w.rows(), w.cols());
-    buffer(OP, "act", s * i, act.len(), || format!("[B·k={s}, I={i}]"))?;
-    buffer(OP, "y", s * h, y.len(), || format!("[B·k={s}, H={h}]"))?;
-    // SAFETY: w is [E, H, I] of a GEMM type, E the plan's, I a multiple of 32; act ≥ B·k·I and
-    // y ≥ B·k·H elements; the plan's tile height is TILE_M: checked above.
-    unsafe { launch::launch_gemm(gpu, Op::Down, w, None, act, plan, y) }
-        .map_err(|source| GemmError::Gpu { op: OP, source })
+    matmul_op("down", gpu, w, act, true, plan, y)
+}
+
+/// The grouped matmul without an epilogue, in one launch (the down kernel): for every slot
+/// `s = t·k + j` of every live tile of expert e, `y[s, :] = W[e]·x̂`, x̂ the Q8_1 values of
+/// `x[s]` (`x_per_slot`, `x` `[B·k, K]`) or of the token's `x[t]` (`x` `[B, K]`). `y` is
+/// `[B·k, R]`; rows of dropped slots are not written. `w` is `[E, R, K]` of a type in
+/// [`QTYPES`], E the plan's. What a traced layer records as the gate and up projections next to
+/// the fused [`gate_up_swiglu`].
+pub fn matmul(
+    gpu: &Gpu,
+    w: &DeviceQTensor,
+    x: &CudaSlice<f32>,
+    x_per_slot: bool,
+    plan: &RoutePlan,
+    y: &mut CudaSlice<f32>,
+) -> Result<()> {
+    matmul_op("matmul", gpu, w, x, x_per_slot, plan, y)
+}
+
+fn matmul_op(
+    op: &'static str,
+    gpu: &Gpu,
+    w: &DeviceQTensor,
+    x: &CudaSlice<f32>,
+    x_per_slot: bool,
+    plan: &RoutePlan,
+    y: &mut CudaSlice<f32>,
+) -> Result<()> {
+    check_plan(op, plan)?;
+    check_stack(op, w, plan)?;
+    let (b, s) = (plan.config().n_tokens, plan.config().slots());
+    let (r, kc) = (w.rows(), w.cols());
+    if x_per_slot {
+        buffer(op, "x", s * kc, x.len(), || format!("[B·k={s}, K={kc}]"))?;
+    } else {
+        buffer(op, "x", b * kc, x.len(), || format!("[B={b}, K={kc}]"))?;
+    }
+    buffer(op, "y", s * r, y.len(), || format!("[B·k={s}, R={r}]"))?;
+    // SAFETY: w is [E, R, K] of a GEMM type, E the plan's, K a multiple of 32; x ≥ B·K (or
+    // B·k·K per slot) and y ≥ B·k·R elements; the plan's tile height is TILE_M: checked above.
+    unsafe { launch::launch_gemm(gpu, Op::Down, w, None, x, x_per_slot, plan, y) }
+        .map_err(|source| GemmError::Gpu { op, source })
 }
 
 /// The MoE combine with the residual, in one launch: `ffn[t, r] = Σ_j wts[t, j]·y[t·k + j, r]`

@@ -19,8 +19,15 @@ pub struct MoeConfig {
     pub rms_eps: f32,
 }
 
-/// The largest batch (tokens per decode step) the GPU forward accepts.
-pub const MAX_BATCH: usize = 8;
+/// The largest batch (tokens per forward) the GPU forward accepts: the router routes 4096 tokens
+/// in one launch at E = 128, and the grouped GEMM takes any number of tiles.
+pub const MAX_BATCH: usize = 4096;
+
+/// Up to this many tokens a forward runs the decode kernels (the GEMV launches, or the
+/// persistent launch); above it, the grouped GEMM of qmoe-gemm when the layer's expert types have
+/// its kernels and the precision is Q8_1 (else the GEMV launches while `B·k` fits their task
+/// list). Where the two paths cross is measured by the layer bench (BENCHMARKS.md).
+pub const DECODE_MAX_BATCH: usize = 8;
 
 impl MoeConfig {
     /// Qwen3-30B-A3B: H 2048, I 768, E 128, k 8, renormalised, eps 1e-6.
@@ -115,7 +122,8 @@ mod tests {
     fn batch_zero_is_refused() {
         let c = MoeConfig::qwen3_30b_a3b();
         assert!(c.check_batch("forward", 0).is_err());
-        assert!(c.check_batch("forward", 9).is_err());
-        assert!(c.check_batch("forward", 8).is_ok());
+        assert!(c.check_batch("forward", MAX_BATCH + 1).is_err());
+        assert!(c.check_batch("forward", MAX_BATCH).is_ok());
+        assert!(c.check_batch("forward", 1).is_ok());
     }
 }

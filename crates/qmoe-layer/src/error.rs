@@ -68,6 +68,14 @@ pub enum LayerError {
         /// The cause.
         source: Box<qmoe_matvec::MatvecError>,
     },
+    /// The grouped GEMM op crate (many-token gate+up, down, combine) refused or failed.
+    Gemm {
+        /// The layer stage that called it (`gate_up_swiglu`, `down_combine`, or the traced
+        /// `gate`/`up`).
+        stage: &'static str,
+        /// The cause.
+        source: Box<qmoe_gemm::GemmError>,
+    },
 }
 
 // Display and source() are written out rather than derived: the causes are boxed (they are
@@ -92,9 +100,9 @@ impl fmt::Display for LayerError {
             // Transparent: the device error's message already names the CUDA call.
             LayerError::Gpu(e) => fmt::Display::fmt(e, f),
             LayerError::Dequant { tensor, op, .. } => write!(f, "tensor {tensor}: {op}"),
-            LayerError::Router { stage, .. } | LayerError::Matvec { stage, .. } => {
-                write!(f, "moe layer stage {stage}")
-            }
+            LayerError::Router { stage, .. }
+            | LayerError::Matvec { stage, .. }
+            | LayerError::Gemm { stage, .. } => write!(f, "moe layer stage {stage}"),
         }
     }
 }
@@ -111,6 +119,7 @@ impl Error for LayerError {
             LayerError::Dequant { source, .. } => Some(&**source),
             LayerError::Router { source, .. } => Some(&**source),
             LayerError::Matvec { source, .. } => Some(&**source),
+            LayerError::Gemm { source, .. } => Some(&**source),
         }
     }
 }
@@ -164,6 +173,14 @@ impl LayerError {
         stage: &'static str,
     ) -> impl FnOnce(qmoe_matvec::MatvecError) -> LayerError {
         move |source| LayerError::Matvec {
+            stage,
+            source: Box::new(source),
+        }
+    }
+
+    /// Wraps a grouped GEMM error raised in layer stage `stage`.
+    pub(crate) fn gemm(stage: &'static str) -> impl FnOnce(qmoe_gemm::GemmError) -> LayerError {
+        move |source| LayerError::Gemm {
             stage,
             source: Box::new(source),
         }

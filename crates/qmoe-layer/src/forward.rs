@@ -1,6 +1,7 @@
 //! The GPU forward of one layer: three launches on the device's stream (or, with
-//! [`Schedule::Persistent`], one persistent launch of the same stages), no host synchronisation,
-//! every buffer preallocated in a [`LayerWorkspace`] so the step can be captured in a CUDA graph.
+//! [`Schedule::Persistent`], one persistent launch of the same stages; past
+//! [`crate::DECODE_MAX_BATCH`] tokens, the grouped GEMM path), no host synchronisation, every
+//! buffer preallocated in a [`LayerWorkspace`] so the step can be captured in a CUDA graph.
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,7 +11,10 @@ use qmoe_gpu::cuda::CudaSlice;
 use qmoe_gpu::Gpu;
 
 use crate::trace::UnknownStage;
-use crate::{ops, DeviceMoeLayer, LayerError, LayerTrace, MoeConfig, Result, Schedule, Stage};
+use crate::{
+    ops, DeviceMoeLayer, LayerError, LayerTrace, MoeConfig, Result, Schedule, Stage,
+    DECODE_MAX_BATCH,
+};
 
 /// One of the three launches of a forward (what per-kernel timings are taken of). Not the same
 /// thing as a traced [`Stage`]: each launch fills several of those.
@@ -64,6 +68,9 @@ impl FromStr for ForwardStage {
     }
 }
 
+/// The layer stage name of the grouping of the ids by expert (the grouped path's second launch).
+const GROUP_STAGE: &str = "group";
+
 /// Names of the three launches of one forward, in order. Derived from [`ForwardStage::ALL`] and
 /// [`ForwardStage::name`]; prefer [`ForwardStage`].
 pub const FORWARD_STAGES: [&str; 3] = {
@@ -95,6 +102,9 @@ pub struct LayerWorkspace {
     pub(crate) up_t: CudaSlice<f32>,
     /// The down launch's per-tile counters for its combine tail (zero between launches).
     pub(crate) counters: CudaSlice<u32>,
+    /// The grouping of the ids by expert for the grouped GEMM (past [`DECODE_MAX_BATCH`]
+    /// tokens; `None` below).
+    pub(crate) plan: Option<qmoe_router::RoutePlan>,
 }
 
 impl LayerWorkspace {
@@ -118,6 +128,20 @@ impl LayerWorkspace {
             gate_t: gpu.poisoned_f32(b * k * i)?,
             up_t: gpu.poisoned_f32(b * k * i)?,
             counters: gpu.zeros::<u32>(qmoe_matvec::combine_counters(h))?,
+            plan: if b > DECODE_MAX_BATCH {
+                let group = qmoe_router::GroupConfig {
+                    n_tokens: b,
+                    top_k: k,
+                    n_experts: e,
+                    tile_m: qmoe_gemm::TILE_M,
+                };
+                Some(
+                    qmoe_router::RoutePlan::new(gpu, group)
+                        .map_err(LayerError::router(GROUP_STAGE))?,
+                )
+            } else {
+                None
+            },
         })
     }
 
@@ -228,13 +252,101 @@ impl DeviceMoeLayer {
         ws: &mut LayerWorkspace,
         logits: bool,
     ) -> Result<()> {
-        if ws.schedule == Schedule::Persistent && !logits {
+        if self.grouped(ws, down)? {
+            return self.launch_grouped(gpu, down, h_in, h_out, ws, logits);
+        }
+        if ws.schedule == Schedule::Persistent && !logits && ws.b <= DECODE_MAX_BATCH {
             return self.launch_persistent(gpu, down, h_in, h_out, ws);
         }
         for stage in ForwardStage::ALL {
             self.launch_stage(gpu, stage, down, h_in, h_out, ws, logits)?;
         }
         Ok(())
+    }
+
+    /// Whether a forward of the workspace's B tokens runs the grouped GEMM path: past
+    /// [`DECODE_MAX_BATCH`] tokens, at Q8_1, with gate, up (one type) and `down` all of a type
+    /// with grouped GEMM kernels. Past that many tokens and with B·k beyond the GEMV launches'
+    /// task list, anything else is refused here, naming what is missing.
+    pub(crate) fn grouped(&self, ws: &LayerWorkspace, down: &DeviceQTensor) -> Result<bool> {
+        if ws.b <= DECODE_MAX_BATCH {
+            return Ok(false);
+        }
+        let missing: Vec<String> = [&self.gate, &self.up, down]
+            .into_iter()
+            .filter(|t| !qmoe_gemm::QTYPES.contains(&t.qtype()))
+            .map(|t| format!("{} is {}", t.name(), t.qtype()))
+            .collect();
+        let why = if ws.precision != Precision::Q8_1 {
+            Some(format!(
+                "the grouped GEMM runs Q8_1 activations and the precision is {}",
+                ws.precision
+            ))
+        } else if !missing.is_empty() {
+            Some(format!(
+                "{} (grouped GEMM kernels: {:?})",
+                missing.join(", "),
+                qmoe_gemm::QTYPES
+            ))
+        } else if self.gate.qtype() != self.up.qtype() {
+            Some(format!(
+                "gate is {} and up {}: the grouped gate+up takes one type",
+                self.gate.qtype(),
+                self.up.qtype()
+            ))
+        } else {
+            None
+        };
+        let Some(why) = why else { return Ok(true) };
+        let gemv_tokens = qmoe_matvec::MAX_TASKS / self.cfg.top_k;
+        if ws.b <= gemv_tokens {
+            return Ok(false);
+        }
+        Err(LayerError::arg(
+            "forward",
+            format!(
+                "{} tokens: the GEMV launches take at most {gemv_tokens} (B·k ≤ {}), and the \
+                 grouped GEMM does not run this layer: {why}",
+                ws.b,
+                qmoe_matvec::MAX_TASKS
+            ),
+        ))
+    }
+
+    /// The grouped forward (five launches): norm_router, the grouping of the ids by expert, the
+    /// grouped gate+up+SwiGLU, the grouped down and the fixed-order combine with the residual.
+    fn launch_grouped(
+        &self,
+        gpu: &Gpu,
+        down: &DeviceQTensor,
+        h_in: &CudaSlice<f32>,
+        h_out: &mut CudaSlice<f32>,
+        ws: &mut LayerWorkspace,
+        logits: bool,
+    ) -> Result<()> {
+        self.launch_stage(gpu, ForwardStage::NormRouter, down, h_in, h_out, ws, logits)?;
+        let plan = ws
+            .plan
+            .as_mut()
+            .expect("a workspace past DECODE_MAX_BATCH holds a plan");
+        qmoe_router::group_gpu(gpu, &ws.ids, plan).map_err(LayerError::router(GROUP_STAGE))?;
+        let stage = ForwardStage::GateUpSwiglu.name();
+        qmoe_gemm::gate_up_swiglu(gpu, &self.gate, &self.up, &ws.xn, plan, &mut ws.act)
+            .map_err(LayerError::gemm(stage))?;
+        let stage = ForwardStage::DownCombine.name();
+        qmoe_gemm::down(gpu, down, &ws.act, plan, &mut ws.down).map_err(LayerError::gemm(stage))?;
+        qmoe_gemm::combine(
+            gpu,
+            plan,
+            self.cfg.hidden,
+            &ws.down,
+            &ws.ids,
+            &ws.weights,
+            h_in,
+            &mut ws.ffn,
+            h_out,
+        )
+        .map_err(LayerError::gemm(stage))
     }
 
     /// Launch `stage` of the forward alone.
@@ -341,7 +453,46 @@ impl DeviceMoeLayer {
     ) -> Result<LayerTrace> {
         self.check_call("forward_traced", h_in, h_out, ws)?;
         let (b, k) = (ws.b, self.cfg.top_k);
+        let grouped = self.grouped(ws, down)?;
         self.launch_forward(gpu, down, h_in, h_out, ws, true)?;
+        if grouped {
+            let plan = ws
+                .plan
+                .as_ref()
+                .expect("a workspace past DECODE_MAX_BATCH holds a plan");
+            for (stage, w, out) in [
+                (Stage::Gate, &self.gate, &mut ws.gate_t),
+                (Stage::Up, &self.up, &mut ws.up_t),
+            ] {
+                qmoe_gemm::matmul(gpu, w, &ws.xn, false, plan, out)
+                    .map_err(LayerError::gemm(stage.name()))?;
+            }
+        } else {
+            self.trace_gate_up_gemv(gpu, ws)?;
+        }
+        Ok(LayerTrace {
+            b,
+            hidden: self.cfg.hidden,
+            intermediate: self.cfg.intermediate,
+            n_experts: self.cfg.n_experts,
+            top_k: k,
+            ffn_norm: gpu.download(&ws.xn)?,
+            router_logits: gpu.download(&ws.logits)?,
+            topk_ids: gpu.download(&ws.ids)?,
+            topk_weights: gpu.download(&ws.weights)?,
+            gate: gpu.download(&ws.gate_t)?,
+            up: gpu.download(&ws.up_t)?,
+            act: gpu.download(&ws.act)?,
+            expert_down: gpu.download(&ws.down)?,
+            ffn_out: gpu.download(&ws.ffn)?,
+            residual_out: gpu.download(h_out)?,
+        })
+    }
+
+    /// The traced gate and up projections of the GEMV path: separate indexed matvecs next to
+    /// the fused launch.
+    fn trace_gate_up_gemv(&self, gpu: &Gpu, ws: &mut LayerWorkspace) -> Result<()> {
+        let (b, k) = (ws.b, self.cfg.top_k);
         ops::matvec_indexed_gpu(
             gpu,
             ws.precision,
@@ -366,23 +517,7 @@ impl DeviceMoeLayer {
             b,
             &mut ws.up_t,
         )?;
-        Ok(LayerTrace {
-            b,
-            hidden: self.cfg.hidden,
-            intermediate: self.cfg.intermediate,
-            n_experts: self.cfg.n_experts,
-            top_k: k,
-            ffn_norm: gpu.download(&ws.xn)?,
-            router_logits: gpu.download(&ws.logits)?,
-            topk_ids: gpu.download(&ws.ids)?,
-            topk_weights: gpu.download(&ws.weights)?,
-            gate: gpu.download(&ws.gate_t)?,
-            up: gpu.download(&ws.up_t)?,
-            act: gpu.download(&ws.act)?,
-            expert_down: gpu.download(&ws.down)?,
-            ffn_out: gpu.download(&ws.ffn)?,
-            residual_out: gpu.download(h_out)?,
-        })
+        Ok(())
     }
 
     /// [`DeviceMoeLayer::forward`] with every stage downloaded into a [`LayerTrace`].

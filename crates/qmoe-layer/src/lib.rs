@@ -1,5 +1,5 @@
-//! The whole Qwen3-MoE FFN layer on the GPU: `h' = h + MoE(RMSNorm(h))` for a decode step of
-//! B = 1..8 tokens, with a CPU reference layer of the same stage structure, a sub-stage trace
+//! The whole Qwen3-MoE FFN layer on the GPU: `h' = h + MoE(RMSNorm(h))` for B = 1..4096 tokens
+//! (a decode step, a batch of sequences or a prompt), with a CPU reference layer of the same stage structure, a sub-stage trace
 //! both paths fill under the same names, a layer stack and its CUDA-graph capture.
 //!
 //! Key design decision: the layer composes the op crates' kernels. One forward is **three
@@ -19,6 +19,13 @@
 //! is dispatched on its own qtype (a Q4_K_M file mixes Q4_K and Q6_K down projections by layer);
 //! nothing assumes a type by position. Tracing is a separate entry point, so the hot path carries
 //! no branch or copy for it.
+//!
+//! Past [`DECODE_MAX_BATCH`] tokens the expert projections are GEMM work: the forward then runs
+//! norm_router, the router's grouping of the ids by expert (`qmoe_router::group_gpu`, on the
+//! device), and qmoe-gemm's grouped gate+up+SwiGLU, down and fixed-order combine (five launches,
+//! still no host read-back, so a fixed B is graph-capturable), when the expert types have grouped
+//! GEMM kernels and the precision is Q8_1; otherwise the GEMV launches while `B·k` fits their
+//! task list, and a named refusal past that.
 //!
 //! The one kernel of its own, `cuda/layer.cu`, is the same three stages in one persistent launch
 //! ([`Schedule::Persistent`], set per workspace; Q8_1, Q4_K gate/up, Q4_K or Q6_K down): it runs
@@ -40,7 +47,7 @@ mod stack;
 mod trace;
 mod weights;
 
-pub use config::{q4_k_m_down_type, q4_k_m_more_bits, MoeConfig, MAX_BATCH};
+pub use config::{q4_k_m_down_type, q4_k_m_more_bits, MoeConfig, DECODE_MAX_BATCH, MAX_BATCH};
 pub use error::{LayerError, Result};
 pub use forward::{ForwardStage, LayerWorkspace, FORWARD_STAGES};
 pub use persistent::{Schedule, KERNELS, PTX};

@@ -15,7 +15,10 @@ use qmoe_gpu::{embed_ptx, kernel_args, Gpu, GpuError, PtxSet};
 
 use crate::{DeviceMoeLayer, ForwardStage, LayerError, LayerWorkspace, Result};
 
-/// Which kernels a forward runs (set per workspace with [`LayerWorkspace::set_schedule`]).
+/// Which kernels a decode forward runs (set per workspace with
+/// [`LayerWorkspace::set_schedule`]). It applies up to [`crate::DECODE_MAX_BATCH`] tokens; a
+/// larger batch runs the grouped GEMM path (or the three launches where that cannot run) under
+/// either schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Schedule {
     /// Three dependent launches: norm+router, gate+up+SwiGLU, down+combine (the default).

@@ -43,6 +43,28 @@ fn help_states_the_exit_statuses() {
 }
 
 #[test]
+fn many_tokens_run_on_the_cpu_at_q8_1_and_the_json_says_so() {
+    // Past 8 tokens the default precision is the grouped GEMM's (q8_1); 64 tokens of the tiny
+    // preset keep this a CI test (the Qwen3-shaped run takes minutes on two cores).
+    let (code, doc) = report(&["--preset", "tiny", "--cpu", "--tokens", "64"]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["tokens"], 64);
+    assert_eq!(doc["precision"], "q8_1", "{doc:#}");
+    assert_eq!(doc["all_match"], true);
+    let (code, doc) = report(&[
+        "--preset",
+        "tiny",
+        "--cpu",
+        "--tokens",
+        "9",
+        "--precision",
+        "f32",
+    ]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["precision"], "f32", "an explicit precision is kept");
+}
+
+#[test]
 fn synthetic_tiny_matches_and_the_json_says_so() {
     let (code, doc) = report(&["--preset", "tiny", "--cpu", "--tokens", "3"]);
     assert_eq!(code, 0, "{doc:#}");
@@ -253,7 +275,10 @@ fn bad_ranges_and_flags_name_the_flag() {
         &["bisect", &tiny(&dir, 2), "--cpu", "--layers", "1..3"],
         &["--layers 1..3", "0..2"],
     );
-    fails(&["bisect", "--tokens", "9"], &["--tokens 9"]);
+    fails(
+        &["bisect", "--tokens", "4097"],
+        &["--tokens 4097", "1..=4096"],
+    );
     fails(&["bisect", "--tokens", "0"], &["--tokens 0"]);
     fails(&["bisect", "--threshold", "1.5"], &["--threshold 1.5"]);
     fails(&["bisect", "--threshold", "nan"], &["--threshold NaN"]);

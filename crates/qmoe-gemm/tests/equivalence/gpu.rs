@@ -153,6 +153,25 @@ fn kernels_equal_the_emulation_at_small_shapes() {
                 &reference::down_ref(&down, &ids, k, &got.act, b),
                 &reference::down_bound(&down, &ids, &got.act),
             );
+            // The plain grouped matmul with one vector per token (what a traced layer records
+            // as its gate projection): bit for bit the emulation's gate outputs.
+            let cfg = GroupConfig {
+                n_tokens: b,
+                top_k: k,
+                n_experts: e,
+                tile_m: qmoe_gemm::TILE_M,
+            };
+            let mut plan = RoutePlan::new(&gpu, cfg).unwrap();
+            group_gpu(&gpu, &gpu.upload(&ids).unwrap(), &mut plan).unwrap();
+            let mut g = gpu.poisoned_f32(b * k * i).unwrap();
+            let dgate = gate.upload(&gpu).unwrap();
+            qmoe_gemm::matmul(&gpu, &dgate, &gpu.upload(&x).unwrap(), false, &plan, &mut g)
+                .unwrap();
+            assert_bits(
+                &format!("{what} matmul per token"),
+                &gpu.download(&g).unwrap(),
+                &emulate::grouped(&[&gate], &x, k, &ids, b, k)[0],
+            );
             // `run` passes the x buffer as the residual: its first B·H values, read as [B, H].
             let (ffn, out) = reference::combine_ref(&got.y, &wts, &ids, e, &x[..b * h], b, k);
             assert_bits(&format!("{what} ffn"), &got.ffn, &ffn);

@@ -1,6 +1,6 @@
 //! GPU suite of the layer: stage-by-stage equivalence on random configs, every qtype triple,
-//! the two fused steps (RMSNorm in the router, combine in the down tail), bad calls, graph
-//! replay and fault injection.
+//! the two fused steps (RMSNorm in the router, combine in the down tail), the grouped GEMM path
+//! past decode batches, bad calls, graph replay and fault injection.
 
 use proptest::prelude::*;
 use qmoe_check::{compare, Thresholds};
@@ -396,7 +396,10 @@ fn gpu_bad_calls_are_refused_before_launch() {
         .unwrap_err()
         .to_string()
         .contains("batch 0"));
-    assert!(stack.forward_gpu(&gpu, &vec![0.0; 9 * 256], 9).is_err());
+    let over = qmoe_layer::MAX_BATCH + 1;
+    assert!(stack
+        .forward_gpu(&gpu, &vec![0.0; over * 256], over)
+        .is_err());
     assert!(stack.forward_gpu(&gpu, &[0.0; 255], 1).is_err());
     assert!(stack
         .forward_gpu_layer_traced(&gpu, 1, &[0.0; 256], 1)
@@ -511,4 +514,92 @@ fn gpu_stack_hot_path_equals_the_traced_path_bit_for_bit() {
             }
         }
     }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_grouped_path_matches_the_q8_1_reference_past_decode_batches() {
+    // Past DECODE_MAX_BATCH tokens a Q8_1 layer whose types have grouped GEMM kernels runs the
+    // router's grouping and qmoe-gemm's kernels: every stage against the Q8_1 reference, as the
+    // decode path is checked. B = 9 (one past decode), 33 and 64 (not multiples of the 32-slot
+    // tile), 200 (every expert of 16 busy); the Q4_K_M pairs and Q8_0.
+    let gpu = qmoe_gpu::test_gpu();
+    let cfg = small_cfg(512, 256, 16, 4);
+    let triples = [
+        [QType::Q4_K, QType::Q4_K, QType::Q6_K],
+        [QType::Q4_K, QType::Q4_K, QType::Q4_K],
+        [QType::Q8_0, QType::Q8_0, QType::Q8_0],
+    ];
+    for (n, &b) in [9usize, 33, 64, 200].iter().enumerate() {
+        for (m, &types) in triples.iter().enumerate() {
+            let seed = 300 + 10 * n as u64 + m as u64;
+            let l = random_layer(cfg, types, seed, n);
+            let x = hidden(seed + 1, b, 512);
+            match check_layer_on_gpu_at(&gpu, Precision::Q8_1, l, &x, b) {
+                Ok(_) => {}
+                Err(e) => panic!("types {types:?} B {b}: {e}"),
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_grouped_path_repeats_bit_for_bit_and_replays_from_a_graph() {
+    // No float atomics on the grouped path either: the grouping ranks with warp scans, the
+    // GEMM writes each slot's own row and the combine sums slots in order.
+    let gpu = qmoe_gpu::test_gpu();
+    let cfg = small_cfg(512, 256, 16, 4);
+    let mut stack = MoeLayerStack::new(q4_k_m_layers(cfg, 3, 19)).unwrap();
+    stack.set_precision(Precision::Q8_1);
+    let b = 77;
+    let x = hidden(77, b, 512);
+    let first = stack.forward_gpu(&gpu, &x, b).unwrap();
+    for run in 0..3 {
+        let again = stack.forward_gpu(&gpu, &x, b).unwrap();
+        assert!(
+            first
+                .iter()
+                .zip(&again)
+                .all(|(a, c)| a.to_bits() == c.to_bits()),
+            "B {b} run {run}: the stack output moved between runs"
+        );
+    }
+    let mut ws = StackWorkspace::new(&gpu, &cfg, b).unwrap();
+    gpu.upload_into(&x, ws.input_mut()).unwrap();
+    let graph = stack.capture(&gpu, &mut ws).unwrap();
+    gpu.upload_into(&x, ws.input_mut()).unwrap();
+    graph.launch(&stack, &mut ws).unwrap();
+    let replay = gpu.download(ws.output(stack.len())).unwrap();
+    assert!(first
+        .iter()
+        .zip(&replay)
+        .all(|(a, c)| a.to_bits() == c.to_bits()));
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_many_tokens_without_a_grouped_kernel_are_refused_by_name() {
+    // F32 activations have no grouped GEMM: past the GEMV launches' task list (B·k ≤ 256, here
+    // 128 tokens at k = 2) the forward refuses, saying why; below it the GEMV launches run.
+    let gpu = qmoe_gpu::test_gpu();
+    let cfg = small_cfg(256, 256, 4, 2);
+    let mut stack = MoeLayerStack::new(vec![random_layer(cfg, [QType::Q4_K; 3], 1, 0)]).unwrap();
+    assert!(stack.forward_gpu(&gpu, &hidden(1, 128, 256), 128).is_ok());
+    let err = stack
+        .forward_gpu(&gpu, &hidden(1, 129, 256), 129)
+        .unwrap_err()
+        .chain_string();
+    assert!(err.contains("129 tokens") && err.contains("Q8_1"), "{err}");
+    // A type without grouped kernels, at Q8_1: the tensor and its type are named.
+    let mut q5 = MoeLayerStack::new(vec![random_layer(cfg, [QType::Q5_K; 3], 2, 0)]).unwrap();
+    q5.set_precision(Precision::Q8_1);
+    let err = q5
+        .forward_gpu(&gpu, &hidden(2, 300, 256), 300)
+        .unwrap_err()
+        .chain_string();
+    assert!(
+        err.contains("ffn_gate_exps") && err.contains("q5_k"),
+        "{err}"
+    );
 }

@@ -112,12 +112,23 @@ fn gpu_qwen3_30b_a3b_48_layers_free_running() {
 #[test]
 #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
 fn gpu_qwen3_30b_a3b_48_layers_free_running_q8_1() {
+    free_running_q8_1(1);
+}
+
+/// [`gpu_qwen3_30b_a3b_48_layers_free_running_q8_1`] for 64 tokens, which run the grouped GEMM
+/// path (router grouping, tensor-core gate+up and down, fixed-order combine) in every layer.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
+fn gpu_qwen3_30b_a3b_48_layers_free_running_q8_1_b64() {
+    free_running_q8_1(64);
+}
+
+fn free_running_q8_1(b: usize) {
     let gpu = qmoe_gpu::test_gpu();
     let (q6, q4) = qwen48_sources();
     let mut stack = qwen48_stack(&q6, &q4);
     stack.set_precision(Precision::Q8_1);
     let cfg = *stack.config();
-    let b = 1;
     let h = normals(&mut rng(48), b * cfg.hidden, 1.0);
     let q8 = stack
         .forward_ref_traced_with(&h, b, RefPrecision::Q8_1)
@@ -136,7 +147,7 @@ fn gpu_qwen3_30b_a3b_48_layers_free_running_q8_1() {
             compare(&r.residual_out, &f.residual_out, t),
         );
         eprintln!(
-            "layer {i:2} ffn_out nmse gpu-vs-q8_1 {:.2e} q8_1-vs-f64 {:.2e}; residual {:.2e} vs {:.2e}",
+            "B {b} layer {i:2} ffn_out nmse gpu-vs-q8_1 {:.2e} q8_1-vs-f64 {:.2e}; residual {:.2e} vs {:.2e}",
             drift.nmse, cost.nmse, rdrift.nmse, rcost.nmse
         );
         if let Some(stage) = nonfinite(g) {
