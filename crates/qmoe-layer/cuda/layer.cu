@@ -155,10 +155,20 @@ __device__ __forceinline__ void layer_persistent(const MvGateUpParams& gu, const
     }
 }
 
+// Blocks per SM the register budget is set for: the Q8_1 matvec kernels' (3 on sm_80..sm_90, 2 on
+// sm_120), except the c8 instances on sm_89, where the stages together spilled 8 bytes at 80
+// registers (q6_k down); there 2 blocks per SM cost nothing, since an Ada SM's 100 KB of shared
+// memory holds at most two blocks of the Qwen3 plans (40 KB of dynamic shared memory and more).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 890
+#define LP_MIN_BLOCKS(NC) ((NC) == 8 ? 2 : MV_MIN_BLOCKS(MvQ8, NC))
+#else
+#define LP_MIN_BLOCKS(NC) MV_MIN_BLOCKS(MvQ8, NC)
+#endif
+
 // gu: the fused gate+up's parameters (its x is the router's xn); dn: the down projection with
 // the combine tail (resid = the router's r); the router's as qmoe_router_norm_f32 (no logits).
 #define LP_KERNEL(NAME, QTG, QTD, NC)                                                              \
-    extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(MvQ8, NC))              \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS, LP_MIN_BLOCKS(NC))                    \
         NAME(const MvGateUpParams gu, const MvIndexedParams dn, const float* __restrict__ wr,      \
              const float* __restrict__ r, const float* __restrict__ nw, float eps,                 \
              float* __restrict__ xn, uint32_t e, uint32_t h, uint32_t b, uint32_t k, uint32_t norm, \
