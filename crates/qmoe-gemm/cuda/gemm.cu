@@ -244,3 +244,30 @@ extern "C" __global__ void __launch_bounds__(GM_THREADS) qmoe_gemm_combine(const
     p.ffn[i] = (float)acc;
     p.out[i] = (float)__dadd_rn((double)__ldg(p.resid + i), acc);
 }
+
+// The int8 mma peak micro-bench (the compute floor of the benchmarks): GM_PEAK_CHAINS
+// independent accumulator chains per warp, each round one m16n8k32 per chain on register
+// operands, so the tensor pipes, not latency or memory, bound it. Operations per mma:
+// 2 * 16 * 8 * 32 = 8192. Each thread stores the sum of its accumulators, so no chain is dead.
+#define GM_PEAK_CHAINS 8
+extern "C" __global__ void __launch_bounds__(GM_THREADS) qmoe_gemm_mma_peak(const GemmPeakParams p) {
+    const uint32_t a = p.seed * 0x9E3779B9u + threadIdx.x, b = a ^ 0x5bd1e995u;
+    int d[GM_PEAK_CHAINS][4];
+#pragma unroll
+    for (int c = 0; c < GM_PEAK_CHAINS; c++) d[c][0] = d[c][1] = d[c][2] = d[c][3] = 0;
+#pragma unroll 1
+    for (uint32_t i = 0; i < p.iters; i++) {
+#pragma unroll
+        for (int c = 0; c < GM_PEAK_CHAINS; c++) {
+            asm volatile(
+                "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 "
+                "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                : "+r"(d[c][0]), "+r"(d[c][1]), "+r"(d[c][2]), "+r"(d[c][3])
+                : "r"(a + c), "r"(b), "r"(a ^ c), "r"(b + c), "r"(a), "r"(b ^ c));
+        }
+    }
+    int s = 0;
+#pragma unroll
+    for (int c = 0; c < GM_PEAK_CHAINS; c++) s += d[c][0] + d[c][1] + d[c][2] + d[c][3];
+    p.out[(size_t)blockIdx.x * GM_THREADS + threadIdx.x] = s;
+}

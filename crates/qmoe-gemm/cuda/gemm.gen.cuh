@@ -68,6 +68,17 @@ static_assert(offsetof(GemmCombineParams, top_k) == 52, "GemmCombineParams.top_k
 static_assert(offsetof(GemmCombineParams, rows) == 56, "GemmCombineParams.rows offset");
 static_assert(offsetof(GemmCombineParams, n_experts) == 60, "GemmCombineParams.n_experts offset");
 
+// The int8 mma peak micro-bench: every warp runs `iters` rounds of independent m16n8k32 mma chains on register operands.
+struct GemmPeakParams {
+    int* out;  // one int per thread, so the chains are not optimised away
+    uint32_t iters;  // rounds per warp
+    uint32_t seed;  // operand bits (any value)
+};
+static_assert(sizeof(GemmPeakParams) == 16, "GemmPeakParams layout");
+static_assert(offsetof(GemmPeakParams, out) == 0, "GemmPeakParams.out offset");
+static_assert(offsetof(GemmPeakParams, iters) == 8, "GemmPeakParams.iters offset");
+static_assert(offsetof(GemmPeakParams, seed) == 12, "GemmPeakParams.seed offset");
+
 #define GM_INSTANCES(GATE_UP, DOWN) \
     GATE_UP(qmoe_gemm_gate_up_q8_0, QtQ8_0) \
     DOWN(qmoe_gemm_down_q8_0, QtQ8_0) \

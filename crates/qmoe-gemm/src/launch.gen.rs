@@ -100,6 +100,24 @@ const _: () = assert!(std::mem::offset_of!(GemmCombineParams, top_k) == 52);
 const _: () = assert!(std::mem::offset_of!(GemmCombineParams, rows) == 56);
 const _: () = assert!(std::mem::offset_of!(GemmCombineParams, n_experts) == 60);
 
+/// The int8 mma peak micro-bench: every warp runs `iters` rounds of independent m16n8k32 mma chains on register operands. Field for field the device's `struct GemmPeakParams`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct GemmPeakParams {
+    /// One int per thread, so the chains are not optimised away.
+    pub out: u64,
+    /// Rounds per warp.
+    pub iters: u32,
+    /// Operand bits (any value).
+    pub seed: u32,
+}
+// SAFETY: plain integers in the C layout the kernels take by value (checked below).
+unsafe impl qmoe_gpu::cuda::DeviceRepr for GemmPeakParams {}
+const _: () = assert!(std::mem::size_of::<GemmPeakParams>() == 16);
+const _: () = assert!(std::mem::offset_of!(GemmPeakParams, out) == 0);
+const _: () = assert!(std::mem::offset_of!(GemmPeakParams, iters) == 8);
+const _: () = assert!(std::mem::offset_of!(GemmPeakParams, seed) == 12);
+
 /// Every entry point of this unit: the one list checked against each architecture's PTX.
 pub const KERNELS: &[&str] = &[
     "qmoe_gemm_gate_up_q8_0",
@@ -109,6 +127,7 @@ pub const KERNELS: &[&str] = &[
     "qmoe_gemm_gate_up_q6_k",
     "qmoe_gemm_down_q6_k",
     "qmoe_gemm_combine",
+    "qmoe_gemm_mma_peak",
 ];
 
 /// Per type, its grouped GEMM kernels: `[gate+up with SwiGLU, down]`.

@@ -15,7 +15,7 @@ mod gen {
     use qmoe_dequant::QType;
     include!("launch.gen.rs");
 }
-use gen::{GemmCombineParams, GemmParams};
+use gen::{GemmCombineParams, GemmParams, GemmPeakParams};
 pub use gen::{KERNELS, K_CHUNK, QTYPES, THREADS, TILE_M, TILE_ROWS};
 
 /// The PTX of `cuda/gemm.cu` for every target.
@@ -23,6 +23,11 @@ pub const PTX: PtxSet = embed_ptx!("gemm");
 
 /// The combine's entry point.
 const COMBINE: &str = "qmoe_gemm_combine";
+const PEAK: &str = "qmoe_gemm_mma_peak";
+/// Independent accumulator chains per warp in the peak kernel (`GM_PEAK_CHAINS` in gemm.cu).
+const PEAK_CHAINS: u64 = 8;
+/// Integer operations of one m16n8k32 mma: 16 · 8 · 32 multiply-adds.
+const MMA_OPS: u64 = 2 * 16 * 8 * 32;
 
 /// Which of a type's two kernels.
 #[derive(Debug, Clone, Copy)]
@@ -128,6 +133,28 @@ pub(crate) unsafe fn launch_combine(
     // SAFETY: GemmCombineParams is the kernel's one parameter (generated for both sides); one
     // thread per (token, row), sizes per this fn's contract.
     unsafe { launch_params_dependent(gpu, &f, grid((blocks, 1, 1), THREADS, 0), &params, COMBINE) }
+}
+
+/// The int8 `mma.sync` m16n8k32 throughput this device reaches, in tera-operations per second
+/// (multiply and add counted apart): `blocks_per_sm` blocks of [`THREADS`] per SM, each warp
+/// `iters` rounds of 8 independent chains on register operands, median of `runs` timed launches.
+pub(crate) fn mma_peak_tops(gpu: &Gpu, blocks_per_sm: u32, iters: u32, runs: usize) -> Result<f64> {
+    let f = gpu.function(&PTX, PEAK)?;
+    let blocks = blocks_per_sm * gpu.info().sm_count;
+    let out = gpu.zeros::<i32>(blocks as usize * THREADS as usize)?;
+    let params = GemmPeakParams {
+        out: device_addr(gpu, &out),
+        iters,
+        seed: 1,
+    };
+    let t = gpu.bench(2, runs, |_| {
+        // SAFETY: GemmPeakParams is the kernel's one parameter (generated for both sides); it
+        // writes one int per thread of `blocks` blocks of THREADS, which `out` holds.
+        unsafe { launch_params_dependent(gpu, &f, grid((blocks, 1, 1), THREADS, 0), &params, PEAK) }
+    })?;
+    let warps = blocks as u64 * (THREADS / 32) as u64;
+    let ops = (warps * iters as u64 * PEAK_CHAINS * MMA_OPS) as f64;
+    Ok(ops / (t.median_us * 1e-6) / 1e12)
 }
 
 #[cfg(test)]

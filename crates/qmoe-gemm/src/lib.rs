@@ -279,6 +279,17 @@ fn matmul_op(
         .map_err(|source| GemmError::Gpu { op, source })
 }
 
+/// The int8 tensor-core throughput this device reaches with the GEMM's instruction
+/// (`mma.sync` m16n8k32 s8·s8 → s32), in tera-operations per second: the compute floor the
+/// benchmarks divide a batch's operations by. A micro-bench of about 0.3 s (register operands,
+/// 8 independent chains per warp, 4 blocks of 8 warps per SM).
+pub fn mma_peak_tops(gpu: &Gpu) -> Result<f64> {
+    launch::mma_peak_tops(gpu, 4, 1 << 7, 5).map_err(|source| GemmError::Gpu {
+        op: "mma_peak_tops",
+        source,
+    })
+}
+
 /// The MoE combine with the residual, in one launch: `ffn[t, r] = Σ_j wts[t, j]·y[t·k + j, r]`
 /// (j ascending, each product and sum rounded in f64, no FMA) and `out[t, r] = resid[t, r] +
 /// ffn` (added to the unrounded sum): qmoe-layer's `combine_ref`, bit for bit. A slot whose id

@@ -10,6 +10,11 @@
 //! `QMOE_PDL=1`). At B = 1 and 8 with Q8_1 activations the same stack also runs on the
 //! persistent schedule (one launch per layer, graph), op "moe_layer_persistent": the same
 //! fields, bytes, floor and read ceiling as the three-launch rows, so the two compare directly.
+//!
+//! Past decode batches (B = 16 .. 4096, Q8_1, graph) the layer runs the grouped GEMM path; those
+//! rows (op "moe_layer", `"path": "grouped"`) add the compute floor — B·k·6·H·I integer
+//! operations over the int8 mma peak measured in the same process (`qmoe_gemm::mma_peak_tops`)
+//! — next to the byte floor, the ratio to the larger of the two, and tokens per second.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
@@ -153,6 +158,7 @@ fn gpu_layer(_c: &mut Criterion) {
     let ceiling_gbps = ceiling.gbps((1u64 << 30) as f64);
     eprintln!("read ceiling on {card}: {ceiling_gbps:.0} GB/s");
     gpu_mixes(&gpu, &card, &arch, ceiling_gbps);
+    gpu_many_tokens(&gpu, &card, &arch, ceiling_gbps);
     let cfg = MoeConfig::qwen3_30b_a3b();
     for down_type in [QType::Q6_K, QType::Q4_K] {
         let x = experts(&cfg, down_type, 7);
@@ -245,6 +251,69 @@ fn gpu_layer(_c: &mut Criterion) {
                     }));
                 }
             }
+        }
+    }
+}
+
+/// Batches past decode, B = 16 .. 4096, on the grouped GEMM path (Q8_1, graph), both down types,
+/// rotating over [`SETS`] layers like the decode rows. Byte floor: the router plus the distinct
+/// experts the B tokens select (from a traced run), over the read ceiling; compute floor: the
+/// B·k·(2·2·I·H + 2·H·I) operations of gate, up and down over the measured int8 mma peak.
+fn gpu_many_tokens(gpu: &Gpu, card: &str, arch: &str, ceiling_gbps: f64) {
+    let tops = qmoe_gemm::mma_peak_tops(gpu).unwrap();
+    eprintln!("int8 mma.sync m16n8k32 peak on {card}: {tops:.0} TOPS");
+    line(serde_json::json!({
+        "op": "gemm_mma_peak", "card": card, "arch": arch, "tops": tops,
+        "shape": "m16n8k32 s8, 8 chains per warp, 4 blocks of 8 warps per SM",
+    }));
+    let cfg = MoeConfig::qwen3_30b_a3b();
+    let (h, i, k) = (cfg.hidden, cfg.intermediate, cfg.top_k);
+    for down_type in [QType::Q6_K, QType::Q4_K] {
+        let x = experts(&cfg, down_type, 7);
+        let mut stack = MoeLayerStack::new(layers(&cfg, &x)).unwrap();
+        stack.upload(gpu).unwrap();
+        stack.set_precision(Precision::Q8_1);
+        let expert_bytes = stack.layer(0).bytes_per_token() - cfg.n_experts * h * 4;
+        let per_expert = expert_bytes / k;
+        for b in [16usize, 32, 64, 128, 256, 512, 2048, 4096] {
+            let hs = normals(&mut ChaCha8Rng::seed_from_u64(b as u64), b * h, 1.0);
+            let traces = stack.forward_gpu_traced(gpu, &hs, b).unwrap();
+            let distinct: f64 = traces
+                .iter()
+                .map(|t| {
+                    let mut ids = t.topk_ids.clone();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    ids.len() as f64
+                })
+                .sum::<f64>()
+                / SETS as f64;
+            drop(traces);
+            let bytes = (cfg.n_experts * h * 4) as f64 + distinct * per_expert as f64;
+            let ops = (b * k * 6 * h * i) as f64;
+            let mut ws = StackWorkspace::new(gpu, &cfg, b).unwrap();
+            gpu.upload_into(&hs, ws.input_mut()).unwrap();
+            let graph = stack.capture(gpu, &mut ws).unwrap();
+            let runs = if b >= 2048 { 10 } else { 40 };
+            let t = gpu
+                .bench(3, runs, |_| graph.launch(&stack, &mut ws).map_err(to_gpu))
+                .unwrap();
+            let us = t.median_us / SETS as f64;
+            let floor_us = bytes / (ceiling_gbps * 1e9) * 1e6;
+            let compute_floor_us = ops / (tops * 1e12) * 1e6;
+            let larger = floor_us.max(compute_floor_us);
+            let gbps = bytes / (us * 1e-6) / 1e9;
+            line(serde_json::json!({
+                "op": "moe_layer", "path": "grouped", "precision": "q8_1",
+                "qtype": format!("gate q4_k, up q4_k, down {down_type}"), "down": down_type.to_string(),
+                "graph": true, "shape": "H2048 I768 E128 k8 (qwen3-30b-a3b)", "b": b, "card": card,
+                "arch": arch, "bytes": bytes.round(), "distinct_experts": distinct, "median_us": us,
+                "us_per_token": us / b as f64, "tokens_per_s": b as f64 / (us * 1e-6),
+                "gbps": gbps, "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / ceiling_gbps,
+                "floor_us": floor_us, "ratio_to_floor": us / floor_us,
+                "compute_floor_us": compute_floor_us, "mma_peak_tops": tops,
+                "ratio_to_larger_floor": us / larger, "layers_rotated": SETS,
+            }));
         }
     }
 }

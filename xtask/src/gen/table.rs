@@ -472,6 +472,20 @@ pub const GEMM: Unit = Unit {
                 ),
             ],
         },
+        ParamStruct {
+            name: "GemmPeakParams",
+            doc: "The int8 mma peak micro-bench: every warp runs `iters` rounds of independent \
+                  m16n8k32 mma chains on register operands.",
+            fields: &[
+                (
+                    "out",
+                    Ty::Ptr("int"),
+                    "one int per thread, so the chains are not optimised away",
+                ),
+                ("iters", Ty::U32, "rounds per warp"),
+                ("seed", Ty::U32, "operand bits (any value)"),
+            ],
+        },
     ],
     consts: &[
         ("GM_THREADS", "THREADS", 256, "threads per block (8 warps)"),
@@ -494,7 +508,10 @@ pub const GEMM: Unit = Unit {
             "activations staged per pass, in Q8_1 blocks of 32",
         ),
     ],
-    singles: &[("qmoe_gemm_combine", "GemmCombineParams")],
+    singles: &[
+        ("qmoe_gemm_combine", "GemmCombineParams"),
+        ("qmoe_gemm_mma_peak", "GemmPeakParams"),
+    ],
 };
 
 /// Every generated unit.
