@@ -182,9 +182,9 @@ mod tests {
         for q in QType::ALL.iter().filter(|q| !QTYPES.contains(q)) {
             assert_eq!(lookup(Op::Down, *q), None, "{q}");
         }
-        // Two kernels per type and the combine.
-        assert_eq!(KERNELS.len(), 2 * QTYPES.len() + 1);
-        assert!(KERNELS.contains(&COMBINE));
+        // Two kernels per type, the combine and the mma peak micro-bench.
+        assert_eq!(KERNELS.len(), 2 * QTYPES.len() + 2);
+        assert!(KERNELS.contains(&COMBINE) && KERNELS.contains(&PEAK));
     }
 
     #[test]
@@ -201,7 +201,12 @@ mod tests {
             for line in text.lines().filter(|l| l.starts_with("gemm ")) {
                 let cols: Vec<&str> = line.split_whitespace().collect();
                 let smem: usize = cols[3].parse().unwrap();
-                let expected = if cols[1] == COMBINE { 0 } else { pass };
+                // The combine and the peak micro-bench stage nothing.
+                let expected = if cols[1] == COMBINE || cols[1] == PEAK {
+                    0
+                } else {
+                    pass
+                };
                 assert_eq!(smem, expected, "{}: {line}", path.display());
                 assert_eq!((cols[5], cols[6]), ("0", "0"), "{}: {line}", path.display());
                 seen += 1;

@@ -11,8 +11,9 @@
 //! persistent schedule (one launch per layer, graph), op "moe_layer_persistent": the same
 //! fields, bytes, floor and read ceiling as the three-launch rows, so the two compare directly.
 //!
-//! Past decode batches (B = 16 .. 4096, Q8_1, graph) the layer runs the grouped GEMM path; those
-//! rows (op "moe_layer", `"path": "grouped"`) add the compute floor — B·k·6·H·I integer
+//! Past decode batches (B = 16 .. 4096, Q8_1, graph) the rows say which path the layer took
+//! (`"path"`: the GEMV launches below `GROUPED_MIN_BATCH`, the grouped GEMM from it; below it
+//! the grouped path is also timed, forced, as op "moe_layer_alt"), and add the compute floor — B·k·6·H·I integer
 //! operations over the int8 mma peak measured in the same process (`qmoe_gemm::mma_peak_tops`)
 //! — next to the byte floor, the ratio to the larger of the two, and tokens per second.
 
@@ -23,7 +24,7 @@ use qmoe_dequant::{Precision, QTensor, QType};
 use qmoe_gpu::Gpu;
 use qmoe_layer::{
     layer_ref, ForwardStage, LayerWorkspace, MoeConfig, MoeLayerStack, MoeLayerWeights,
-    RefPrecision, Schedule, StackWorkspace, EXPERT_QTYPES,
+    RefPrecision, Schedule, StackWorkspace, EXPERT_QTYPES, GROUPED_MIN_BATCH,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -291,29 +292,44 @@ fn gpu_many_tokens(gpu: &Gpu, card: &str, arch: &str, ceiling_gbps: f64) {
             drop(traces);
             let bytes = (cfg.n_experts * h * 4) as f64 + distinct * per_expert as f64;
             let ops = (b * k * 6 * h * i) as f64;
-            let mut ws = StackWorkspace::new(gpu, &cfg, b).unwrap();
-            gpu.upload_into(&hs, ws.input_mut()).unwrap();
-            let graph = stack.capture(gpu, &mut ws).unwrap();
-            let runs = if b >= 2048 { 10 } else { 40 };
-            let t = gpu
-                .bench(3, runs, |_| graph.launch(&stack, &mut ws).map_err(to_gpu))
-                .unwrap();
-            let us = t.median_us / SETS as f64;
-            let floor_us = bytes / (ceiling_gbps * 1e9) * 1e6;
-            let compute_floor_us = ops / (tops * 1e12) * 1e6;
-            let larger = floor_us.max(compute_floor_us);
-            let gbps = bytes / (us * 1e-6) / 1e9;
-            line(serde_json::json!({
-                "op": "moe_layer", "path": "grouped", "precision": "q8_1",
-                "qtype": format!("gate q4_k, up q4_k, down {down_type}"), "down": down_type.to_string(),
-                "graph": true, "shape": "H2048 I768 E128 k8 (qwen3-30b-a3b)", "b": b, "card": card,
-                "arch": arch, "bytes": bytes.round(), "distinct_experts": distinct, "median_us": us,
-                "us_per_token": us / b as f64, "tokens_per_s": b as f64 / (us * 1e-6),
-                "gbps": gbps, "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / ceiling_gbps,
-                "floor_us": floor_us, "ratio_to_floor": us / floor_us,
-                "compute_floor_us": compute_floor_us, "mma_peak_tops": tops,
-                "ratio_to_larger_floor": us / larger, "layers_rotated": SETS,
-            }));
+            // The path the layer picks at this B ("moe_layer"), and below the crossover also the
+            // grouped path forced ("moe_layer_alt"), which is how the crossover was measured.
+            let auto = if b >= GROUPED_MIN_BATCH {
+                "grouped"
+            } else {
+                "gemv"
+            };
+            let mut paths = vec![("moe_layer", auto, GROUPED_MIN_BATCH)];
+            if b < GROUPED_MIN_BATCH {
+                paths.push(("moe_layer_alt", "grouped", b));
+            }
+            for (op, path, grouped_min) in paths {
+                stack.set_grouped_min_batch(grouped_min);
+                let mut ws = StackWorkspace::new(gpu, &cfg, b).unwrap();
+                gpu.upload_into(&hs, ws.input_mut()).unwrap();
+                let graph = stack.capture(gpu, &mut ws).unwrap();
+                let runs = if b >= 2048 { 10 } else { 40 };
+                let t = gpu
+                    .bench(3, runs, |_| graph.launch(&stack, &mut ws).map_err(to_gpu))
+                    .unwrap();
+                let us = t.median_us / SETS as f64;
+                let floor_us = bytes / (ceiling_gbps * 1e9) * 1e6;
+                let compute_floor_us = ops / (tops * 1e12) * 1e6;
+                let larger = floor_us.max(compute_floor_us);
+                let gbps = bytes / (us * 1e-6) / 1e9;
+                line(serde_json::json!({
+                    "op": op, "path": path, "precision": "q8_1",
+                    "qtype": format!("gate q4_k, up q4_k, down {down_type}"), "down": down_type.to_string(),
+                    "graph": true, "shape": "H2048 I768 E128 k8 (qwen3-30b-a3b)", "b": b, "card": card,
+                    "arch": arch, "bytes": bytes.round(), "distinct_experts": distinct, "median_us": us,
+                    "us_per_token": us / b as f64, "tokens_per_s": b as f64 / (us * 1e-6),
+                    "gbps": gbps, "ceiling_gbps": ceiling_gbps, "pct_of_ceiling": 100.0 * gbps / ceiling_gbps,
+                    "floor_us": floor_us, "ratio_to_floor": us / floor_us,
+                    "compute_floor_us": compute_floor_us, "mma_peak_tops": tops,
+                    "ratio_to_larger_floor": us / larger, "layers_rotated": SETS,
+                }));
+            }
+            stack.set_grouped_min_batch(GROUPED_MIN_BATCH);
         }
     }
 }

@@ -24,10 +24,16 @@ pub struct MoeConfig {
 pub const MAX_BATCH: usize = 4096;
 
 /// Up to this many tokens a forward runs the decode kernels (the GEMV launches, or the
-/// persistent launch); above it, the grouped GEMM of qmoe-gemm when the layer's expert types have
-/// its kernels and the precision is Q8_1 (else the GEMV launches while `B·k` fits their task
-/// list). Where the two paths cross is measured by the layer bench (BENCHMARKS.md).
+/// persistent launch) whatever it is set to; a workspace past it also holds the grouping plan
+/// the grouped GEMM of qmoe-gemm needs.
 pub const DECODE_MAX_BATCH: usize = 8;
+
+/// From this many tokens on a forward runs the grouped GEMM (when the layer's expert types have
+/// its kernels and the precision is Q8_1), below it the GEMV launches: the crossover measured on
+/// the H200 at the Qwen3-30B-A3B shape (BENCHMARKS.md, "Many tokens"), where the GEMV launches
+/// still win at 32 tokens. Past the GEMV launches' task list (B·k > 256) the grouped path is
+/// taken at any setting. Changeable per workspace or stack (`set_grouped_min_batch`).
+pub const GROUPED_MIN_BATCH: usize = 33;
 
 impl MoeConfig {
     /// Qwen3-30B-A3B: H 2048, I 768, E 128, k 8, renormalised, eps 1e-6.

@@ -1,6 +1,6 @@
 //! The GPU forward of one layer: three launches on the device's stream (or, with
-//! [`Schedule::Persistent`], one persistent launch of the same stages; past
-//! [`crate::DECODE_MAX_BATCH`] tokens, the grouped GEMM path), no host synchronisation, every
+//! [`Schedule::Persistent`], one persistent launch of the same stages; from
+//! [`crate::GROUPED_MIN_BATCH`] tokens, the grouped GEMM path), no host synchronisation, every
 //! buffer preallocated in a [`LayerWorkspace`] so the step can be captured in a CUDA graph.
 
 use std::fmt;
@@ -13,7 +13,7 @@ use qmoe_gpu::Gpu;
 use crate::trace::UnknownStage;
 use crate::{
     ops, DeviceMoeLayer, LayerError, LayerTrace, MoeConfig, Result, Schedule, Stage,
-    DECODE_MAX_BATCH,
+    DECODE_MAX_BATCH, GROUPED_MIN_BATCH,
 };
 
 /// One of the three launches of a forward (what per-kernel timings are taken of). Not the same
@@ -91,6 +91,7 @@ pub struct LayerWorkspace {
     b: usize,
     precision: Precision,
     schedule: Schedule,
+    grouped_min: usize,
     pub(crate) xn: CudaSlice<f32>,
     pub(crate) ids: CudaSlice<u32>,
     pub(crate) weights: CudaSlice<f32>,
@@ -118,6 +119,7 @@ impl LayerWorkspace {
             b,
             precision: Precision::F32,
             schedule: Schedule::ThreeLaunches,
+            grouped_min: GROUPED_MIN_BATCH,
             xn: gpu.poisoned_f32(b * h)?,
             ids: gpu.zeros::<u32>(b * k)?,
             weights: gpu.poisoned_f32(b * k)?,
@@ -172,6 +174,18 @@ impl LayerWorkspace {
     /// graph captured before keeps the schedule it was captured with.
     pub fn set_schedule(&mut self, schedule: Schedule) {
         self.schedule = schedule;
+    }
+
+    /// From how many tokens the forwards take the grouped GEMM path ([`GROUPED_MIN_BATCH`]
+    /// unless set; at least [`DECODE_MAX_BATCH`] + 1).
+    pub fn grouped_min_batch(&self) -> usize {
+        self.grouped_min
+    }
+
+    /// Sets from how many tokens the next forwards take the grouped GEMM path (clamped to at
+    /// least [`DECODE_MAX_BATCH`] + 1): what the benchmarks use to time both paths at one B.
+    pub fn set_grouped_min_batch(&mut self, b: usize) {
+        self.grouped_min = b.max(DECODE_MAX_BATCH + 1);
     }
 
     /// The configuration it was made for.
@@ -264,12 +278,14 @@ impl DeviceMoeLayer {
         Ok(())
     }
 
-    /// Whether a forward of the workspace's B tokens runs the grouped GEMM path: past
-    /// [`DECODE_MAX_BATCH`] tokens, at Q8_1, with gate, up (one type) and `down` all of a type
-    /// with grouped GEMM kernels. Past that many tokens and with B·k beyond the GEMV launches'
-    /// task list, anything else is refused here, naming what is missing.
+    /// Whether a forward of the workspace's B tokens runs the grouped GEMM path: from the
+    /// workspace's grouped minimum ([`GROUPED_MIN_BATCH`]) on, or whenever B·k is past the GEMV
+    /// launches' task list, at Q8_1, with gate, up (one type) and `down` all of a type with
+    /// grouped GEMM kernels. With B·k past the task list anything else is refused here, naming
+    /// what is missing.
     pub(crate) fn grouped(&self, ws: &LayerWorkspace, down: &DeviceQTensor) -> Result<bool> {
-        if ws.b <= DECODE_MAX_BATCH {
+        let gemv_tokens = qmoe_matvec::MAX_TASKS / self.cfg.top_k;
+        if ws.b <= DECODE_MAX_BATCH || (ws.b < ws.grouped_min && ws.b <= gemv_tokens) {
             return Ok(false);
         }
         let missing: Vec<String> = [&self.gate, &self.up, down]
@@ -298,7 +314,6 @@ impl DeviceMoeLayer {
             None
         };
         let Some(why) = why else { return Ok(true) };
-        let gemv_tokens = qmoe_matvec::MAX_TASKS / self.cfg.top_k;
         if ws.b <= gemv_tokens {
             return Ok(false);
         }

@@ -20,7 +20,7 @@
 //! nothing assumes a type by position. Tracing is a separate entry point, so the hot path carries
 //! no branch or copy for it.
 //!
-//! Past [`DECODE_MAX_BATCH`] tokens the expert projections are GEMM work: the forward then runs
+//! From [`GROUPED_MIN_BATCH`] tokens the expert projections are GEMM work: the forward then runs
 //! norm_router, the router's grouping of the ids by expert (`qmoe_router::group_gpu`, on the
 //! device), and qmoe-gemm's grouped gate+up+SwiGLU, down and fixed-order combine (five launches,
 //! still no host read-back, so a fixed B is graph-capturable), when the expert types have grouped
@@ -47,7 +47,9 @@ mod stack;
 mod trace;
 mod weights;
 
-pub use config::{q4_k_m_down_type, q4_k_m_more_bits, MoeConfig, DECODE_MAX_BATCH, MAX_BATCH};
+pub use config::{
+    q4_k_m_down_type, q4_k_m_more_bits, MoeConfig, DECODE_MAX_BATCH, GROUPED_MIN_BATCH, MAX_BATCH,
+};
 pub use error::{LayerError, Result};
 pub use forward::{ForwardStage, LayerWorkspace, FORWARD_STAGES};
 pub use persistent::{Schedule, KERNELS, PTX};

@@ -151,6 +151,7 @@ pub struct MoeLayerStack<'a> {
     fault_down: Vec<Option<DeviceQTensor>>,
     precision: Precision,
     schedule: Schedule,
+    grouped_min: usize,
 }
 
 impl std::fmt::Debug for MoeLayerStack<'_> {
@@ -189,6 +190,7 @@ impl<'a> MoeLayerStack<'a> {
             fault_down: (0..n).map(|_| None).collect(),
             precision: Precision::F32,
             schedule: Schedule::ThreeLaunches,
+            grouped_min: crate::GROUPED_MIN_BATCH,
         })
     }
 
@@ -237,6 +239,12 @@ impl<'a> MoeLayerStack<'a> {
     /// The schedule set by [`MoeLayerStack::set_schedule`].
     pub fn schedule(&self) -> Schedule {
         self.schedule
+    }
+
+    /// From how many tokens every layer takes the grouped GEMM path
+    /// ([`crate::GROUPED_MIN_BATCH`] by default; see [`LayerWorkspace::set_grouped_min_batch`]).
+    pub fn set_grouped_min_batch(&mut self, b: usize) {
+        self.grouped_min = b;
     }
 
     /// Makes layer `layer`'s GPU path defective (see [`Fault`]); the CPU reference is unchanged.
@@ -307,6 +315,7 @@ impl<'a> MoeLayerStack<'a> {
         }
         ws.layer.set_precision(self.precision);
         ws.layer.set_schedule(self.schedule);
+        ws.layer.set_grouped_min_batch(self.grouped_min);
         let [h0, h1] = &mut ws.h;
         for (i, layer) in self.device.iter().enumerate() {
             let (src, dst) = if i % 2 == 0 {
@@ -380,6 +389,7 @@ impl<'a> MoeLayerStack<'a> {
         let mut ws = StackWorkspace::new(gpu, &self.cfg, b)?;
         gpu.upload_into(h, ws.input_mut())?;
         ws.layer.set_precision(self.precision);
+        ws.layer.set_grouped_min_batch(self.grouped_min);
         let mut traces = Vec::with_capacity(self.len());
         let [h0, h1] = &mut ws.h;
         for i in 0..self.len() {
@@ -414,6 +424,7 @@ impl<'a> MoeLayerStack<'a> {
         self.upload(gpu)?;
         let mut ws = LayerWorkspace::new(gpu, &self.cfg, b)?;
         ws.set_precision(self.precision);
+        ws.set_grouped_min_batch(self.grouped_min);
         let src = gpu.upload(h_in)?;
         let mut dst = gpu.poisoned_f32(h_in.len())?;
         let down = self.down_of(layer);

@@ -51,11 +51,12 @@ int8 value here and there rounds the other way (one quantum, d = max|x|/127) and
 apart by about the size of the activation cost itself; `--mode free` shows that drift (compare \
 it with the cost table), `forced` shows each layer's own kernel error.
 
-`--tokens N` runs N tokens through each layer together (1..=4096). Up to 8 that is the decode \
-path; past 8 the GPU runs the grouped GEMM (the router's grouping of the tokens by expert, int8 \
-tensor-core gate+up and down, a fixed-order combine), whose activations are Q8_1, so the default \
-precision becomes q8_1 there. Types without grouped GEMM kernels run the GEMV launches while B·k \
-≤ 256 and are refused by name past that. The CPU references take every core.
+`--tokens N` runs N tokens through each layer together (1..=4096). Below 33 that is the decode \
+path (GEMV launches); from 33 the GPU runs the grouped GEMM (the router's grouping of the tokens \
+by expert, int8 tensor-core gate+up and down, a fixed-order combine), whose activations are \
+Q8_1, so the default precision becomes q8_1 there. Types without grouped GEMM kernels run the \
+GEMV launches while B·k ≤ 256 and are refused by name past that. The CPU references take every \
+core.
 
 Exit status: 0 when every stage of every layer MATCHes, 1 on any DIVERGE / NaN / expert-choice \
 difference, 2 on an error, 141 when stdout is closed before the report is written.
@@ -77,8 +78,8 @@ pub struct Args {
     /// synthetic model, all layers of a file.
     #[arg(long)]
     pub layers: Option<String>,
-    /// Tokens B (1..=4096) run through each layer together: up to 8 the decode kernels, past
-    /// that the grouped GEMM (router grouping, int8 tensor cores), which runs Q8_1 activations.
+    /// Tokens B (1..=4096) run through each layer together: below 33 the decode kernels, from
+    /// 33 the grouped GEMM (router grouping, int8 tensor cores), which runs Q8_1 activations.
     #[arg(long, default_value_t = 1)]
     pub tokens: usize,
     /// Seed of the hidden states (and of the synthetic weights).
@@ -101,7 +102,7 @@ pub struct Args {
     pub cpu: bool,
     /// Activation precision of the expert projections: f32 (exact-math baseline) or q8_1
     /// (int8 dot products; compared with the Q8_1 reference, plus its cost against f64).
-    /// Default `auto`: f32 up to 8 tokens, q8_1 past that (the grouped GEMM's only precision).
+    /// Default `auto`: f32 below 33 tokens, q8_1 from 33 (the grouped GEMM's only precision).
     #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "q8_1"])]
     pub precision: String,
     /// Synthetic model preset.
@@ -189,7 +190,7 @@ fn check_args(args: &Args) -> Result<Precision> {
         bail!("--threshold {}: a cosine in (0, 1]", args.threshold);
     }
     if args.precision == "auto" {
-        return Ok(if args.tokens > qmoe_layer::DECODE_MAX_BATCH {
+        return Ok(if args.tokens >= qmoe_layer::GROUPED_MIN_BATCH {
             Precision::Q8_1
         } else {
             Precision::F32

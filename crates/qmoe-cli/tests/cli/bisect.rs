@@ -44,8 +44,8 @@ fn help_states_the_exit_statuses() {
 
 #[test]
 fn many_tokens_run_on_the_cpu_at_q8_1_and_the_json_says_so() {
-    // Past 8 tokens the default precision is the grouped GEMM's (q8_1); 64 tokens of the tiny
-    // preset keep this a CI test (the Qwen3-shaped run takes minutes on two cores).
+    // From 33 tokens the default precision is the grouped GEMM's (q8_1); 64 tokens of the tiny
+    // preset keep this a CI test (the Qwen3-shaped run takes about a minute on two cores).
     let (code, doc) = report(&["--preset", "tiny", "--cpu", "--tokens", "64"]);
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["tokens"], 64);

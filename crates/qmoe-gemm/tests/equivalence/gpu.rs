@@ -32,7 +32,9 @@ fn run(
     b: usize,
     k: usize,
 ) -> Outputs {
-    let (e, i, h) = (gate.experts(), gate.rows(), gate.cols());
+    // H is down's output rows (the residual stream's width); gate+up's K may differ from it in
+    // the small-shape cases, and `x` (B·K ≥ B·H values) doubles as the residual.
+    let (e, i, h) = (gate.experts(), gate.rows(), down.rows());
     let cfg = GroupConfig {
         n_tokens: b,
         top_k: k,

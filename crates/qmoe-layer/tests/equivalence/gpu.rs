@@ -34,11 +34,24 @@ fn check_layer_on_gpu_at(
     h: &[f32],
     b: usize,
 ) -> Result<bool, String> {
+    check_layer_on_gpu_with(gpu, p, l, h, b, qmoe_layer::GROUPED_MIN_BATCH)
+}
+
+/// [`check_layer_on_gpu_at`] with the grouped GEMM path taken from `grouped_min` tokens on.
+fn check_layer_on_gpu_with(
+    gpu: &qmoe_gpu::Gpu,
+    p: Precision,
+    l: MoeLayerWeights<'_>,
+    h: &[f32],
+    b: usize,
+    grouped_min: usize,
+) -> Result<bool, String> {
     let cfg = *l.config();
     let reference =
         layer_ref_traced(&l, h, b, RefPrecision::reference(p)).map_err(|e| e.to_string())?;
     let mut stack = MoeLayerStack::new(vec![l]).map_err(|e| e.to_string())?;
     stack.set_precision(p);
+    stack.set_grouped_min_batch(grouped_min);
     let got = stack
         .forward_gpu_layer_traced(gpu, 0, h, b)
         .map_err(|e| e.to_string())?;
@@ -519,10 +532,11 @@ fn gpu_stack_hot_path_equals_the_traced_path_bit_for_bit() {
 #[test]
 #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
 fn gpu_grouped_path_matches_the_q8_1_reference_past_decode_batches() {
-    // Past DECODE_MAX_BATCH tokens a Q8_1 layer whose types have grouped GEMM kernels runs the
-    // router's grouping and qmoe-gemm's kernels: every stage against the Q8_1 reference, as the
-    // decode path is checked. B = 9 (one past decode), 33 and 64 (not multiples of the 32-slot
-    // tile), 200 (every expert of 16 busy); the Q4_K_M pairs and Q8_0.
+    // A Q8_1 layer whose types have grouped GEMM kernels, set to take the grouped path from
+    // 9 tokens on (the smallest it can), runs the router's grouping and qmoe-gemm's kernels:
+    // every stage against the Q8_1 reference, as the decode path is checked. B = 9, 33 and 64
+    // (not multiples of the 32-slot tile), 200 (every expert of 16 busy); the Q4_K_M pairs and
+    // Q8_0.
     let gpu = qmoe_gpu::test_gpu();
     let cfg = small_cfg(512, 256, 16, 4);
     let triples = [
@@ -535,7 +549,7 @@ fn gpu_grouped_path_matches_the_q8_1_reference_past_decode_batches() {
             let seed = 300 + 10 * n as u64 + m as u64;
             let l = random_layer(cfg, types, seed, n);
             let x = hidden(seed + 1, b, 512);
-            match check_layer_on_gpu_at(&gpu, Precision::Q8_1, l, &x, b) {
+            match check_layer_on_gpu_with(&gpu, Precision::Q8_1, l, &x, b, 9) {
                 Ok(_) => {}
                 Err(e) => panic!("types {types:?} B {b}: {e}"),
             }

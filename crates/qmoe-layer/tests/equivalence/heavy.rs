@@ -136,24 +136,52 @@ fn free_running_q8_1(b: usize) {
     let exact = stack.forward_ref_traced(&h, b).unwrap();
     let got = stack.forward_gpu_traced(&gpu, &h, b).unwrap();
     let mut failures = Vec::new();
+    let hd = cfg.hidden;
     for (i, ((g, r), f)) in got.iter().zip(&q8).zip(&exact).enumerate() {
         let t = Thresholds::default();
+        // A token whose expert choice differs between two of the paths (the drift carried a
+        // near-tie the other way) has an MoE output from other experts: a discrete flip, not a
+        // kernel error, and with 64 tokens one happens every few layers. Its MoE output is left
+        // out of the ffn_out criterion; the residual stream criterion below still takes every
+        // token, flipped ones included.
+        let same: Vec<usize> = (0..b)
+            .filter(|&tok| {
+                let set = |t: &LayerTrace| {
+                    let k = t.top_k;
+                    let mut ids = t.topk_ids[tok * k..(tok + 1) * k].to_vec();
+                    ids.sort_unstable();
+                    ids
+                };
+                set(g) == set(r) && set(r) == set(f)
+            })
+            .collect();
+        let rows = |v: &[f32]| -> Vec<f32> {
+            same.iter()
+                .flat_map(|&tok| v[tok * hd..(tok + 1) * hd].to_vec())
+                .collect()
+        };
+        let flipped = b - same.len();
+        if same.is_empty() {
+            eprintln!(
+                "B {b} layer {i:2}: every token's expert choice flipped; ffn_out not compared"
+            );
+        }
         let (drift, cost) = (
-            compare(&g.ffn_out, &r.ffn_out, t),
-            compare(&r.ffn_out, &f.ffn_out, t),
+            compare(&rows(&g.ffn_out), &rows(&r.ffn_out), t),
+            compare(&rows(&r.ffn_out), &rows(&f.ffn_out), t),
         );
         let (rdrift, rcost) = (
             compare(&g.residual_out, &r.residual_out, t),
             compare(&r.residual_out, &f.residual_out, t),
         );
         eprintln!(
-            "B {b} layer {i:2} ffn_out nmse gpu-vs-q8_1 {:.2e} q8_1-vs-f64 {:.2e}; residual {:.2e} vs {:.2e}",
+            "B {b} layer {i:2} ffn_out nmse gpu-vs-q8_1 {:.2e} q8_1-vs-f64 {:.2e}; residual {:.2e} vs {:.2e}; {flipped} token(s) with another expert choice",
             drift.nmse, cost.nmse, rdrift.nmse, rcost.nmse
         );
         if let Some(stage) = nonfinite(g) {
             failures.push(format!("layer {i}: non-finite in gpu stage {stage}"));
         }
-        if drift.nmse > cost.nmse || rdrift.nmse > rcost.nmse {
+        if (!same.is_empty() && drift.nmse > cost.nmse) || rdrift.nmse > rcost.nmse {
             failures.push(format!(
                 "layer {i}: the GPU is further from the Q8_1 reference (ffn_out {:.2e}, residual {:.2e}) than quantizing costs ({:.2e}, {:.2e})",
                 drift.nmse, rdrift.nmse, cost.nmse, rcost.nmse
