@@ -7,14 +7,12 @@
 //! over the 8 layers (measured from a traced run). One `QMOE-BENCH {json}` line per measurement;
 //! per-kernel times (each stage of the 8 layers captured alone in a graph) as op "moe_layer_stage".
 //! `"pdl"` says whether the launches were programmatic dependent launches (sm_90+ with
-//! `QMOE_PDL=1`). At B = 1 and 8 with Q8_1 activations the same stack also runs on the
-//! persistent schedule (one launch per layer, graph), op "moe_layer_persistent": the same
-//! fields, bytes, floor and read ceiling as the three-launch rows, so the two compare directly.
+//! `QMOE_PDL=1`).
 //!
 //! Past decode batches (B = 16 .. 4096, Q8_1, graph) the rows say which path the layer took
 //! (`"path"`: the GEMV launches below `GROUPED_MIN_BATCH`, the grouped GEMM from it; below it
-//! the grouped path is also timed, forced, as op "moe_layer_alt"), and add the compute floor — B·k·6·H·I integer
-//! operations over the int8 mma peak measured in the same process (`qmoe_gemm::mma_peak_tops`)
+//! the grouped path is also timed, forced, as op "moe_layer_alt"), and add the compute floor —
+//! B·k·6·H·I integer operations over the int8 mma peak measured in the same process (`qmoe_gemm::mma_peak_tops`)
 //! — next to the byte floor, the ratio to the larger of the two, and tokens per second.
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -24,7 +22,7 @@ use qmoe_dequant::{Precision, QTensor, QType};
 use qmoe_gpu::Gpu;
 use qmoe_layer::{
     layer_ref, ForwardStage, LayerWorkspace, MoeConfig, MoeLayerStack, MoeLayerWeights,
-    RefPrecision, Schedule, StackWorkspace, EXPERT_QTYPES, GROUPED_MIN_BATCH,
+    RefPrecision, StackWorkspace, EXPERT_QTYPES, GROUPED_MIN_BATCH,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -219,17 +217,6 @@ fn gpu_layer(_c: &mut Criterion) {
                 let three = ForwardStage::ALL.len();
                 layer_row("moe_layer", direct.median_us, false, three);
                 layer_row("moe_layer", captured.median_us, true, three);
-                if prec == Precision::Q8_1 && (b == 1 || b == 8) {
-                    stack.set_schedule(Schedule::Persistent);
-                    let mut pws = StackWorkspace::new(&gpu, &cfg, b).unwrap();
-                    gpu.upload_into(&h, pws.input_mut()).unwrap();
-                    let pgraph = stack.capture(&gpu, &mut pws).unwrap();
-                    let persistent = gpu
-                        .bench(10, 200, |_| pgraph.launch(&stack, &mut pws).map_err(to_gpu))
-                        .unwrap();
-                    stack.set_schedule(Schedule::ThreeLaunches);
-                    layer_row("moe_layer_persistent", persistent.median_us, true, 1);
-                }
                 // Per-kernel: each stage of the 8 layers alone in a graph (inputs from the last run).
                 let mut lws = LayerWorkspace::new(&gpu, &cfg, b).unwrap();
                 lws.set_precision(prec);

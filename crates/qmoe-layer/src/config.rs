@@ -23,9 +23,8 @@ pub struct MoeConfig {
 /// in one launch at E = 128, and the grouped GEMM takes any number of tiles.
 pub const MAX_BATCH: usize = 4096;
 
-/// Up to this many tokens a forward runs the decode kernels (the GEMV launches, or the
-/// persistent launch) whatever it is set to; a workspace past it also holds the grouping plan
-/// the grouped GEMM of qmoe-gemm needs.
+/// Up to this many tokens a forward runs the decode kernels (the GEMV launches) whatever it is
+/// set to; a workspace past it also holds the grouping plan the grouped GEMM of qmoe-gemm needs.
 pub const DECODE_MAX_BATCH: usize = 8;
 
 /// From this many tokens on a forward runs the grouped GEMM (when the layer's expert types have

@@ -1,5 +1,4 @@
-//! The GPU forward of one layer: three launches on the device's stream (or, with
-//! [`Schedule::Persistent`], one persistent launch of the same stages; from
+//! The GPU forward of one layer: three launches on the device's stream (from
 //! [`crate::GROUPED_MIN_BATCH`] tokens, the grouped GEMM path), no host synchronisation, every
 //! buffer preallocated in a [`LayerWorkspace`] so the step can be captured in a CUDA graph.
 
@@ -12,8 +11,8 @@ use qmoe_gpu::Gpu;
 
 use crate::trace::UnknownStage;
 use crate::{
-    ops, DeviceMoeLayer, LayerError, LayerTrace, MoeConfig, Result, Schedule, Stage,
-    DECODE_MAX_BATCH, GROUPED_MIN_BATCH,
+    ops, DeviceMoeLayer, LayerError, LayerTrace, MoeConfig, Result, Stage, DECODE_MAX_BATCH,
+    GROUPED_MIN_BATCH,
 };
 
 /// One of the three launches of a forward (what per-kernel timings are taken of). Not the same
@@ -90,7 +89,6 @@ pub struct LayerWorkspace {
     cfg: MoeConfig,
     b: usize,
     precision: Precision,
-    schedule: Schedule,
     grouped_min: usize,
     pub(crate) xn: CudaSlice<f32>,
     pub(crate) ids: CudaSlice<u32>,
@@ -118,7 +116,6 @@ impl LayerWorkspace {
             cfg: *cfg,
             b,
             precision: Precision::F32,
-            schedule: Schedule::ThreeLaunches,
             grouped_min: GROUPED_MIN_BATCH,
             xn: gpu.poisoned_f32(b * h)?,
             ids: gpu.zeros::<u32>(b * k)?,
@@ -162,18 +159,6 @@ impl LayerWorkspace {
     /// before keeps the precision it was captured with).
     pub fn set_precision(&mut self, precision: Precision) {
         self.precision = precision;
-    }
-
-    /// Which kernels the next forwards run: [`Schedule::ThreeLaunches`] unless set.
-    pub fn schedule(&self) -> Schedule {
-        self.schedule
-    }
-
-    /// Sets the schedule of the next forwards ([`DeviceMoeLayer::forward`] and a stack's
-    /// forward; a traced forward always runs the three launches, whose stages it records). A
-    /// graph captured before keeps the schedule it was captured with.
-    pub fn set_schedule(&mut self, schedule: Schedule) {
-        self.schedule = schedule;
     }
 
     /// From how many tokens the forwards take the grouped GEMM path ([`GROUPED_MIN_BATCH`]
@@ -253,10 +238,9 @@ impl DeviceMoeLayer {
         Ok(())
     }
 
-    /// The forward: the three launches, or the persistent launch when the workspace's schedule
-    /// is [`Schedule::Persistent`] and no logits are asked for. `down` is the tensor the down
-    /// projection dispatches on (the layer's own, or a fault-injected stand-in); `logits` also
-    /// writes the router logits (three launches only: the persistent kernel does not).
+    /// The forward: the three launches, or the grouped path for many tokens. `down` is the
+    /// tensor the down projection dispatches on (the layer's own, or a fault-injected stand-in);
+    /// `logits` also writes the router logits.
     pub(crate) fn launch_forward(
         &self,
         gpu: &Gpu,
@@ -268,9 +252,6 @@ impl DeviceMoeLayer {
     ) -> Result<()> {
         if self.grouped(ws, down)? {
             return self.launch_grouped(gpu, down, h_in, h_out, ws, logits);
-        }
-        if ws.schedule == Schedule::Persistent && !logits && ws.b <= DECODE_MAX_BATCH {
-            return self.launch_persistent(gpu, down, h_in, h_out, ws);
         }
         for stage in ForwardStage::ALL {
             self.launch_stage(gpu, stage, down, h_in, h_out, ws, logits)?;
@@ -454,10 +435,10 @@ impl DeviceMoeLayer {
         self.launch_forward(gpu, &self.down, h_in, h_out, ws, false)
     }
 
-    /// The forward with every stage recorded (synchronises: not for the hot path), always as the
-    /// three launches whatever the workspace's schedule. Gate and up
-    /// are traced by separate indexed matvecs next to the fused launch, which stays the one
-    /// that feeds the down projection. `down` overrides the down tensor (fault injection).
+    /// The forward with every stage recorded (synchronises: not for the hot path). Gate and up
+    /// are traced by separate indexed matvecs (grouped matmuls on the grouped path) next to the
+    /// fused launch, which stays the one that feeds the down projection. `down` overrides the
+    /// down tensor (fault injection).
     pub(crate) fn forward_traced_with(
         &self,
         gpu: &Gpu,

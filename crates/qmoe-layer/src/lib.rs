@@ -1,9 +1,10 @@
 //! The whole Qwen3-MoE FFN layer on the GPU: `h' = h + MoE(RMSNorm(h))` for B = 1..4096 tokens
-//! (a decode step, a batch of sequences or a prompt), with a CPU reference layer of the same stage structure, a sub-stage trace
-//! both paths fill under the same names, a layer stack and its CUDA-graph capture.
+//! (a decode step, a batch of sequences or a prompt), with a CPU reference layer of the same
+//! stage structure, a sub-stage trace both paths fill under the same names, a layer stack and its
+//! CUDA-graph capture.
 //!
-//! Key design decision: the layer composes the op crates' kernels. One forward is **three
-//! dependent launches** on one stream:
+//! Key design decision: the layer composes the op crates' kernels and has none of its own. A
+//! decode forward is **three dependent launches** on one stream:
 //! 1. `norm_router` — RMSNorm of the residual stream computed inside the router kernel
 //!    (qmoe-router's `router_norm_gpu`), which also stores the normalised input for the experts;
 //! 2. `gate_up_swiglu` — the selected experts' gate and up projections with the SwiGLU
@@ -27,11 +28,10 @@
 //! GEMM kernels and the precision is Q8_1; otherwise the GEMV launches while `B·k` fits their
 //! task list, and a named refusal past that.
 //!
-//! The one kernel of its own, `cuda/layer.cu`, is the same three stages in one persistent launch
-//! ([`Schedule::Persistent`], set per workspace; Q8_1, Q4_K gate/up, Q4_K or Q6_K down): it runs
-//! the op crates' own device bodies as work items gated by integer device-side counters, so its
-//! output equals the three launches' bit for bit. It is measured against them; the default stays
-//! [`Schedule::ThreeLaunches`] until it wins.
+//! A persistent per-layer kernel running the same three stages as work items gated by integer
+//! device-side counters was built, proven bit-identical to the three launches and measured
+//! slower on the H200 (8 % at B = 1, 22 % at B = 8; BENCHMARKS.md), so the three launches were
+//! kept and it was removed (commit 5adcfb4 and its followers hold it).
 //!
 //! **Invariant:** [`DeviceMoeLayer::forward`] and [`MoeLayerStack::forward_device`] only enqueue
 //! work on the device's stream: no allocation, no host read of device data.
@@ -41,7 +41,6 @@ mod config;
 mod error;
 mod forward;
 mod ops;
-mod persistent;
 pub mod reference;
 mod stack;
 mod trace;
@@ -52,7 +51,6 @@ pub use config::{
 };
 pub use error::{LayerError, Result};
 pub use forward::{ForwardStage, LayerWorkspace, FORWARD_STAGES};
-pub use persistent::{Schedule, KERNELS, PTX};
 pub use reference::{layer_ref, layer_ref_traced, RefPrecision};
 pub use stack::{wrong_down_type, Fault, MoeLayerStack, StackGraph, StackWorkspace};
 pub use trace::{LayerTrace, Stage, UnknownStage, STAGE_NAMES};

@@ -11,7 +11,6 @@ use qmoe_gpu::{Gpu, GpuError};
 use crate::reference::{layer_ref_traced, RefPrecision};
 use crate::{
     DeviceMoeLayer, LayerError, LayerTrace, LayerWorkspace, MoeConfig, MoeLayerWeights, Result,
-    Schedule,
 };
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -150,7 +149,6 @@ pub struct MoeLayerStack<'a> {
     faults: Vec<Option<Fault>>,
     fault_down: Vec<Option<DeviceQTensor>>,
     precision: Precision,
-    schedule: Schedule,
     grouped_min: usize,
 }
 
@@ -189,7 +187,6 @@ impl<'a> MoeLayerStack<'a> {
             faults: vec![None; n],
             fault_down: (0..n).map(|_| None).collect(),
             precision: Precision::F32,
-            schedule: Schedule::ThreeLaunches,
             grouped_min: crate::GROUPED_MIN_BATCH,
         })
     }
@@ -228,17 +225,6 @@ impl<'a> MoeLayerStack<'a> {
     /// The precision set by [`MoeLayerStack::set_precision`].
     pub fn precision(&self) -> Precision {
         self.precision
-    }
-
-    /// The schedule every layer of [`MoeLayerStack::forward_device`] runs
-    /// ([`Schedule::ThreeLaunches`] by default). A graph captured before keeps its schedule.
-    pub fn set_schedule(&mut self, schedule: Schedule) {
-        self.schedule = schedule;
-    }
-
-    /// The schedule set by [`MoeLayerStack::set_schedule`].
-    pub fn schedule(&self) -> Schedule {
-        self.schedule
     }
 
     /// From how many tokens every layer takes the grouped GEMM path
@@ -314,7 +300,6 @@ impl<'a> MoeLayerStack<'a> {
             ));
         }
         ws.layer.set_precision(self.precision);
-        ws.layer.set_schedule(self.schedule);
         ws.layer.set_grouped_min_batch(self.grouped_min);
         let [h0, h1] = &mut ws.h;
         for (i, layer) in self.device.iter().enumerate() {

@@ -2,8 +2,7 @@
 //! matters, SwiGLU's orientation), validation errors, the reference layer's precisions and stage
 //! structure. GPU (in equivalence/gpu.rs and equivalence/heavy.rs): stage-by-stage
 //! against the reference, every qtype triple, graph replay, bad calls, fault injection, the
-//! 48-layer Qwen3-30B-A3B run, adversarial magnitudes, and the dump for the PyTorch cross-check;
-//! the persistent schedule against the three launches, bit for bit (equivalence/persistent.rs).
+//! 48-layer Qwen3-30B-A3B run, adversarial magnitudes, and the dump for the PyTorch cross-check.
 
 mod support;
 
@@ -11,8 +10,6 @@ mod support;
 mod gpu;
 #[path = "equivalence/heavy.rs"]
 mod heavy;
-#[path = "equivalence/persistent.rs"]
-mod persistent;
 
 use proptest::prelude::*;
 use qmoe_check::{compare, Thresholds};

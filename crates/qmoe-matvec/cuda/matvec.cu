@@ -55,15 +55,6 @@
 
 #define MV_FULL 0xffffffffu
 
-// The load of data an earlier kernel produced (activations, expert ids, routing weights). Here
-// the non-coherent path: every launch of this file reads those only after its producer kernel
-// ended. A file that includes this one to run the bodies inside one persistent launch, where the
-// producer is another block of the same launch, defines it as an L2 load (__ldcg) first: the
-// non-coherent path is only defined for data read-only for the whole launch.
-#ifndef MV_LD_PRODUCED
-#define MV_LD_PRODUCED(ptr) __ldg(ptr)
-#endif
-
 // Padded shared-memory index of activation i (see the header): 4 floats of padding per 64.
 __device__ __forceinline__ uint32_t mv_pad(uint32_t i) { return i + ((i >> 6) << 2); }
 
@@ -124,7 +115,7 @@ __device__ __forceinline__ MvCols mv_stage(float* smem, const float* __restrict_
         if (c < nc) {
             const float4* row = reinterpret_cast<const float4*>(x + (size_t)src(c) * K);
             for (uint32_t r = threadIdx.x; r < runs; r += blockDim.x) {
-                const float4 a = MV_LD_PRODUCED(row + 2 * r), b = MV_LD_PRODUCED(row + 2 * r + 1);
+                const float4 a = __ldg(row + 2 * r), b = __ldg(row + 2 * r + 1);
                 float4* d = reinterpret_cast<float4*>(xs + c * cols.kp + mv_pad(r << 3));
                 d[0] = a;
                 d[1] = b;
@@ -237,7 +228,7 @@ struct MvQ8 {
 #pragma unroll
                     for (int u = 0; u < 4; u++) {
                         const uint32_t i = i0 + u * blockDim.x;
-                        v[u] = i < n4 ? MV_LD_PRODUCED(row + i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                        v[u] = i < n4 ? __ldg(row + i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
                     }
 #pragma unroll
                     for (int u = 0; u < 4; u++) {
@@ -297,12 +288,12 @@ __device__ __forceinline__ void mv_collect_tasks(const uint32_t* __restrict__ id
                                                  uint32_t* s_e) {
     if (threadIdx.x < 32) {
         const uint32_t lane = threadIdx.x;
-        const uint32_t e = MV_LD_PRODUCED(ids + t);
+        const uint32_t e = __ldg(ids + t);
         uint32_t n = 0;
         bool dup = false;
         for (uint32_t base = 0; base < n_tasks; base += 32) {
             const uint32_t tt = base + lane;
-            const bool match = tt < n_tasks && MV_LD_PRODUCED(ids + tt) == e;
+            const bool match = tt < n_tasks && __ldg(ids + tt) == e;
             dup |= __any_sync(MV_FULL, match && tt < t);
             const uint32_t take = __ballot_sync(MV_FULL, match && tt >= t);
             if (match && tt >= t) s_task[n + __popc(take & ((1u << lane) - 1u))] = tt;
@@ -316,16 +307,16 @@ __device__ __forceinline__ void mv_collect_tasks(const uint32_t* __restrict__ id
     __syncthreads();
 }
 
-// The indexed kernels' prologue: this block's task list (task `task` and every later task
+// The indexed kernels' prologue: this block's task list (task blockIdx.y and every later task
 // with the same expert) and its expert *e. An out-of-range expert is never read: the block writes
 // NaN to rows [r0, r0 + nrows) of each of its tasks' outputs (out + task * rows) and returns 0.
 // Also 0 when an earlier task computes this expert; else the number of tasks to compute.
 __device__ __forceinline__ uint32_t mv_expert_tasks(const uint32_t* __restrict__ ids, uint32_t n_tasks,
                                                     uint32_t n_experts, uint32_t* s_task, float* out,
                                                     uint32_t rows, uint32_t r0, uint32_t nrows,
-                                                    uint32_t task, uint32_t* e) {
+                                                    uint32_t* e) {
     __shared__ uint32_t s_n, s_e;
-    mv_collect_tasks(ids, n_tasks, task, s_task, &s_n, &s_e);
+    mv_collect_tasks(ids, n_tasks, blockIdx.y, s_task, &s_n, &s_e);
     const uint32_t n = s_n;
     *e = s_e;
     if (*e >= n_experts) {
@@ -424,10 +415,6 @@ __device__ __forceinline__ void mv_wait_group(uint32_t n, uint32_t g) {
 // src/cuda.rs, `Plan`): [NC x vectors, padded][NC run-sum vectors, padded][8 warps x P passes x
 // region(s)].
 
-// The indexed and gate+up bodies take their block's place in the grid as arguments, (tile,
-// task) = (blockIdx.x, blockIdx.y) in their own kernels, so a persistent kernel can run them as
-// work items of its own (qmoe-layer's layer.cu).
-
 // One matrix's rows of this warp for every pass of a tile.
 struct MvWarpRows {
     uint8_t* region;  // this warp's pass-0 region; pass p's is region + p * R
@@ -517,15 +504,15 @@ __device__ void mv_indexed(const uint8_t* __restrict__ w, unsigned long long exp
                            uint32_t n_experts, uint32_t rows, uint32_t row_bytes, uint32_t K,
                            uint32_t glog, uint32_t T, const uint32_t* __restrict__ ids,
                            uint32_t n_tasks, uint32_t k, const float* __restrict__ x,
-                           uint32_t x_per_slot, float* __restrict__ y, uint32_t tile, uint32_t task) {
+                           uint32_t x_per_slot, float* __restrict__ y) {
     extern __shared__ float4 mv_smem[];
     __shared__ uint32_t s_task[MV_MAX_TASKS];
     uint8_t* smem = reinterpret_cast<uint8_t*>(mv_smem);
     uint8_t* tiles = smem + NC * P::col_bytes(K);
     const MvLane L = mv_lane(glog);
-    const uint32_t r0 = tile * T, nrows = min(T, rows - r0);
+    const uint32_t r0 = blockIdx.x * T, nrows = min(T, rows - r0);
     uint32_t e;
-    const uint32_t n = mv_expert_tasks(ids, n_tasks, n_experts, s_task, y, rows, r0, nrows, task, &e);
+    const uint32_t n = mv_expert_tasks(ids, n_tasks, n_experts, s_task, y, rows, r0, nrows, &e);
     if (n == 0) return;  // block-uniform
     MvWarpRows W;
     W.init(tiles, mv_region_bytes(32 >> glog, row_bytes), w + (size_t)e * expert_bytes + (size_t)r0 * row_bytes,
@@ -563,16 +550,15 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, const uint8_t* __rest
                            unsigned long long expert_bytes, uint32_t row_bytes,
                            uint32_t n_experts, uint32_t rows, uint32_t K, uint32_t glog,
                            uint32_t T, const uint32_t* __restrict__ ids, uint32_t n_tasks,
-                           uint32_t k, const float* __restrict__ x, float* __restrict__ act,
-                           uint32_t tile, uint32_t task) {
+                           uint32_t k, const float* __restrict__ x, float* __restrict__ act) {
     extern __shared__ float4 mv_smem[];
     __shared__ uint32_t s_task[MV_MAX_TASKS];
     uint8_t* smem = reinterpret_cast<uint8_t*>(mv_smem);
     uint8_t* tiles = smem + NC * P::col_bytes(K);
     const MvLane L = mv_lane(glog);
-    const uint32_t r0 = tile * T, nrows = min(T, rows - r0);
+    const uint32_t r0 = blockIdx.x * T, nrows = min(T, rows - r0);
     uint32_t e;
-    const uint32_t n = mv_expert_tasks(ids, n_tasks, n_experts, s_task, act, rows, r0, nrows, task, &e);
+    const uint32_t n = mv_expert_tasks(ids, n_tasks, n_experts, s_task, act, rows, r0, nrows, &e);
     if (n == 0) return;
     // Per warp and pass: gate's region, then up's, each its own commit group, so a warp computes
     // its gate rows while its up rows still stream in. Both matrices' rows in flight at once.
@@ -620,9 +606,7 @@ __device__ void mv_gate_up(const uint8_t* __restrict__ wg, const uint8_t* __rest
 // atomics, so the output is bit-identical run to run. The residual stream leaves this launch
 // complete, so whatever reads it next (the next layer's router with its fused RMSNorm, or
 // anything else) needs no combine of its own.
-// `tile` is the block's row tile and `arrivals` the blocks that compute it (one per task: the
-// launch's grid.y).
-__device__ __forceinline__ void mv_combine_tail(const MvIndexedParams& p, uint32_t tile, uint32_t arrivals) {
+__device__ __forceinline__ void mv_combine_tail(const MvIndexedParams& p) {
     __shared__ bool mv_last;
     // The barrier orders every thread's y writes before thread 0's fence, and the fence is
     // cumulative, so it publishes the whole block's rows device-wide before the count (the
@@ -630,12 +614,12 @@ __device__ __forceinline__ void mv_combine_tail(const MvIndexedParams& p, uint32
     __syncthreads();
     if (threadIdx.x == 0) {
         __threadfence();
-        mv_last = atomicAdd(p.counters + tile, 1u) == arrivals - 1;
+        mv_last = atomicAdd(p.counters + blockIdx.x, 1u) == gridDim.y - 1;
     }
     __syncthreads();
     if (!mv_last) return;  // block-uniform
     __threadfence();
-    const uint32_t r0 = tile * p.tile_rows, nrows = min(p.tile_rows, p.rows - r0);
+    const uint32_t r0 = blockIdx.x * p.tile_rows, nrows = min(p.tile_rows, p.rows - r0);
     const uint32_t b = p.n_tasks / p.top_k;
     for (uint32_t i = threadIdx.x; i < b * nrows; i += blockDim.x) {
         const uint32_t t = i / nrows, r = r0 + (i - t * nrows);
@@ -644,15 +628,15 @@ __device__ __forceinline__ void mv_combine_tail(const MvIndexedParams& p, uint32
         for (uint32_t j = 0; j < p.top_k; j++) {
             const uint32_t task = t * p.top_k + j;
             // y: written by other blocks of this launch, so read from L2 (__ldcg), never through
-            // the non-coherent path. wts: written by an earlier kernel (MV_LD_PRODUCED).
+            // the non-coherent path. wts: written by an earlier launch.
             const double y = (double)__ldcg(p.y + (size_t)task * p.rows + r);
-            acc = __dadd_rn(acc, __dmul_rn((double)MV_LD_PRODUCED(p.wts + task), y));
+            acc = __dadd_rn(acc, __dmul_rn((double)__ldg(p.wts + task), y));
         }
         const size_t o = (size_t)t * p.rows + r;
         p.ffn[o] = (float)acc;
         p.out[o] = (float)__dadd_rn((double)__ldg(p.resid + o), acc);
     }
-    if (threadIdx.x == 0) p.counters[tile] = 0u;  // ready for the next launch
+    if (threadIdx.x == 0) p.counters[blockIdx.x] = 0u;  // ready for the next launch
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -692,22 +676,17 @@ __device__ __forceinline__ void mv_combine_tail(const MvIndexedParams& p, uint32
         qmoe_pdl_wait();                                                                          \
         qmoe_pdl_trigger();                                                                       \
         mv_indexed<QT, P, NC>(p.w, p.expert_bytes, p.n_experts, p.rows, p.row_bytes, p.k, p.glog,      \
-                           p.tile_rows, p.ids, p.n_tasks, p.top_k, p.x, p.x_per_slot, p.y,         \
-                           blockIdx.x, blockIdx.y);                                               \
-        if (p.resid != nullptr) mv_combine_tail(p, blockIdx.x, gridDim.y);                        \
+                           p.tile_rows, p.ids, p.n_tasks, p.top_k, p.x, p.x_per_slot, p.y);        \
+        if (p.resid != nullptr) mv_combine_tail(p);                                               \
     }
 #define MV_GATE_UP(NAME, QT, P, NC)                                                                  \
     extern "C" __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(P, NC)) NAME(const MvGateUpParams p) { \
         qmoe_pdl_wait();                                                                          \
         qmoe_pdl_trigger();                                                                       \
         mv_gate_up<QT, P, NC>(p.wg, p.wu, p.expert_bytes, p.row_bytes, p.n_experts, p.rows, p.k,       \
-                           p.glog, p.tile_rows, p.ids, p.n_tasks, p.top_k, p.x, p.act,             \
-                           blockIdx.x, blockIdx.y);                                               \
+                           p.glog, p.tile_rows, p.ids, p.n_tasks, p.top_k, p.x, p.act);            \
     }
 
-// A file that includes this one for its device bodies defines QMOE_MATVEC_BODIES_ONLY, so its
-// module does not carry this file's entry points.
-#ifndef QMOE_MATVEC_BODIES_ONLY
 MV_INSTANCES(MV_DENSE, MV_INDEXED, MV_GATE_UP)
 
 // Q8_1 quantization as a kernel of its own (what the Q8_1 kernels do while staging; for callers
@@ -725,4 +704,3 @@ extern "C" __global__ void __launch_bounds__(MV_THREADS) qmoe_quantize_q8_1(cons
         if ((i & 7) == 0) p.ds[i >> 3] = ds;
     }
 }
-#endif  // QMOE_MATVEC_BODIES_ONLY

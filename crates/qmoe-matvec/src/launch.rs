@@ -16,8 +16,11 @@ mod gen {
     use qmoe_dequant::{Precision, QType};
     include!("launch.gen.rs");
 }
-use gen::{MvDenseParams, Q8_1Params, FLOAT_BLOCK_WEIGHTS, MAX_PASSES, NC, PRECISIONS, THREADS};
-pub(crate) use gen::{MvGateUpParams, MvIndexedParams, MAX_TASKS};
+pub(crate) use gen::MAX_TASKS;
+use gen::{
+    MvDenseParams, MvGateUpParams, MvIndexedParams, Q8_1Params, FLOAT_BLOCK_WEIGHTS, MAX_PASSES,
+    NC, PRECISIONS, THREADS,
+};
 pub use gen::{KERNELS, QTYPES};
 
 /// The block the matvec kernels read `q` in, as (weights, bytes), or `None` for a type without
@@ -128,16 +131,6 @@ impl Plan {
     /// Row tiles of the launch (grid.x): the counters a combine tail needs.
     pub(crate) fn tiles(&self) -> usize {
         self.tiles as usize
-    }
-
-    /// Dynamic shared bytes per block.
-    pub(crate) fn smem(&self) -> u32 {
-        self.smem
-    }
-
-    /// Columns per staging pass of the variant the plan picked.
-    pub(crate) fn nc(&self) -> u32 {
-        NC[self.nci] as u32
     }
 }
 
@@ -267,29 +260,6 @@ pub(crate) unsafe fn launch_indexed(
 ) -> Result<()> {
     let name = kernel(Family::Indexed, w.qtype(), p.prec, p.nci);
     let f = gpu.function(&PTX, name)?;
-    let params = indexed_params(gpu, w, ids, k, x, x_per_slot, b, y, combine, p);
-    let cfg = grid((p.tiles, (b * k) as u32, 1), THREADS, p.smem);
-    // SAFETY: MvIndexedParams is the kernel's one parameter (generated for both sides); sizes per
-    // this fn's contract; grid.y = b·k tasks.
-    // The kernel waits for the previous kernel (qmoe_pdl_wait) before it reads anything.
-    unsafe { launch_params_dependent(gpu, &f, cfg, &params, name) }
-}
-
-/// The parameters [`launch_indexed`] launches its kernel with (also the down stage of a
-/// persistent layer kernel, which runs the same body).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn indexed_params(
-    gpu: &Gpu,
-    w: &DeviceQTensor,
-    ids: &CudaSlice<u32>,
-    k: usize,
-    x: &CudaSlice<f32>,
-    x_per_slot: bool,
-    b: usize,
-    y: &mut CudaSlice<f32>,
-    combine: Option<&mut Combine<'_>>,
-    p: Plan,
-) -> MvIndexedParams {
     let [resid, wts, out, ffn, counters] = combine.map_or([0; 5], |c| {
         [
             device_addr(gpu, c.resid),
@@ -299,7 +269,7 @@ pub(crate) fn indexed_params(
             device_addr(gpu, &*c.counters),
         ]
     });
-    MvIndexedParams {
+    let params = MvIndexedParams {
         w: device_addr(gpu, w.data()),
         ids: device_addr(gpu, ids),
         x: device_addr(gpu, x),
@@ -319,7 +289,12 @@ pub(crate) fn indexed_params(
         n_tasks: (b * k) as u32,
         top_k: k as u32,
         x_per_slot: x_per_slot as u32,
-    }
+    };
+    let cfg = grid((p.tiles, (b * k) as u32, 1), THREADS, p.smem);
+    // SAFETY: MvIndexedParams is the kernel's one parameter (generated for both sides); sizes per
+    // this fn's contract; grid.y = b·k tasks.
+    // The kernel waits for the previous kernel (qmoe_pdl_wait) before it reads anything.
+    unsafe { launch_params_dependent(gpu, &f, cfg, &params, name) }
 }
 
 /// # Safety
@@ -339,29 +314,7 @@ pub(crate) unsafe fn launch_gate_up(
 ) -> Result<()> {
     let name = kernel(Family::GateUp, gate.qtype(), p.prec, p.nci);
     let f = gpu.function(&PTX, name)?;
-    let params = gate_up_params(gpu, gate, up, ids, k, x, b, act, p);
-    let cfg = grid((p.tiles, (b * k) as u32, 1), THREADS, p.smem);
-    // SAFETY: MvGateUpParams is the kernel's one parameter (generated for both sides); sizes per
-    // this fn's contract; grid.y = b·k tasks.
-    // The kernel waits for the previous kernel (qmoe_pdl_wait) before it reads anything.
-    unsafe { launch_params_dependent(gpu, &f, cfg, &params, name) }
-}
-
-/// The parameters [`launch_gate_up`] launches its kernel with (also the gate+up stage of a
-/// persistent layer kernel, which runs the same body).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gate_up_params(
-    gpu: &Gpu,
-    gate: &DeviceQTensor,
-    up: &DeviceQTensor,
-    ids: &CudaSlice<u32>,
-    k: usize,
-    x: &CudaSlice<f32>,
-    b: usize,
-    act: &mut CudaSlice<f32>,
-    p: Plan,
-) -> MvGateUpParams {
-    MvGateUpParams {
+    let params = MvGateUpParams {
         wg: device_addr(gpu, gate.data()),
         wu: device_addr(gpu, up.data()),
         ids: device_addr(gpu, ids),
@@ -376,7 +329,12 @@ pub(crate) fn gate_up_params(
         tile_rows: p.tile_rows,
         n_tasks: (b * k) as u32,
         top_k: k as u32,
-    }
+    };
+    let cfg = grid((p.tiles, (b * k) as u32, 1), THREADS, p.smem);
+    // SAFETY: MvGateUpParams is the kernel's one parameter (generated for both sides); sizes per
+    // this fn's contract; grid.y = b·k tasks.
+    // The kernel waits for the previous kernel (qmoe_pdl_wait) before it reads anything.
+    unsafe { launch_params_dependent(gpu, &f, cfg, &params, name) }
 }
 
 /// The kernel families of [`gen::BY_TYPE`]'s rows, in order.

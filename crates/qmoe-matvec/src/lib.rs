@@ -48,21 +48,6 @@ pub const MAX_TASKS: usize = launch::MAX_TASKS;
 /// Everything that can go wrong before or during a matvec launch.
 #[derive(Debug, thiserror::Error)]
 pub enum MatvecError {
-    /// A fused gate+up stage was asked for with gate and up of different types (only
-    /// [`gate_up_swiglu_gpu`] runs such a pair, unfused).
-    #[error("{op}: gate {gate} is {gate_qtype} but up {up} is {up_qtype}: no fused kernel")]
-    MixedGateUp {
-        /// The public function.
-        op: &'static str,
-        /// Gate tensor name.
-        gate: String,
-        /// Its qtype.
-        gate_qtype: QType,
-        /// Up tensor name.
-        up: String,
-        /// Its qtype.
-        up_qtype: QType,
-    },
     /// The tensor's qtype has no matvec kernel.
     #[error(
         "{op}: tensor {name}: {qtype} has no matvec kernel (these do: {})",
@@ -439,42 +424,6 @@ fn indexed(
     y: &mut CudaSlice<f32>,
     mut combine: Option<Combine<'_>>,
 ) -> Result<()> {
-    let p = indexed_plan(
-        op,
-        gpu,
-        precision,
-        w,
-        ids,
-        k,
-        x,
-        x_per_slot,
-        b,
-        y,
-        combine.as_ref(),
-    )?;
-    // SAFETY: qtype supported; w is [E, R, K] with E·expert_bytes device bytes; ids ≥ b·k, x ≥
-    // (b or b·k)·K, y ≥ b·k·R elements; b·k ≤ MAX_TASKS; ids are range-checked in the kernel;
-    // the combine's buffers hold b·R (weights b·k, counters one per tile of p); p is this
-    // launch's plan (all checked by indexed_plan).
-    unsafe { launch::launch_indexed(gpu, w, ids, k, x, x_per_slot, b, y, combine.as_mut(), p) }
-        .map_err(|source| MatvecError::Gpu { op, source })
-}
-
-/// Every check of an indexed launch, then its plan.
-#[allow(clippy::too_many_arguments)]
-fn indexed_plan(
-    op: &'static str,
-    gpu: &Gpu,
-    precision: Precision,
-    w: &DeviceQTensor,
-    ids: &CudaSlice<u32>,
-    k: usize,
-    x: &CudaSlice<f32>,
-    x_per_slot: bool,
-    b: usize,
-    y: &CudaSlice<f32>,
-    combine: Option<&Combine<'_>>,
-) -> Result<launch::Plan> {
     supported(op, w)?;
     dims(op, w, 3, "a 3-D [experts, rows, cols] tensor")?;
     count(op, "k", k, w.experts().min(MAX_TASKS))?;
@@ -487,7 +436,7 @@ fn indexed_plan(
     buffer(op, "y", b * k * w.rows(), y.len())?;
     // Columns per expert: the tasks that chose it, at most b (a token picks an expert once).
     let p = plan(op, gpu, precision, b, w, None)?;
-    if let Some(c) = combine {
+    if let Some(c) = combine.as_ref() {
         let out = b * w.rows();
         buffer(op, "combine.resid", out, c.resid.len())?;
         buffer(op, "combine.weights", b * k, c.weights.len())?;
@@ -495,7 +444,12 @@ fn indexed_plan(
         buffer(op, "combine.ffn", out, c.ffn.len())?;
         buffer(op, "combine.counters", p.tiles(), c.counters.len())?;
     }
-    Ok(p)
+    // SAFETY: qtype supported; w is [E, R, K] with E·expert_bytes device bytes; ids ≥ b·k, x ≥
+    // (b or b·k)·K, y ≥ b·k·R elements; b·k ≤ MAX_TASKS; ids are range-checked in the kernel;
+    // the combine's buffers hold b·R (weights b·k, counters one per tile of p); p is this
+    // launch's plan.
+    unsafe { launch::launch_indexed(gpu, w, ids, k, x, x_per_slot, b, y, combine.as_mut(), p) }
+        .map_err(|source| MatvecError::Gpu { op, source })
 }
 
 /// Fused gate+up with SwiGLU: `act[t, s, :] = silu(Wg[e] · x_t) ⊙ (Wu[e] · x_t)` with
@@ -520,7 +474,18 @@ pub fn gate_up_swiglu_gpu(
     act: &mut CudaSlice<f32>,
 ) -> Result<()> {
     const OP: &str = "gate_up_swiglu_gpu";
-    check_gate_up(OP, gate, up, ids, k, x, b, act)?;
+    supported(OP, gate)?;
+    supported(OP, up)?;
+    dims(OP, gate, 3, "a 3-D [experts, rows, cols] tensor")?;
+    dims(OP, up, 3, "a 3-D [experts, rows, cols] tensor")?;
+    same_shape(OP, gate, up)?;
+    count(OP, "k", k, gate.experts().min(MAX_TASKS))?;
+    count(OP, "b", b, MAX_TASKS)?;
+    count(OP, "b * k", b * k, MAX_TASKS)?;
+    offsets(OP, "activation vectors", b, gate.cols())?;
+    buffer(OP, "ids", b * k, ids.len())?;
+    buffer(OP, "x", b * gate.cols(), x.len())?;
+    buffer(OP, "act", b * k * gate.rows(), act.len())?;
     if gate.qtype() != up.qtype() {
         let n = b * k * gate.rows();
         let gpu_err = |source| MatvecError::Gpu { op: OP, source };
@@ -536,33 +501,6 @@ pub fn gate_up_swiglu_gpu(
     // p is this launch's plan.
     unsafe { launch::launch_gate_up(gpu, gate, up, ids, k, x, b, act, p) }
         .map_err(|source| MatvecError::Gpu { op: OP, source })
-}
-
-/// Every shape, count and length check of a gate+up launch.
-#[allow(clippy::too_many_arguments)]
-fn check_gate_up(
-    op: &'static str,
-    gate: &DeviceQTensor,
-    up: &DeviceQTensor,
-    ids: &CudaSlice<u32>,
-    k: usize,
-    x: &CudaSlice<f32>,
-    b: usize,
-    act: &CudaSlice<f32>,
-) -> Result<()> {
-    supported(op, gate)?;
-    supported(op, up)?;
-    dims(op, gate, 3, "a 3-D [experts, rows, cols] tensor")?;
-    dims(op, up, 3, "a 3-D [experts, rows, cols] tensor")?;
-    same_shape(op, gate, up)?;
-    count(op, "k", k, gate.experts().min(MAX_TASKS))?;
-    count(op, "b", b, MAX_TASKS)?;
-    count(op, "b * k", b * k, MAX_TASKS)?;
-    offsets(op, "activation vectors", b, gate.cols())?;
-    buffer(op, "ids", b * k, ids.len())?;
-    buffer(op, "x", b * gate.cols(), x.len())?;
-    buffer(op, "act", b * k * gate.rows(), act.len())?;
-    Ok(())
 }
 
 /// Gate+up with SwiGLU as three launches: `gate_out = Wg[e] · x_t` and `up_out = Wu[e] · x_t`
@@ -612,97 +550,6 @@ pub fn quantize_q8_1_gpu(
     // SAFETY: x, q ≥ 32·blocks and ds ≥ 2·blocks elements, 32·blocks fits u32: checked above.
     unsafe { launch::launch_quantize_q8_1(gpu, x, blocks, q, ds) }
         .map_err(|source| MatvecError::Gpu { op: OP, source })
-}
-
-/// One matvec stage's kernel parameters and plan, for a kernel of another crate that runs this
-/// crate's device bodies (`cuda/matvec.cu`, included for them) as work items of its own launch:
-/// qmoe-layer's persistent layer kernel. Built with the same checks and the same plan as the
-/// launching function, so such a kernel computes what this crate's launch would, bit for bit.
-/// The parameters hold the device addresses of the buffers passed in: launch it while they live.
-#[derive(Debug, Clone, Copy)]
-pub struct Stage<P> {
-    /// The parameter struct the stage's body reads, passed by value to the outer kernel.
-    pub params: P,
-    /// Row tiles (the grid.x of this crate's own launch; grid.y is b·k tasks).
-    pub tiles: u32,
-    /// Dynamic shared bytes a block of the stage needs.
-    pub smem: u32,
-    /// Columns per staging pass of the variant the plan picked (the kernels' `_c<NC>`).
-    pub nc: u32,
-}
-
-/// The fused gate+up kernels' parameter struct (`MvGateUpParams`), opaque: only passed to a
-/// kernel.
-#[repr(transparent)]
-#[derive(Debug, Clone, Copy)]
-pub struct GateUpParams(launch::MvGateUpParams);
-// SAFETY: transparent over the generated parameter struct, plain integers in the device's layout.
-unsafe impl qmoe_gpu::cuda::DeviceRepr for GateUpParams {}
-
-/// The indexed kernels' parameter struct (`MvIndexedParams`), opaque: only passed to a kernel.
-#[repr(transparent)]
-#[derive(Debug, Clone, Copy)]
-pub struct IndexedParams(launch::MvIndexedParams);
-// SAFETY: transparent over the generated parameter struct, plain integers in the device's layout.
-unsafe impl qmoe_gpu::cuda::DeviceRepr for IndexedParams {}
-
-/// [`gate_up_swiglu_gpu`]'s fused launch as a [`Stage`], not launched: the same checks (gate
-/// and up must share a type: [`MatvecError::MixedGateUp`] otherwise) and plan.
-#[allow(clippy::too_many_arguments)]
-pub fn gate_up_swiglu_stage(
-    gpu: &Gpu,
-    precision: Precision,
-    gate: &DeviceQTensor,
-    up: &DeviceQTensor,
-    ids: &CudaSlice<u32>,
-    k: usize,
-    x: &CudaSlice<f32>,
-    b: usize,
-    act: &mut CudaSlice<f32>,
-) -> Result<Stage<GateUpParams>> {
-    const OP: &str = "gate_up_swiglu_stage";
-    check_gate_up(OP, gate, up, ids, k, x, b, act)?;
-    if gate.qtype() != up.qtype() {
-        return Err(MatvecError::MixedGateUp {
-            op: OP,
-            gate: gate.name().to_string(),
-            gate_qtype: gate.qtype(),
-            up: up.name().to_string(),
-            up_qtype: up.qtype(),
-        });
-    }
-    let p = plan(OP, gpu, precision, b, gate, Some(up))?;
-    Ok(Stage {
-        params: GateUpParams(launch::gate_up_params(gpu, gate, up, ids, k, x, b, act, p)),
-        tiles: p.tiles() as u32,
-        smem: p.smem(),
-        nc: p.nc(),
-    })
-}
-
-/// [`matvec_indexed_combine_gpu`]'s launch as a [`Stage`], not launched: the same checks and
-/// plan. The combine's counters are the stage's own, zero between launches, as there.
-#[allow(clippy::too_many_arguments)]
-pub fn indexed_combine_stage(
-    gpu: &Gpu,
-    precision: Precision,
-    w: &DeviceQTensor,
-    ids: &CudaSlice<u32>,
-    k: usize,
-    x: &CudaSlice<f32>,
-    b: usize,
-    y: &mut CudaSlice<f32>,
-    mut combine: Combine<'_>,
-) -> Result<Stage<IndexedParams>> {
-    const OP: &str = "indexed_combine_stage";
-    let p = indexed_plan(OP, gpu, precision, w, ids, k, x, true, b, y, Some(&combine))?;
-    let params = launch::indexed_params(gpu, w, ids, k, x, true, b, y, Some(&mut combine), p);
-    Ok(Stage {
-        params: IndexedParams(params),
-        tiles: p.tiles() as u32,
-        smem: p.smem(),
-        nc: p.nc(),
-    })
 }
 
 /// The launch geometry the kernels use for a row length `cols`: (lanes per row G, rows per

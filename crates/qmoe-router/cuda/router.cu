@@ -265,22 +265,19 @@ __device__ __forceinline__ void router_token_tail(const float* lrow, uint32_t e,
     }
 }
 
-// The kernel body for block (row, group) = (blockIdx.x, blockIdx.y) of the grid (E, groups),
-// taken as arguments so a persistent kernel can run it as a work item (qmoe-layer's layer.cu).
-// Returns whether this block ran its group's top-k tail (block-uniform): the group's ids and
-// weights are then written by this block. X is RouterX (x given) or RouterNormX (x = RMSNorm(r)
-// computed here).
+// The kernel body. X is RouterX (x given) or RouterNormX (x = RMSNorm(r) computed here).
 // wr: [e, h] row-major; x: [b, h]; ids, weights: [b, k]; logits: [b, e] or null.
 // b ≤ MAX_TOKENS, b·e ≤ SCRATCH, 1 ≤ e ≤ 512, 1 ≤ k ≤ e, grid = (e, ceil(b / TOK)), block = 256: all checked by the launcher.
 template <int TOK, bool NORM>
-__device__ __forceinline__ bool router_body(const float* __restrict__ wr, const float* __restrict__ x,
+__device__ __forceinline__ void router_body(const float* __restrict__ wr, const float* __restrict__ x,
                                             const float* __restrict__ nw, float eps, float* xn,
                                             uint32_t e, uint32_t h, uint32_t b, uint32_t k,
                                             uint32_t norm, uint32_t* __restrict__ ids,
-                                            float* __restrict__ weights, float* __restrict__ logits,
-                                            uint32_t row, uint32_t group) {
+                                            float* __restrict__ weights, float* __restrict__ logits) {
     __shared__ float red[QMOE_ROUTER_WARPS][TOK];
     __shared__ int is_last;
+    const uint32_t row = blockIdx.x;
+    const uint32_t group = blockIdx.y;
     const uint32_t tok0 = group * TOK;
     const uint32_t nt = min((uint32_t)TOK, b - tok0);
     const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31u;
@@ -330,7 +327,7 @@ __device__ __forceinline__ bool router_body(const float* __restrict__ wr, const 
         is_last = (before == e - 1u);
     }
     __syncthreads();
-    if (!is_last) return false;
+    if (!is_last) return;
     if (threadIdx.x == 0) qmoe_router_done[group] = 0u;  // ready for the next launch / replay
     __threadfence();
     if (warp < nt) {
@@ -342,19 +339,13 @@ __device__ __forceinline__ bool router_body(const float* __restrict__ wr, const 
             router_token_tail<QMOE_ROUTER_PER_LANE>(lrow, e, k, norm, ids + (size_t)t * k, weights + (size_t)t * k);
         }
     }
-    return true;
 }
-
-// A file that includes this one for its device bodies defines QMOE_ROUTER_BODIES_ONLY, so its
-// module does not carry this file's entry points.
-#ifndef QMOE_ROUTER_BODIES_ONLY
 
 extern "C" __global__ void __launch_bounds__(QMOE_ROUTER_THREADS)
 qmoe_router_f32(const float* __restrict__ wr, const float* __restrict__ x, uint32_t e, uint32_t h,
                 uint32_t b, uint32_t k, uint32_t norm, uint32_t* __restrict__ ids,
                 float* __restrict__ weights, float* __restrict__ logits) {
-    router_body<QMOE_ROUTER_TOK, false>(wr, x, nullptr, 0.0f, nullptr, e, h, b, k, norm, ids, weights, logits,
-                                        blockIdx.x, blockIdx.y);
+    router_body<QMOE_ROUTER_TOK, false>(wr, x, nullptr, 0.0f, nullptr, e, h, b, k, norm, ids, weights, logits);
 }
 
 // The router of RMSNorm(r): the MoE layer's first launch. r: [b, h] the residual stream; nw: [h]
@@ -369,7 +360,5 @@ qmoe_router_norm_f32(const float* __restrict__ wr, const float* __restrict__ r,
                      const float* __restrict__ nw, float eps, float* __restrict__ xn, uint32_t e,
                      uint32_t h, uint32_t b, uint32_t k, uint32_t norm, uint32_t* __restrict__ ids,
                      float* __restrict__ weights, float* __restrict__ logits) {
-    router_body<QMOE_ROUTER_NORM_TOK, true>(wr, r, nw, eps, xn, e, h, b, k, norm, ids, weights, logits,
-                                            blockIdx.x, blockIdx.y);
+    router_body<QMOE_ROUTER_NORM_TOK, true>(wr, r, nw, eps, xn, e, h, b, k, norm, ids, weights, logits);
 }
-#endif  // QMOE_ROUTER_BODIES_ONLY
