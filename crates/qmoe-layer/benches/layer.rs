@@ -142,6 +142,20 @@ fn graph_us(gpu: &Gpu, runs: usize, mut enqueue: impl FnMut() -> qmoe_layer::Res
     .median_us
 }
 
+/// The distinct experts the tokens chose, averaged over the traced layers.
+fn mean_distinct(traces: &[qmoe_layer::LayerTrace]) -> f64 {
+    traces
+        .iter()
+        .map(|t| {
+            let mut ids = t.topk_ids.clone();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.len() as f64
+        })
+        .sum::<f64>()
+        / traces.len() as f64
+}
+
 fn line(fields: serde_json::Value) {
     println!("QMOE-BENCH {fields}");
 }
@@ -172,17 +186,7 @@ fn gpu_layer(_c: &mut Criterion) {
                 1.0,
             );
             // Bytes: router + distinct selected experts, averaged over the 8 layers.
-            let traces = stack.forward_gpu_traced(&gpu, &h, b).unwrap();
-            let distinct: f64 = traces
-                .iter()
-                .map(|t| {
-                    let mut ids = t.topk_ids.clone();
-                    ids.sort_unstable();
-                    ids.dedup();
-                    ids.len() as f64
-                })
-                .sum::<f64>()
-                / SETS as f64;
+            let distinct = mean_distinct(&stack.forward_gpu_traced(&gpu, &h, b).unwrap());
             let bytes = (cfg.n_experts * cfg.hidden * 4) as f64 + distinct * per_expert as f64;
             for prec in Precision::ALL {
                 stack.set_precision(prec);
@@ -265,18 +269,7 @@ fn gpu_many_tokens(gpu: &Gpu, card: &str, arch: &str, ceiling_gbps: f64) {
         let per_expert = expert_bytes / k;
         for b in [16usize, 32, 64, 128, 256, 512, 2048, 4096] {
             let hs = normals(&mut ChaCha8Rng::seed_from_u64(b as u64), b * h, 1.0);
-            let traces = stack.forward_gpu_traced(gpu, &hs, b).unwrap();
-            let distinct: f64 = traces
-                .iter()
-                .map(|t| {
-                    let mut ids = t.topk_ids.clone();
-                    ids.sort_unstable();
-                    ids.dedup();
-                    ids.len() as f64
-                })
-                .sum::<f64>()
-                / SETS as f64;
-            drop(traces);
+            let distinct = mean_distinct(&stack.forward_gpu_traced(gpu, &hs, b).unwrap());
             let bytes = (cfg.n_experts * h * 4) as f64 + distinct * per_expert as f64;
             let ops = (b * k * 6 * h * i) as f64;
             // The path the layer picks at this B ("moe_layer"), and below the crossover also the

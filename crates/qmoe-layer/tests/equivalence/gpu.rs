@@ -370,31 +370,36 @@ fn gpu_q8_1_stack_repeats_bit_for_bit() {
     let mut stack = MoeLayerStack::new(layers).unwrap();
     stack.set_precision(Precision::Q8_1);
     for b in [1usize, 3, 8] {
-        let x = hidden(b as u64 + 40, b, 512);
-        let first = stack.forward_gpu(&gpu, &x, b).unwrap();
-        for run in 0..3 {
-            let again = stack.forward_gpu(&gpu, &x, b).unwrap();
-            let same = first
-                .iter()
-                .zip(&again)
-                .all(|(a, c)| a.to_bits() == c.to_bits());
-            assert!(
-                same,
-                "q8_1 B {b} run {run}: the stack output moved between runs"
-            );
-        }
-        let mut ws = StackWorkspace::new(&gpu, &cfg, b).unwrap();
-        gpu.upload_into(&x, ws.input_mut()).unwrap();
-        let graph = stack.capture(&gpu, &mut ws).unwrap();
-        for _ in 0..3 {
-            gpu.upload_into(&x, ws.input_mut()).unwrap();
-            graph.launch(&stack, &mut ws).unwrap();
-            let replay = gpu.download(ws.output(stack.len())).unwrap();
-            assert!(first
-                .iter()
-                .zip(&replay)
-                .all(|(a, c)| a.to_bits() == c.to_bits()));
-        }
+        assert_repeats_and_replays(&gpu, &mut stack, &hidden(b as u64 + 40, b, 512), b);
+    }
+}
+
+/// Three more forwards of `x` and three replays of a captured graph all give the first
+/// forward's bits.
+fn assert_repeats_and_replays(
+    gpu: &qmoe_gpu::Gpu,
+    stack: &mut MoeLayerStack<'_>,
+    x: &[f32],
+    b: usize,
+) {
+    let same = |a: &[f32], c: &[f32]| a.iter().zip(c).all(|(a, c)| a.to_bits() == c.to_bits());
+    let first = stack.forward_gpu(gpu, x, b).unwrap();
+    for run in 0..3 {
+        let again = stack.forward_gpu(gpu, x, b).unwrap();
+        assert!(
+            same(&first, &again),
+            "B {b} run {run}: the stack output moved between runs"
+        );
+    }
+    let cfg = *stack.config();
+    let mut ws = StackWorkspace::new(gpu, &cfg, b).unwrap();
+    gpu.upload_into(x, ws.input_mut()).unwrap();
+    let graph = stack.capture(gpu, &mut ws).unwrap();
+    for replay in 0..3 {
+        gpu.upload_into(x, ws.input_mut()).unwrap();
+        graph.launch(stack, &mut ws).unwrap();
+        let out = gpu.download(ws.output(stack.len())).unwrap();
+        assert!(same(&first, &out), "B {b} graph replay {replay} differs");
     }
 }
 
@@ -566,29 +571,7 @@ fn gpu_grouped_path_repeats_bit_for_bit_and_replays_from_a_graph() {
     let cfg = small_cfg(512, 256, 16, 4);
     let mut stack = MoeLayerStack::new(q4_k_m_layers(cfg, 3, 19)).unwrap();
     stack.set_precision(Precision::Q8_1);
-    let b = 77;
-    let x = hidden(77, b, 512);
-    let first = stack.forward_gpu(&gpu, &x, b).unwrap();
-    for run in 0..3 {
-        let again = stack.forward_gpu(&gpu, &x, b).unwrap();
-        assert!(
-            first
-                .iter()
-                .zip(&again)
-                .all(|(a, c)| a.to_bits() == c.to_bits()),
-            "B {b} run {run}: the stack output moved between runs"
-        );
-    }
-    let mut ws = StackWorkspace::new(&gpu, &cfg, b).unwrap();
-    gpu.upload_into(&x, ws.input_mut()).unwrap();
-    let graph = stack.capture(&gpu, &mut ws).unwrap();
-    gpu.upload_into(&x, ws.input_mut()).unwrap();
-    graph.launch(&stack, &mut ws).unwrap();
-    let replay = gpu.download(ws.output(stack.len())).unwrap();
-    assert!(first
-        .iter()
-        .zip(&replay)
-        .all(|(a, c)| a.to_bits() == c.to_bits()));
+    assert_repeats_and_replays(&gpu, &mut stack, &hidden(77, 77, 512), 77);
 }
 
 #[test]
