@@ -81,12 +81,9 @@ pub fn gate_up_ref(
     x: &[f32],
     b: usize,
 ) -> Vec<f64> {
-    let g = matvec_indexed_ref(Precision::Q8_1, gate, ids, k, x, false, b);
-    let u = matvec_indexed_ref(Precision::Q8_1, up, ids, k, x, false, b);
-    g.iter()
-        .zip(&u)
-        .map(|(&g, &u)| qmoe_swiglu::silu_f64(g) * u)
-        .collect()
+    // The decode path's Q8_1 gate+up reference is exactly this (its silu(g)·u of NaN rows is
+    // NaN): the grouped kernel's reference is the GEMV's.
+    qmoe_matvec::reference::gate_up_swiglu_ref(Precision::Q8_1, gate, up, ids, k, x, b)
 }
 
 /// The bound per output of [`gate_up_ref`] (module docs; 0 where the reference is NaN).
