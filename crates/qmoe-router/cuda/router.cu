@@ -30,6 +30,7 @@
 #define QMOE_ROUTER_WARPS 8
 #define QMOE_ROUTER_TOK 8       // tokens per group of qmoe_router_f32 (one warp each in the tail)
 #define QMOE_ROUTER_NORM_TOK 2  // tokens per group of qmoe_router_norm_f32 (see its comment)
+#define QMOE_ROUTER_WIDE_EXP 8  // experts per block of qmoe_router_norm_wide_f32
 #define QMOE_ROUTER_MAX_E 512
 #define QMOE_ROUTER_PER_LANE 16 // QMOE_ROUTER_MAX_E / 32
 #define QMOE_ROUTER_MAX_TOKENS 4096  // tokens per launch at most (the grouped-GEMM batch)
@@ -115,6 +116,18 @@ struct RouterNormX {
         if (out != nullptr) out[(size_t)t * h + i] = y;
         return y;
     }
+};
+
+// Token rows already normalised into shared memory by this block (the wide router): the very
+// values RouterNormX returns, read back by the thread that wrote them (same columns), so no
+// barrier is needed between the two.
+struct RouterSmemX {
+    const float* s;  // [TOK, h]
+    uint32_t h;
+    __device__ float4 get4(int t, uint32_t c) const {
+        return reinterpret_cast<const float4*>(s + (size_t)t * h)[c];
+    }
+    __device__ float get(int t, uint32_t i) const { return s[(size_t)t * h + i]; }
 };
 
 // scale[t] = 1 / sqrt(mean(r_t²) + eps) for the nt token rows at r, in f64 (a square of any
@@ -267,16 +280,23 @@ __device__ __forceinline__ void router_token_tail(const float* lrow, uint32_t e,
 
 // The kernel body. X is RouterX (x given) or RouterNormX (x = RMSNorm(r) computed here).
 // wr: [e, h] row-major; x: [b, h]; ids, weights: [b, k]; logits: [b, e] or null.
-// b ≤ MAX_TOKENS, b·e ≤ SCRATCH, 1 ≤ e ≤ 512, 1 ≤ k ≤ e, grid = (e, ceil(b / TOK)), block = 256: all checked by the launcher.
-template <int TOK, bool NORM>
+// b ≤ MAX_TOKENS, b·e ≤ SCRATCH, 1 ≤ e ≤ 512, 1 ≤ k ≤ e, grid = (ceil(e / EXP), ceil(b / TOK)),
+// block = 256: all checked by the launcher. EXP > 1 (the wide router, NORM only) takes EXP
+// experts per block and needs TOK·h floats of dynamic shared memory: the group's normalised rows,
+// computed once and read for each of its EXP rows of Wr. Each logit's summation order is the
+// same for every EXP and TOK (per-thread columns ascending, the warp butterfly, the 8 warp sums in
+// order), so the wide router's bits are the decode router's.
+template <int TOK, bool NORM, int EXP = 1>
 __device__ __forceinline__ void router_body(const float* __restrict__ wr, const float* __restrict__ x,
                                             const float* __restrict__ nw, float eps, float* xn,
                                             uint32_t e, uint32_t h, uint32_t b, uint32_t k,
                                             uint32_t norm, uint32_t* __restrict__ ids,
                                             float* __restrict__ weights, float* __restrict__ logits) {
-    __shared__ float red[QMOE_ROUTER_WARPS][TOK];
+    static_assert(EXP == 1 || NORM, "the wide router is the norm variant");
+    static_assert(EXP * TOK <= QMOE_ROUTER_THREADS, "one thread per (expert, token) sum");
+    __shared__ float red[QMOE_ROUTER_WARPS][EXP * TOK];
     __shared__ int is_last;
-    const uint32_t row = blockIdx.x;
+    const uint32_t row0 = blockIdx.x * EXP;
     const uint32_t group = blockIdx.y;
     const uint32_t tok0 = group * TOK;
     const uint32_t nt = min((uint32_t)TOK, b - tok0);
@@ -284,37 +304,74 @@ __device__ __forceinline__ void router_body(const float* __restrict__ wr, const 
     // Before waiting for the previous kernel (programmatic launch): pull this block's row of Wr
     // (constant weights, 8 KB for Qwen3) toward L2, so its DRAM latency overlaps the tail of the
     // kernel that produces x.
-    for (uint32_t c = threadIdx.x * 32; c < h * 4; c += QMOE_ROUTER_THREADS * 32) {
-        asm volatile("prefetch.global.L2 [%0];\n" ::"l"(reinterpret_cast<const char*>(wr + (size_t)row * h) + c));
+    const uint32_t nrows = EXP == 1 ? 1u : min((uint32_t)EXP, e - row0);
+    // (The wide router's EXP rows, 64 KB at Qwen3's shape, are left to its loads: it runs past
+    // decode, where the launch before it is long.)
+    if constexpr (EXP == 1) {
+        for (uint32_t c = threadIdx.x * 32; c < h * 4; c += QMOE_ROUTER_THREADS * 32) {
+            asm volatile("prefetch.global.L2 [%0];\n" ::"l"(reinterpret_cast<const char*>(wr + (size_t)row0 * h) + c));
+        }
     }
     qmoe_pdl_wait();
 
-    float acc[TOK];
+    float acc[EXP][TOK];
 #pragma unroll
-    for (int t = 0; t < TOK; ++t) acc[t] = 0.0f;
+    for (int i = 0; i < EXP; ++i)
+#pragma unroll
+        for (int t = 0; t < TOK; ++t) acc[i][t] = 0.0f;
     if constexpr (NORM) {
         __shared__ double scale[TOK];
         router_norm_scales<TOK>(x + (size_t)tok0 * h, h, nt, eps, scale);
-        const RouterNormX xs{x + (size_t)tok0 * h, nw, scale, row == 0 ? xn + (size_t)tok0 * h : nullptr, h};
-        router_row_partials<TOK>(wr + (size_t)row * h, xs, h, nt, acc);
+        const RouterNormX xs{x + (size_t)tok0 * h, nw, scale, row0 == 0 ? xn + (size_t)tok0 * h : nullptr, h};
+        if constexpr (EXP == 1) {
+            router_row_partials<TOK>(wr + (size_t)row0 * h, xs, h, nt, acc[0]);
+        } else {
+            // Normalise the group's rows once (each thread its own columns, as the partials
+            // read them), then one pass over Wr per expert row.
+            extern __shared__ float4 router_rows[];
+            float* const rows = reinterpret_cast<float*>(router_rows);
+            const bool vec = (h & 3u) == 0;
+            for (uint32_t c = threadIdx.x; c < (vec ? h >> 2 : h); c += QMOE_ROUTER_THREADS) {
+#pragma unroll
+                for (int t = 0; t < TOK; ++t) {
+                    if ((uint32_t)t < nt) {
+                        if (vec) {
+                            reinterpret_cast<float4*>(rows + (size_t)t * h)[c] = xs.get4(t, c);
+                        } else {
+                            rows[(size_t)t * h + c] = xs.get(t, c);
+                        }
+                    }
+                }
+            }
+            const RouterSmemX ss{rows, h};
+#pragma unroll
+            for (int i = 0; i < EXP; ++i) {
+                if ((uint32_t)i < nrows) router_row_partials<TOK>(wr + (size_t)(row0 + i) * h, ss, h, nt, acc[i]);
+            }
+        }
     } else {
-        router_row_partials<TOK>(wr + (size_t)row * h, RouterX{x + (size_t)tok0 * h, h}, h, nt, acc);
+        router_row_partials<TOK>(wr + (size_t)row0 * h, RouterX{x + (size_t)tok0 * h, h}, h, nt, acc[0]);
     }
 #pragma unroll
-    for (int t = 0; t < TOK; ++t) {
-        float v = acc[t];
+    for (int i = 0; i < EXP; ++i) {
 #pragma unroll
-        for (int off = 16; off > 0; off >>= 1) v = __fadd_rn(v, __shfl_xor_sync(FULL_MASK, v, off));
-        if (lane == 0) red[warp][t] = v;
+        for (int t = 0; t < TOK; ++t) {
+            float v = acc[i][t];
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) v = __fadd_rn(v, __shfl_xor_sync(FULL_MASK, v, off));
+            if (lane == 0) red[warp][i * TOK + t] = v;
+        }
     }
     __syncthreads();
-    if (threadIdx.x < nt) {
-        const uint32_t t = threadIdx.x;
-        float s = red[0][t];
+    if (threadIdx.x < EXP * TOK) {
+        const uint32_t i = threadIdx.x / TOK, t = threadIdx.x % TOK, row = row0 + i;
+        if (t < nt && i < nrows) {
+            float s = red[0][threadIdx.x];
 #pragma unroll
-        for (int w = 1; w < QMOE_ROUTER_WARPS; ++w) s = __fadd_rn(s, red[w][t]);
-        qmoe_router_scratch[(size_t)(tok0 + t) * e + row] = s;
-        if (logits != nullptr) logits[(size_t)(tok0 + t) * e + row] = s;
+            for (int w = 1; w < QMOE_ROUTER_WARPS; ++w) s = __fadd_rn(s, red[w][threadIdx.x]);
+            qmoe_router_scratch[(size_t)(tok0 + t) * e + row] = s;
+            if (logits != nullptr) logits[(size_t)(tok0 + t) * e + row] = s;
+        }
     }
     // The next kernel may launch now (programmatic launch): only the top-k tail is left.
     qmoe_pdl_trigger();
@@ -324,7 +381,7 @@ __device__ __forceinline__ void router_body(const float* __restrict__ wr, const 
     if (threadIdx.x == 0) {
         __threadfence();
         const unsigned int before = atomicAdd(&qmoe_router_done[group], 1u);
-        is_last = (before == e - 1u);
+        is_last = (before == gridDim.x - 1u);  // every expert block of the group is done
     }
     __syncthreads();
     if (!is_last) return;
@@ -361,4 +418,19 @@ qmoe_router_norm_f32(const float* __restrict__ wr, const float* __restrict__ r,
                      uint32_t h, uint32_t b, uint32_t k, uint32_t norm, uint32_t* __restrict__ ids,
                      float* __restrict__ weights, float* __restrict__ logits) {
     router_body<QMOE_ROUTER_NORM_TOK, true>(wr, r, nw, eps, xn, e, h, b, k, norm, ids, weights, logits);
+}
+
+// The norm router for many tokens (the grouped path): blocks of QMOE_ROUTER_WIDE_EXP experts ×
+// QMOE_ROUTER_TOK tokens (grid (ceil(E / 8), ceil(b / 8)), TOK·h floats of dynamic shared
+// memory). The decode variant's grid of E × b/2 blocks recomputes every token's f64 norm and
+// re-reads its row once per expert, 128 times at Qwen3's E, which made it a quarter of the layer
+// at B = 512 on the H200; here each block normalises its 8 tokens once for 8 experts. Bit for
+// bit the decode variant's logits, ids, weights and xn.
+extern "C" __global__ void __launch_bounds__(QMOE_ROUTER_THREADS)
+qmoe_router_norm_wide_f32(const float* __restrict__ wr, const float* __restrict__ r,
+                          const float* __restrict__ nw, float eps, float* __restrict__ xn, uint32_t e,
+                          uint32_t h, uint32_t b, uint32_t k, uint32_t norm, uint32_t* __restrict__ ids,
+                          float* __restrict__ weights, float* __restrict__ logits) {
+    router_body<QMOE_ROUTER_TOK, true, QMOE_ROUTER_WIDE_EXP>(wr, r, nw, eps, xn, e, h, b, k, norm, ids, weights,
+                                                             logits);
 }

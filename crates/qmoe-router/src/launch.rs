@@ -11,10 +11,18 @@ use crate::{check_inputs, RouterConfig, RouterError};
 pub const PTX: PtxSet = embed_ptx!("router");
 
 /// Every entry point this crate launches: the one source of truth checked against the PTX.
-pub const KERNELS: &[&str] = &[ROUTER_F32, ROUTER_NORM_F32];
+pub const KERNELS: &[&str] = &[ROUTER_F32, ROUTER_NORM_F32, ROUTER_NORM_WIDE_F32];
 
 const ROUTER_F32: &str = "qmoe_router_f32";
 const ROUTER_NORM_F32: &str = "qmoe_router_norm_f32";
+const ROUTER_NORM_WIDE_F32: &str = "qmoe_router_norm_wide_f32";
+/// Experts per block of the wide norm router: `QMOE_ROUTER_WIDE_EXP` in router.cu.
+const WIDE_EXPERTS_PER_BLOCK: usize = 8;
+/// From how many tokens of one launch the norm variant runs wide (8 experts × 8 tokens per
+/// block, the group's normalised rows in shared memory) rather than one expert × 2 tokens per
+/// block, which recomputes each token's norm for every expert: the grouped path's batches. Both
+/// give the same bits; below this the decode grid keeps more blocks in flight.
+pub const WIDE_MIN_TOKENS: usize = 64;
 const THREADS: u32 = 256;
 /// Tokens per block group (one warp each in the tail): `QMOE_ROUTER_TOK` in router.cu.
 const TOKENS_PER_GROUP: usize = 8;
@@ -66,24 +74,31 @@ unsafe fn launch_router(
     weights: &mut CudaViewMut<'_, f32>,
     logits: Option<&mut CudaViewMut<'_, f32>>,
 ) -> Result<(), RouterError> {
-    let name = if norm.is_some() {
-        ROUTER_NORM_F32
-    } else {
-        ROUTER_F32
+    // The wide norm router holds its 8 tokens' normalised rows in shared memory (64 KB at
+    // H = 2048): taken where they fit the device's opt-in limit beside the static part.
+    let wide_smem = TOKENS_PER_GROUP * cfg.hidden * 4;
+    let wide = norm.is_some()
+        && b >= WIDE_MIN_TOKENS
+        && wide_smem + 4096 <= gpu.info().max_shared_per_block;
+    let (name, per_group, experts_per_block, smem) = match (norm.is_some(), wide) {
+        (true, true) => (
+            ROUTER_NORM_WIDE_F32,
+            TOKENS_PER_GROUP,
+            WIDE_EXPERTS_PER_BLOCK,
+            wide_smem as u32,
+        ),
+        (true, false) => (ROUTER_NORM_F32, NORM_TOKENS_PER_GROUP, 1, 0),
+        (false, _) => (ROUTER_F32, TOKENS_PER_GROUP, 1, 0),
     };
     let f = gpu.function(&PTX, name)?;
     let (e, h, k) = (cfg.n_experts as u32, cfg.hidden as u32, cfg.top_k as u32);
     let (b32, renorm) = (b as u32, cfg.norm_topk_prob as u32);
-    let per_group = if norm.is_some() {
-        NORM_TOKENS_PER_GROUP
-    } else {
-        TOKENS_PER_GROUP
-    };
     let groups = b.div_ceil(per_group) as u32;
+    let blocks_x = cfg.n_experts.div_ceil(experts_per_block) as u32;
     let (wr, x) = (device_addr(gpu, wr), device_addr(gpu, x));
     let (ids, weights) = (device_addr(gpu, &*ids), device_addr(gpu, &*weights));
     let logits: u64 = logits.map_or(0, |l| device_addr(gpu, &*l));
-    let cfg = grid((e, groups, 1), THREADS, 0);
+    let cfg = grid((blocks_x, groups, 1), THREADS, smem);
     match norm {
         None => {
             let mut args = kernel_args![wr, x, e, h, b32, k, renorm, ids, weights, logits];
@@ -101,9 +116,12 @@ unsafe fn launch_router(
             let mut args =
                 kernel_args![wr, x, nw, eps, xn, e, h, b32, k, renorm, ids, weights, logits];
             // SAFETY: (wr, r, const float* nw, float eps, float* xn, then as qmoe_router_f32)
-            // matches qmoe_router_norm_f32; as above with grid (E, ⌈b/2⌉) (≤ 2048 groups, the
-            // size of the module's counter array), plus nw holds H and xn b·H elements (written
-            // by the blocks of expert 0 only, rows < b).
+            // matches qmoe_router_norm_f32 and qmoe_router_norm_wide_f32; as above with grid
+            // (E, ⌈b/2⌉) (≤ 2048 groups, the size of the module's counter array), or for the
+            // wide one (⌈E/8⌉, ⌈b/8⌉) with 8·H floats of dynamic shared memory (its group's
+            // normalised rows; checked against the device's limit above) and rows ≥ E skipped,
+            // plus nw holds H and xn b·H elements (written by the blocks of expert 0 only, rows
+            // < b).
             unsafe { launch_dependent(gpu, &f, cfg, &mut args, name)? };
         }
     }
@@ -153,7 +171,9 @@ pub fn router_gpu(
 
 /// [`router_gpu`] of `RMSNorm(r)`, the norm computed in the same launch and stored to
 /// `norm.xn`: the MoE layer's first launch (no separate norm kernel before it). `r` is the
-/// residual stream `[b, H]`. The routing sees exactly the `xn` it stores.
+/// residual stream `[b, H]`. The routing sees exactly the `xn` it stores. From
+/// [`WIDE_MIN_TOKENS`] tokens per launch (when 8 rows of H floats fit the device's shared memory)
+/// the wide kernel runs, each block normalising 8 tokens once for 8 experts: the same bits.
 #[allow(clippy::too_many_arguments)]
 pub fn router_norm_gpu(
     gpu: &Gpu,

@@ -80,7 +80,8 @@ mod reference;
 pub use group::{group_ref, GroupConfig, Groups};
 pub use group_launch::{group_gpu, RoutePlan, GROUP_KERNELS, GROUP_PTX};
 pub use launch::{
-    router_gpu, router_norm_gpu, tokens_per_launch, RouterNorm, KERNELS, MAX_TOKENS_PER_LAUNCH, PTX,
+    router_gpu, router_norm_gpu, tokens_per_launch, RouterNorm, KERNELS, MAX_TOKENS_PER_LAUNCH,
+    PTX, WIDE_MIN_TOKENS,
 };
 pub use reference::{
     gamma, logit_depth, logit_error_bound, nan_tokens, pair_margin, router_ref, weight_log_error,

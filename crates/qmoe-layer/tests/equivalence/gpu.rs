@@ -86,6 +86,9 @@ fn check_layer_on_gpu_with(
 /// `rmsnorm_ref` (only the f64 summation order differs), and the routing is exactly what the
 /// plain router computes from that stored xn (same logits, ids and weights, bit for bit: the
 /// fused kernel routes the very values it stores). Rows with squares past f32's range stay finite.
+/// From `qmoe_router::WIDE_MIN_TOKENS` tokens the wide variant (8 experts × 8 tokens per block)
+/// runs: Qwen3's shape at B = 64 and 4096, E not a multiple of 8 with H off the float4 path, and
+/// a part group.
 #[test]
 #[ignore = "needs a CUDA GPU: cargo xtask test-gpu"]
 fn gpu_router_with_fused_norm_matches_rmsnorm_then_router() {
@@ -96,6 +99,10 @@ fn gpu_router_with_fused_norm_matches_rmsnorm_then_router() {
         (3, 256, 16, 4),
         (8, 768, 64, 8),
         (5, 258, 8, 8),
+        (64, 2048, 128, 8),
+        (4096, 2048, 128, 8),
+        (70, 258, 20, 4),
+        (131, 512, 129, 8),
     ] {
         let mut x = normals(&mut r, b * h, 1.0);
         x[0] = 3e30; // squares past f32's range: the f64 sum keeps the row finite
