@@ -170,8 +170,26 @@ fn gpu_layer(_c: &mut Criterion) {
     let ceiling = qmoe_gpu::selftest::read_ceiling(&gpu, 1 << 30, 2, 20).unwrap();
     let ceiling_gbps = ceiling.gbps((1u64 << 30) as f64);
     eprintln!("read ceiling on {card}: {ceiling_gbps:.0} GB/s");
-    gpu_mixes(&gpu, &card, &arch, ceiling_gbps);
-    gpu_many_tokens(&gpu, &card, &arch, ceiling_gbps);
+    // QMOE_BENCH_ONLY=mixes, many_tokens or decode (comma-separated) runs only those sections:
+    // a profiler then reaches one row's kernels without timing every other row first.
+    let only = std::env::var("QMOE_BENCH_ONLY").unwrap_or_default();
+    const SECTIONS: [&str; 3] = ["mixes", "many_tokens", "decode"];
+    if let Some(bad) = only
+        .split(',')
+        .find(|s| !s.is_empty() && !SECTIONS.contains(&s.trim()))
+    {
+        panic!("QMOE_BENCH_ONLY: unknown section {bad:?}; expected {SECTIONS:?}");
+    }
+    let run = |section: &str| only.is_empty() || only.split(',').any(|s| s.trim() == section);
+    if run("mixes") {
+        gpu_mixes(&gpu, &card, &arch, ceiling_gbps);
+    }
+    if run("many_tokens") {
+        gpu_many_tokens(&gpu, &card, &arch, ceiling_gbps);
+    }
+    if !run("decode") {
+        return;
+    }
     let cfg = MoeConfig::qwen3_30b_a3b();
     for down_type in [QType::Q6_K, QType::Q4_K] {
         let x = experts(&cfg, down_type, 7);
@@ -247,7 +265,7 @@ fn gpu_layer(_c: &mut Criterion) {
     }
 }
 
-/// Batches past decode, B = 16 .. 4096, on the grouped GEMM path (Q8_1, graph), both down types,
+/// Batches past decode, B = 9 .. 4096, on the path the layer picks (Q8_1, graph), both down types,
 /// rotating over [`SETS`] layers like the decode rows. Byte floor: the router plus the distinct
 /// experts the B tokens select (from a traced run), over the read ceiling; compute floor: the
 /// B·k·(2·2·I·H + 2·H·I) operations of gate, up and down over the measured int8 mma peak.
@@ -258,6 +276,18 @@ fn gpu_many_tokens(gpu: &Gpu, card: &str, arch: &str, ceiling_gbps: f64) {
         "op": "gemm_mma_peak", "card": card, "arch": arch, "tops": tops,
         "shape": "m16n8k32 s8, 8 chains per warp, 4 blocks of 8 warps per SM",
     }));
+    // QMOE_BENCH_TOKENS=64,512 times only those B (a profiler's run), else every row.
+    let tokens: Vec<usize> = match std::env::var("QMOE_BENCH_TOKENS") {
+        Ok(list) => list
+            .split(',')
+            .map(|t| {
+                t.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("QMOE_BENCH_TOKENS: {t:?} is not a token count"))
+            })
+            .collect(),
+        Err(_) => vec![9, 12, 16, 24, 32, 48, 64, 128, 256, 512, 1024, 2048, 4096],
+    };
     let cfg = MoeConfig::qwen3_30b_a3b();
     let (h, i, k) = (cfg.hidden, cfg.intermediate, cfg.top_k);
     for down_type in [QType::Q6_K, QType::Q4_K] {
@@ -267,21 +297,22 @@ fn gpu_many_tokens(gpu: &Gpu, card: &str, arch: &str, ceiling_gbps: f64) {
         stack.set_precision(Precision::Q8_1);
         let expert_bytes = stack.layer(0).bytes_per_token() - cfg.n_experts * h * 4;
         let per_expert = expert_bytes / k;
-        for b in [16usize, 32, 64, 128, 256, 512, 2048, 4096] {
+        for b in tokens.iter().copied() {
             let hs = normals(&mut ChaCha8Rng::seed_from_u64(b as u64), b * h, 1.0);
             let distinct = mean_distinct(&stack.forward_gpu_traced(gpu, &hs, b).unwrap());
             let bytes = (cfg.n_experts * h * 4) as f64 + distinct * per_expert as f64;
             let ops = (b * k * 6 * h * i) as f64;
-            // The path the layer picks at this B ("moe_layer"), and below the crossover also the
-            // grouped path forced ("moe_layer_alt"), which is how the crossover was measured.
-            let auto = if b >= GROUPED_MIN_BATCH {
-                "grouped"
+            // The path the layer picks at this B ("moe_layer") and, while the GEMV launches can
+            // take B (B·k ≤ 256), the other path forced ("moe_layer_alt"): how the crossover
+            // is measured.
+            let (auto, alt) = if b >= GROUPED_MIN_BATCH {
+                (("grouped", GROUPED_MIN_BATCH), ("gemv", usize::MAX))
             } else {
-                "gemv"
+                (("gemv", GROUPED_MIN_BATCH), ("grouped", b))
             };
-            let mut paths = vec![("moe_layer", auto, GROUPED_MIN_BATCH)];
-            if b < GROUPED_MIN_BATCH {
-                paths.push(("moe_layer_alt", "grouped", b));
+            let mut paths = vec![("moe_layer", auto.0, auto.1)];
+            if b * k <= 256 {
+                paths.push(("moe_layer_alt", alt.0, alt.1));
             }
             for (op, path, grouped_min) in paths {
                 stack.set_grouped_min_batch(grouped_min);
