@@ -29,7 +29,7 @@ pub const DECODE_MAX_BATCH: usize = 8;
 
 /// From this many tokens on a forward runs the grouped GEMM (when the layer's expert types have
 /// its kernels and the precision is Q8_1), below it the GEMV launches: the crossover measured on
-/// the H200 at the Qwen3-30B-A3B shape (BENCHMARKS.md, "Many tokens"), where the GEMV launches
+/// the H200 at the Qwen3-30B-A3B shape (BENCHMARKS.md, "Many tokens, second version"), where the GEMV launches
 /// still win at 32 tokens. Past the GEMV launches' task list (B·k > 256) the grouped path is
 /// taken at any setting. Changeable per workspace or stack (`set_grouped_min_batch`).
 pub const GROUPED_MIN_BATCH: usize = 33;
