@@ -22,6 +22,6 @@ pub use launch::{
     dequantize_gpu, dequantize_gpu_bf16, dequantize_gpu_f16, has_kernels, KERNELS, PTX,
 };
 pub use qmoe_quant::{
-    dims, grids, layout, mix, q8_1, quantize, reference, Precision, QTensor, QType, QuantError,
+    dims, grids, layout, mix, par, q8_1, quantize, reference, Precision, QTensor, QType, QuantError,
 };
 pub use tensor::{DeviceQTensor, Upload, DEVICE_PAD};

@@ -339,7 +339,7 @@ pub fn synth_layer(
 }
 
 /// Quantized bytes of experts `range` of one projection, computed on up to
-/// `available_parallelism` threads, returned in expert order.
+/// `available_parallelism` threads (`qmoe_quant::par::map_in_order`), returned in expert order.
 pub fn parallel_experts(
     hp: &Qwen3MoeHparams,
     layer: usize,
@@ -349,23 +349,8 @@ pub fn parallel_experts(
     outliers: bool,
     range: std::ops::Range<usize>,
 ) -> Vec<Vec<u8>> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(range.len().max(1));
     let experts: Vec<usize> = range.collect();
-    let mut out: Vec<Vec<u8>> = vec![Vec::new(); experts.len()];
-    std::thread::scope(|s| {
-        for (slots, ids) in out
-            .chunks_mut(experts.len().div_ceil(threads).max(1))
-            .zip(experts.chunks(experts.len().div_ceil(threads).max(1)))
-        {
-            s.spawn(move || {
-                for (slot, &e) in slots.iter_mut().zip(ids) {
-                    *slot = expert_bytes(hp, layer, seed, proj, e, qtype, outliers);
-                }
-            });
-        }
-    });
-    out
+    qmoe_quant::par::map_in_order(&experts, |&e| {
+        expert_bytes(hp, layer, seed, proj, e, qtype, outliers)
+    })
 }

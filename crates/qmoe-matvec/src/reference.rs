@@ -333,34 +333,17 @@ pub fn for_each_expert<D, T: Send>(
         by_expert.entry(e).or_default().push(t);
     }
     let groups: Vec<(u32, Vec<usize>)> = by_expert.into_iter().collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(groups.len())
-        .max(1);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<Option<Vec<T>>> = (0..ids.len()).map(|_| None).collect();
-    std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let g = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((e, tasks)) = groups.get(g) else {
-                            break done;
-                        };
-                        let d = decode(*e as usize);
-                        done.extend(tasks.iter().map(|&t| (t, f(d.as_ref(), t))));
-                    }
-                })
-            })
-            .collect();
-        for worker in workers {
-            for (t, r) in worker.join().expect("a reference worker panicked") {
-                results[t] = Some(r);
-            }
-        }
+    let done = qmoe_dequant::par::map_in_order(&groups, |(e, tasks)| {
+        let d = decode(*e as usize);
+        tasks
+            .iter()
+            .map(|&t| (t, f(d.as_ref(), t)))
+            .collect::<Vec<_>>()
     });
+    let mut results: Vec<Option<Vec<T>>> = (0..ids.len()).map(|_| None).collect();
+    for (t, r) in done.into_iter().flatten() {
+        results[t] = Some(r);
+    }
     results
         .into_iter()
         .flat_map(|r| r.expect("every task belongs to one expert group"))

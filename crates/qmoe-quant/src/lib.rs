@@ -22,6 +22,7 @@ mod error;
 pub mod grids;
 pub mod layout;
 pub mod mix;
+pub mod par;
 pub mod q8_1;
 mod qtype;
 pub mod quantize;

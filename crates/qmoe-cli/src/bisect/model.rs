@@ -436,37 +436,13 @@ pub fn synthetic(
         ))
     };
     // Each layer has its own RNG streams, so the layers are built side by side (one per core,
-    // taken in order from a shared counter) and come out the same as one after the other: 48
+    // in order from a shared counter) and come out the same as one after the other: 48
     // Qwen3-30B-A3B layers are ~29 G weights of random blocks, minutes on one core.
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(layers.len());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut built: Vec<Option<Result<(MoeLayerWeights<'static>, LayerTypes)>>> =
-        (0..layers.len()).map(|_| None).collect();
-    std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&l) = layers.get(k) else { break mine };
-                        mine.push((k, one(l)));
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            for (k, r) in w.join().expect("a synthetic layer's worker panicked") {
-                built[k] = Some(r);
-            }
-        }
-    });
+    let built = qmoe_dequant::par::map_in_order(&layers, |&l| one(l));
     let mut weights = Vec::with_capacity(layers.len());
     let mut types = Vec::with_capacity(layers.len());
     for r in built {
-        let (w, t) = r.expect("every layer index was taken by a worker")?;
+        let (w, t) = r?;
         weights.push(w);
         types.push(t);
     }
