@@ -104,11 +104,16 @@ struct GmGeom {
     // aligned (the kernel checks the tensor's base), else a row may start anywhere mod 16.
     static constexpr uint32_t CHUNKS = QT::BLOCK_BYTES % 16 == 0 ? SEG / 16 : (SEG + 30) / 16;
     static constexpr uint32_t STRIDE = 16 * CHUNKS + ((16 * CHUNKS) % 32 == 0 ? 16 : 0);
-    // The pass's sub-block scales, decoded once per block and pass into a table in static
-    // shared memory (its size per type is the kernel's own, which the driver reports to the
-    // host): (a, b) per (matrix, sub-block, row) with a min, a alone without.
+    // A type with a min (Q4_K: 6-bit scales and mins packed in 12 bytes) has its pass's
+    // sub-block scales decoded once per block and pass into a table in static shared memory
+    // (its size per type is the kernel's own, which the driver reports to the host): (a, b) per
+    // (matrix, sub-block, row). A type without one (a scale byte or half and a multiply) decodes
+    // its scale where it is used: a table would only add a barrier per pass.
+    static constexpr bool TABLE = QT::MMA_HAS_MIN;
     static constexpr uint32_t SUBS = GM_K_CHUNK / QT::MMA_SUB;
-    static constexpr uint32_t SC_ENTRY = QT::MMA_HAS_MIN ? 8 : 4;
+    static constexpr uint32_t SC_ENTRY = 8;
+    template <int NMAT>
+    __host__ __device__ static constexpr uint32_t table_bytes() { return TABLE ? NMAT * SUBS * GM_TILE_ROWS * SC_ENTRY : 16; }
     // One stage: NMAT x GM_TILE_ROWS weight rows, the int8 activations, their (d, s) pairs.
     static constexpr uint32_t XQ_BYTES = GM_TILE_M * GM_XROW;
     static constexpr uint32_t DS_BYTES = GM_TILE_M * GM_QBLOCKS * 8;
@@ -117,7 +122,7 @@ struct GmGeom {
     // Shared memory of one block: the dynamic stages, the static scale table and slot lists.
     template <int NMAT>
     __host__ __device__ static constexpr uint32_t smem_bytes() {
-        return GM_STAGES * stage_bytes<NMAT>() + NMAT * SUBS * GM_TILE_ROWS * SC_ENTRY + 8 * GM_TILE_M + 16;
+        return GM_STAGES * stage_bytes<NMAT>() + table_bytes<NMAT>() + 8 * GM_TILE_M + 16;
     }
     // Blocks that fit an SM's shared memory (GM_SM_SMEM, 1 KB reserved per block): the
     // __launch_bounds__ minimum, so registers are capped for two blocks only where two fit.
@@ -192,8 +197,8 @@ __device__ __forceinline__ void gm_store_x(int8_t* xq, float2* ds, const float4 
     }
 }
 
-// Decodes the sub-block scales of pass `st` (klen weights) into the table `sc`: entry (m, js, r)
-// at index (m * SUBS + js) * GM_TILE_ROWS + r, float2 (a, b) with a min, float a without. Row
+// Decodes the sub-block scales of pass `st` (klen weights) into the table `sc` (types with a
+// min): entry (m, js, r) at index (m * SUBS + js) * GM_TILE_ROWS + r, the float2 (a, b). Row
 // r past R decodes row R - 1 (rmax = R - 1 - wrow0), so every entry a lane reads is written.
 template <class QT, int NMAT>
 __device__ __forceinline__ void gm_decode_scales(uint8_t* sc, const uint8_t* st, const uint8_t* const base[NMAT],
@@ -215,10 +220,7 @@ __device__ __forceinline__ void gm_decode_scales(uint8_t* sc, const uint8_t* st,
                                    (w / QT::BLOCK_WEIGHTS) * QT::BLOCK_BYTES;
         float a, b;
         QT::mma_scale(blk, (int)((w % QT::BLOCK_WEIGHTS) / QT::MMA_SUB), &a, &b);
-        if (QT::MMA_HAS_MIN)
-            reinterpret_cast<float2*>(sc)[e] = make_float2(a, b);
-        else
-            reinterpret_cast<float*>(sc)[e] = a;
+        reinterpret_cast<float2*>(sc)[e] = make_float2(a, b);
     }
 }
 
@@ -239,14 +241,14 @@ __device__ __forceinline__ void gm_step(const uint8_t* ra, const uint8_t* rb, in
     for (int h = 0; h < SUBS; h++) {
         const int j = j0 + h;
         uint32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        float sa, sb = 0.0f, ta, tb = 0.0f;  // (a, b) of rows gid and gid + 8, from the table
-        const uint32_t e = (js0 + h) * GM_TILE_ROWS + lrow;
-        if (QT::MMA_HAS_MIN) {
+        float sa, sb, ta, tb;  // (a, b) of rows gid and gid + 8
+        if constexpr (GmGeom<QT>::TABLE) {
+            const uint32_t e = (js0 + h) * GM_TILE_ROWS + lrow;
             const float2 u = reinterpret_cast<const float2*>(sc)[e], v = reinterpret_cast<const float2*>(sc)[e + 8];
             sa = u.x, sb = u.y, ta = v.x, tb = v.y;
         } else {
-            sa = reinterpret_cast<const float*>(sc)[e];
-            ta = reinterpret_cast<const float*>(sc)[e + 8];
+            QT::mma_scale(ra, j, &sa, &sb);
+            QT::mma_scale(rb, j, &ta, &tb);
         }
         if (SUBS == 1) {
             a0 = QT::mma_codes4(ra, j, 4 * tid);
@@ -312,7 +314,7 @@ __device__ __forceinline__ void gm_tile(const GemmParams& p) {
     __syncthreads();
     const uint32_t live = live_slots, nf = live / 8;
     if (nf == 0) return;  // block-uniform
-    __shared__ __align__(16) uint8_t sc[NMAT * G::SUBS * GM_TILE_ROWS * G::SC_ENTRY];
+    __shared__ __align__(16) uint8_t sc[G::template table_bytes<NMAT>()];
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tid = lane & 3;
     const uint32_t wrow0 = blockIdx.x * GM_TILE_ROWS;
@@ -360,8 +362,10 @@ __device__ __forceinline__ void gm_tile(const GemmParams& p) {
         const uint8_t* const st = gm_dyn + (c % GM_STAGES) * STAGE;
         // The pass's scales, once per block; the table was last read in pass c - 1, which every
         // warp finished before the barrier above.
-        gm_decode_scales<QT, NMAT>(sc, st, base, p, wrow0, k0, klen);
-        __syncthreads();
+        if constexpr (G::TABLE) {
+            gm_decode_scales<QT, NMAT>(sc, st, base, p, wrow0, k0, klen);
+            __syncthreads();
+        }
         const int8_t* const xq = reinterpret_cast<const int8_t*>(st + NMAT * GM_TILE_ROWS * G::STRIDE);
         const float2* const ds = reinterpret_cast<const float2*>(st + NMAT * GM_TILE_ROWS * G::STRIDE + G::XQ_BYTES);
         // This lane's rows as staged: the row's slot plus its global alignment mod 16. A row
@@ -393,7 +397,7 @@ __device__ __forceinline__ void gm_tile(const GemmParams& p) {
 #pragma unroll
             for (int m = 0; m < NMAT; m++) {
                 gm_step<QT>(ra[m] + blk * QT::BLOCK_BYTES, rb[m] + blk * QT::BLOCK_BYTES, j0, nf, b0, b1,
-                            ds + (xs >> 5), sc + m * G::SUBS * GM_TILE_ROWS * G::SC_ENTRY, xs / QT::MMA_SUB,
+                            ds + (xs >> 5), G::TABLE ? sc + m * G::SUBS * GM_TILE_ROWS * G::SC_ENTRY : sc, xs / QT::MMA_SUB,
                             16 * warp + gid, acc[m]);
             }
         }

@@ -81,6 +81,55 @@ __device__ __forceinline__ void router_row_partials(const float* __restrict__ wr
     }
 }
 
+// router_row_partials for EXP consecutive rows of Wr at once (the wide router): per column,
+// the EXP rows' loads are issued together before the fmas, so a block waits on L2 once per
+// column rather than once per row and column. Each partial acc[i][t] sees the same columns in
+// the same order as router_row_partials gives it, so the sums are bit for bit the same.
+template <int EXP, int TOK, class X>
+__device__ __forceinline__ void router_rows_partials(const float* __restrict__ wrows, const X& x, uint32_t h,
+                                                     uint32_t nrows, uint32_t nt, float acc[EXP][TOK]) {
+    if ((h & 3u) == 0) {
+        const uint32_t h4 = h >> 2;
+#pragma unroll 1
+        for (uint32_t c = threadIdx.x; c < h4; c += QMOE_ROUTER_THREADS) {
+            float4 w[EXP];
+#pragma unroll
+            for (int i = 0; i < EXP; ++i) {
+                w[i] = (uint32_t)i < nrows ? __ldg(reinterpret_cast<const float4*>(wrows + (size_t)i * h) + c)
+                                           : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+#pragma unroll
+            for (int t = 0; t < TOK; ++t) {
+                if ((uint32_t)t < nt) {
+                    const float4 v = x.get4(t, c);
+#pragma unroll
+                    for (int i = 0; i < EXP; ++i) {
+                        acc[i][t] = fmaf(w[i].x, v.x, acc[i][t]);
+                        acc[i][t] = fmaf(w[i].y, v.y, acc[i][t]);
+                        acc[i][t] = fmaf(w[i].z, v.z, acc[i][t]);
+                        acc[i][t] = fmaf(w[i].w, v.w, acc[i][t]);
+                    }
+                }
+            }
+        }
+    } else {
+#pragma unroll 1
+        for (uint32_t c = threadIdx.x; c < h; c += QMOE_ROUTER_THREADS) {
+            float w[EXP];
+#pragma unroll
+            for (int i = 0; i < EXP; ++i) w[i] = (uint32_t)i < nrows ? __ldg(wrows + (size_t)i * h + c) : 0.0f;
+#pragma unroll
+            for (int t = 0; t < TOK; ++t) {
+                if ((uint32_t)t < nt) {
+                    const float v = x.get(t, c);
+#pragma unroll
+                    for (int i = 0; i < EXP; ++i) acc[i][t] = fmaf(w[i], v, acc[i][t]);
+                }
+            }
+        }
+    }
+}
+
 // The router's input as given: token rows of h floats.
 struct RouterX {
     const float* x;  // the group's first token row
@@ -343,11 +392,7 @@ __device__ __forceinline__ void router_body(const float* __restrict__ wr, const 
                     }
                 }
             }
-            const RouterSmemX ss{rows, h};
-#pragma unroll
-            for (int i = 0; i < EXP; ++i) {
-                if ((uint32_t)i < nrows) router_row_partials<TOK>(wr + (size_t)(row0 + i) * h, ss, h, nt, acc[i]);
-            }
+            router_rows_partials<EXP, TOK>(wr + (size_t)row0 * h, RouterSmemX{rows, h}, h, nrows, nt, acc);
         }
     } else {
         router_row_partials<TOK>(wr + (size_t)row0 * h, RouterX{x + (size_t)tok0 * h, h}, h, nt, acc[0]);
