@@ -34,8 +34,9 @@
 //                !QT::MMA_HAS_MIN). The kernel's exact integer sum S = sum code * q_x over a
 //                sub-block is scaled as acc = fma(fl(a * d_x), S, acc), then, with a min,
 //                acc = fma(-b, s_x, acc): s_x is a Q8_1 block's sum, so a type with a min must
-//                have 32-weight sub-blocks. The block bytes are read from global memory (the
-//                codes by aligned 4-byte words that stay inside the block).
+//                have 32-weight sub-blocks. The block bytes are read from a shared-memory
+//                copy that keeps each row's global alignment mod 16 (the codes by aligned
+//                4-byte words that stay inside the block).
 //   A type without a member simply has no such instances in the table.
 //
 // Include as "../../qmoe-dequant/cuda/qtypes.gen.cuh" (every type) from any .cu.
